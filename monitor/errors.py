@@ -1,0 +1,11 @@
+"""Errors raised by the monitor; all derive from RqscopeError."""
+
+from __future__ import annotations
+
+from tasks.errors import RqscopeError, SettingsError
+
+__all__ = ["RqscopeError", "SettingsError", "RedisUnavailable"]
+
+
+class RedisUnavailable(RqscopeError):
+    """Redis could not be reached within the client timeout."""

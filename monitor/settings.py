@@ -1,0 +1,199 @@
+"""Every rqscope setting: defaults, parsing of RQSCOPE_* variables, validation."""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from monitor.errors import SettingsError
+
+PREFIX = "RQSCOPE_"
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 9190
+DEFAULT_REDIS_CONNECT_TIMEOUT = 2.0
+DEFAULT_REDIS_TIMEOUT = 2.0
+DEFAULT_SNAPSHOT_TTL = 1.0
+DEFAULT_LOG_LEVEL = "INFO"
+DEFAULT_MAX_BODY_BYTES = 64 * 1024
+DEFAULT_WEB_WORKERS = 2
+DEFAULT_WEB_THREADS = 4
+DEFAULT_PUBLISH_INTERVAL = 5.0
+DEFAULT_TASK_MODULES = ("tasks.examples",)
+DEFAULT_QUEUES = ("high", "default", "low")
+
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The whole configuration of one rqscope process."""
+
+    redis_url: str | None = None
+    sentinel_hosts: tuple[tuple[str, int], ...] = ()
+    sentinel_master: str | None = None
+    sentinel_password: str | None = field(default=None, repr=False)
+    redis_connect_timeout: float = DEFAULT_REDIS_CONNECT_TIMEOUT
+    redis_timeout: float = DEFAULT_REDIS_TIMEOUT
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    api_token: str | None = field(default=None, repr=False)
+    no_auth: bool = False
+    log_level: str = DEFAULT_LOG_LEVEL
+    snapshot_ttl: float = DEFAULT_SNAPSHOT_TTL
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    web_workers: int = DEFAULT_WEB_WORKERS
+    web_threads: int = DEFAULT_WEB_THREADS
+    publish_interval: float = DEFAULT_PUBLISH_INTERVAL
+    task_modules: tuple[str, ...] = DEFAULT_TASK_MODULES
+
+    @property
+    def log_level_number(self) -> int:
+        return int(logging.getLevelName(self.log_level))
+
+    @property
+    def bound_to_loopback(self) -> bool:
+        return is_loopback(self.host)
+
+    def replace(self, **changes: object) -> Settings:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def env_name(field_name: str) -> str:
+    return PREFIX + field_name.upper()
+
+
+def redact_url(url: str | None) -> str:
+    """The URL with any password replaced, safe for logs and pages."""
+    if not url:
+        return ""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    netloc = f"{user}:***@{parts.hostname or ''}"
+    if parts.port:
+        netloc += f":{parts.port}"
+    return parts._replace(netloc=netloc).geturl()
+
+
+def _float(name: str, raw: str, minimum: float = 0.0, allow_zero: bool = False) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a number") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise SettingsError(f"{name}={raw!r} must be a finite number")
+    if value < minimum or (value == 0 and not allow_zero):
+        raise SettingsError(f"{name}={raw!r} must be greater than 0")
+    return value
+
+
+def _int(name: str, raw: str, low: int, high: int) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a whole number") from None
+    if not low <= value <= high:
+        raise SettingsError(f"{name}={raw!r} must be between {low} and {high}")
+    return value
+
+
+def _bool(name: str, raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise SettingsError(f"{name}={raw!r} must be true or false")
+
+
+def _redis_url(name: str, raw: str) -> str:
+    parts = urlsplit(raw)
+    if parts.scheme not in REDIS_SCHEMES:
+        raise SettingsError(f"{name}={redact_url(raw)!r} must start with redis://, rediss:// or unix://")
+    if parts.scheme == "unix":
+        if not parts.path:
+            raise SettingsError(f"{name}={redact_url(raw)!r} needs a socket path, e.g. unix:///run/redis.sock")
+    elif not parts.hostname:
+        raise SettingsError(f"{name}={redact_url(raw)!r} needs a host, e.g. redis://localhost:6379/0")
+    try:
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        raise SettingsError(f"{name}={redact_url(raw)!r} has an invalid port") from None
+    return raw
+
+
+def _sentinels(name: str, raw: str) -> tuple[tuple[str, int], ...]:
+    hosts = []
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        host, sep, port = item.rpartition(":")
+        if not sep or not host:
+            raise SettingsError(f"{name}: {item!r} must be host:port")
+        hosts.append((host, _int(name, port, 1, 65535)))
+    return tuple(hosts)
+
+
+def from_env(env: Mapping[str, str]) -> Settings:
+    """Build Settings from RQSCOPE_* entries of a mapping; raise SettingsError naming a bad variable."""
+    values: dict[str, object] = {}
+
+    def get(key: str) -> str | None:
+        raw = env.get(env_name(key))
+        return None if raw is None else raw.strip()
+
+    if (raw := get("redis_url")) is not None and raw != "":
+        values["redis_url"] = _redis_url(env_name("redis_url"), raw)
+    if raw := get("sentinel_hosts"):
+        values["sentinel_hosts"] = _sentinels(env_name("sentinel_hosts"), raw)
+    if raw := get("sentinel_master"):
+        values["sentinel_master"] = raw
+    if raw := get("sentinel_password"):
+        values["sentinel_password"] = raw
+    if bool(values.get("sentinel_hosts")) != bool(values.get("sentinel_master")):
+        raise SettingsError(f"{env_name('sentinel_hosts')} and {env_name('sentinel_master')} must be set together")
+    for key in ("redis_connect_timeout", "redis_timeout", "snapshot_ttl", "publish_interval"):
+        if raw := get(key):
+            values[key] = _float(env_name(key), raw)
+    if raw := get("host"):
+        values["host"] = raw
+    if raw := get("port"):
+        values["port"] = _int(env_name("port"), raw, 1, 65535)
+    if raw := get("api_token"):
+        if len(raw) < 16:
+            raise SettingsError(f"{env_name('api_token')} must be at least 16 characters")
+        values["api_token"] = raw
+    if (raw := get("no_auth")) is not None:
+        values["no_auth"] = _bool(env_name("no_auth"), raw)
+    if raw := get("log_level"):
+        if raw.upper() not in LOG_LEVELS:
+            raise SettingsError(f"{env_name('log_level')}={raw!r} must be one of {', '.join(LOG_LEVELS)}")
+        values["log_level"] = raw.upper()
+    if raw := get("max_body_bytes"):
+        values["max_body_bytes"] = _int(env_name("max_body_bytes"), raw, 256, 16 * 1024 * 1024)
+    if raw := get("web_workers"):
+        values["web_workers"] = _int(env_name("web_workers"), raw, 1, 64)
+    if raw := get("web_threads"):
+        values["web_threads"] = _int(env_name("web_threads"), raw, 1, 256)
+    if (raw := get("task_modules")) is not None:
+        values["task_modules"] = tuple(filter(None, (m.strip() for m in raw.split(","))))
+    settings = Settings(**values)  # type: ignore[arg-type]
+    if settings.no_auth and not settings.bound_to_loopback:
+        raise SettingsError(
+            f"{env_name('no_auth')} is only allowed on a loopback host, not {env_name('host')}={settings.host!r}"
+        )
+    return settings

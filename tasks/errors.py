@@ -1,0 +1,31 @@
+"""The rqscope exception hierarchy, rooted at RqscopeError."""
+
+from __future__ import annotations
+
+
+class RqscopeError(Exception):
+    """Base of every error rqscope raises on purpose."""
+
+
+class SettingsError(RqscopeError):
+    """A setting has an invalid value; the message names the variable."""
+
+
+class TaskError(RqscopeError):
+    """A request to run a task cannot be honoured."""
+
+
+class UnknownTaskError(TaskError):
+    """The task name is not in the registry."""
+
+
+class QueueNotAllowedError(TaskError):
+    """The task may not be enqueued on the requested queue."""
+
+
+class TaskArgumentsError(TaskError):
+    """The arguments do not fit the task's signature or cannot be serialised."""
+
+
+class DuplicateTaskError(RqscopeError):
+    """Two different functions were registered under one task name."""

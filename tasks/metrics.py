@@ -1,0 +1,155 @@
+"""Task metrics: how runs are recorded into Redis and how they become metric families.
+
+Counts live in one Redis hash so that every forked work horse on every host adds to the
+same totals, and one HGETALL reads all of them back.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from redis.client import Pipeline
+
+METRICS_KEY = "rqscope:metrics"
+ROLLUP_KEY_TEMPLATE = "rqscope:metrics:m:{minute}"
+ROLLUP_TTL_SECONDS = 2 * 3600
+SEP = "\x1f"
+
+OUTCOMES = ("success", "failure", "retried", "timeout", "killed")
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0)
+INF = "+Inf"
+
+
+def _le(bound: float) -> str:
+    return repr(float(bound))
+
+
+BUCKET_LABELS = tuple(_le(b) for b in BUCKETS) + (INF,)
+
+
+def field_name(task: str, queue: str, kind: str) -> str:
+    return f"{task}{SEP}{queue}{SEP}{kind}"
+
+
+def bucket_for(duration: float) -> str:
+    """The `le` label of the smallest bucket holding this duration."""
+    for bound, label in zip(BUCKETS, BUCKET_LABELS, strict=False):
+        if duration <= bound:
+            return label
+    return INF
+
+
+def rollup_key(epoch_seconds: float) -> str:
+    return ROLLUP_KEY_TEMPLATE.format(minute=int(epoch_seconds // 60))
+
+
+def record_run(
+    pipeline: Pipeline, task: str, queue: str, outcome: str, duration: float, now: float | None = None
+) -> None:
+    """Queue the writes for one finished run on `pipeline`; the caller executes it once."""
+    if outcome not in OUTCOMES:
+        raise ValueError(f"unknown outcome {outcome!r}")
+    duration = max(0.0, float(duration)) if math.isfinite(duration) else 0.0
+    pipeline.hincrby(METRICS_KEY, field_name(task, queue, "o:" + outcome), 1)
+    pipeline.hincrbyfloat(METRICS_KEY, field_name(task, queue, "sum"), duration)
+    pipeline.hincrby(METRICS_KEY, field_name(task, queue, "b:" + bucket_for(duration)), 1)
+    key = rollup_key(time.time() if now is None else now)
+    pipeline.hincrby(key, field_name(task, queue, "o:" + outcome), 1)
+    pipeline.hincrbyfloat(key, field_name(task, queue, "sum"), duration)
+    pipeline.expire(key, ROLLUP_TTL_SECONDS)
+
+
+def record_enqueued(pipeline: Pipeline, task: str, queue: str, count: int = 1) -> None:
+    pipeline.hincrby(METRICS_KEY, field_name(task, queue, "enqueued"), count)
+
+
+@dataclass
+class TaskStats:
+    """Everything recorded for one (task, queue) pair."""
+
+    outcomes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
+    duration_sum: float = 0.0
+    buckets: dict[str, int] = field(default_factory=lambda: dict.fromkeys(BUCKET_LABELS, 0))
+    enqueued: int = 0
+
+    @property
+    def runs(self) -> int:
+        return sum(self.outcomes.values())
+
+    def cumulative_buckets(self) -> list[tuple[str, float]]:
+        total = 0
+        out = []
+        for label in BUCKET_LABELS:
+            total += self.buckets.get(label, 0)
+            out.append((label, float(total)))
+        return out
+
+    def quantile(self, q: float) -> float | None:
+        """Estimate a quantile from the buckets, interpolating like histogram_quantile()."""
+        count = sum(self.buckets.values())
+        if count == 0:
+            return None
+        rank = q * count
+        lower, seen = 0.0, 0
+        for bound, label in zip(BUCKETS + (math.inf,), BUCKET_LABELS, strict=True):
+            in_bucket = self.buckets.get(label, 0)
+            if seen + in_bucket >= rank and in_bucket:
+                if math.isinf(bound):
+                    return lower
+                return lower + (bound - lower) * (rank - seen) / in_bucket
+            seen += in_bucket
+            lower = bound
+        return lower
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def parse_metrics(raw: Mapping[bytes | str, bytes | str]) -> dict[tuple[str, str], TaskStats]:
+    """Turn the metrics hash into TaskStats per (task, queue); malformed fields are skipped."""
+    stats: dict[tuple[str, str], TaskStats] = {}
+    for raw_key, raw_value in raw.items():
+        parts = _text(raw_key).split(SEP)
+        if len(parts) != 3:
+            continue
+        task, queue, kind = parts
+        try:
+            value = float(_text(raw_value))
+        except ValueError:
+            continue
+        if not math.isfinite(value):
+            continue
+        entry = stats.setdefault((task, queue), TaskStats())
+        if kind.startswith("o:") and kind[2:] in OUTCOMES:
+            entry.outcomes[kind[2:]] = int(value)
+        elif kind.startswith("b:") and kind[2:] in entry.buckets:
+            entry.buckets[kind[2:]] = int(value)
+        elif kind == "sum":
+            entry.duration_sum = value
+        elif kind == "enqueued":
+            entry.enqueued = int(value)
+    return stats
+
+
+def task_families(stats: Mapping[tuple[str, str], TaskStats]) -> Iterable[Metric]:
+    """Counter and histogram families for every (task, queue) pair."""
+    runs = CounterMetricFamily(
+        "rqscope_task_runs", "Task runs by outcome, summed over every worker", labels=["task", "queue", "outcome"]
+    )
+    duration = HistogramMetricFamily(
+        "rqscope_task_duration_seconds", "Task run time, every outcome", labels=["task", "queue"]
+    )
+    enqueued = CounterMetricFamily(
+        "rqscope_task_enqueued", "Jobs enqueued through the task registry", labels=["task", "queue"]
+    )
+    for (task, queue), entry in sorted(stats.items()):
+        for outcome in OUTCOMES:
+            runs.add_metric([task, queue, outcome], entry.outcomes.get(outcome, 0))
+        duration.add_metric([task, queue], buckets=entry.cumulative_buckets(), sum_value=entry.duration_sum)
+        enqueued.add_metric([task, queue], entry.enqueued)
+    return [runs, duration, enqueued]

@@ -1,0 +1,53 @@
+"""The Flask application factory."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+
+from flask import Flask
+from prometheus_client import CollectorRegistry
+from redis import Redis
+
+from monitor.collectors import TaskCollector
+from monitor.embedded import with_default_redis
+from monitor.redis_client import make_client
+from monitor.settings import Settings, from_env
+from tasks.registry import REGISTRY, TaskRegistry
+from web import api_tasks, errors, health
+from web.state import EXTENSION, State
+
+log = logging.getLogger(__name__)
+
+
+def import_task_modules(modules: tuple[str, ...]) -> None:
+    for module in modules:
+        importlib.import_module(module)
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    redis: Redis | None = None,
+    registry: TaskRegistry = REGISTRY,
+    testing: bool = False,
+) -> Flask:
+    """Build the sidecar app; with no settings, read RQSCOPE_* from the environment."""
+    if settings is None:
+        settings = with_default_redis(from_env(os.environ))
+    import_task_modules(settings.task_modules)
+    app = Flask(__name__)
+    app.config.update(
+        TESTING=testing,
+        MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        JSON_SORT_KEYS=False,
+    )
+    client = redis if redis is not None else make_client(settings, client_name="rqscope-web")
+    metrics = CollectorRegistry(auto_describe=False)
+    metrics.register(TaskCollector(client))
+    app.extensions[EXTENSION] = State(settings=settings, redis=client, registry=registry, metrics=metrics)
+    errors.register(app)
+    app.register_blueprint(health.bp)
+    app.register_blueprint(api_tasks.bp)
+    return app

@@ -1,0 +1,145 @@
+"""The `rqscope` command: serve, worker, info, demo."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Mapping, Sequence
+
+from monitor.embedded import with_default_redis
+from monitor.settings import DEFAULT_QUEUES, Settings, env_name, from_env
+from tasks.errors import RqscopeError
+
+# (flag, settings field, help); every flag has the RQSCOPE_* variable of the same name
+CONNECTION_FLAGS = (
+    ("--redis-url", "redis_url", "redis://, rediss:// or unix:// URL (default: the running demo's Redis)"),
+    ("--sentinel-hosts", "sentinel_hosts", "comma-separated host:port list of Redis Sentinels"),
+    ("--sentinel-master", "sentinel_master", "name of the Sentinel-monitored master"),
+    ("--redis-connect-timeout", "redis_connect_timeout", "seconds to wait for a Redis connection"),
+    ("--redis-timeout", "redis_timeout", "seconds to wait for a Redis reply"),
+    ("--log-level", "log_level", "DEBUG, INFO, WARNING, ERROR or CRITICAL"),
+    ("--task-modules", "task_modules", "comma-separated modules that register @task functions"),
+)
+SERVE_FLAGS = (
+    ("--host", "host", "address to bind (default 127.0.0.1)"),
+    ("--port", "port", "port to bind (default 9190)"),
+    ("--web-workers", "web_workers", "gunicorn worker processes"),
+    ("--web-threads", "web_threads", "threads per gunicorn worker"),
+    ("--snapshot-ttl", "snapshot_ttl", "seconds a Redis snapshot is reused"),
+    ("--max-body-bytes", "max_body_bytes", "largest accepted request body"),
+)
+
+
+def _add_flags(parser: argparse.ArgumentParser, flags: Sequence[tuple[str, str, str]]) -> None:
+    for flag, field, help_text in flags:
+        parser.add_argument(flag, dest=field, default=None, help=f"{help_text} [{env_name(field)}]")
+
+
+def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
+    """Settings from the environment, with any flag given on the command line taking precedence."""
+    merged = dict(env)
+    for field in vars(Settings()):
+        value = getattr(args, field, None)
+        if value is True:
+            merged[env_name(field)] = "true"
+        elif value is not None and value is not False:
+            merged[env_name(field)] = str(value)
+    return with_default_redis(from_env(merged))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rqscope", description="Observability sidecar and dashboard for RQ.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the dashboard, JSON API, /metrics and alert evaluator")
+    _add_flags(serve, CONNECTION_FLAGS + SERVE_FLAGS)
+    serve.add_argument(
+        "--no-auth",
+        action="store_true",
+        default=None,
+        help="run without authentication; refused unless bound to loopback [RQSCOPE_NO_AUTH]",
+    )
+    serve.set_defaults(run=run_serve)
+
+    worker = commands.add_parser("worker", help="run an instrumented RQ worker")
+    worker.add_argument(
+        "queues", nargs="*", metavar="QUEUE", help=f"queues in priority order (default: {' '.join(DEFAULT_QUEUES)})"
+    )
+    _add_flags(worker, CONNECTION_FLAGS)
+    worker.add_argument("--with-scheduler", action="store_true", help="also run RQ's scheduler")
+    worker.add_argument("--burst", action="store_true", help="quit once the queues are empty")
+    worker.add_argument("--name", default=None, help="worker name (default: random)")
+    worker.add_argument(
+        "--publish-interval",
+        dest="publish_interval",
+        default=None,
+        help=f"seconds between process-stat publications [{env_name('publish_interval')}]",
+    )
+    worker.set_defaults(run=run_worker)
+
+    demo = commands.add_parser("demo", help="run everything on an embedded Redis, with example traffic")
+    demo.add_argument("--port", type=int, default=None, help="sidecar port (default 9190, or a free one)")
+    demo.add_argument("--workers", type=int, default=2, help="instrumented workers to start (1-8)")
+    demo.add_argument("--rate", type=float, default=5.0, help="example jobs enqueued per second (0-200)")
+    demo.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    demo.set_defaults(run=run_demo)
+    return parser
+
+
+def configure_logging(settings: Settings) -> None:
+    logging.basicConfig(level=settings.log_level_number, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def run_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from web.serve import serve
+
+    return serve(settings)
+
+
+def run_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from monitor.redis_client import make_client
+    from tasks.worker import InstrumentedWorker
+    from web.app import import_task_modules
+
+    if args.name is not None and not (0 < len(args.name) <= 200 and args.name.isprintable()):
+        raise RqscopeError("--name must be 1 to 200 printable characters")
+    import_task_modules(settings.task_modules)
+    client = make_client(settings, client_name="rqscope-worker")
+    queues = args.queues or list(DEFAULT_QUEUES)
+    worker = InstrumentedWorker(queues, connection=client, name=args.name, publish_interval=settings.publish_interval)
+    worker.work(burst=args.burst, with_scheduler=args.with_scheduler, logging_level=settings.log_level)
+    return 0
+
+
+def run_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from web.demo import Demo
+
+    if not 1 <= args.workers <= 8:
+        raise RqscopeError("--workers must be between 1 and 8")
+    if not 0 <= args.rate <= 200:
+        raise RqscopeError("--rate must be between 0 and 200 jobs per second")
+    if args.duration is not None and not 0 < args.duration <= 7 * 24 * 3600:
+        raise RqscopeError("--duration must be a positive number of seconds")
+    if args.port is not None and not 0 < args.port < 65536:
+        raise RqscopeError("--port must be between 1 and 65535")
+    return Demo(workers=args.workers, rate=args.rate, port=args.port).run(args.duration)
+
+
+def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = settings_from(args, os.environ if env is None else env)
+        configure_logging(settings)
+        return int(args.run(args, settings))
+    except RqscopeError as exc:
+        print(f"rqscope: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""Error responses: JSON under /api and for machine clients, plain text elsewhere."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, jsonify, request
+from redis import RedisError
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from tasks.errors import RqscopeError
+
+log = logging.getLogger(__name__)
+
+
+def wants_json() -> bool:
+    return request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json"
+
+
+def error_response(status: int, message: str) -> Response:
+    if wants_json():
+        response = jsonify(error=message)
+    else:
+        response = Response(message + "\n", mimetype="text/plain")
+    response.status_code = status
+    return response
+
+
+def register(app: Flask) -> None:
+    @app.errorhandler(RequestEntityTooLarge)
+    def too_large(exc: RequestEntityTooLarge) -> Response:
+        limit = app.config["MAX_CONTENT_LENGTH"]
+        return error_response(400, f"request body is larger than {limit} bytes (RQSCOPE_MAX_BODY_BYTES)")
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response:
+        response = error_response(exc.code or 500, exc.description or exc.name)
+        for header in ("WWW-Authenticate", "Allow"):
+            if exc.get_response().headers.get(header):
+                response.headers[header] = exc.get_response().headers[header]
+        return response
+
+    @app.errorhandler(RqscopeError)
+    def rqscope_error(exc: RqscopeError) -> Response:
+        return error_response(400, str(exc))
+
+    @app.errorhandler(RedisError)
+    def redis_down(exc: RedisError) -> Response:
+        log.warning("redis error during %s %s: %s", request.method, request.path, exc)
+        return error_response(503, "Redis is unavailable; try again shortly")

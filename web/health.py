@@ -1,0 +1,30 @@
+"""Liveness, readiness and the Prometheus endpoint."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis import RedisError
+
+from web.state import state
+
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/healthz")
+def healthz() -> Response:
+    return jsonify(status="ok")
+
+
+@bp.get("/readyz")
+def readyz() -> tuple[Response, int]:
+    try:
+        state().redis.ping()
+    except RedisError as exc:
+        return jsonify(status="unavailable", redis=f"unreachable: {type(exc).__name__}"), 503
+    return jsonify(status="ok", redis="ok"), 200
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    return Response(generate_latest(state().metrics), mimetype=CONTENT_TYPE_LATEST)
