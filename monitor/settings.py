@@ -34,7 +34,7 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 class Settings:
     """The whole configuration of one rqscope process."""
 
-    redis_url: str | None = None
+    redis_url: str | None = field(default=None, repr=False)
     sentinel_hosts: tuple[tuple[str, int], ...] = ()
     sentinel_master: str | None = None
     sentinel_password: str | None = field(default=None, repr=False)

@@ -1,0 +1,145 @@
+"""The instrumented worker on RQ's forking Worker and a real redis-server."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+
+import psutil
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from redis import Redis
+from rq import Queue
+from rq.job import JobStatus
+
+from monitor.collectors import TaskCollector
+from tasks.procstats import PROC_KEY_TEMPLATE, PROCS_KEY
+from tasks.registry import REGISTRY, enqueue, enqueue_task
+from tasks.worker import InstrumentedWorker, unrecorded_outcome
+from tests.helpers import REPO, rqscope_command, running, wait_for
+
+pytestmark = pytest.mark.redis
+
+
+def scrape(redis: Redis) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(TaskCollector(redis))
+    return registry
+
+
+def runs(registry: CollectorRegistry, task: str, outcome: str, queue: str = "default") -> float | None:
+    return registry.get_sample_value("rqscope_task_runs_total", {"task": task, "queue": queue, "outcome": outcome})
+
+
+def work(redis: Redis, *queues: str) -> None:
+    worker = InstrumentedWorker(list(queues or ["default"]), connection=redis, publish_interval=60)
+    assert worker.work(burst=True, logging_level="WARNING")
+
+
+def test_unrecorded_outcome_uses_the_timeout() -> None:
+    assert unrecorded_outcome(5.0, 3) == "timeout"
+    assert unrecorded_outcome(1.0, 3) == "killed"
+    assert unrecorded_outcome(100.0, -1) == "killed"
+    assert unrecorded_outcome(100.0, None) == "killed"
+
+
+def test_mixed_outcomes_are_counted_exactly_on_the_forking_worker(real_redis: Redis) -> None:
+    for i in range(25):
+        enqueue("t_ok", i, connection=real_redis)
+    for i in range(15):
+        enqueue("t_fail", i, connection=real_redis)
+    work(real_redis)
+    registry = scrape(real_redis)
+    assert runs(registry, "t_ok", "success") == 25
+    assert runs(registry, "t_fail", "failure") == 15
+    for outcome in ("failure", "retried", "timeout", "killed"):
+        assert runs(registry, "t_ok", outcome) == 0
+    count = registry.get_sample_value
+    assert count("rqscope_task_duration_seconds_count", {"task": "t_ok", "queue": "default"}) == 25
+    assert count("rqscope_task_duration_seconds_count", {"task": "t_fail", "queue": "default"}) == 15
+    assert count("rqscope_task_enqueued_total", {"task": "t_ok", "queue": "default"}) == 25
+    assert Queue("default", connection=real_redis).failed_job_registry.get_job_count(cleanup=False) == 15
+
+
+def test_horse_killed_by_sigkill_is_counted_as_killed(real_redis: Redis) -> None:
+    job = enqueue("t_self_kill", connection=real_redis)
+    work(real_redis)
+    registry = scrape(real_redis)
+    assert runs(registry, "t_self_kill", "killed") == 1
+    assert runs(registry, "t_self_kill", "failure") == 0
+    assert job.get_status() == JobStatus.FAILED
+    assert job.id in Queue("default", connection=real_redis).failed_job_registry.get_job_ids(cleanup=False)
+
+
+def test_job_over_its_timeout_is_counted_as_timeout(real_redis: Redis) -> None:
+    enqueue("t_slow", 5.0, connection=real_redis)
+    work(real_redis)
+    registry = scrape(real_redis)
+    assert runs(registry, "t_slow", "timeout") == 1
+    assert sum(runs(registry, "t_slow", o) or 0 for o in ("success", "failure", "killed")) == 0
+
+
+def test_failures_that_rq_retries_are_counted_as_retried(real_redis: Redis) -> None:
+    enqueue("t_flaky", connection=real_redis)
+    work(real_redis)
+    registry = scrape(real_redis)
+    assert runs(registry, "t_flaky", "retried") == 1
+    assert runs(registry, "t_flaky", "failure") == 1
+
+
+def test_externally_killed_horse_is_counted_and_failed(real_redis: Redis, real_settings) -> None:  # type: ignore[no-untyped-def]
+    job = enqueue("t_sleep", 30.0, connection=real_redis)
+    env = {"RQSCOPE_REDIS_URL": real_settings.redis_url, "RQSCOPE_TASK_MODULES": "tests.sample_tasks"}
+    with running(rqscope_command("worker", "default", "--burst", "--log-level", "WARNING"), env) as worker:
+        horse = wait_for(lambda: psutil.Process(worker.pid).children(), timeout=20)[0]  # type: ignore[index]
+        wait_for(lambda: job.get_status() == JobStatus.STARTED)
+        horse.send_signal(signal.SIGKILL)
+        assert worker.wait(30) == 0
+    assert runs(scrape(real_redis), "t_sleep", "killed") == 1
+    assert job.get_status() == JobStatus.FAILED
+
+
+def test_two_workers_on_two_queues_are_summed_without_worker_labels(real_redis: Redis, real_settings) -> None:  # type: ignore[no-untyped-def]
+    for queue in ("q1", "q2"):
+        for i in range(20):
+            enqueue_task(REGISTRY.get("t_ok"), [i], {}, connection=real_redis, queue=queue)
+            enqueue_task(REGISTRY.get("t_ok"), [i], {}, connection=real_redis, queue="other")
+    env = {"RQSCOPE_REDIS_URL": real_settings.redis_url, "RQSCOPE_TASK_MODULES": "tests.sample_tasks"}
+    names = ("worker-one-7f3a", "worker-two-9c2b")
+    commands = [
+        rqscope_command("worker", "q1", "other", "--burst", "--name", names[0], "--log-level", "WARNING"),
+        rqscope_command("worker", "q2", "other", "--burst", "--name", names[1], "--log-level", "WARNING"),
+    ]
+    with running(commands[0], env) as first, running(commands[1], env) as second:
+        assert first.wait(60) == 0 and second.wait(60) == 0
+    registry = scrape(real_redis)
+    assert runs(registry, "t_ok", "success", "q1") == 20
+    assert runs(registry, "t_ok", "success", "q2") == 20
+    assert runs(registry, "t_ok", "success", "other") == 40
+    text = generate_latest(registry).decode()
+    assert names[0] not in text and names[1] not in text
+    label_names = {key for family in registry.collect() for sample in family.samples for key in sample.labels}
+    assert label_names == {"task", "queue", "outcome", "le"}
+
+
+def test_worker_publishes_its_process_figures(real_redis: Redis) -> None:
+    enqueue("t_ok", 1, connection=real_redis)
+    work(real_redis)
+    members = real_redis.zrange(PROCS_KEY, 0, -1)
+    assert len(members) == 1 and members[0].startswith(b"worker:")
+    stored = real_redis.hgetall(PROC_KEY_TEMPLATE.format(id=members[0].decode()))
+    assert int(stored[b"rss_bytes"]) > 10_000_000
+    assert int(stored[b"pool_max"]) >= 1 and int(stored[b"pool_in_use"]) >= 0
+    assert 0 < real_redis.pttl(PROC_KEY_TEMPLATE.format(id=members[0].decode())) <= 180_000
+
+
+def test_worker_refuses_a_bad_name(real_settings) -> None:  # type: ignore[no-untyped-def]
+    result = subprocess.run(
+        rqscope_command("worker", "--name", "bad\nname", "--burst"),
+        env={"RQSCOPE_REDIS_URL": real_settings.redis_url, "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        timeout=30,
+        cwd=REPO,
+    )
+    assert result.returncode == 2
+    assert b"--name must be" in result.stderr
