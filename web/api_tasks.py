@@ -98,7 +98,7 @@ def fetch_job(job_id: str) -> Job:
         abort(404, "no such job")
     try:
         return Job.fetch(job_id, connection=state().redis)
-    except NoSuchJobError:
+    except (NoSuchJobError, ValueError, TypeError):
         abort(404, f"no job with id {job_id!r}")
 
 

@@ -12,6 +12,8 @@ from tasks.errors import RqscopeError
 
 log = logging.getLogger(__name__)
 
+AUTHENTICATE = 'Bearer realm="rqscope"'
+
 
 def wants_json() -> bool:
     return request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json"
@@ -35,9 +37,11 @@ def register(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:
         response = error_response(exc.code or 500, exc.description or exc.name)
-        for header in ("WWW-Authenticate", "Allow"):
-            if exc.get_response().headers.get(header):
-                response.headers[header] = exc.get_response().headers[header]
+        allow = exc.get_response().headers.get("Allow")
+        if allow:
+            response.headers["Allow"] = allow
+        if exc.code == 401:
+            response.headers["WWW-Authenticate"] = AUTHENTICATE
         return response
 
     @app.errorhandler(RqscopeError)

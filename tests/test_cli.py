@@ -1,0 +1,130 @@
+"""The rqscope command line: flags, help, bad values, and the demo end to end."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import time
+import urllib.request
+
+import psutil
+import pytest
+from redis import Redis
+
+from tests.helpers import rqscope_command, spawn, stop, wait_for
+from web.cli import build_parser, main, settings_from
+
+
+@pytest.mark.parametrize("command", [[], ["serve"], ["worker"], ["demo"]])
+def test_every_command_has_help(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main([*command, "--help"], env={})
+    assert info.value.code == 0
+    assert "usage: rqscope" in capsys.readouterr().out
+
+
+def test_flags_override_environment() -> None:
+    args = build_parser().parse_args(["serve", "--port", "8000", "--redis-url", "redis://flag:1/0"])
+    settings = settings_from(args, {"RQSCOPE_PORT": "7000", "RQSCOPE_REDIS_URL": "redis://env:1/0"})
+    assert settings.port == 8000 and settings.redis_url == "redis://flag:1/0"
+
+
+def test_environment_is_used_without_flags() -> None:
+    args = build_parser().parse_args(["serve"])
+    assert settings_from(args, {"RQSCOPE_PORT": "7000", "RQSCOPE_REDIS_URL": "redis://e:1"}).port == 7000
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["serve", "--port", "99999", "--redis-url", "redis://h"], "RQSCOPE_PORT"),
+        (["serve", "--redis-url", "mysql://h"], "RQSCOPE_REDIS_URL"),
+        (["serve", "--redis-url", "redis://h", "--no-auth", "--host", "0.0.0.0"], "RQSCOPE_NO_AUTH"),
+        (["worker", "--redis-timeout", "-3", "--redis-url", "redis://h"], "RQSCOPE_REDIS_TIMEOUT"),
+        (["worker", "--log-level", "chatty", "--redis-url", "redis://h"], "RQSCOPE_LOG_LEVEL"),
+        (["demo", "--workers", "0"], "--workers"),
+        (["demo", "--rate", "1e9"], "--rate"),
+        (["demo", "--duration", "-1"], "--duration"),
+        (["demo", "--port", "70000"], "RQSCOPE_PORT"),
+    ],
+)
+def test_bad_flags_exit_2_with_a_one_line_message(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv, env={}) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rqscope: error:") and message in err and err.count("\n") == 1
+
+
+def test_unknown_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["explode"], env={})
+    assert info.value.code == 2
+
+
+def test_password_in_bad_url_is_not_printed(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--redis-url", "http://u:topsecret@h"], env={}) == 2
+    assert "topsecret" not in capsys.readouterr().err
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+def test_serve_runs_under_gunicorn(redis_server) -> None:  # type: ignore[no-untyped-def]
+    from monitor.embedded import free_port
+
+    port = free_port()
+    env = {"RQSCOPE_REDIS_URL": redis_server.url, "RQSCOPE_TASK_MODULES": "tests.sample_tasks"}
+    process = spawn(rqscope_command("serve", "--port", str(port), "--web-workers", "2"), env)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: _get(url + "/readyz") == 200, timeout=30)
+        request = urllib.request.Request(
+            url + "/api/tasks", data=b'{"task": "t_ok"}', headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:
+            assert response.status == 202
+    finally:
+        stop(process)
+    assert process.returncode is not None
+
+
+def _get(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return int(response.status)
+    except OSError:
+        return 0
+
+
+@pytest.mark.slow
+def test_demo_serves_processes_jobs_and_stops_cleanly_on_sigint() -> None:
+    from monitor.embedded import free_port
+
+    port = free_port()
+    demo = spawn(
+        rqscope_command("demo", "--port", str(port), "--rate", "20"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert demo.stdout is not None
+        banner = demo.stdout.readline().decode()
+        assert f"http://127.0.0.1:{port}/" in banner
+        redis_url = re.search(r"Redis at (\S+)", demo.stdout.readline().decode())
+        assert redis_url
+        wait_for(lambda: _get(f"http://127.0.0.1:{port}/healthz") == 200, timeout=30)
+        redis = Redis.from_url(redis_url.group(1), socket_timeout=2)
+        wait_for(lambda: int(redis.hlen("rqscope:metrics")) > 0 and _finished(redis) >= 5, timeout=40)
+        children = psutil.Process(demo.pid).children(recursive=True)
+        assert len(children) >= 4  # redis, 2 workers, the sidecar (+ its gunicorn worker)
+        demo.send_signal(signal.SIGINT)
+        assert demo.wait(30) == 0
+        time.sleep(0.5)
+        assert [c.pid for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE] == []
+    finally:
+        stop(demo)
+
+
+def _finished(redis: Redis) -> int:
+    return sum(int(redis.zcard(f"rq:finished:{q}")) for q in ("high", "default", "low"))
