@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib
 import inspect
 import logging
 import os
@@ -18,7 +19,7 @@ from rq.exceptions import DuplicateJobError
 from rq.job import Job, validate_job_id
 from rq.timeouts import JobTimeoutException
 
-from tasks.errors import DuplicateTaskError, QueueNotAllowedError, TaskArgumentsError, UnknownTaskError
+from tasks.errors import DuplicateTaskError, QueueNotAllowedError, TaskArgumentsError, TaskError, UnknownTaskError
 from tasks.metrics import record_enqueued, record_run
 
 log = logging.getLogger(__name__)
@@ -222,3 +223,12 @@ def enqueue(name: str, *args: Any, connection: Redis, registry: TaskRegistry = R
     """Enqueue a registered task by name from Python; unknown names raise UnknownTaskError."""
     job, _ = enqueue_task(registry.get(name), args, kwargs, connection=connection)
     return job
+
+
+def import_task_modules(modules: Iterable[str]) -> None:
+    """Import the modules whose @task decorators fill the registry."""
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise TaskError(f"cannot import task module {module!r}: {exc}") from None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 
@@ -14,16 +13,11 @@ from monitor.collectors import TaskCollector
 from monitor.embedded import with_default_redis
 from monitor.redis_client import make_client
 from monitor.settings import Settings, from_env
-from tasks.registry import REGISTRY, TaskRegistry
+from tasks.registry import REGISTRY, TaskRegistry, import_task_modules
 from web import api_tasks, errors, health
 from web.state import EXTENSION, State
 
 log = logging.getLogger(__name__)
-
-
-def import_task_modules(modules: tuple[str, ...]) -> None:
-    for module in modules:
-        importlib.import_module(module)
 
 
 def create_app(

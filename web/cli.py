@@ -100,8 +100,8 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 def run_worker(args: argparse.Namespace, settings: Settings) -> int:
     from monitor.redis_client import make_client
+    from tasks.registry import import_task_modules
     from tasks.worker import InstrumentedWorker
-    from web.app import import_task_modules
 
     if args.name is not None and not (0 < len(args.name) <= 200 and args.name.isprintable()):
         raise RqscopeError("--name must be 1 to 200 printable characters")

@@ -1,0 +1,78 @@
+"""Helpers shared by the benchmarks: a throwaway Redis, subprocesses, statistics."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from redis import Redis
+
+from monitor.embedded import EmbeddedRedis
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def redis_binary() -> str | None:
+    return "/usr/bin/redis-server" if os.access("/usr/bin/redis-server", os.X_OK) else shutil.which("redis-server")
+
+
+@contextmanager
+def throwaway_redis() -> Iterator[tuple[EmbeddedRedis, Redis]]:
+    server = EmbeddedRedis(binary=redis_binary()).start()
+    client = Redis.from_url(server.url, socket_timeout=30)
+    try:
+        yield server, client
+    finally:
+        client.close()
+        server.stop()
+
+
+def env_with(**extra: str) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO), **extra}
+
+
+def python_module(module: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", module, *args]
+
+
+def timed_run(command: Sequence[str], env: dict[str, str], timeout: float = 600) -> float:
+    started = time.perf_counter()
+    subprocess.run(command, env=env, cwd=REPO, check=True, timeout=timeout, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - started
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values)
+
+
+def count_commands(client: Redis, action: Callable[[], object]) -> tuple[int, object]:
+    """Commands the server processed while `action` ran (from INFO commandstats), and its result."""
+
+    def total() -> int:
+        stats = client.info("commandstats")
+        return sum(int(v["calls"]) for v in stats.values())
+
+    client.config_resetstat()
+    before = total()
+    result = action()
+    return total() - before - 1, result  # the INFO that read `before` is counted too
+
+
+def machine() -> str:
+    return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"

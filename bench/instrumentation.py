@@ -1,0 +1,190 @@
+"""Overhead of rqscope's instrumentation, and the HTTP enqueue API's throughput and latency.
+
+1. The same no-op jobs through a bare `rq worker --burst` and through `rqscope worker --burst`
+   on one Redis; prints jobs/s for both and the ratio (goal: >= 0.95).
+2. Enqueues over HTTP to `rqscope serve` (gunicorn, 2 workers) from concurrent clients (wrk),
+   against direct in-process `Queue.enqueue`; prints requests/s and p50/p99 (goal: >= 1,000/s, p99 < 10 ms).
+
+Run: python -m bench.instrumentation [--jobs 2000] [--requests 10000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+import urllib.request
+
+from redis import Redis
+from rq import Queue
+
+from bench.common import (
+    env_with,
+    machine,
+    median,
+    percentile,
+    python_module,
+    throwaway_redis,
+    timed_run,
+)
+from bench.noop_tasks import bare_noop
+from monitor.embedded import free_port
+from tasks.registry import REGISTRY, enqueue_task
+
+
+def fill(client: Redis, jobs: int, instrumented: bool) -> None:
+    client.flushall()
+    queue = Queue("default", connection=client)
+    spec = REGISTRY.get("noop")
+    with client.pipeline() as pipe:
+        for _ in range(jobs):
+            if instrumented:
+                enqueue_task(spec, [], {}, connection=client)
+            else:
+                queue.enqueue(bare_noop, result_ttl=500, pipeline=pipe)
+        pipe.execute()
+
+
+def worker_throughput(url: str, client: Redis, jobs: int, rounds: int) -> dict[str, float]:
+    env = env_with(RQSCOPE_REDIS_URL=url, RQSCOPE_TASK_MODULES="bench.noop_tasks", RQSCOPE_LOG_LEVEL="WARNING")
+    commands = {
+        "rq": ["rq", "worker", "--burst", "--url", url, "--quiet", "-c", "bench.noop_tasks", "default"],
+        "rqscope": python_module("web.cli", "worker", "default", "--burst"),
+    }
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    for _ in range(rounds):
+        for name, command in commands.items():
+            fill(client, jobs, instrumented=name == "rqscope")
+            times[name].append(timed_run(command, env))
+            left = Queue("default", connection=client).count
+            assert left == 0, f"{name} left {left} jobs"
+    return {name: jobs / median(values) for name, values in times.items()}
+
+
+def direct_enqueue_latency(client: Redis, requests: int) -> dict[str, float]:
+    client.flushall()
+    queue = Queue("default", connection=client)
+    latencies = []
+    started = time.perf_counter()
+    for _ in range(requests):
+        t0 = time.perf_counter()
+        queue.enqueue(bare_noop)
+        latencies.append(time.perf_counter() - t0)
+    elapsed = time.perf_counter() - started
+    return {
+        "rps": requests / elapsed,
+        "p50_ms": percentile(latencies, 0.5) * 1000,
+        "p99_ms": percentile(latencies, 0.99) * 1000,
+    }
+
+
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.body = '{"task": "noop", "args": [], "kwargs": {}}'
+wrk.headers["Content-Type"] = "application/json"
+"""
+
+
+def http_enqueue(url: str, client: Redis, requests: int, connections: int) -> dict[str, float]:
+    client.flushall()
+    port = free_port()
+    env = env_with(RQSCOPE_REDIS_URL=url, RQSCOPE_TASK_MODULES="bench.noop_tasks", RQSCOPE_LOG_LEVEL="WARNING")
+    server = subprocess.Popen(
+        python_module("web.cli", "serve", "--port", str(port), "--web-workers", "2", "--web-threads", "8"), env=env
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(base + "/readyz", timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
+            script.write(WRK_SCRIPT)
+            script.flush()
+            # a short warm-up, then a timed run sized to about `requests` requests
+            subprocess.run(["wrk", "-t2", "-c8", "-d2s", "-s", script.name, base + "/api/tasks"],
+                           check=True, capture_output=True, timeout=60)  # fmt: skip
+            client.flushall()
+            seconds = max(3, round(requests / 1500))
+            out = subprocess.run(
+                ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script.name,
+                 base + "/api/tasks"],
+                check=True, capture_output=True, text=True, timeout=seconds + 60,
+            ).stdout  # fmt: skip
+    finally:
+        server.terminate()
+        server.wait(20)
+    enqueued = Queue("default", connection=client).count
+    return {"rps": parse_rps(out), "p50_ms": parse_latency(out, "50%"), "p99_ms": parse_latency(out, "99%"),
+            "requests": parse_requests(out), "enqueued": enqueued, "non2xx": parse_non2xx(out)}  # fmt: skip
+
+
+def _ms(value: str, unit: str) -> float:
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def parse_latency(out: str, label: str) -> float:
+    match = re.search(rf"^\s*{re.escape(label)}\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+    return _ms(*match.groups()) if match else float("nan")
+
+
+def parse_rps(out: str) -> float:
+    match = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    return float(match.group(1)) if match else float("nan")
+
+
+def parse_requests(out: str) -> int:
+    match = re.search(r"(\d+) requests in", out)
+    return int(match.group(1)) if match else 0
+
+
+def parse_non2xx(out: str) -> int:
+    match = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return int(match.group(1)) if match else 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--requests", type=int, default=10_000)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    results: dict[str, object] = {"machine": machine(), "date": time.strftime("%Y-%m-%d")}
+    with throwaway_redis() as (server, client):
+        throughput = worker_throughput(server.url, client, args.jobs, args.rounds)
+        results["worker_jobs_per_s"] = throughput
+        results["worker_ratio"] = throughput["rqscope"] / throughput["rq"]
+        print(f"worker, {args.jobs} no-op jobs (median of {args.rounds}):")
+        print(f"  rq worker       {throughput['rq']:8.0f} jobs/s")
+        print(f"  rqscope worker  {throughput['rqscope']:8.0f} jobs/s")
+        print(f"  ratio           {results['worker_ratio']:8.3f}  (goal >= 0.95)")
+        direct = direct_enqueue_latency(client, args.requests)
+        results["direct_enqueue"] = direct
+        print(f"direct Queue.enqueue x{args.requests}: {direct['rps']:.0f}/s, "
+              f"p50 {direct['p50_ms']:.2f} ms, p99 {direct['p99_ms']:.2f} ms")  # fmt: skip
+        if shutil.which("wrk"):
+            http = http_enqueue(server.url, client, args.requests, args.connections)
+            results["http_enqueue"] = http
+            print(f"HTTP POST /api/tasks ({http['requests']} requests, {args.connections} connections, "
+                  f"gunicorn 2 workers): {http['rps']:.0f}/s, p50 {http['p50_ms']:.2f} ms, "
+                  f"p99 {http['p99_ms']:.2f} ms, non-2xx {http['non2xx']}, enqueued {http['enqueued']}")  # fmt: skip
+            print(f"  HTTP/direct throughput ratio {http['rps'] / direct['rps']:.2f}  (goal >= 1,000/s, p99 < 10 ms)")
+        else:
+            print("wrk not installed (apt-get install wrk): HTTP part skipped")
+    if args.json:
+        print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
