@@ -6,7 +6,8 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from redis import Redis
 
-from monitor.collectors import TaskCollector
+from monitor.cache import SnapshotCache
+from monitor.collectors import build_registry
 from tasks.metrics import (
     BUCKET_LABELS,
     METRICS_KEY,
@@ -23,9 +24,7 @@ from tasks.metrics import (
 
 
 def registry_for(redis: Redis) -> CollectorRegistry:
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(TaskCollector(redis))
-    return registry
+    return build_registry(SnapshotCache(redis, ttl=0))
 
 
 def test_bucket_for_picks_the_smallest_upper_bound() -> None:

@@ -6,10 +6,10 @@ import logging
 import os
 
 from flask import Flask
-from prometheus_client import CollectorRegistry
 from redis import Redis
 
-from monitor.collectors import TaskCollector
+from monitor.cache import SnapshotCache
+from monitor.collectors import build_registry
 from monitor.embedded import with_default_redis
 from monitor.redis_client import make_client
 from monitor.settings import Settings, from_env
@@ -38,9 +38,10 @@ def create_app(
         JSON_SORT_KEYS=False,
     )
     client = redis if redis is not None else make_client(settings, client_name="rqscope-web")
-    metrics = CollectorRegistry(auto_describe=False)
-    metrics.register(TaskCollector(client))
-    app.extensions[EXTENSION] = State(settings=settings, redis=client, registry=registry, metrics=metrics)
+    cache = SnapshotCache(client, ttl=settings.snapshot_ttl)
+    app.extensions[EXTENSION] = State(
+        settings=settings, redis=client, registry=registry, snapshots=cache, metrics=build_registry(cache)
+    )
     errors.register(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(api_tasks.bp)

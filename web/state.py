@@ -8,6 +8,7 @@ from flask import current_app
 from prometheus_client import CollectorRegistry
 from redis import Redis
 
+from monitor.cache import SnapshotCache
 from monitor.settings import Settings
 from tasks.registry import TaskRegistry
 
@@ -21,6 +22,7 @@ class State:
     settings: Settings
     redis: Redis
     registry: TaskRegistry
+    snapshots: SnapshotCache
     metrics: CollectorRegistry
 
 
