@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 from redis import Redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from monitor.errors import SettingsError
 from monitor.settings import Settings, env_name
 
 
-def make_client(settings: Settings, *, client_name: str = "rqscope", max_connections: int = 50) -> Redis:
-    """Return a Redis client for the configured URL or Sentinel master."""
+def make_client(
+    settings: Settings, *, client_name: str = "rqscope", max_connections: int = 50, retries: int = 0
+) -> Redis:
+    """Return a Redis client for the configured URL or Sentinel master.
+
+    `retries` is explicit because redis-py's default changed between releases; the sidecar uses 0 so
+    that a hanging Redis costs one timeout, never several.
+    """
     common = {
+        "retry": Retry(NoBackoff(), retries),
         "socket_connect_timeout": settings.redis_connect_timeout,
         "socket_timeout": settings.redis_timeout,
         "health_check_interval": 30,

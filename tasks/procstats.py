@@ -86,6 +86,14 @@ def publish(client: Redis, item: ProcessSample, ttl: float) -> None:
     pipe.execute()
 
 
+def retract(client: Redis, process_id: str) -> None:
+    """Remove a process's publication when it stops, so it is not reported until its TTL runs out."""
+    pipe = client.pipeline(transaction=False)
+    pipe.delete(PROC_KEY_TEMPLATE.format(id=process_id))
+    pipe.zrem(PROCS_KEY, process_id)
+    pipe.execute()
+
+
 def parse_sample(raw: Mapping[bytes | str, bytes | str]) -> ProcessSample | None:
     """A ProcessSample from a stored hash, or None when fields are missing or garbage."""
     data = {
@@ -119,9 +127,12 @@ class Publisher(threading.Thread):
         self.interval = interval
         self.proc_name = name
         self.stopped = threading.Event()
+        self.process_id: str | None = None
 
     def publish_once(self) -> None:
-        publish(self.client, sample(self.client, self.role, self.proc_name), ttl=self.interval * 3)
+        item = sample(self.client, self.role, self.proc_name)
+        self.process_id = item.id
+        publish(self.client, item, ttl=self.interval * 3)
 
     def run(self) -> None:
         delay = self.interval
@@ -135,4 +146,12 @@ class Publisher(threading.Thread):
             self.stopped.wait(delay)
 
     def stop(self) -> None:
+        """Stop publishing and withdraw the last publication."""
         self.stopped.set()
+        if self.is_alive():
+            self.join(timeout=2)
+        if self.process_id is not None:
+            try:
+                retract(self.client, self.process_id)
+            except RedisError as exc:
+                log.warning("could not withdraw %s process stats: %s", self.role, exc)

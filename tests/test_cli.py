@@ -128,3 +128,42 @@ def test_demo_serves_processes_jobs_and_stops_cleanly_on_sigint() -> None:
 
 def _finished(redis: Redis) -> int:
     return sum(int(redis.zcard(f"rq:finished:{q}")) for q in ("high", "default", "low"))
+
+
+@pytest.mark.redis
+def test_info_shows_queues_latency_and_dead_workers(real_redis: Redis, redis_server, capsys) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from tasks.registry import enqueue
+
+    job = enqueue("t_ok", 1, connection=real_redis)
+    real_redis.hset(job.key, "enqueued_at", "2020-01-01T00:00:00.000000Z")
+    real_redis.sadd("rq:workers", "rq:worker:ghost", "rq:worker:\x1b[31mred")
+    assert main(["info", "--redis-url", redis_server.url], env={}) == 0
+    out = capsys.readouterr().out
+    assert "default" in out and "! no workers" in out and "! dead" in out and "ghost" in out
+    assert "\x1b" not in out  # terminal escapes from Redis data are neutralised
+    assert main(["info", "--json", "--redis-url", redis_server.url], env={}) == 0
+    data = json.loads(capsys.readouterr().out)
+    queue = data["queues"][0]
+    assert queue["name"] == "default" and queue["counts"]["queued"] == 1 and queue["no_workers"] is True
+    assert queue["latency_seconds"] > 3600 * 24 * 300
+    assert {w["name"] for w in data["workers"] if w["dead"]} == {"ghost", "\x1b[31mred"}
+
+
+@pytest.mark.redis
+def test_info_interval_repeats(redis_server, capsys) -> None:  # type: ignore[no-untyped-def]
+    argv = ["info", "--json", "--interval", "0.1", "--count", "3", "--redis-url", redis_server.url]
+    assert main(argv, env={}) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 3
+
+
+@pytest.mark.parametrize("argv", [["--interval", "0"], ["--interval", "nan"], ["--interval", "1", "--count", "0"]])
+def test_info_rejects_bad_flags(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["info", *argv, "--redis-url", "redis://127.0.0.1:1"], env={}) == 2
+    assert "rqscope: error:" in capsys.readouterr().err
+
+
+def test_info_with_redis_down_says_so_and_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["info", "--redis-url", "redis://127.0.0.1:1", "--redis-connect-timeout", "0.5"], env={}) == 1
+    assert "unreachable" in capsys.readouterr().out

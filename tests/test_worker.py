@@ -121,15 +121,19 @@ def test_two_workers_on_two_queues_are_summed_without_worker_labels(real_redis: 
     assert label_names <= {"task", "queue", "outcome", "le", "state", "hostname", "role", "cause"}
 
 
-def test_worker_publishes_its_process_figures(real_redis: Redis) -> None:
-    enqueue("t_ok", 1, connection=real_redis)
-    work(real_redis)
-    members = real_redis.zrange(PROCS_KEY, 0, -1)
-    assert len(members) == 1 and members[0].startswith(b"worker:")
-    stored = real_redis.hgetall(PROC_KEY_TEMPLATE.format(id=members[0].decode()))
-    assert int(stored[b"rss_bytes"]) > 10_000_000
-    assert int(stored[b"pool_max"]) >= 1 and int(stored[b"pool_in_use"]) >= 0
-    assert 0 < real_redis.pttl(PROC_KEY_TEMPLATE.format(id=members[0].decode())) <= 180_000
+def test_worker_publishes_its_process_figures_and_withdraws_them(real_redis: Redis, real_settings) -> None:  # type: ignore[no-untyped-def]
+    enqueue("t_sleep", 2.0, connection=real_redis)
+    env = {"RQSCOPE_REDIS_URL": real_settings.redis_url, "RQSCOPE_TASK_MODULES": "tests.sample_tasks",
+           "RQSCOPE_PUBLISH_INTERVAL": "0.5"}  # fmt: skip
+    with running(rqscope_command("worker", "default", "--burst", "--name", "pub-1"), env) as worker:
+        members = wait_for(lambda: real_redis.zrange(PROCS_KEY, 0, -1))
+        assert len(members) == 1 and members[0].startswith(b"worker:")  # type: ignore[index,arg-type]
+        stored = real_redis.hgetall(PROC_KEY_TEMPLATE.format(id=members[0].decode()))  # type: ignore[index]
+        assert stored[b"name"] == b"pub-1" and int(stored[b"rss_bytes"]) > 10_000_000
+        assert int(stored[b"pool_max"]) >= 1 and int(stored[b"pool_in_use"]) >= 0
+        assert 0 < real_redis.pttl(PROC_KEY_TEMPLATE.format(id=members[0].decode())) <= 1500  # type: ignore[index]
+        assert worker.wait(30) == 0
+    assert real_redis.zcard(PROCS_KEY) == 0 and real_redis.keys("rqscope:proc:*") == []
 
 
 def test_worker_refuses_a_bad_name(real_settings) -> None:  # type: ignore[no-untyped-def]

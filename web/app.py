@@ -13,6 +13,7 @@ from monitor.collectors import build_registry
 from monitor.embedded import with_default_redis
 from monitor.redis_client import make_client
 from monitor.settings import Settings, from_env
+from tasks.procstats import Publisher
 from tasks.registry import REGISTRY, TaskRegistry, import_task_modules
 from web import api_tasks, errors, health
 from web.state import EXTENSION, State
@@ -42,6 +43,8 @@ def create_app(
     app.extensions[EXTENSION] = State(
         settings=settings, redis=client, registry=registry, snapshots=cache, metrics=build_registry(cache)
     )
+    if not testing:
+        Publisher(client, "web", settings.publish_interval).start()
     errors.register(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(api_tasks.bp)

@@ -79,6 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     worker.set_defaults(run=run_worker)
 
+    info = commands.add_parser("info", help="print queues, workers and Redis health, like `rq info`")
+    _add_flags(info, CONNECTION_FLAGS)
+    info.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    info.add_argument("--interval", type=float, default=None, help="repeat every N seconds until Ctrl-C")
+    info.add_argument("--count", type=int, default=None, help="with --interval: stop after N reports")
+    info.set_defaults(run=run_info)
+
     demo = commands.add_parser("demo", help="run everything on an embedded Redis, with example traffic")
     demo.add_argument("--port", type=int, default=None, help="sidecar port (default 9190, or a free one)")
     demo.add_argument("--workers", type=int, default=2, help="instrumented workers to start (1-8)")
@@ -106,11 +113,39 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
     if args.name is not None and not (0 < len(args.name) <= 200 and args.name.isprintable()):
         raise RqscopeError("--name must be 1 to 200 printable characters")
     import_task_modules(settings.task_modules)
-    client = make_client(settings, client_name="rqscope-worker")
+    client = make_client(settings, client_name="rqscope-worker", retries=1)
     queues = args.queues or list(DEFAULT_QUEUES)
     worker = InstrumentedWorker(queues, connection=client, name=args.name, publish_interval=settings.publish_interval)
     worker.work(burst=args.burst, with_scheduler=args.with_scheduler, logging_level=settings.log_level)
     return 0
+
+
+def run_info(args: argparse.Namespace, settings: Settings) -> int:
+    import json
+    import time
+
+    from monitor.redis_client import make_client
+    from monitor.report import render_text, snapshot_dict
+    from monitor.snapshot import fetch_snapshot
+
+    if args.interval is not None and not 0.1 <= args.interval <= 3600:
+        raise RqscopeError("--interval must be between 0.1 and 3600 seconds")
+    if args.count is not None and args.count < 1:
+        raise RqscopeError("--count must be at least 1")
+    client = make_client(settings, client_name="rqscope-info")
+    reports = 0
+    while True:
+        snapshot = fetch_snapshot(client)
+        if args.json:
+            print(json.dumps(snapshot_dict(snapshot)), flush=True)
+        else:
+            if args.interval is not None and sys.stdout.isatty():
+                print("\033[H\033[2J", end="")
+            print(render_text(snapshot), end="", flush=True)
+        reports += 1
+        if args.interval is None or (args.count is not None and reports >= args.count):
+            return 0 if snapshot.redis.up else 1
+        time.sleep(args.interval)
 
 
 def run_demo(args: argparse.Namespace, settings: Settings) -> int:

@@ -1,0 +1,152 @@
+"""GET /metrics: content, escaping, promtool, and behaviour while Redis is down or hanging."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import threading
+import time
+
+import pytest
+from flask.testing import FlaskClient
+from prometheus_client.parser import text_string_to_metric_families
+from redis import Redis
+
+from monitor.embedded import EmbeddedRedis, free_port
+from monitor.settings import Settings
+from tasks.registry import enqueue
+from tasks.worker import InstrumentedWorker
+from tests.conftest import redis_binary
+from web import create_app
+
+pytestmark = pytest.mark.redis
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def value(text: str, name: str, **labels: str) -> float | None:
+    return samples(text).get((name, tuple(sorted(labels.items()))))
+
+
+def test_metrics_cover_queues_workers_redis_and_tasks(real_client: FlaskClient, real_redis: Redis) -> None:
+    for i in range(4):
+        enqueue("t_ok", i, connection=real_redis)
+    enqueue("t_fail", 0, connection=real_redis)
+    InstrumentedWorker(["default"], connection=real_redis).work(burst=True, logging_level="WARNING")
+    enqueue("t_ok", 99, connection=real_redis)
+    response = real_client.get("/metrics")
+    assert response.status_code == 200 and response.mimetype == "text/plain"
+    text = response.get_data(as_text=True)
+    assert value(text, "rqscope_redis_up") == 1
+    assert value(text, "rqscope_queue_jobs", queue="default", state="queued") == 1
+    assert value(text, "rqscope_queue_jobs", queue="default", state="finished") == 4
+    assert value(text, "rqscope_queue_jobs", queue="default", state="failed") == 1
+    assert value(text, "rqscope_queue_jobs", queue="default", state="canceled") == 0
+    assert value(text, "rqscope_task_runs_total", task="t_ok", queue="default", outcome="success") == 4
+    assert value(text, "rqscope_task_enqueued_total", task="t_ok", queue="default") == 5
+    assert value(text, "rqscope_redis_max_clients") == 10000
+    assert (value(text, "rqscope_queue_latency_seconds", queue="default") or 0) >= 0
+    assert value(text, "rqscope_snapshot_round_trips") == 3
+    assert value(text, "rqscope_scrape_errors_total", cause="redis") == 0
+    assert (value(text, "rqscope_scrape_duration_seconds") or 0) > 0
+
+
+def test_worker_and_pool_metrics_carry_hostname_and_role_only(real_client: FlaskClient, real_redis: Redis) -> None:
+    from tasks.procstats import publish, sample
+
+    publish(real_redis, sample(real_redis, "worker", name="w-123"), ttl=30)
+    real_redis.sadd("rq:workers", "rq:worker:w-123")
+    real_redis.hset("rq:worker:w-123", mapping={"state": "idle", "queues": "default", "hostname": "box-1",
+                                                 "last_heartbeat": time.strftime("%Y-%m-%dT%H:%M:%S.000000Z",
+                                                                                 time.gmtime())})  # fmt: skip
+    text = real_client.get("/metrics").get_data(as_text=True)
+    assert "w-123" not in text
+    assert value(text, "rqscope_workers", state="idle") == 1
+    import socket
+
+    host = socket.gethostname()
+    assert (value(text, "rqscope_worker_resident_memory_bytes", hostname=host) or 0) > 0
+    assert value(text, "rqscope_redis_pool_max_connections", role="worker", hostname=host) is not None
+    assert value(text, "rqscope_redis_pool_connections", role="worker", hostname=host, state="in_use") is not None
+
+
+def test_hostile_queue_and_worker_names_are_escaped(real_client: FlaskClient, real_redis: Redis) -> None:
+    evil = 'q"\\\n<script>alert(1)</script>é'
+    real_redis.sadd("rq:queues", f"rq:queue:{evil}")
+    real_redis.rpush(f"rq:queue:{evil}", "job-1")
+    real_redis.sadd("rq:workers", 'rq:worker:w"\n')
+    real_redis.hset('rq:worker:w"\n', mapping={"state": "busy", "queues": evil, "hostname": 'h"\n'})
+    text = real_client.get("/metrics").get_data(as_text=True)
+    assert value(text, "rqscope_queue_jobs", queue=evil, state="queued") == 1
+    assert 'queue="q\\"\\\\\\n<script>' in text
+
+
+def test_promtool_check_metrics_reports_nothing(real_client: FlaskClient, real_redis: Redis) -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.fail("promtool is not installed; .ci/run installs Debian's prometheus package")
+    for i in range(3):
+        enqueue("t_ok", i, connection=real_redis)
+    InstrumentedWorker(["default"], connection=real_redis).work(burst=True, logging_level="WARNING")
+    text = real_client.get("/metrics").get_data()
+    result = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, timeout=30)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == b"" and result.stderr.strip() == b""
+
+
+def test_redis_stopped_then_restarted(real_settings: Settings) -> None:
+    port = free_port()
+    server = EmbeddedRedis(port=port, binary=redis_binary()).start()
+    settings = real_settings.replace(redis_url=server.url, redis_timeout=1.0, redis_connect_timeout=1.0,
+                                     snapshot_ttl=0.01)  # fmt: skip
+    client = create_app(settings, testing=True).test_client()
+    try:
+        assert value(client.get("/metrics").get_data(as_text=True), "rqscope_redis_up") == 1
+        server.stop()
+        started = time.monotonic()
+        response = client.get("/metrics")
+        assert time.monotonic() - started < 2.0
+        text = response.get_data(as_text=True)
+        assert response.status_code == 200 and value(text, "rqscope_redis_up") == 0
+        assert value(text, "rqscope_scrape_errors_total", cause="redis") == 1
+        assert "rqscope_queue_jobs" not in text
+        assert client.get("/readyz").status_code == 503
+        server = EmbeddedRedis(port=port, binary=redis_binary()).start()
+        time.sleep(0.05)
+        assert value(client.get("/metrics").get_data(as_text=True), "rqscope_redis_up") == 1
+        assert client.get("/readyz").status_code == 200
+    finally:
+        server.stop()
+
+
+def test_hanging_redis_gives_a_bounded_answer_and_no_thread_leak(
+    real_settings: Settings, real_redis: Redis, redis_server: EmbeddedRedis
+) -> None:
+    settings = real_settings.replace(redis_timeout=1.0, snapshot_ttl=0.01)
+    client = create_app(settings, testing=True).test_client()
+    assert value(client.get("/metrics").get_data(as_text=True), "rqscope_redis_up") == 1
+    threads_before = threading.active_count()
+    sleeper = Redis.from_url(redis_server.url, socket_timeout=10)
+    blocker = threading.Thread(target=lambda: sleeper.execute_command("DEBUG", "SLEEP", "3"))
+    blocker.start()
+    try:
+        time.sleep(0.2)
+        durations = []
+        for _ in range(2):
+            started = time.monotonic()
+            text = client.get("/metrics").get_data(as_text=True)
+            durations.append(time.monotonic() - started)
+            assert value(text, "rqscope_redis_up") == 0
+        assert max(durations) < 2.0
+    finally:
+        blocker.join(10)
+        sleeper.close()
+    time.sleep(0.05)
+    assert value(client.get("/metrics").get_data(as_text=True), "rqscope_redis_up") == 1
+    assert threading.active_count() == threads_before

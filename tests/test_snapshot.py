@@ -1,0 +1,195 @@
+"""The Snapshot: what it reads, what it costs, and how it treats odd data."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from redis import Connection, ConnectionPool, Redis
+from rq import Queue
+
+from monitor.cache import SnapshotCache
+from monitor.snapshot import fetch_snapshot, parse_time, shape_worker
+from tasks.procstats import publish, sample
+from tasks.registry import enqueue
+from tasks.worker import InstrumentedWorker
+
+READ_COMMANDS = {"smembers", "info", "hgetall", "zrangebyscore", "zcard", "llen", "lindex", "exists", "hget"}
+
+
+class CountingConnection(Connection):
+    """Counts what the client sends: one packed send is one round trip."""
+
+    sends = 0
+
+    def send_packed_command(self, command, check_health=True):  # type: ignore[no-untyped-def]
+        CountingConnection.sends += 1
+        return super().send_packed_command(command, check_health)
+
+
+def counting_client(url: str) -> Redis:
+    pool = ConnectionPool.from_url(url, connection_class=CountingConnection, socket_timeout=10)
+    return Redis(connection_pool=pool)
+
+
+def utc(seconds_ago: float) -> str:
+    moment = datetime.now(UTC) - timedelta(seconds=seconds_ago)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def fill(redis: Redis, queues: int, workers: int) -> None:
+    pipe = redis.pipeline(transaction=False)
+    for q in range(queues):
+        name = f"queue-{q}"
+        pipe.sadd("rq:queues", f"rq:queue:{name}")
+        pipe.rpush(f"rq:queue:{name}", f"job-{q}")
+        pipe.hset(f"rq:job:job-{q}", mapping={"enqueued_at": utc(30), "status": "queued"})
+        for registry in ("wip", "failed", "finished"):
+            pipe.zadd(f"rq:{registry}:{name}", {f"{registry}-{q}": time.time()})
+    for w in range(workers):
+        key = f"rq:worker:w-{w}"
+        pipe.sadd("rq:workers", key)
+        pipe.hset(key, mapping={"state": "idle", "queues": f"queue-{w % max(queues, 1)}", "hostname": "h1",
+                                "pid": str(1000 + w), "last_heartbeat": utc(5), "birth": utc(100)})  # fmt: skip
+    pipe.execute()
+
+
+def round_trips(url: str) -> tuple[int, object]:
+    client = counting_client(url)
+    client.ping()  # the connection handshake is not part of the snapshot
+    before = CountingConnection.sends
+    snapshot = fetch_snapshot(client)
+    return CountingConnection.sends - before, snapshot
+
+
+@pytest.mark.redis
+def test_round_trips_do_not_grow_with_queues_and_workers(real_redis: Redis, redis_server) -> None:  # type: ignore[no-untyped-def]
+    fill(real_redis, queues=1, workers=1)
+    small_trips, small = round_trips(redis_server.url)
+    real_redis.flushall()
+    fill(real_redis, queues=200, workers=300)
+    large_trips, large = round_trips(redis_server.url)
+    assert small_trips == large_trips == 3
+    assert len(small.queues) == 1 and len(large.queues) == 200  # type: ignore[attr-defined]
+    assert len(large.workers) == 300 and large.round_trips == 3  # type: ignore[attr-defined]
+
+
+@pytest.mark.redis
+def test_snapshot_never_writes(real_redis: Redis) -> None:
+    fill(real_redis, queues=3, workers=3)
+    real_redis.config_resetstat()
+    fetch_snapshot(real_redis)
+    used = {name.removeprefix("cmdstat_").split("|")[0] for name in real_redis.info("commandstats")}
+    assert used - {"config"} <= READ_COMMANDS
+
+
+@pytest.mark.redis
+def test_snapshot_of_real_rq_state(real_redis: Redis) -> None:
+    for i in range(3):
+        enqueue("t_ok", i, connection=real_redis)
+    enqueue("t_fail", 1, connection=real_redis)
+    worker = InstrumentedWorker(["default"], connection=real_redis, publish_interval=60)
+    worker.work(burst=True, logging_level="WARNING")
+    waiting = enqueue("t_ok", 9, connection=real_redis)
+    real_redis.hset(waiting.key, "enqueued_at", utc(42))
+    publish(real_redis, sample(real_redis, "web"), ttl=30)
+    real_redis.sadd("rq:workers", "rq:worker:vanished")  # registered, but its hash expired
+
+    snap = fetch_snapshot(real_redis)
+    assert snap.redis.up and snap.redis.info["maxclients"] > 0
+    default = snap.queue("default")
+    assert default is not None
+    assert default.counts == {"queued": 1, "started": 0, "deferred": 0, "scheduled": 0,
+                              "finished": 3, "failed": 1, "canceled": 0}  # fmt: skip
+    assert 41 <= default.latency_seconds <= 60
+    by_name = {w.name: w for w in snap.workers}
+    assert by_name["vanished"].dead and by_name["vanished"].state == "dead"
+    assert [w.name for w in snap.dead_workers] == ["vanished"]
+    assert snap.tasks[("t_ok", "default")].outcomes["success"] == 3
+    assert {p.role for p in snap.processes} == {"web"}
+
+
+@pytest.mark.redis
+def test_live_worker_is_counted_as_serving_its_queues(real_redis: Redis) -> None:
+    fill(real_redis, queues=2, workers=0)
+    real_redis.sadd("rq:workers", "rq:worker:live")
+    real_redis.hset("rq:worker:live", mapping={"state": "busy", "queues": "queue-0,queue-1", "hostname": "h",
+                                                "last_heartbeat": utc(3), "current_job": "job-0"})  # fmt: skip
+    snap = fetch_snapshot(real_redis)
+    assert [q.workers for q in snap.queues] == [1, 1]
+    assert snap.workers[0].state == "busy" and snap.workers[0].current_job == "job-0"
+    assert 2 <= (snap.workers[0].heartbeat_age or 0) < 30
+
+
+def test_worker_with_garbage_fields_is_unknown_not_an_error() -> None:
+    raw = {b"state": b"\xff\xfe", b"pid": b"NaN-ish", b"last_heartbeat": b"yesterday", b"queues": b",,",
+           b"successful_job_count": b"many", b"total_working_time": b"inf"}  # fmt: skip
+    worker = shape_worker("odd", raw, time.time(), {}, ttl=480)
+    assert worker.state == "dead" and worker.pid is None and worker.queues == ()
+    assert worker.successful_jobs == 0 and worker.working_seconds == 0.0 and worker.heartbeat_age is None
+    fresh = shape_worker("odd", {b"state": b"weird", b"last_heartbeat": utc(1).encode()}, time.time(), {}, 480)
+    assert fresh.state == "unknown" and not fresh.dead
+
+
+def test_stale_heartbeat_marks_a_worker_dead() -> None:
+    worker = shape_worker("old", {b"state": b"idle", b"last_heartbeat": utc(600).encode()}, time.time(), {}, 480)
+    assert worker.dead and worker.state == "dead"
+
+
+def test_parse_time() -> None:
+    assert parse_time(b"2024-05-01T10:00:00.123456Z") == datetime(2024, 5, 1, 10, 0, 0, 123456, tzinfo=UTC)
+    assert parse_time(None) is None and parse_time(b"") is None and parse_time("garbage") is None
+
+
+def test_wrong_type_keys_degrade_instead_of_failing(redis: Redis) -> None:
+    redis.sadd("rq:queues", "rq:queue:odd")
+    redis.set("rq:queue:odd", "not a list")
+    redis.set("rq:failed:odd", "not a zset")
+    snap = fetch_snapshot(redis)
+    assert snap.redis.up
+    odd = snap.queue("odd")
+    assert odd is not None and odd.queued == 0 and odd.registries["failed"] == 0
+
+
+def test_down_redis_gives_a_down_snapshot() -> None:
+    from monitor.embedded import free_port
+
+    client = Redis(port=free_port(), socket_connect_timeout=0.5)
+    snap = fetch_snapshot(client)
+    assert not snap.redis.up and snap.redis.error == "ConnectionError" and snap.queues == ()
+
+
+def test_cache_serves_many_concurrent_readers_with_one_fetch(redis: Redis) -> None:
+    calls = []
+
+    def slow_fetch(client: Redis, **kwargs: object):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        time.sleep(0.2)
+        return fetch_snapshot(client)
+
+    cache = SnapshotCache(redis, ttl=5.0, fetch=slow_fetch)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(cache.get())) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(5)
+    assert len(results) == 20 and len(calls) == 1
+    assert all(r is results[0] for r in results)
+
+
+def test_cache_refreshes_after_ttl(redis: Redis) -> None:
+    now = [0.0]
+    cache = SnapshotCache(redis, ttl=1.0, clock=lambda: now[0])
+    first = cache.get()
+    assert cache.get() is first
+    now[0] = 1.5
+    assert cache.get() is not first and cache.fetches == 2
+
+
+def test_queue_is_counted_from_real_rq_queue_keys(redis: Redis) -> None:
+    Queue("emails", connection=redis).enqueue("tests.sample_tasks.t_ok")
+    snap = fetch_snapshot(redis)
+    assert [q.name for q in snap.queues] == ["emails"] and snap.queues[0].queued == 1
