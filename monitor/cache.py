@@ -8,7 +8,8 @@ from collections.abc import Callable
 
 from redis import Redis
 
-from monitor.snapshot import DEFAULT_WORKER_TTL_SECONDS, Snapshot, fetch_snapshot
+from monitor.reader import SnapshotReader
+from monitor.snapshot import DEFAULT_WORKER_TTL_SECONDS, Snapshot
 
 
 class SnapshotCache:
@@ -20,13 +21,11 @@ class SnapshotCache:
         ttl: float,
         worker_ttl: float = DEFAULT_WORKER_TTL_SECONDS,
         clock: Callable[[], float] = time.monotonic,
-        fetch: Callable[..., Snapshot] = fetch_snapshot,
+        fetch: Callable[[], Snapshot] | None = None,
     ) -> None:
-        self.redis = redis
         self.ttl = ttl
-        self.worker_ttl = worker_ttl
         self.clock = clock
-        self.fetch = fetch
+        self.fetch = fetch or SnapshotReader(redis, worker_ttl).fetch
         self.fetches = 0
         self._lock = threading.Lock()
         self._value: Snapshot | None = None
@@ -45,7 +44,7 @@ class SnapshotCache:
             value = self._fresh()  # another thread may have refreshed while this one waited
             if value is not None:
                 return value
-            value = self.fetch(self.redis, worker_ttl=self.worker_ttl)
+            value = self.fetch()
             self.fetches += 1
             self._value, self._fetched_at = value, self.clock()
             return value

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from redis import Redis, RedisError
-
-from tasks.metrics import METRICS_KEY, TaskStats, parse_metrics
-from tasks.procstats import PROC_KEY_TEMPLATE, PROCS_KEY, ProcessSample, parse_sample
+from tasks.metrics import TaskStats, parse_metrics
+from tasks.procstats import ProcessSample
 
 QUEUES_KEY = "rq:queues"
 WORKERS_KEY = "rq:workers"
@@ -101,6 +99,9 @@ class Snapshot:
     def dead_workers(self) -> tuple[WorkerState, ...]:
         return tuple(w for w in self.workers if w.dead)
 
+    def with_cost(self, round_trips: int, seconds: float) -> Snapshot:
+        return dataclasses.replace(self, round_trips=round_trips, duration_seconds=seconds)
+
     def queue(self, name: str) -> QueueState | None:
         return next((q for q in self.queues if q.name == name), None)
 
@@ -138,24 +139,11 @@ def parse_time(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-# What a reply stands for when Redis answers it with an error (a disabled INFO, a key of the wrong type)
-FIRST_DEFAULTS: tuple[Any, ...] = (set(), set(), {}, {}, [], 0)
-
-
-def _or_empty(reply: Any, default: Any) -> Any:
-    return default if isinstance(reply, Exception) else reply
-
-
-def _strip(prefix: str, key: Any) -> str:
-    text = _text(key)
-    return text[len(prefix) :] if text.startswith(prefix) else text
-
-
 def shape_worker(
-    key_name: str, raw: Mapping[bytes, bytes], now: float, processes: Mapping[str, ProcessSample], ttl: float
+    key_name: str, data: Mapping[str, Any], now: float, processes: Mapping[str, ProcessSample], ttl: float
 ) -> WorkerState:
-    """A WorkerState from its hash; missing or garbage fields become unknown, never an error."""
-    data = {_text(k): v for k, v in raw.items()}
+    """A WorkerState from its hash fields; missing or garbage fields become unknown, never an error."""
+    present = any(value is not None for value in data.values())
     heartbeat = parse_time(data.get("last_heartbeat"))
     age = max(0.0, now - heartbeat.timestamp()) if heartbeat else None
     state = _text(data.get("state")) or "unknown"
@@ -163,7 +151,7 @@ def shape_worker(
         state = "idle"
     if state not in WORKER_STATES:
         state = "unknown"
-    dead = not raw or "death" in data or age is None or age > ttl
+    dead = not present or data.get("death") is not None or age is None or age > ttl
     pid = _int(data.get("pid")) or None
     return WorkerState(
         name=key_name,
@@ -193,80 +181,27 @@ def _redis_state(info: Mapping[str, Any]) -> RedisState:
     )
 
 
-def fetch_snapshot(redis: Redis, now: float | None = None, worker_ttl: float = DEFAULT_WORKER_TTL_SECONDS) -> Snapshot:
-    """Read everything in at most three round trips; a Redis failure yields a down snapshot."""
-    started = time.perf_counter()
-    now = time.time() if now is None else now
-    try:
-        return _fetch(redis, now, worker_ttl, started)
-    except RedisError as exc:
-        return Snapshot(
-            taken_at=now,
-            redis=RedisState(up=False, error=type(exc).__name__),
-            duration_seconds=time.perf_counter() - started,
-        )
-
-
-def _fetch(redis: Redis, now: float, worker_ttl: float, started: float) -> Snapshot:
-    pipe = redis.pipeline(transaction=False)
-    pipe.smembers(QUEUES_KEY)
-    pipe.smembers(WORKERS_KEY)
-    pipe.info()
-    pipe.hgetall(METRICS_KEY)
-    pipe.zrangebyscore(PROCS_KEY, now, "+inf")
-    pipe.zcard(CRON_SCHEDULERS_KEY)
-    queue_keys, worker_keys, info, metrics, proc_ids, cron = (
-        _or_empty(reply, default)
-        for reply, default in zip(pipe.execute(raise_on_error=False), FIRST_DEFAULTS, strict=True)
-    )
-    queue_names = sorted(_strip(QUEUE_KEY_PREFIX, k) for k in queue_keys)
-    worker_names = sorted(_strip(WORKER_KEY_PREFIX, k) for k in worker_keys)
-    proc_names = sorted(_text(p) for p in proc_ids)
-
-    pipe = redis.pipeline(transaction=False)
-    for name in queue_names:
-        pipe.llen(QUEUE_KEY_PREFIX + name)
-        pipe.lindex(QUEUE_KEY_PREFIX + name, 0)
-        pipe.exists(SCHEDULER_LOCK_TEMPLATE.format(queue=name))
-        for template in REGISTRY_KEY_TEMPLATES.values():
-            pipe.zcard(template.format(queue=name))
-    for name in worker_names:
-        pipe.hgetall(WORKER_KEY_PREFIX + name)
-    for proc in proc_names:
-        pipe.hgetall(PROC_KEY_TEMPLATE.format(id=proc))
-    replies = iter(pipe.execute(raise_on_error=False))
-    per_queue = []
-    for name in queue_names:
-        queued, head, locked = (_or_empty(next(replies), 0) for _ in range(3))
-        registries = {state: _int(_or_empty(next(replies), 0)) for state in REGISTRY_KEY_TEMPLATES}
-        per_queue.append((name, _int(queued), _text(head) or None, bool(locked), registries))
-    worker_hashes = [_or_empty(next(replies), {}) for _ in worker_names]
-    samples = [s for s in (parse_sample(_or_empty(next(replies), {})) for _ in proc_names) if s is not None]
-    round_trips = 2
-
-    heads = [head for (_, _, head, _, _) in per_queue if head]
-    enqueued_at: dict[str, datetime | None] = {}
-    if heads:
-        pipe = redis.pipeline(transaction=False)
-        for head in heads:
-            pipe.hget(JOB_KEY_TEMPLATE.format(id=head), "enqueued_at")
-        values = pipe.execute(raise_on_error=False)
-        enqueued_at = {head: parse_time(_or_empty(value, None)) for head, value in zip(heads, values, strict=True)}
-        round_trips = 3
-
+def build_snapshot(
+    now: float,
+    info: Mapping[str, Any],
+    queue_rows: list[tuple[str, int, str | None, Any, bool, dict[str, int]]],
+    worker_rows: list[tuple[str, Mapping[str, Any]]],
+    samples: list[ProcessSample],
+    metrics: Mapping[bytes | str, bytes | str],
+    cron: int,
+    worker_ttl: float,
+) -> Snapshot:
+    """Assemble a Snapshot from raw replies: (name, queued, head id, head enqueued_at, locked, registries)."""
     by_worker_name = {s.name: s for s in samples if s.role == "worker" and s.name}
-    workers = tuple(
-        shape_worker(name, raw, now, by_worker_name, worker_ttl)
-        for name, raw in zip(worker_names, worker_hashes, strict=True)
-    )
+    workers = tuple(shape_worker(name, data, now, by_worker_name, worker_ttl) for name, data in worker_rows)
     serving: dict[str, int] = {}
     for worker in workers:
         if not worker.dead:
             for queue in worker.queues:
                 serving[queue] = serving.get(queue, 0) + 1
     queues = []
-    for name, queued, head, locked, registries in per_queue:
-        oldest = enqueued_at.get(head) if head else None
+    for name, queued, _head, enqueued_at, locked, registries in queue_rows:
+        oldest = parse_time(enqueued_at)
         latency = max(0.0, now - oldest.timestamp()) if oldest and queued else 0.0
         queues.append(QueueState(name, queued, registries, oldest, latency, locked, serving.get(name, 0)))
     return Snapshot(
@@ -277,6 +212,4 @@ def _fetch(redis: Redis, now: float, worker_ttl: float, started: float) -> Snaps
         processes=tuple(samples),
         tasks=parse_metrics(metrics),
         cron_schedulers=int(cron or 0),
-        round_trips=round_trips,
-        duration_seconds=time.perf_counter() - started,
     )

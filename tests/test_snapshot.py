@@ -11,12 +11,13 @@ from redis import Connection, ConnectionPool, Redis
 from rq import Queue
 
 from monitor.cache import SnapshotCache
-from monitor.snapshot import fetch_snapshot, parse_time, shape_worker
+from monitor.reader import SnapshotReader, fetch_snapshot
+from monitor.snapshot import Snapshot, parse_time, shape_worker
 from tasks.procstats import publish, sample
 from tasks.registry import enqueue
 from tasks.worker import InstrumentedWorker
 
-READ_COMMANDS = {"smembers", "info", "hgetall", "zrangebyscore", "zcard", "llen", "lindex", "exists", "hget"}
+READ_COMMANDS = {"smembers", "info", "hgetall", "hmget", "zrangebyscore", "zcard", "llen", "lindex", "exists", "hget"}
 
 
 class CountingConnection(Connection):
@@ -56,33 +57,75 @@ def fill(redis: Redis, queues: int, workers: int) -> None:
     pipe.execute()
 
 
-def round_trips(url: str) -> tuple[int, object]:
+def round_trips(url: str, use_script: bool = True) -> tuple[int, Snapshot]:
     client = counting_client(url)
     client.ping()  # the connection handshake is not part of the snapshot
+    reader = SnapshotReader(client, use_script=use_script)
     before = CountingConnection.sends
-    snapshot = fetch_snapshot(client)
+    snapshot = reader.fetch()
+    assert snapshot.redis.up
     return CountingConnection.sends - before, snapshot
 
 
 @pytest.mark.redis
-def test_round_trips_do_not_grow_with_queues_and_workers(real_redis: Redis, redis_server) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize(("use_script", "expected"), [(True, 2), (False, 3)])
+def test_round_trips_do_not_grow_with_queues_and_workers(
+    real_redis: Redis,
+    redis_server,
+    use_script: bool,
+    expected: int,  # type: ignore[no-untyped-def]
+) -> None:
     fill(real_redis, queues=1, workers=1)
-    small_trips, small = round_trips(redis_server.url)
+    small_trips, small = round_trips(redis_server.url, use_script)
     real_redis.flushall()
     fill(real_redis, queues=200, workers=300)
-    large_trips, large = round_trips(redis_server.url)
-    assert small_trips == large_trips == 3
-    assert len(small.queues) == 1 and len(large.queues) == 200  # type: ignore[attr-defined]
-    assert len(large.workers) == 300 and large.round_trips == 3  # type: ignore[attr-defined]
+    large_trips, large = round_trips(redis_server.url, use_script)
+    assert small_trips == large_trips == expected
+    assert len(small.queues) == 1 and len(large.queues) == 200
+    assert len(large.workers) == 300 and large.round_trips == expected
+
+
+@pytest.mark.redis
+def test_script_and_pipeline_read_the_same_state(real_redis: Redis, redis_server) -> None:  # type: ignore[no-untyped-def]
+    fill(real_redis, queues=5, workers=7)
+    real_redis.sadd("rq:queues", "rq:queue:odd")
+    real_redis.set("rq:queue:odd", "not a list")
+    real_redis.set("rq:failed:odd", "not a zset")
+    real_redis.sadd("rq:workers", "rq:worker:odd")
+    real_redis.set("rq:worker:odd", "not a hash")
+    now = time.time()
+    by_script = SnapshotReader(real_redis, use_script=True).fetch(now)
+    by_pipeline = SnapshotReader(real_redis, use_script=False).fetch(now)
+    assert by_script.queues == by_pipeline.queues and len(by_script.queues) == 6
+    assert by_script.workers == by_pipeline.workers and len(by_script.workers) == 8
+    assert by_script.queue("odd").queued == 0  # type: ignore[union-attr]
+
+
+@pytest.mark.redis
+def test_acl_user_without_scripting_falls_back_to_pipelines(real_redis: Redis, redis_server) -> None:  # type: ignore[no-untyped-def]
+    fill(real_redis, queues=3, workers=2)
+    commands = ["+@read", "+info", "+ping", "+client"]
+    real_redis.acl_setuser("reader", enabled=True, passwords=["+pw"], keys=["*"], commands=commands)
+    try:
+        client = Redis.from_url(redis_server.url, username="reader", password="pw")
+        reader = SnapshotReader(client)
+        first = reader.fetch()
+        assert first.redis.up and len(first.queues) == 3 and not reader.use_script
+        assert reader.fetch().round_trips == 3
+    finally:
+        real_redis.acl_deluser("reader")
 
 
 @pytest.mark.redis
 def test_snapshot_never_writes(real_redis: Redis) -> None:
     fill(real_redis, queues=3, workers=3)
-    real_redis.config_resetstat()
-    fetch_snapshot(real_redis)
-    used = {name.removeprefix("cmdstat_").split("|")[0] for name in real_redis.info("commandstats")}
-    assert used - {"config"} <= READ_COMMANDS
+    digest = real_redis.execute_command("DEBUG", "DIGEST")
+    for use_script in (True, False):
+        real_redis.config_resetstat()
+        SnapshotReader(real_redis, use_script=use_script).fetch()
+        used = {name.removeprefix("cmdstat_").split("|")[0] for name in real_redis.info("commandstats")}
+        assert used - {"config", "eval"} <= READ_COMMANDS
+    assert real_redis.execute_command("DEBUG", "DIGEST") == digest
 
 
 @pytest.mark.redis
@@ -124,17 +167,17 @@ def test_live_worker_is_counted_as_serving_its_queues(real_redis: Redis) -> None
 
 
 def test_worker_with_garbage_fields_is_unknown_not_an_error() -> None:
-    raw = {b"state": b"\xff\xfe", b"pid": b"NaN-ish", b"last_heartbeat": b"yesterday", b"queues": b",,",
-           b"successful_job_count": b"many", b"total_working_time": b"inf"}  # fmt: skip
+    raw = {"state": b"\xff\xfe", "pid": b"NaN-ish", "last_heartbeat": b"yesterday", "queues": b",,",
+           "successful_job_count": b"many", "total_working_time": b"inf"}  # fmt: skip
     worker = shape_worker("odd", raw, time.time(), {}, ttl=480)
     assert worker.state == "dead" and worker.pid is None and worker.queues == ()
     assert worker.successful_jobs == 0 and worker.working_seconds == 0.0 and worker.heartbeat_age is None
-    fresh = shape_worker("odd", {b"state": b"weird", b"last_heartbeat": utc(1).encode()}, time.time(), {}, 480)
+    fresh = shape_worker("odd", {"state": b"weird", "last_heartbeat": utc(1).encode()}, time.time(), {}, 480)
     assert fresh.state == "unknown" and not fresh.dead
 
 
 def test_stale_heartbeat_marks_a_worker_dead() -> None:
-    worker = shape_worker("old", {b"state": b"idle", b"last_heartbeat": utc(600).encode()}, time.time(), {}, 480)
+    worker = shape_worker("old", {"state": b"idle", "last_heartbeat": utc(600).encode()}, time.time(), {}, 480)
     assert worker.dead and worker.state == "dead"
 
 
@@ -164,10 +207,10 @@ def test_down_redis_gives_a_down_snapshot() -> None:
 def test_cache_serves_many_concurrent_readers_with_one_fetch(redis: Redis) -> None:
     calls = []
 
-    def slow_fetch(client: Redis, **kwargs: object):  # type: ignore[no-untyped-def]
+    def slow_fetch() -> Snapshot:
         calls.append(1)
         time.sleep(0.2)
-        return fetch_snapshot(client)
+        return fetch_snapshot(redis)
 
     cache = SnapshotCache(redis, ttl=5.0, fetch=slow_fetch)
     results = []

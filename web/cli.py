@@ -124,9 +124,9 @@ def run_info(args: argparse.Namespace, settings: Settings) -> int:
     import json
     import time
 
+    from monitor.reader import fetch_snapshot
     from monitor.redis_client import make_client
     from monitor.report import render_text, snapshot_dict
-    from monitor.snapshot import fetch_snapshot
 
     if args.interval is not None and not 0.1 <= args.interval <= 3600:
         raise RqscopeError("--interval must be between 0.1 and 3600 seconds")

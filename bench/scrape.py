@@ -1,0 +1,108 @@
+"""A full /metrics scrape: rqscope against rq-exporter's collector, on the same Redis state.
+
+Fills one Redis with 50 queues, 100k queued, 20k failed, 20k finished, 200 started jobs and
+100 workers; times each exporter's scrape (median of --rounds), counts the Redis commands and
+round trips each issued, and prints the ratio. Then repeats at 10x the queues and workers.
+
+Run: python -m bench.scrape [--rounds 15]   (needs the bench extra: pip install -e '.[bench]')
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, generate_latest
+from redis import Connection, ConnectionPool, Redis
+
+from bench.common import count_commands, machine, median, throwaway_redis
+from bench.fill import fill_state
+from monitor.settings import Settings
+from web import create_app
+
+
+class CountingConnection(Connection):
+    sends = 0
+
+    def send_packed_command(self, command, check_health=True):  # type: ignore[no-untyped-def]
+        CountingConnection.sends += 1
+        return super().send_packed_command(command, check_health)
+
+
+def counting_client(url: str) -> Redis:
+    return Redis(connection_pool=ConnectionPool.from_url(url, connection_class=CountingConnection, socket_timeout=60))
+
+
+def rqscope_scraper(url: str) -> Callable[[], bytes]:
+    settings = Settings(redis_url=url, snapshot_ttl=1e-9, task_modules=("tasks.examples",))
+    client = create_app(settings, redis=counting_client(url), testing=True).test_client()
+
+    def scrape() -> bytes:
+        response = client.get("/metrics")
+        assert response.status_code == 200
+        return response.data
+
+    return scrape
+
+
+def rq_exporter_scraper(url: str) -> Callable[[], bytes]:
+    from prometheus_client import REGISTRY
+    from rq_exporter.collector import RQCollector
+
+    collector = RQCollector(counting_client(url))
+    REGISTRY.unregister(collector.summary)  # it registers itself globally; keep runs independent
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    return lambda: generate_latest(registry)
+
+
+def measure(scrape: Callable[[], bytes], admin: Redis, rounds: int) -> dict[str, float]:
+    scrape()  # warm up imports and connections
+    commands, _ = count_commands(admin, scrape)
+    before = CountingConnection.sends
+    scrape()
+    trips = CountingConnection.sends - before
+    times = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        scrape()
+        times.append(time.perf_counter() - started)
+    return {"median_s": median(times), "commands": commands, "round_trips": trips}
+
+
+def compare(url: str, admin: Redis, rounds: int) -> dict[str, dict[str, float]]:
+    results = {
+        "rqscope": measure(rqscope_scraper(url), admin, rounds),
+        "rq-exporter": measure(rq_exporter_scraper(url), admin, rounds),
+    }
+    return results
+
+
+def report(title: str, results: dict[str, dict[str, float]]) -> None:
+    print(title)
+    for name, figures in results.items():
+        print(f"  {name:<12} median {figures['median_s'] * 1000:9.1f} ms   "
+              f"{figures['commands']:7.0f} Redis commands   {figures['round_trips']:6.0f} round trips")  # fmt: skip
+    ratio = results["rq-exporter"]["median_s"] / results["rqscope"]["median_s"]
+    print(f"  rqscope is {ratio:.1f}x faster (goal >= 20x)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply job counts (for a quick run)")
+    args = parser.parse_args()
+    print(f"machine: {machine()}; date: {time.strftime('%Y-%m-%d')}")
+    jobs = {k: int(v * args.scale) for k, v in
+            {"queued": 100_000, "failed": 20_000, "finished": 20_000, "started": 200}.items()}  # fmt: skip
+    with throwaway_redis() as (server, admin):
+        fill_state(admin, queues=50, workers=100, **jobs)
+        report("50 queues, 100 workers, 140k jobs:", compare(server.url, admin, args.rounds))
+        admin.flushall()
+        fill_state(admin, queues=500, workers=1000, **jobs)
+        report("500 queues, 1000 workers (10x), 140k jobs:", compare(server.url, admin, max(3, args.rounds // 3)))
+
+
+if __name__ == "__main__":
+    main()

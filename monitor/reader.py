@@ -1,0 +1,242 @@
+"""Reads the whole RQ state from Redis in a constant number of round trips, never writing.
+
+Round trip 1 is a pipeline: the queue and worker sets, INFO, the task metrics hash and the
+published process ids. Round trip 2 reads every queue, worker and process at once with one
+read-only Lua script, which avoids redis-py's per-command cost on hundreds of replies. Where
+scripting is not allowed (an ACL user without @scripting, a proxy that refuses EVAL) the same
+reads go through pipelines instead: two more round trips, three in all.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from string import Template
+from typing import Any
+
+from redis import Redis, RedisError
+from redis.exceptions import NoPermissionError, ResponseError
+
+from monitor.snapshot import (
+    CRON_SCHEDULERS_KEY,
+    DEFAULT_WORKER_TTL_SECONDS,
+    JOB_KEY_TEMPLATE,
+    QUEUE_KEY_PREFIX,
+    QUEUES_KEY,
+    REGISTRY_KEY_TEMPLATES,
+    SCHEDULER_LOCK_TEMPLATE,
+    WORKER_KEY_PREFIX,
+    WORKERS_KEY,
+    RedisState,
+    Snapshot,
+    build_snapshot,
+)
+from tasks.metrics import METRICS_KEY
+from tasks.procstats import PROC_KEY_TEMPLATE, PROCS_KEY, parse_sample
+
+log = logging.getLogger(__name__)
+
+WORKER_FIELDS = (
+    "state", "queues", "hostname", "pid", "last_heartbeat", "birth", "current_job", "successful_job_count",
+    "failed_job_count", "total_working_time", "current_job_working_time", "death",
+)  # fmt: skip
+REGISTRY_PREFIXES = tuple(t.format(queue="") for t in REGISTRY_KEY_TEMPLATES.values())
+
+# ARGV: queue count, worker count, queue names..., worker names..., process ids...
+# Replies per queue: LLEN, head id, head's enqueued_at, scheduler lock, then one ZCARD per registry.
+# pcall, so that a key of the wrong type reads as empty instead of failing the whole read.
+READ_SCRIPT = Template("""
+local function num(reply) if type(reply) == 'number' then return reply end return 0 end
+local nq, nw = tonumber(ARGV[1]), tonumber(ARGV[2])
+local registries = {$registries}
+local worker_fields = {$fields}
+local out = {}
+for i = 3, 2 + nq do
+  local q = ARGV[i]
+  local qkey = '$queue_prefix' .. q
+  local head = redis.pcall('LINDEX', qkey, 0)
+  if type(head) ~= 'string' then head = false end
+  local enqueued = false
+  if head then enqueued = redis.pcall('HGET', '$job_prefix' .. head, 'enqueued_at') end
+  if type(enqueued) ~= 'string' then enqueued = '' end
+  local row = {num(redis.pcall('LLEN', qkey)), head or '', enqueued,
+               num(redis.pcall('EXISTS', '$lock_prefix' .. q))}
+  for _, prefix in ipairs(registries) do row[#row + 1] = num(redis.pcall('ZCARD', prefix .. q)) end
+  out[#out + 1] = row
+end
+for i = 3 + nq, 2 + nq + nw do
+  local reply = redis.pcall('HMGET', '$worker_prefix' .. ARGV[i], unpack(worker_fields))
+  if type(reply) ~= 'table' or reply.err then reply = {} end
+  out[#out + 1] = reply
+end
+for i = 3 + nq + nw, #ARGV do
+  local reply = redis.pcall('HGETALL', '$proc_prefix' .. ARGV[i])
+  if type(reply) ~= 'table' or reply.err then reply = {} end
+  out[#out + 1] = reply
+end
+return out
+""").substitute(
+    registries=", ".join(f"'{p}'" for p in REGISTRY_PREFIXES),
+    fields=", ".join(f"'{f}'" for f in WORKER_FIELDS),
+    queue_prefix=QUEUE_KEY_PREFIX,
+    job_prefix=JOB_KEY_TEMPLATE.format(id=""),
+    lock_prefix=SCHEDULER_LOCK_TEMPLATE.format(queue=""),
+    worker_prefix=WORKER_KEY_PREFIX,
+    proc_prefix=PROC_KEY_TEMPLATE.format(id=""),
+)
+
+# What a reply stands for when Redis answers it with an error (a disabled INFO, a key of the wrong type)
+FIRST_DEFAULTS: tuple[Any, ...] = (set(), set(), {}, {}, [], 0)
+
+
+def _or_empty(reply: Any, default: Any) -> Any:
+    return default if isinstance(reply, Exception) else reply
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) else 0
+
+
+def _strip(prefix: str, key: Any) -> str:
+    text = _text(key)
+    return text[len(prefix) :] if text.startswith(prefix) else text
+
+
+def _pairs(flat: list[Any]) -> dict[bytes, Any]:
+    return dict(zip(flat[::2], flat[1::2], strict=False))
+
+
+class _ScriptsRefused(Exception):
+    """This Redis will not run the read script; use pipelines."""
+
+
+def _read_by_script(
+    redis: Redis, queues: list[str], workers: list[str], procs: list[str]
+) -> tuple[list[list[Any]], list[list[Any]], list[dict[bytes, Any]]]:
+    try:
+        replies = redis.eval(READ_SCRIPT, 0, len(queues), len(workers), *queues, *workers, *procs)
+    except (NoPermissionError, ResponseError) as exc:
+        raise _ScriptsRefused(str(exc)) from exc
+    rows = list(replies)
+    queue_rows = rows[: len(queues)]
+    worker_rows = rows[len(queues) : len(queues) + len(workers)]
+    proc_rows = [_pairs(r) for r in rows[len(queues) + len(workers) :]]
+    return queue_rows, worker_rows, proc_rows
+
+
+def _read_by_pipeline(
+    redis: Redis, queues: list[str], workers: list[str], procs: list[str]
+) -> tuple[list[list[Any]], list[list[Any]], list[dict[bytes, Any]]]:
+    pipe = redis.pipeline(transaction=False)
+    for name in queues:
+        pipe.llen(QUEUE_KEY_PREFIX + name)
+        pipe.lindex(QUEUE_KEY_PREFIX + name, 0)
+        pipe.exists(SCHEDULER_LOCK_TEMPLATE.format(queue=name))
+        for prefix in REGISTRY_PREFIXES:
+            pipe.zcard(prefix + name)
+    for name in workers:
+        pipe.hmget(WORKER_KEY_PREFIX + name, WORKER_FIELDS)
+    for proc in procs:
+        pipe.hgetall(PROC_KEY_TEMPLATE.format(id=proc))
+    replies = iter(pipe.execute(raise_on_error=False))
+    queue_rows = []
+    for _ in queues:
+        queued, head, locked = (_or_empty(next(replies), None) for _ in range(3))
+        counts = [_count(_or_empty(next(replies), 0)) for _ in REGISTRY_PREFIXES]
+        queue_rows.append([_count(queued), head or b"", b"", _count(locked), *counts])
+    worker_rows = [_or_empty(next(replies), []) for _ in workers]
+    proc_rows = [_or_empty(next(replies), {}) for _ in procs]
+    heads = [(row, row[1]) for row in queue_rows if row[1]]
+    if heads:
+        pipe = redis.pipeline(transaction=False)
+        for _, head in heads:
+            pipe.hget(JOB_KEY_TEMPLATE.format(id=_text(head)), "enqueued_at")
+        for (row, _), value in zip(heads, pipe.execute(raise_on_error=False), strict=True):
+            row[2] = _or_empty(value, None) or b""
+    return queue_rows, worker_rows, proc_rows
+
+
+class SnapshotReader:
+    """Fetches Snapshots from one Redis; remembers whether that Redis runs the read script."""
+
+    def __init__(self, redis: Redis, worker_ttl: float = DEFAULT_WORKER_TTL_SECONDS, use_script: bool = True):
+        self.redis = redis
+        self.worker_ttl = worker_ttl
+        self.use_script = use_script
+
+    def fetch(self, now: float | None = None) -> Snapshot:
+        """Read everything; a Redis failure yields a down snapshot instead of an exception."""
+        started = time.perf_counter()
+        now = time.time() if now is None else now
+        try:
+            snapshot, trips = self._fetch(now)
+        except RedisError as exc:
+            return Snapshot(
+                taken_at=now,
+                redis=RedisState(up=False, error=type(exc).__name__),
+                duration_seconds=time.perf_counter() - started,
+            )
+        return snapshot.with_cost(trips, time.perf_counter() - started)
+
+    def _fetch(self, now: float) -> tuple[Snapshot, int]:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.smembers(QUEUES_KEY)
+        pipe.smembers(WORKERS_KEY)
+        pipe.info()
+        pipe.hgetall(METRICS_KEY)
+        pipe.zrangebyscore(PROCS_KEY, now, "+inf")
+        pipe.zcard(CRON_SCHEDULERS_KEY)
+        first = pipe.execute(raise_on_error=False)
+        queue_keys, worker_keys, info, metrics, proc_ids, cron = (
+            _or_empty(reply, default) for reply, default in zip(first, FIRST_DEFAULTS, strict=True)
+        )
+        queues = sorted(_strip(QUEUE_KEY_PREFIX, k) for k in queue_keys)
+        workers = sorted(_strip(WORKER_KEY_PREFIX, k) for k in worker_keys)
+        procs = sorted(_text(p) for p in proc_ids)
+        trips = 1
+        rows = None
+        if self.use_script and (queues or workers or procs):
+            try:
+                rows = _read_by_script(self.redis, queues, workers, procs)
+                trips += 1
+            except _ScriptsRefused as exc:
+                log.warning("Redis refused the read script (%s); reading with pipelines from now on", exc)
+                self.use_script = False
+                trips += 1
+        if rows is None:
+            rows = _read_by_pipeline(self.redis, queues, workers, procs)
+            trips += 2 if any(r[1] for r in rows[0]) else 1
+        queue_rows, worker_rows, proc_rows = rows
+        snapshot = build_snapshot(
+            now=now,
+            info=info,
+            queue_rows=[
+                (
+                    name,
+                    _count(r[0]),
+                    _text(r[1]) or None,
+                    r[2] or None,
+                    bool(_count(r[3])),
+                    {state: _count(v) for state, v in zip(REGISTRY_KEY_TEMPLATES, r[4:], strict=False)},
+                )
+                for name, r in zip(queues, queue_rows, strict=True)
+            ],  # fmt: skip
+            worker_rows=[
+                (name, dict(zip(WORKER_FIELDS, values, strict=False)))
+                for name, values in zip(workers, worker_rows, strict=True)
+            ],
+            samples=[s for s in (parse_sample(r) for r in proc_rows) if s is not None],
+            metrics=metrics,
+            cron=_count(cron),
+            worker_ttl=self.worker_ttl,
+        )
+        return snapshot, trips
+
+
+def fetch_snapshot(redis: Redis, now: float | None = None, worker_ttl: float = DEFAULT_WORKER_TTL_SECONDS) -> Snapshot:
+    """One snapshot from a fresh reader (tests and one-off commands)."""
+    return SnapshotReader(redis, worker_ttl).fetch(now)
