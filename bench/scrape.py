@@ -57,25 +57,27 @@ def rq_exporter_scraper(url: str) -> Callable[[], bytes]:
     return lambda: generate_latest(registry)
 
 
-def measure(scrape: Callable[[], bytes], admin: Redis, rounds: int) -> dict[str, float]:
-    scrape()  # warm up imports and connections
+def cost(scrape: Callable[[], bytes], admin: Redis) -> dict[str, float]:
+    for _ in range(20):  # warm up imports, connections and the script cache
+        scrape()
     commands, _ = count_commands(admin, scrape)
     before = CountingConnection.sends
     scrape()
-    trips = CountingConnection.sends - before
-    times = []
-    for _ in range(rounds):
-        started = time.perf_counter()
-        scrape()
-        times.append(time.perf_counter() - started)
-    return {"median_s": median(times), "commands": commands, "round_trips": trips}
+    return {"commands": commands, "round_trips": CountingConnection.sends - before}
 
 
 def compare(url: str, admin: Redis, rounds: int) -> dict[str, dict[str, float]]:
-    results = {
-        "rqscope": measure(rqscope_scraper(url), admin, rounds),
-        "rq-exporter": measure(rq_exporter_scraper(url), admin, rounds),
-    }
+    """Scrape both exporters alternately, so that both see the same machine conditions."""
+    scrapers = {"rqscope": rqscope_scraper(url), "rq-exporter": rq_exporter_scraper(url)}
+    results = {name: cost(scrape, admin) for name, scrape in scrapers.items()}
+    times: dict[str, list[float]] = {name: [] for name in scrapers}
+    for _ in range(rounds):
+        for name, scrape in scrapers.items():
+            started = time.perf_counter()
+            scrape()
+            times[name].append(time.perf_counter() - started)
+    for name in scrapers:
+        results[name]["median_s"] = median(times[name])
     return results
 
 
@@ -90,7 +92,7 @@ def report(title: str, results: dict[str, dict[str, float]]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--scale", type=float, default=1.0, help="multiply job counts (for a quick run)")
     args = parser.parse_args()
     print(f"machine: {machine()}; date: {time.strftime('%Y-%m-%d')}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -31,6 +31,11 @@ JOB_STATES = ("queued", *REGISTRY_KEY_TEMPLATES)
 WORKER_STATES = ("idle", "busy", "suspended", "unknown", "dead")
 # RQ expires a worker's key worker_ttl + 60 s after its last heartbeat (420 + 60 by default)
 DEFAULT_WORKER_TTL_SECONDS = 480.0
+# The worker hash fields the snapshot reads, in the order shape_worker unpacks them
+WORKER_FIELDS = (
+    "state", "queues", "hostname", "pid", "last_heartbeat", "birth", "current_job", "successful_job_count",
+    "failed_job_count", "total_working_time", "current_job_working_time", "death",
+)  # fmt: skip
 REDIS_INFO_FIELDS = (
     "connected_clients", "blocked_clients", "maxclients", "rejected_connections", "used_memory", "maxmemory",
 )  # fmt: skip
@@ -60,13 +65,17 @@ class WorkerState:
     queues: tuple[str, ...]
     current_job: str | None
     heartbeat_age: float | None
-    birth: datetime | None
+    birth_text: str | None
     successful_jobs: int
     failed_jobs: int
     working_seconds: float
     current_job_seconds: float
     dead: bool
     process: ProcessSample | None = None
+
+    @property
+    def birth(self) -> datetime | None:
+        return parse_time(self.birth_text)
 
 
 @dataclass(frozen=True)
@@ -112,10 +121,10 @@ def _text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
-def _int(value: Any) -> int:
+def _int(text: str) -> int:
     try:
-        return int(float(_text(value)))
-    except ValueError:
+        return int(text) if text.isdigit() else int(float(text))
+    except (ValueError, OverflowError):
         return 0
 
 
@@ -133,39 +142,41 @@ def parse_time(value: Any) -> datetime | None:
     if not text:
         return None
     try:
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        parsed = datetime.fromisoformat(text)
     except ValueError:
         return None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def shape_worker(
-    key_name: str, data: Mapping[str, Any], now: float, processes: Mapping[str, ProcessSample], ttl: float
+    key_name: str, values: Sequence[Any], now: float, processes: Mapping[str, ProcessSample], ttl: float
 ) -> WorkerState:
-    """A WorkerState from its hash fields; missing or garbage fields become unknown, never an error."""
-    present = any(value is not None for value in data.values())
-    heartbeat = parse_time(data.get("last_heartbeat"))
+    """A WorkerState from its hash fields in WORKER_FIELDS order; garbage becomes unknown, never an error."""
+    if len(values) != len(WORKER_FIELDS):
+        values = [None] * len(WORKER_FIELDS)
+    texts = (v.decode("utf-8", "replace") if v.__class__ is bytes else v for v in values)
+    (state, queues, hostname, pid, heartbeat_text, birth, current_job, successes, failures, working,
+     current_working, death) = texts  # fmt: skip
+    heartbeat = parse_time(heartbeat_text)
     age = max(0.0, now - heartbeat.timestamp()) if heartbeat else None
-    state = _text(data.get("state")) or "unknown"
     if state == "started":
         state = "idle"
     if state not in WORKER_STATES:
         state = "unknown"
-    dead = not present or data.get("death") is not None or age is None or age > ttl
-    pid = _int(data.get("pid")) or None
+    dead = death is not None or age is None or age > ttl
     return WorkerState(
         name=key_name,
-        hostname=_text(data.get("hostname")) or "unknown",
-        pid=pid,
+        hostname=hostname or "unknown",
+        pid=_int(pid or "") or None,
         state="dead" if dead else state,
-        queues=tuple(q for q in _text(data.get("queues")).split(",") if q),
-        current_job=_text(data.get("current_job")) or None,
+        queues=tuple(q for q in (queues or "").split(",") if q),
+        current_job=current_job or None,
         heartbeat_age=age,
-        birth=parse_time(data.get("birth")),
-        successful_jobs=_int(data.get("successful_job_count")),
-        failed_jobs=_int(data.get("failed_job_count")),
-        working_seconds=_float(data.get("total_working_time")),
-        current_job_seconds=_float(data.get("current_job_working_time")),
+        birth_text=birth,
+        successful_jobs=_int(successes or ""),
+        failed_jobs=_int(failures or ""),
+        working_seconds=_float(working),
+        current_job_seconds=_float(current_working),
         dead=dead,
         process=processes.get(key_name),
     )
@@ -185,7 +196,7 @@ def build_snapshot(
     now: float,
     info: Mapping[str, Any],
     queue_rows: list[tuple[str, int, str | None, Any, bool, dict[str, int]]],
-    worker_rows: list[tuple[str, Mapping[str, Any]]],
+    worker_rows: list[tuple[str, Sequence[Any]]],
     samples: list[ProcessSample],
     metrics: Mapping[bytes | str, bytes | str],
     cron: int,
@@ -193,7 +204,7 @@ def build_snapshot(
 ) -> Snapshot:
     """Assemble a Snapshot from raw replies: (name, queued, head id, head enqueued_at, locked, registries)."""
     by_worker_name = {s.name: s for s in samples if s.role == "worker" and s.name}
-    workers = tuple(shape_worker(name, data, now, by_worker_name, worker_ttl) for name, data in worker_rows)
+    workers = tuple(shape_worker(name, values, now, by_worker_name, worker_ttl) for name, values in worker_rows)
     serving: dict[str, int] = {}
     for worker in workers:
         if not worker.dead:

@@ -150,3 +150,26 @@ def test_hanging_redis_gives_a_bounded_answer_and_no_thread_leak(
     time.sleep(0.05)
     assert value(client.get("/metrics").get_data(as_text=True), "rqscope_redis_up") == 1
     assert threading.active_count() == threads_before
+
+
+def test_fast_exposition_is_byte_identical_to_prometheus_client(real_client: FlaskClient, real_redis: Redis) -> None:
+    from prometheus_client import generate_latest
+
+    from monitor.exposition import render
+
+    evil = 'q"\\\n<b>é'
+    real_redis.sadd("rq:queues", f"rq:queue:{evil}", "rq:queue:plain")
+    real_redis.rpush(f"rq:queue:{evil}", "job-1")
+    real_redis.sadd("rq:workers", "rq:worker:w1")
+    real_redis.hset("rq:worker:w1", mapping={"state": "busy", "queues": evil, "hostname": 'h"\n'})
+    enqueue("t_ok", 1, connection=real_redis)
+    InstrumentedWorker(["default"], connection=real_redis).work(burst=True, logging_level="WARNING")
+    registry = real_client.application.extensions["rqscope"].metrics
+    real_client.application.extensions["rqscope"].snapshots.ttl = 60  # both renderings see one snapshot
+
+    def without_duration(text: bytes) -> list[bytes]:  # the one sample each scrape sets anew
+        return [line for line in text.splitlines() if not line.startswith(b"rqscope_scrape_duration_seconds ")]
+
+    ours, reference = render(registry.collect()), generate_latest(registry)
+    assert without_duration(ours) == without_duration(reference)
+    assert len(ours.splitlines()) == len(reference.splitlines()) > 100

@@ -12,7 +12,7 @@ from rq import Queue
 
 from monitor.cache import SnapshotCache
 from monitor.reader import SnapshotReader, fetch_snapshot
-from monitor.snapshot import Snapshot, parse_time, shape_worker
+from monitor.snapshot import WORKER_FIELDS, Snapshot, parse_time, shape_worker
 from tasks.procstats import publish, sample
 from tasks.registry import enqueue
 from tasks.worker import InstrumentedWorker
@@ -166,18 +166,22 @@ def test_live_worker_is_counted_as_serving_its_queues(real_redis: Redis) -> None
     assert 2 <= (snap.workers[0].heartbeat_age or 0) < 30
 
 
+def fields(**values: bytes) -> list[bytes | None]:
+    return [values.get(name) for name in WORKER_FIELDS]
+
+
 def test_worker_with_garbage_fields_is_unknown_not_an_error() -> None:
     raw = {"state": b"\xff\xfe", "pid": b"NaN-ish", "last_heartbeat": b"yesterday", "queues": b",,",
            "successful_job_count": b"many", "total_working_time": b"inf"}  # fmt: skip
-    worker = shape_worker("odd", raw, time.time(), {}, ttl=480)
+    worker = shape_worker("odd", fields(**raw), time.time(), {}, ttl=480)
     assert worker.state == "dead" and worker.pid is None and worker.queues == ()
     assert worker.successful_jobs == 0 and worker.working_seconds == 0.0 and worker.heartbeat_age is None
-    fresh = shape_worker("odd", {"state": b"weird", "last_heartbeat": utc(1).encode()}, time.time(), {}, 480)
+    fresh = shape_worker("odd", fields(state=b"weird", last_heartbeat=utc(1).encode()), time.time(), {}, 480)
     assert fresh.state == "unknown" and not fresh.dead
 
 
 def test_stale_heartbeat_marks_a_worker_dead() -> None:
-    worker = shape_worker("old", {"state": b"idle", "last_heartbeat": utc(600).encode()}, time.time(), {}, 480)
+    worker = shape_worker("old", fields(state=b"idle", last_heartbeat=utc(600).encode()), time.time(), {}, 480)
     assert worker.dead and worker.state == "dead"
 
 

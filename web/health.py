@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from redis import RedisError
 
+from monitor.exposition import render
 from web.state import state
 
 bp = Blueprint("health", __name__)
@@ -27,4 +28,4 @@ def readyz() -> tuple[Response, int]:
 
 @bp.get("/metrics")
 def metrics() -> Response:
-    return Response(generate_latest(state().metrics), mimetype=CONTENT_TYPE_LATEST)
+    return Response(render(state().metrics.collect()), mimetype=CONTENT_TYPE_LATEST)
