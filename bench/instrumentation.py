@@ -33,20 +33,35 @@ from bench.common import (
 )
 from bench.noop_tasks import bare_noop
 from monitor.embedded import free_port
+from monitor.snapshot import parse_time
 from tasks.registry import REGISTRY, enqueue_task
 
 
-def fill(client: Redis, jobs: int, instrumented: bool) -> None:
+def fill(client: Redis, jobs: int, instrumented: bool) -> list[str]:
     client.flushall()
     queue = Queue("default", connection=client)
     spec = REGISTRY.get("noop")
+    ids = []
     with client.pipeline() as pipe:
         for _ in range(jobs):
             if instrumented:
-                enqueue_task(spec, [], {}, connection=client)
+                ids.append(enqueue_task(spec, [], {}, connection=client)[0].id)
             else:
-                queue.enqueue(bare_noop, result_ttl=500, pipeline=pipe)
+                ids.append(queue.enqueue(bare_noop, result_ttl=500, pipeline=pipe).id)
         pipe.execute()
+    return ids
+
+
+def processing_seconds(client: Redis, ids: list[str]) -> float:
+    """From the first job's start to the last job's end: the worker's start-up is not counted."""
+    pipe = client.pipeline(transaction=False)
+    for job_id in ids:
+        pipe.hmget(f"rq:job:{job_id}", ["started_at", "ended_at"])
+    stamps = pipe.execute()
+    started = min(parse_time(s) for s, _ in stamps if s)
+    ended = max(parse_time(e) for _, e in stamps if e)
+    assert started is not None and ended is not None and all(s and e for s, e in stamps), "a job did not run"
+    return (ended - started).total_seconds()
 
 
 def worker_throughput(url: str, client: Redis, jobs: int, rounds: int) -> dict[str, float]:
@@ -58,10 +73,11 @@ def worker_throughput(url: str, client: Redis, jobs: int, rounds: int) -> dict[s
     times: dict[str, list[float]] = {name: [] for name in commands}
     for _ in range(rounds):
         for name, command in commands.items():
-            fill(client, jobs, instrumented=name == "rqscope")
-            times[name].append(timed_run(command, env))
+            ids = fill(client, jobs, instrumented=name == "rqscope")
+            timed_run(command, env)
             left = Queue("default", connection=client).count
             assert left == 0, f"{name} left {left} jobs"
+            times[name].append(processing_seconds(client, ids))
     return {name: jobs / median(values) for name, values in times.items()}
 
 
@@ -157,7 +173,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--requests", type=int, default=10_000)
-    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     results: dict[str, object] = {"machine": machine(), "date": time.strftime("%Y-%m-%d")}

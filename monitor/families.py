@@ -26,13 +26,13 @@ def queue_families(snapshot: Snapshot) -> Iterable[Metric]:
     for worker in snapshot.workers:
         for queue in worker.queues:
             by_queue_state[(queue, worker.state)] += 1
-    for queue in snapshot.queues:
-        name = queue.name
-        counts = queue.counts
+    for queue_state in snapshot.queues:
+        name = queue_state.name
+        counts = queue_state.counts
         for state in JOB_STATES:
             jobs.add((name, state), counts[state])
-        latency.add((name,), queue.latency_seconds)
-        locked.add((name,), 1 if queue.scheduler_locked else 0)
+        latency.add((name,), queue_state.latency_seconds)
+        locked.add((name,), 1 if queue_state.scheduler_locked else 0)
         for state in SERVING_STATES:
             workers.add((name, state), by_queue_state.get((name, state), 0))
     return [jobs, latency, workers, locked]

@@ -117,7 +117,7 @@ def _strip(prefix: str, key: Any) -> str:
     return text[len(prefix) :] if text.startswith(prefix) else text
 
 
-def _pairs(flat: list[Any]) -> dict[bytes, Any]:
+def _pairs(flat: list[Any]) -> dict[bytes | str, Any]:
     return dict(zip(flat[::2], flat[1::2], strict=False))
 
 
@@ -139,14 +139,16 @@ def _chunks(queues: list[str], workers: list[str], procs: list[str]) -> list[tup
 
 def _read_by_script(
     redis: Redis, queues: list[str], workers: list[str], procs: list[str]
-) -> tuple[list[list[Any]], list[list[Any]], list[dict[bytes, Any]]]:
+) -> tuple[list[list[Any]], list[list[Any]], list[dict[bytes | str, Any]]]:
     chunks = _chunks(queues, workers, procs)
     pipe = redis.pipeline(transaction=False)
     for chunk_queues, chunk_workers, chunk_procs in chunks:
-        pipe.eval(READ_SCRIPT, 0, len(chunk_queues), len(chunk_workers), *chunk_queues, *chunk_workers, *chunk_procs)
+        pipe.eval(
+            READ_SCRIPT, 0, str(len(chunk_queues)), str(len(chunk_workers)), *chunk_queues, *chunk_workers, *chunk_procs
+        )
     queue_rows: list[list[Any]] = []
     worker_rows: list[list[Any]] = []
-    proc_rows: list[dict[bytes, Any]] = []
+    proc_rows: list[dict[bytes | str, Any]] = []
     for (chunk_queues, chunk_workers, _), reply in zip(chunks, pipe.execute(raise_on_error=False), strict=True):
         if isinstance(reply, (NoPermissionError, ResponseError)):
             raise _ScriptsRefused(str(reply))
@@ -161,7 +163,7 @@ def _read_by_script(
 
 def _read_by_pipeline(
     redis: Redis, queues: list[str], workers: list[str], procs: list[str]
-) -> tuple[list[list[Any]], list[list[Any]], list[dict[bytes, Any]]]:
+) -> tuple[list[list[Any]], list[list[Any]], list[dict[bytes | str, Any]]]:
     pipe = redis.pipeline(transaction=False)
     for name in queues:
         pipe.llen(QUEUE_KEY_PREFIX + name)
@@ -170,7 +172,7 @@ def _read_by_pipeline(
         for prefix in REGISTRY_PREFIXES:
             pipe.zcard(prefix + name)
     for name in workers:
-        pipe.hmget(WORKER_KEY_PREFIX + name, WORKER_FIELDS)
+        pipe.hmget(WORKER_KEY_PREFIX + name, list(WORKER_FIELDS))
     for proc in procs:
         pipe.hgetall(PROC_KEY_TEMPLATE.format(id=proc))
     replies = iter(pipe.execute(raise_on_error=False))

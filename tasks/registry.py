@@ -6,29 +6,25 @@ import functools
 import importlib
 import inspect
 import logging
-import os
 import pickle
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis import Redis, RedisError
+from redis import Redis
 from rq import Queue, Retry, get_current_job
 from rq.exceptions import DuplicateJobError
 from rq.job import Job, validate_job_id
 from rq.timeouts import JobTimeoutException
 
 from tasks.errors import DuplicateTaskError, QueueNotAllowedError, TaskArgumentsError, TaskError, UnknownTaskError
-from tasks.metrics import record_enqueued, record_run
+from tasks.metrics import record_enqueued
+from tasks.runs import Run, finish
 
 log = logging.getLogger(__name__)
 
 DEFAULT_QUEUE = "default"
-# The horse names the (job, pid) whose run it recorded, so that the worker's parent process
-# records a killed horse's run only when the horse could not.
-RECORDED_KEY_TEMPLATE = "rqscope:recorded:{worker}"
-RECORDED_TTL_SECONDS = 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -99,16 +95,7 @@ REGISTRY = TaskRegistry()
 
 
 def _record(job: Job, name: str, outcome: str, started: float) -> None:
-    """Write one run's metrics with a single pipelined round trip; never fail the job over it."""
-    try:
-        pipe = job.connection.pipeline(transaction=False)
-        record_run(pipe, name, job.origin, outcome, time.monotonic() - started)
-        worker = os.environ.get("RQ_WORKER_ID")
-        if worker:
-            pipe.set(RECORDED_KEY_TEMPLATE.format(worker=worker), f"{job.id}:{os.getpid()}", ex=RECORDED_TTL_SECONDS)
-        pipe.execute()
-    except RedisError as exc:
-        log.warning("could not record metrics for task %s: %s", name, exc)
+    finish(job.connection, Run(name, job.origin, outcome, time.monotonic() - started))
 
 
 def _instrument(name: str, func: Callable[..., Any]) -> Callable[..., Any]:

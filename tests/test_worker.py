@@ -146,3 +146,26 @@ def test_worker_refuses_a_bad_name(real_settings) -> None:  # type: ignore[no-un
     )
     assert result.returncode == 2
     assert b"--name must be" in result.stderr
+
+
+def test_a_stock_rq_worker_records_runs_through_the_wrapper(real_redis: Redis) -> None:
+    from rq import Worker
+
+    for i in range(5):
+        enqueue("t_ok", i, connection=real_redis)
+    enqueue("t_fail", 1, connection=real_redis)
+    Worker(["default"], connection=real_redis).work(burst=True, logging_level="WARNING")
+    registry = scrape(real_redis)
+    assert runs(registry, "t_ok", "success") == 5
+    assert runs(registry, "t_fail", "failure") == 1
+
+
+def test_instrumented_worker_writes_each_run_exactly_once(real_redis: Redis) -> None:
+    for i in range(10):
+        enqueue("t_ok", i, connection=real_redis)
+    real_redis.config_resetstat()
+    work(real_redis)
+    stats = real_redis.info("commandstats")
+    assert runs(scrape(real_redis), "t_ok", "success") == 10
+    # one HINCRBYFLOAT for the duration sum and one for the rollup, per job, plus RQ's working time
+    assert stats["cmdstat_hincrbyfloat"]["calls"] == 10 * 3
