@@ -71,8 +71,11 @@ def worker_throughput(url: str, client: Redis, jobs: int, rounds: int) -> dict[s
         "rqscope": python_module("web.cli", "worker", "default", "--burst"),
     }
     times: dict[str, list[float]] = {name: [] for name in commands}
-    for _ in range(rounds):
-        for name, command in commands.items():
+    for round_number in range(rounds):
+        order = list(commands.items())
+        if round_number % 2:
+            order.reverse()  # neither worker always runs second
+        for name, command in order:
             ids = fill(client, jobs, instrumented=name == "rqscope")
             timed_run(command, env)
             left = Queue("default", connection=client).count

@@ -12,7 +12,7 @@ from monitor.settings import Settings, env_name
 
 
 def make_client(
-    settings: Settings, *, client_name: str = "rqscope", max_connections: int = 50, retries: int = 0
+    settings: Settings, *, client_name: str | None = "rqscope", max_connections: int = 50, retries: int = 0
 ) -> Redis:
     """Return a Redis client for the configured URL or Sentinel master.
 

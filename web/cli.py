@@ -113,7 +113,8 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
     if args.name is not None and not (0 < len(args.name) <= 200 and args.name.isprintable()):
         raise RqscopeError("--name must be 1 to 200 printable characters")
     import_task_modules(settings.task_modules)
-    client = make_client(settings, client_name="rqscope-worker", retries=1)
+    # no client name: every forked horse opens fresh connections, and naming costs each a round trip
+    client = make_client(settings, client_name=None, retries=1)
     queues = args.queues or list(DEFAULT_QUEUES)
     worker = InstrumentedWorker(queues, connection=client, name=args.name, publish_interval=settings.publish_interval)
     worker.work(burst=args.burst, with_scheduler=args.with_scheduler, logging_level=settings.log_level)
