@@ -113,7 +113,7 @@ def http_enqueue(url: str, client: Redis, requests: int, connections: int) -> di
     port = free_port()
     env = env_with(RQSCOPE_REDIS_URL=url, RQSCOPE_TASK_MODULES="bench.noop_tasks", RQSCOPE_LOG_LEVEL="WARNING")
     server = subprocess.Popen(
-        python_module("web.cli", "serve", "--port", str(port), "--web-workers", "2", "--web-threads", "8"), env=env
+        python_module("web.cli", "serve", "--port", str(port), "--web-workers", "2", "--web-threads", "4"), env=env
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -176,7 +176,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--requests", type=int, default=10_000)
-    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     results: dict[str, object] = {"machine": machine(), "date": time.strftime("%Y-%m-%d")}
