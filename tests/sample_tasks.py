@@ -40,3 +40,15 @@ def t_slow(seconds: float = 5.0) -> None:
 def t_sleep(seconds: float = 30.0) -> str:
     time.sleep(seconds)
     return "woke"
+
+
+@task(queue="default")
+def t_fail_first(key: str) -> str:
+    """Fails on its first run and succeeds after a retry; the count lives in Redis."""
+    from rq import get_current_job
+
+    job = get_current_job()
+    assert job is not None
+    if job.connection.incr(key) == 1:
+        raise RuntimeError("first run fails")
+    return "second run ok"
