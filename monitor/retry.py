@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
+from typing import Any, cast
 
 from redis import Redis
 
@@ -80,7 +81,7 @@ class Retrier:
 
     def failed_ids(self, queue: str) -> list[str]:
         """Every id in the failed registry now: the bound for "retry all", so it cannot run forever."""
-        raw = self.redis.zrange(REGISTRY_KEY_TEMPLATES["failed"].format(queue=queue), 0, -1)
+        raw = cast(list[Any], self.redis.zrange(REGISTRY_KEY_TEMPLATES["failed"].format(queue=queue), 0, -1))
         return [item.decode() if isinstance(item, bytes) else str(item) for item in raw]
 
     def retry_all(self, queue: str) -> int:

@@ -43,6 +43,7 @@ class Settings:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     api_token: str | None = field(default=None, repr=False)
+    viewer_token: str | None = field(default=None, repr=False)
     no_auth: bool = False
     log_level: str = DEFAULT_LOG_LEVEL
     snapshot_ttl: float = DEFAULT_SNAPSHOT_TTL
@@ -55,6 +56,10 @@ class Settings:
     @property
     def log_level_number(self) -> int:
         return int(logging.getLevelName(self.log_level))
+
+    @property
+    def has_credentials(self) -> bool:
+        return bool(self.api_token or self.viewer_token)
 
     @property
     def bound_to_loopback(self) -> bool:
@@ -173,10 +178,13 @@ def from_env(env: Mapping[str, str]) -> Settings:
         values["host"] = raw
     if raw := get("port"):
         values["port"] = _int(env_name("port"), raw, 1, 65535)
-    if raw := get("api_token"):
-        if len(raw) < 16:
-            raise SettingsError(f"{env_name('api_token')} must be at least 16 characters")
-        values["api_token"] = raw
+    for key in ("api_token", "viewer_token"):
+        if raw := get(key):
+            if len(raw) < 16:
+                raise SettingsError(f"{env_name(key)} must be at least 16 characters")
+            values[key] = raw
+    if values.get("api_token") and values.get("api_token") == values.get("viewer_token"):
+        raise SettingsError(f"{env_name('viewer_token')} must differ from {env_name('api_token')}")
     if (raw := get("no_auth")) is not None:
         values["no_auth"] = _bool(env_name("no_auth"), raw)
     if raw := get("log_level"):

@@ -24,6 +24,7 @@ def make_failed(redis: Redis, count: int, queue: str = "default") -> list[str]:
     q = Queue(queue, connection=redis)
     ids = []
     pipe = redis.pipeline()
+    pipe.sadd("rq:queues", f"rq:queue:{queue}")  # the queue was used before its jobs failed
     for i in range(count):
         job = q.create_job("tests.sample_tasks.t_ok", args=(i,))
         job.set_status(JobStatus.FAILED, pipeline=pipe)

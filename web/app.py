@@ -15,7 +15,7 @@ from monitor.redis_client import make_client
 from monitor.settings import Settings, from_env
 from tasks.procstats import Publisher
 from tasks.registry import REGISTRY, TaskRegistry, import_task_modules
-from web import api_tasks, errors, health
+from web import api, api_tasks, errors, health
 from web.state import EXTENSION, State
 
 log = logging.getLogger(__name__)
@@ -48,4 +48,5 @@ def create_app(
     errors.register(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(api_tasks.bp)
+    app.register_blueprint(api.bp)
     return app

@@ -1,0 +1,181 @@
+"""The JSON API: queues, workers, jobs, retry and delete, the audit log."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from flask import Blueprint, Response, abort, jsonify, request
+from rq.job import Job
+
+from monitor import audit
+from monitor.jobs import MAX_PER_PAGE, ORDERS, JobFilter, JobLister, entry_key
+from monitor.report import queue_row, redis_row, totals, worker_row
+from monitor.retry import Retrier
+from monitor.snapshot import JOB_STATES
+from web.auth import Identity, require_operator, require_viewer
+from web.bodies import read_body, typed
+from web.jobinfo import detail, fetch_job
+from web.state import state
+
+bp = Blueprint("api", __name__, url_prefix="/api")
+
+MAX_PAGE = 1_000_000
+MAX_FILTER_LENGTH = 200
+FILTER_FIELDS = {"func", "exc", "q", "ids"}
+MAX_IDS = 10_000
+
+
+def _int_arg(name: str, default: int, low: int, high: int) -> int:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        abort(400, f"{name} must be a whole number from {low} to {high}, not {raw[:40]!r}")
+    return int(raw)
+
+
+def _choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = request.args.get(name) or default
+    if value not in choices:
+        abort(400, f"{name} must be one of {', '.join(choices)}, not {value[:40]!r}")
+    return value
+
+
+def _filter_text(source: dict[str, Any], name: str) -> str:
+    value = source.get(name) or ""
+    if not isinstance(value, str) or len(value) > MAX_FILTER_LENGTH or not value.isprintable():
+        abort(400, f"{name} must be printable text of at most {MAX_FILTER_LENGTH} characters")
+    return value
+
+
+def job_filter(source: dict[str, Any]) -> JobFilter:
+    return JobFilter(func=_filter_text(source, "func"), exc=_filter_text(source, "exc"), text=_filter_text(source, "q"))
+
+
+def _known_queue(name: str) -> None:
+    if len(name) > MAX_FILTER_LENGTH or not state().redis.sismember("rq:queues", f"rq:queue:{name}"):
+        abort(404, f"no queue named {name[:MAX_FILTER_LENGTH]!r}")
+
+
+def _audit(who: Identity, action: str, target: str, count: int) -> None:
+    audit.record(state().redis, who.name, action, target, count)
+
+
+@bp.get("/queues")
+def queues() -> Response:
+    current = state()
+    require_viewer(current.settings)
+    snapshot = current.snapshots.get()
+    return jsonify(redis=redis_row(snapshot), totals=totals(snapshot), queues=[queue_row(q) for q in snapshot.queues])
+
+
+@bp.get("/workers")
+def workers() -> Response:
+    current = state()
+    require_viewer(current.settings)
+    snapshot = current.snapshots.get()
+    return jsonify(redis=redis_row(snapshot), workers=[worker_row(w) for w in snapshot.workers])
+
+
+@bp.get("/queues/<queue>/jobs")
+def jobs(queue: str) -> Response:
+    current = state()
+    require_viewer(current.settings)
+    state_name = _choice("state", "queued", JOB_STATES)
+    page = _int_arg("page", 1, 1, MAX_PAGE)
+    per_page = _int_arg("per_page", 20, 1, MAX_PER_PAGE)
+    order = _choice("order", "newest", ORDERS)
+    filters = job_filter(dict(request.args))
+    _known_queue(queue)
+    result = JobLister(current.redis).page(queue, state_name, page, per_page, order, filters)
+    return jsonify(
+        total=result.total,
+        page=result.page,
+        per_page=result.per_page,
+        order=result.order,
+        state=state_name,
+        scanned=result.scanned,
+        scan_limit_reached=result.scan_limit_reached,
+        jobs=[row.as_dict() for row in result.jobs],
+    )
+
+
+@bp.get("/queues/<queue>/exceptions")
+def exceptions(queue: str) -> Response:
+    current = state()
+    require_viewer(current.settings)
+    _known_queue(queue)
+    counts, scanned, size = JobLister(current.redis).exception_summary(queue)
+    return jsonify(exceptions=dict(counts.most_common()), scanned=scanned, failed_total=size)
+
+
+@bp.post("/queues/<queue>/retry")
+def retry_queue(queue: str) -> Response:
+    current = state()
+    who = require_operator(current.settings)
+    body = read_body(FILTER_FIELDS, '{"exc": "ValueError"} or {} for every failed job')
+    _known_queue(queue)
+    ids = typed(body, "ids", list, "a list of job ids")
+    if ids is not None:
+        if len(ids) > MAX_IDS or not all(isinstance(i, str) and 0 < len(i) <= 128 for i in ids):
+            abort(400, f"'ids' must be at most {MAX_IDS} job id strings")
+        chosen, limited = list(ids), False
+    else:
+        chosen, limited = JobLister(current.redis).all_matching(queue, "failed", job_filter(body))
+    retried = Retrier(current.redis).retry(queue, chosen)
+    _audit(who, "retry", queue, retried)
+    return jsonify(retried=retried, scan_limit_reached=limited)
+
+
+@bp.delete("/queues/<queue>/registries/<registry>")
+def empty_registry(queue: str, registry: str) -> Response:
+    current = state()
+    who = require_operator(current.settings)
+    if registry not in JOB_STATES:
+        abort(404, f"no registry {registry[:40]!r}; registries are {', '.join(JOB_STATES)}")
+    _known_queue(queue)
+    ids, _ = JobLister(current.redis).all_matching(queue, registry, JobFilter())
+    for start in range(0, len(ids), 500):
+        with current.redis.pipeline() as pipe:
+            for job_id in ids[start : start + 500]:
+                Job(job_id, connection=current.redis).delete(pipeline=pipe, remove_from_queue=False)
+            pipe.execute()
+    current.redis.delete(entry_key(queue, registry))
+    _audit(who, f"empty {registry}", queue, len(ids))
+    return jsonify(deleted=len(ids))
+
+
+@bp.get("/jobs/<job_id>")
+def job(job_id: str) -> Response:
+    require_viewer(state().settings)
+    return jsonify(detail(fetch_job(job_id)))
+
+
+@bp.post("/jobs/<job_id>/retry")
+def retry_job(job_id: str) -> tuple[Response, int]:
+    current = state()
+    who = require_operator(current.settings)
+    found = fetch_job(job_id)
+    if not Retrier(current.redis).retry(found.origin, [found.id]):
+        abort(409, f"job {found.id} is not in the failed registry of {found.origin!r}")
+    _audit(who, "retry", found.id, 1)
+    return jsonify(id=found.id, status="queued"), 200
+
+
+@bp.delete("/jobs/<job_id>")
+def delete_job(job_id: str) -> Response:
+    current = state()
+    who = require_operator(current.settings)
+    found = fetch_job(job_id)
+    found.delete()
+    _audit(who, "delete", found.id, 1)
+    return jsonify(id=found.id, deleted=True)
+
+
+@bp.get("/audit")
+def audit_log() -> Response:
+    current = state()
+    require_viewer(current.settings)
+    limit = _int_arg("limit", 100, 1, 1000)
+    return jsonify(entries=[asdict(e) for e in audit.recent(current.redis, limit)])

@@ -1,0 +1,55 @@
+"""Reading JSON request bodies: size, depth and type checks with messages that say what to fix."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from flask import abort, request
+
+MAX_DEPTH = 32
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def check_values(value: Any, level: int = 0) -> None:
+    """Abort on JSON that is nested too deep or holds numbers that are not finite."""
+    if level > MAX_DEPTH:
+        abort(400, f"body is nested deeper than {MAX_DEPTH} levels")
+    if isinstance(value, float) and not math.isfinite(value):
+        abort(400, "numbers in the body must be finite")
+    children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    for child in children:
+        check_values(child, level + 1)
+
+
+def read_body(allowed: set[str], example: str) -> dict[str, Any]:
+    """The request's JSON object, or abort(4xx) naming what is wrong."""
+    if not request.is_json:
+        abort(415, "send the body as JSON with Content-Type: application/json")
+    raw = request.get_data(cache=False)
+    try:
+        body = json.loads(raw, parse_constant=_reject_constant)
+    except RecursionError:
+        abort(400, f"body is nested deeper than {MAX_DEPTH} levels")
+    except (ValueError, UnicodeDecodeError) as exc:
+        abort(400, f"body is not valid JSON: {exc}")
+    if not isinstance(body, dict):
+        abort(400, f"body must be a JSON object like {example}")
+    check_values(body)
+    unknown = sorted(set(body) - set(allowed))
+    if unknown:
+        abort(400, f"unknown field(s): {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
+    return body
+
+
+def typed(body: dict[str, Any], key: str, kind: type, label: str, default: Any = None) -> Any:
+    value = body.get(key, default)
+    if value is None and default is None:
+        return None
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        abort(400, f"{key!r} must be {label}, not {type(value).__name__}")
+    return value
