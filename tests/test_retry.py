@@ -9,6 +9,7 @@ from redis import Redis
 from rq import Queue, Worker
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry
+from rq.results import Result
 
 from monitor.retry import Retrier, batches
 from monitor.settings import Settings
@@ -28,7 +29,9 @@ def make_failed(redis: Redis, count: int, queue: str = "default") -> list[str]:
     for i in range(count):
         job = q.create_job("tests.sample_tasks.t_ok", args=(i,))
         job.set_status(JobStatus.FAILED, pipeline=pipe)
-        registry.add(job, ttl=3600, exc_string="Traceback...\nRuntimeError: boom", pipeline=pipe)
+        exc_string = "Traceback (most recent call last):\nRuntimeError: boom"
+        registry.add(job, ttl=3600, exc_string=exc_string, pipeline=pipe)
+        Result.create_failure(job, 3600, exc_string, pipeline=pipe)
         ids.append(job.id)
         if i % 1000 == 999:
             pipe.execute()
