@@ -218,6 +218,29 @@ class JobLister:
         return [row.id for row in rows if _matches(row, filters)], size > len(ids)
 
 
+def delete_jobs(redis: Redis, queue: str, state: str, ids: list[str], batch: int = 500) -> int:
+    """Remove these jobs from the queue or registry and delete their hashes and results; return how many."""
+    if state == "started":
+        raise ValueError("running jobs are stopped, not deleted")
+    key = entry_key(queue, state)
+    removed = 0
+    for start in range(0, len(ids), batch):
+        chunk = ids[start : start + batch]
+        pipe = redis.pipeline()
+        for job_id in chunk:
+            if state == "queued":
+                pipe.lrem(key, 0, job_id)
+            else:
+                pipe.zrem(key, job_id)
+            job_key = JOB_KEY_TEMPLATE.format(id=job_id)
+            pipe.delete(
+                job_key, f"{job_key}:dependents", f"{job_key}:dependencies", RESULTS_KEY_TEMPLATE.format(id=job_id)
+            )
+        replies = pipe.execute()
+        removed += sum(1 for reply in replies[::2] if reply)
+    return removed
+
+
 def _matches(row: JobRow, filters: JobFilter) -> bool:
     if filters.func and filters.func not in (row.func, row.func.rsplit(".", 1)[-1]):
         return False

@@ -30,6 +30,18 @@ REDIS_SCHEMES = ("redis", "rediss", "unix")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
+ROLES = ("operator", "viewer")
+
+
+@dataclass(frozen=True)
+class User:
+    """A dashboard login: a werkzeug password hash, never the password."""
+
+    name: str
+    role: str
+    password_hash: str = field(repr=False)
+
+
 @dataclass(frozen=True)
 class Settings:
     """The whole configuration of one rqscope process."""
@@ -44,6 +56,8 @@ class Settings:
     port: int = DEFAULT_PORT
     api_token: str | None = field(default=None, repr=False)
     viewer_token: str | None = field(default=None, repr=False)
+    users: tuple[User, ...] = field(default=(), repr=False)
+    secret_key: str | None = field(default=None, repr=False)
     no_auth: bool = False
     log_level: str = DEFAULT_LOG_LEVEL
     snapshot_ttl: float = DEFAULT_SNAPSHOT_TTL
@@ -59,7 +73,7 @@ class Settings:
 
     @property
     def has_credentials(self) -> bool:
-        return bool(self.api_token or self.viewer_token)
+        return bool(self.api_token or self.viewer_token or self.users)
 
     @property
     def bound_to_loopback(self) -> bool:
@@ -153,6 +167,24 @@ def _sentinels(name: str, raw: str) -> tuple[tuple[str, int], ...]:
     return tuple(hosts)
 
 
+def _users(name: str, raw: str) -> tuple[User, ...]:
+    users = []
+    for entry in filter(None, (part.strip() for part in raw.split(","))):
+        user, _, rest = entry.partition(":")
+        role, _, password_hash = rest.partition(":")
+        if not user or role not in ROLES or not password_hash:
+            raise SettingsError(
+                f"{name}: each entry must be name:role:hash with role operator or viewer "
+                "(make the hash with `python -m web.passwords`)"
+            )
+        if not password_hash.startswith(("scrypt:", "pbkdf2:")):
+            raise SettingsError(f"{name}: the hash for {user!r} is not a werkzeug scrypt or pbkdf2 hash")
+        users.append(User(user, role, password_hash))
+    if len({u.name for u in users}) != len(users):
+        raise SettingsError(f"{name}: a user name appears twice")
+    return tuple(users)
+
+
 def from_env(env: Mapping[str, str]) -> Settings:
     """Build Settings from RQSCOPE_* entries of a mapping; raise SettingsError naming a bad variable."""
     values: dict[str, object] = {}
@@ -185,6 +217,12 @@ def from_env(env: Mapping[str, str]) -> Settings:
             values[key] = raw
     if values.get("api_token") and values.get("api_token") == values.get("viewer_token"):
         raise SettingsError(f"{env_name('viewer_token')} must differ from {env_name('api_token')}")
+    if raw := get("users"):
+        values["users"] = _users(env_name("users"), raw)
+    if raw := get("secret_key"):
+        if len(raw) < 32:
+            raise SettingsError(f"{env_name('secret_key')} must be at least 32 characters")
+        values["secret_key"] = raw
     if (raw := get("no_auth")) is not None:
         values["no_auth"] = _bool(env_name("no_auth"), raw)
     if raw := get("log_level"):

@@ -94,8 +94,8 @@ def test_retry_all_matching_a_filter_and_audit(real_client: FlaskClient, real_re
 
 def test_retry_and_delete_one_job(real_client: FlaskClient, real_redis: Redis) -> None:
     [first, second] = make_failed(real_redis, 2)
-    assert real_client.post(f"/api/jobs/{first}/retry").get_json() == {"id": first, "status": "queued"}
-    assert real_client.post(f"/api/jobs/{first}/retry").status_code == 409
+    assert real_client.post(f"/api/jobs/{first}/retry", json={}).get_json() == {"id": first, "status": "queued"}
+    assert real_client.post(f"/api/jobs/{first}/retry", json={}).status_code == 409
     assert real_client.delete(f"/api/jobs/{second}").get_json() == {"id": second, "deleted": True}
     assert real_redis.zcard("rq:failed:default") == 0 and not real_redis.exists(f"rq:job:{second}")
     assert real_client.get(f"/api/jobs/{second}").status_code == 404
@@ -146,7 +146,7 @@ def test_unknown_queue_registry_and_job_are_404(real_client: FlaskClient) -> Non
     assert real_client.get("/api/queues/nope/jobs").status_code == 404
     assert real_client.get("/api/queues/<script>/exceptions").status_code == 404
     assert real_client.delete("/api/queues/default/registries/bogus").status_code == 404
-    assert real_client.post("/api/jobs/nope/retry").status_code == 404
+    assert real_client.post("/api/jobs/nope/retry", json={}).status_code == 404
 
 
 class TestRoles:

@@ -6,10 +6,9 @@ from dataclasses import asdict
 from typing import Any
 
 from flask import Blueprint, Response, abort, jsonify, request
-from rq.job import Job
 
 from monitor import audit
-from monitor.jobs import MAX_PER_PAGE, ORDERS, JobFilter, JobLister, entry_key
+from monitor.jobs import MAX_PER_PAGE, ORDERS, JobFilter, JobLister, delete_jobs
 from monitor.report import queue_row, redis_row, totals, worker_row
 from monitor.retry import Retrier
 from monitor.snapshot import JOB_STATES
@@ -135,15 +134,12 @@ def empty_registry(queue: str, registry: str) -> Response:
     if registry not in JOB_STATES:
         abort(404, f"no registry {registry[:40]!r}; registries are {', '.join(JOB_STATES)}")
     _known_queue(queue)
+    if registry == "started":
+        abort(409, "running jobs are stopped one by one, not emptied")
     ids, _ = JobLister(current.redis).all_matching(queue, registry, JobFilter())
-    for start in range(0, len(ids), 500):
-        with current.redis.pipeline() as pipe:
-            for job_id in ids[start : start + 500]:
-                Job(job_id, connection=current.redis).delete(pipeline=pipe, remove_from_queue=False)
-            pipe.execute()
-    current.redis.delete(entry_key(queue, registry))
-    _audit(who, f"empty {registry}", queue, len(ids))
-    return jsonify(deleted=len(ids))
+    deleted = delete_jobs(current.redis, queue, registry, ids)
+    _audit(who, f"empty {registry}", queue, deleted)
+    return jsonify(deleted=deleted)
 
 
 @bp.get("/jobs/<job_id>")

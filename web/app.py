@@ -4,21 +4,26 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
+from datetime import UTC, datetime
 
 from flask import Flask
-from redis import Redis
+from redis import Redis, RedisError
 
 from monitor.cache import SnapshotCache
 from monitor.collectors import build_registry
 from monitor.embedded import with_default_redis
 from monitor.redis_client import make_client
 from monitor.settings import Settings, from_env
+from monitor.snapshot import JOB_STATES
 from tasks.procstats import Publisher
 from tasks.registry import REGISTRY, TaskRegistry, import_task_modules
-from web import api, api_tasks, errors, health
+from web import api, api_tasks, dashboard, errors, health, jobs_views, pages, session_views
 from web.state import EXTENSION, State
 
 log = logging.getLogger(__name__)
+
+SECRET_KEY = "rqscope:session-key"
 
 
 def create_app(
@@ -43,10 +48,27 @@ def create_app(
     app.extensions[EXTENSION] = State(
         settings=settings, redis=client, registry=registry, snapshots=cache, metrics=build_registry(cache)
     )
+    app.secret_key = settings.secret_key or shared_secret(client)
+    app.config.update(SESSION_COOKIE_SAMESITE="Lax", SESSION_COOKIE_HTTPONLY=True)
     if not testing:
         Publisher(client, "web", settings.publish_interval).start()
     errors.register(app)
-    app.register_blueprint(health.bp)
-    app.register_blueprint(api_tasks.bp)
-    app.register_blueprint(api.bp)
+    pages.register(app)
+    pages.register_login_redirect(app)
+    app.jinja_env.filters["utc"] = lambda ts: datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    app.jinja_env.globals["job_states"] = list(JOB_STATES)
+    for blueprint in (health.bp, api_tasks.bp, api.bp, session_views.bp, dashboard.bp, jobs_views.bp):
+        app.register_blueprint(blueprint)
     return app
+
+
+def shared_secret(redis: Redis) -> str:
+    """One session key for every gunicorn worker and replica: kept in Redis, made once."""
+    try:
+        redis.set(SECRET_KEY, secrets.token_hex(32), nx=True)
+        value = redis.get(SECRET_KEY)
+        if value:
+            return value.decode() if isinstance(value, bytes) else str(value)
+    except RedisError as exc:
+        log.warning("Redis unavailable for the shared session key (%s); sessions last until restart", exc)
+    return secrets.token_hex(32)

@@ -1,0 +1,145 @@
+"""Job lists, job detail, and the operator's actions on them (each confirmed, each audited)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from rq.command import send_stop_job_command
+from rq.exceptions import InvalidJobOperation
+from rq.job import JobStatus
+from werkzeug.wrappers import Response
+
+from monitor import audit
+from monitor.jobs import MAX_PER_PAGE, ORDERS, JobLister, delete_jobs
+from monitor.retry import Retrier
+from monitor.snapshot import JOB_STATES
+from web.api import MAX_PAGE, job_filter
+from web.jobinfo import detail, fetch_job
+from web.pages import operator, viewer
+from web.state import state
+
+bp = Blueprint("jobs", __name__)
+BULK_ACTIONS = ("retry", "empty")
+
+
+def _page_args() -> tuple[int, int, str]:
+    def number(name: str, default: int, high: int) -> int:
+        raw = request.args.get(name) or str(default)
+        if not raw.isdigit() or not 1 <= int(raw) <= high:
+            abort(400, f"{name} must be a whole number from 1 to {high}")
+        return int(raw)
+
+    order = request.args.get("order") or "newest"
+    if order not in ORDERS:
+        abort(400, f"order must be one of {', '.join(ORDERS)}")
+    return number("page", 1, MAX_PAGE), number("per_page", 25, MAX_PER_PAGE), order
+
+
+def _check_state(queue: str, state_name: str) -> None:
+    if state_name not in JOB_STATES:
+        abort(404, f"no registry {state_name[:40]!r}; registries are {', '.join(JOB_STATES)}")
+    if len(queue) > 200:
+        abort(404, "no such queue")
+
+
+@bp.get("/queues/<queue>/<state_name>")
+def job_list(queue: str, state_name: str) -> str:
+    viewer()
+    _check_state(queue, state_name)
+    page, per_page, order = _page_args()
+    filters = job_filter(dict(request.args))
+    lister = JobLister(state().redis)
+    result = lister.page(queue, state_name, page, per_page, order, filters)
+    summary = lister.exception_summary(queue) if state_name == "failed" else None
+    return render_template(
+        "jobs/list.html", queue=queue, state_name=state_name, result=result, filters=filters,
+        summary=summary, pages=max(1, -(-result.total // per_page)),
+    )  # fmt: skip
+
+
+@bp.get("/jobs")
+def find_job() -> Response:
+    viewer()
+    job_id = (request.args.get("id") or "").strip()
+    if not job_id:
+        abort(400, "type a job id to look up")
+    return redirect(url_for("jobs.job_detail", job_id=job_id))
+
+
+@bp.get("/jobs/<job_id>")
+def job_detail(job_id: str) -> str:
+    viewer()
+    return render_template("jobs/detail.html", job=detail(fetch_job(job_id)))
+
+
+def _matching_count(queue: str, state_name: str, action: str) -> tuple[list[str], bool]:
+    filters = job_filter(dict(request.values))
+    ids, limited = JobLister(state().redis).all_matching(queue, state_name, filters)
+    return ids, limited
+
+
+@bp.get("/queues/<queue>/<state_name>/confirm")
+def confirm(queue: str, state_name: str) -> str:
+    viewer()
+    _check_state(queue, state_name)
+    action = request.args.get("action", "")
+    if action not in BULK_ACTIONS or (action == "retry" and state_name != "failed"):
+        abort(400, "action must be retry (failed jobs) or empty")
+    if action == "empty" and state_name == "started":
+        abort(400, "running jobs are stopped one by one, not emptied")
+    ids, limited = _matching_count(queue, state_name, action)
+    return render_template("jobs/confirm.html", queue=queue, state_name=state_name, action=action,
+                           count=len(ids), limited=limited, filters=job_filter(dict(request.args)))  # fmt: skip
+
+
+@bp.post("/queues/<queue>/<state_name>/bulk")
+def bulk(queue: str, state_name: str) -> Response:
+    who = operator()
+    _check_state(queue, state_name)
+    action = request.form.get("action", "")
+    current = state()
+    selected = request.form.getlist("ids")
+    if len(selected) > MAX_PER_PAGE:
+        abort(400, f"select at most {MAX_PER_PAGE} jobs at once")
+    if action == "retry" and state_name == "failed":
+        ids = selected or _matching_count(queue, state_name, action)[0]
+        done = Retrier(current.redis).retry(queue, ids)
+        message = f"Retried {done:,} job{'s' if done != 1 else ''}."
+    elif action == "empty" and not selected and state_name != "started":
+        ids = _matching_count(queue, state_name, action)[0]
+        done = delete_jobs(current.redis, queue, state_name, ids)
+        message = f"Deleted {done:,} job{'s' if done != 1 else ''} from {state_name}."
+    else:
+        abort(400, "action must be retry (failed jobs) or empty")
+    audit.record(current.redis, who.name, action, f"{queue}/{state_name}", done)
+    flash(message)
+    return redirect(url_for("jobs.job_list", queue=queue, state_name=state_name))
+
+
+@bp.post("/jobs/<job_id>/<action>")
+def job_action(job_id: str, action: str) -> Response:
+    who = operator()
+    current = state()
+    job = fetch_job(job_id)
+    status = job.get_status(refresh=False)
+    if action == "retry":
+        if not Retrier(current.redis).retry(job.origin, [job.id]):
+            abort(409, "this job is not in the failed registry")
+        flash(f"Retried job {job.id}.")
+    elif action == "delete":
+        job.delete()
+        flash(f"Deleted job {job.id}.")
+    elif action == "cancel" and status in (JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED):
+        job.cancel()
+        flash(f"Canceled job {job.id}.")
+    elif action == "stop" and status == JobStatus.STARTED:
+        try:
+            send_stop_job_command(current.redis, job.id)
+        except InvalidJobOperation as exc:
+            abort(409, f"cannot stop this job: {exc}")
+        flash(f"Asked the worker to stop job {job.id}.")
+    else:
+        abort(409, f"cannot {action[:20]} a job that is {status.value if status else 'gone'}")
+    audit.record(current.redis, who.name, action, job.id, 1)
+    if action == "delete":
+        return redirect(url_for("jobs.job_list", queue=job.origin, state_name="failed"))
+    return redirect(url_for("jobs.job_detail", job_id=job.id))
