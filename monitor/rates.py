@@ -38,11 +38,15 @@ class Series:
     total: list[Minute]
     by_task: dict[str, list[Minute]]
 
-    def window(self, task: str | None, last: int) -> tuple[int, int, float]:
-        """(runs, failed, seconds) over the last `last` complete minutes."""
+    def window(self, task: str | None, last: int, now: float | None = None) -> tuple[int, int, float]:
+        """(runs, failed, seconds) over the current minute and the `last` - 1 before it."""
         series = self.total if task is None else self.by_task.get(task, [])
-        chosen = series[-last - 1 : -1] if len(series) > last else series[:-1]
-        return sum(m.runs for m in chosen), sum(m.failed for m in chosen), 60.0 * max(len(chosen), 1)
+        chosen = series[-last:]
+        if not chosen:
+            return 0, 0, 60.0
+        elapsed = (time.time() if now is None else now) - chosen[-1].start
+        seconds = 60.0 * (len(chosen) - 1) + min(max(elapsed, 1.0), 60.0)
+        return sum(m.runs for m in chosen), sum(m.failed for m in chosen), seconds
 
 
 def read_series(redis: Redis, minutes: int = 60, now: float | None = None) -> Series:
