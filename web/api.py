@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict
 from typing import Any
 
@@ -23,6 +24,7 @@ MAX_PAGE = 1_000_000
 MAX_FILTER_LENGTH = 200
 FILTER_FIELDS = {"func", "exc", "q", "ids"}
 MAX_IDS = 10_000
+CONTROL = re.compile("[\x00-\x1f\x7f]")
 
 
 def _int_arg(name: str, default: int, low: int, high: int) -> int:
@@ -43,8 +45,8 @@ def _choice(name: str, default: str, choices: tuple[str, ...]) -> str:
 
 def _filter_text(source: dict[str, Any], name: str) -> str:
     value = source.get(name) or ""
-    if not isinstance(value, str) or len(value) > MAX_FILTER_LENGTH or not value.isprintable():
-        abort(400, f"{name} must be printable text of at most {MAX_FILTER_LENGTH} characters")
+    if not isinstance(value, str) or len(value) > MAX_FILTER_LENGTH or CONTROL.search(value):
+        abort(400, f"{name} must be text of at most {MAX_FILTER_LENGTH} characters, without control characters")
     return value
 
 

@@ -18,7 +18,7 @@ from monitor.settings import Settings, from_env
 from monitor.snapshot import JOB_STATES
 from tasks.procstats import Publisher
 from tasks.registry import REGISTRY, TaskRegistry, import_task_modules
-from web import api, api_tasks, dashboard, errors, health, jobs_views, pages, session_views
+from web import api, api_tasks, dashboard, errors, health, jobs_views, openapi, pages, session_views
 from web.state import EXTENSION, State
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ def create_app(
     pages.register_login_redirect(app)
     app.jinja_env.filters["utc"] = lambda ts: datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
     app.jinja_env.globals["job_states"] = list(JOB_STATES)
-    for blueprint in (health.bp, api_tasks.bp, api.bp, session_views.bp, dashboard.bp, jobs_views.bp):
+    for blueprint in (health.bp, api_tasks.bp, api.bp, openapi.bp, session_views.bp, dashboard.bp, jobs_views.bp):
         app.register_blueprint(blueprint)
     return app
 

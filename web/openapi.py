@@ -1,0 +1,131 @@
+"""GET /api/openapi.json: the JSON API described as OpenAPI 3.0."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, jsonify
+
+from monitor.jobs import MAX_PER_PAGE, ORDERS
+from monitor.snapshot import JOB_STATES
+
+bp = Blueprint("openapi", __name__)
+
+ERROR = {
+    "description": "what is wrong",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+}
+
+
+def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    return {str(code): ERROR for code in codes}
+
+
+OBJECT = {"type": "object"}
+QUEUE = {"name": "queue", "in": "path", "required": True, "schema": {"type": "string", "maxLength": 200}}
+JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string", "maxLength": 128}}
+TEXT = {"type": "string", "maxLength": 200, "pattern": "^[^\\x00-\\x1f\\x7f]*$"}
+FILTER_SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "func": TEXT,
+        "exc": TEXT,
+        "q": TEXT,
+        "ids": {"type": "array", "maxItems": 10000, "items": {"type": "string", "minLength": 1, "maxLength": 128}},
+    },
+}
+READ = _errors(401, 403, 503)
+ACT = _errors(400, 401, 403, 415, 503)
+
+SPEC: dict[str, Any] = {
+    "openapi": "3.0.3",
+    "info": {"title": "rqscope", "version": "1", "description": "Observability sidecar and dashboard for RQ."},
+    "components": {
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}, "basic": {"type": "http", "scheme": "basic"}},
+        "schemas": {"Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}},
+    },
+    "security": [{"bearer": []}, {"basic": []}, {}],
+    "paths": {
+        "/api/tasks": {
+            "post": {
+                "summary": "Enqueue a registered task",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["task"], "additionalProperties": False,
+                    "properties": {"task": {"type": "string"}, "args": {"type": "array"}, "kwargs": {"type": "object"},
+                                   "queue": {"type": "string"}, "job_id": {"type": "string"}}}}}},
+                "responses": {"202": _json(OBJECT, "enqueued"), "200": _json(OBJECT, "already enqueued"),
+                              **ACT},
+            }
+        },
+        "/api/tasks/{job_id}": {
+            "parameters": [JOB_ID],
+            "get": {"summary": "A job's status, times, result and error",
+                    "responses": {"200": _json(OBJECT), **_errors(404, 503)}},
+            "delete": {"summary": "Cancel a queued job or stop a running one",
+                       "responses": {"200": _json(OBJECT), "202": _json(OBJECT), **_errors(401, 403, 404, 409, 503)}},
+        },
+        "/api/queues": {"get": {"summary": "Queues with counts and latency", "responses": {"200": _json(OBJECT), **READ}}},
+        "/api/workers": {"get": {"summary": "Workers and their health", "responses": {"200": _json(OBJECT), **READ}}},
+        "/api/queues/{queue}/jobs": {
+            "parameters": [QUEUE],
+            "get": {
+                "summary": "A page of a queue's jobs in one state",
+                "parameters": [
+                    {"name": "state", "in": "query", "schema": {"type": "string", "enum": list(JOB_STATES)}},
+                    {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000000}},
+                    {"name": "per_page", "in": "query",
+                     "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PER_PAGE}},
+                    {"name": "order", "in": "query", "schema": {"type": "string", "enum": list(ORDERS)}},
+                    {"name": "func", "in": "query", "schema": TEXT},
+                    {"name": "exc", "in": "query", "schema": TEXT},
+                    {"name": "q", "in": "query", "schema": TEXT},
+                ],
+                "responses": {"200": _json({"type": "object", "required": ["total", "page", "per_page", "jobs"]}),
+                              **_errors(400, 401, 403, 404, 503)},
+            },
+        },
+        "/api/queues/{queue}/exceptions": {
+            "parameters": [QUEUE],
+            "get": {"summary": "Exception types among the newest failed jobs",
+                    "responses": {"200": _json(OBJECT), **_errors(401, 403, 404, 503)}},
+        },
+        "/api/queues/{queue}/retry": {
+            "parameters": [QUEUE],
+            "post": {"summary": "Retry failed jobs: the given ids, or all matching the filter ({} is all)",
+                     "requestBody": {"required": True, "content": {"application/json": {"schema": FILTER_SCHEMA}}},
+                     "responses": {"200": _json(OBJECT), **ACT, **_errors(404)}},
+        },
+        "/api/queues/{queue}/registries/{registry}": {
+            "parameters": [QUEUE, {"name": "registry", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "delete": {"summary": "Empty a queue or registry",
+                       "responses": {"200": _json(OBJECT), **_errors(401, 403, 404, 409, 503)}},
+        },
+        "/api/jobs/{job_id}": {
+            "parameters": [JOB_ID],
+            "get": {"summary": "Everything about one job", "responses": {"200": _json(OBJECT), **_errors(401, 403, 404, 503)}},
+            "delete": {"summary": "Delete a job", "responses": {"200": _json(OBJECT), **_errors(401, 403, 404, 503)}},
+        },
+        "/api/jobs/{job_id}/retry": {
+            "parameters": [JOB_ID],
+            "post": {"summary": "Retry one failed job",
+                     "requestBody": {"required": True, "content": {"application/json": {"schema": OBJECT}}},
+                     "responses": {"200": _json(OBJECT), **ACT, **_errors(404, 409)}},
+        },
+        "/api/audit": {
+            "get": {"summary": "The newest audit entries",
+                    "parameters": [{"name": "limit", "in": "query",
+                                    "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}],
+                    "responses": {"200": _json(OBJECT), **_errors(400, 401, 403, 503)}},
+        },
+    },
+}  # fmt: skip
+
+
+@bp.get("/api/openapi.json")
+def openapi() -> Response:
+    return jsonify(SPEC)
