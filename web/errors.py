@@ -1,10 +1,10 @@
-"""Error responses: JSON under /api and for machine clients, plain text elsewhere."""
+"""Error responses: JSON under /api, a page with the same banner for browsers, plain text otherwise."""
 
 from __future__ import annotations
 
 import logging
 
-from flask import Flask, Response, jsonify, request
+from flask import Flask, Response, jsonify, render_template, request
 from redis import RedisError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
@@ -19,9 +19,15 @@ def wants_json() -> bool:
     return request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json"
 
 
+def wants_html() -> bool:
+    return not wants_json() and "text/html" in request.headers.get("Accept", "")
+
+
 def error_response(status: int, message: str) -> Response:
     if wants_json():
         response = jsonify(error=message)
+    elif wants_html():
+        response = Response(render_template("error.html", status=status, message=message), mimetype="text/html")
     else:
         response = Response(message + "\n", mimetype="text/plain")
     response.status_code = status

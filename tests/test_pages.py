@@ -1,0 +1,85 @@
+"""Server-rendered pages: security headers, roles, bad input, and Redis outages."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from flask.testing import FlaskClient
+from redis import Redis
+from werkzeug.security import generate_password_hash
+
+from monitor.embedded import free_port
+from monitor.settings import Settings, User
+from tasks.registry import enqueue
+from tests.test_retry import make_failed
+from web import create_app
+
+HTML = {"Accept": "text/html"}
+PAGES = ["/", "/workers", "/tasks", "/audit", "/queues/default/queued", "/queues/default/failed",
+         "/queues/default/failed/confirm?action=retry", "/login"]  # fmt: skip
+
+
+def test_every_page_renders_with_a_strict_csp(client: FlaskClient, redis: Redis) -> None:
+    enqueue("t_ok", "<b>bold</b>", connection=redis)
+    for path in PAGES:
+        response = client.get(path, headers=HTML)
+        assert response.status_code == 200, path
+        csp = response.headers["Content-Security-Policy"]
+        assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+        assert response.headers["X-Frame-Options"] == "DENY"
+        assert b"<b>bold</b>" not in response.data
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/queues/default/failed?page=0", "/queues/default/failed?per_page=100000", "/queues/default/failed?order=x",
+     "/queues/default/failed?func=%01", "/tasks?sort=bogus", "/queues/default/failed/confirm?action=explode",
+     "/queues/default/started/confirm?action=empty", "/jobs?id="],
+)  # fmt: skip
+def test_bad_page_parameters_are_400_pages(client: FlaskClient, path: str) -> None:
+    response = client.get(path, headers=HTML)
+    assert response.status_code == 400 and b"<h1>400</h1>" in response.data
+
+
+def test_unknown_registry_and_job_are_404(client: FlaskClient) -> None:
+    assert client.get("/queues/default/bogus", headers=HTML).status_code == 404
+    assert client.get("/jobs/<script>", headers=HTML).status_code == 404
+
+
+def test_open_redirects_are_refused(client: FlaskClient) -> None:
+    for target in ("//evil.example/", "https://evil.example/", "/\\evil.example"):
+        page = client.get(f"/login?next={target}").get_data(as_text=True)
+        assert 'value="/"' in page
+
+
+@pytest.mark.redis
+def test_dashboard_forms_need_the_csrf_token(real_client: FlaskClient, real_redis: Redis) -> None:
+    [job_id] = make_failed(real_redis, 1)
+    real_client.get(f"/jobs/{job_id}", headers=HTML)  # renders the forms: the session holds a token now
+    assert real_client.post(f"/jobs/{job_id}/retry", data={}).status_code == 403
+    assert real_client.post(f"/jobs/{job_id}/retry", data={"csrf_token": "forged"}).status_code == 403
+    with real_client.session_transaction() as session:
+        token = session["csrf_token"]
+    assert real_client.post(f"/jobs/{job_id}/retry", data={"csrf_token": token}).status_code == 302
+    assert real_redis.lrange("rq:queue:default", 0, -1) == [job_id.encode()]
+
+
+def test_pages_need_a_login_when_users_are_configured(settings: Settings, redis: Redis) -> None:
+    user = User("ops", "operator", generate_password_hash("secret-password"))
+    client = create_app(settings.replace(users=(user,), host="0.0.0.0"), redis=redis, testing=True).test_client()
+    response = client.get("/queues/default/failed?exc=X", headers=HTML)
+    assert response.status_code == 302 and "/login?next=" in response.headers["Location"]
+    assert client.get("/api/queues").status_code == 401
+    assert client.get("/api/queues", headers={"Authorization": "Basic b3BzOnNlY3JldC1wYXNzd29yZA=="}).status_code == 200
+
+
+def test_outage_shows_a_banner_on_every_page_not_a_500(settings: Settings) -> None:
+    down = settings.replace(redis_url=f"redis://127.0.0.1:{free_port()}/0", redis_connect_timeout=0.5)
+    client = create_app(down, testing=True).test_client()
+    for path in PAGES:
+        started = time.monotonic()
+        response = client.get(path, headers=HTML)
+        assert time.monotonic() - started < 3
+        assert response.status_code in (200, 503), path
+        assert b"Redis is unreachable" in response.data, path
