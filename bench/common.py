@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from redis import Redis
+from redis import Connection, ConnectionPool, Redis
 
 from monitor.embedded import EmbeddedRedis
 
@@ -76,3 +76,18 @@ def count_commands(client: Redis, action: Callable[[], object]) -> tuple[int, ob
 
 def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+class CountingConnection(Connection):
+    """Counts what a client sends: one packed send is one round trip."""
+
+    sends = 0
+
+    def send_packed_command(self, command, check_health=True):  # type: ignore[no-untyped-def]
+        CountingConnection.sends += 1
+        return super().send_packed_command(command, check_health)
+
+
+def counting_client(url: str) -> Redis:
+    pool = ConnectionPool.from_url(url, connection_class=CountingConnection, socket_timeout=60)
+    return Redis(connection_pool=pool)

@@ -14,24 +14,12 @@ import time
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, generate_latest
-from redis import Connection, ConnectionPool, Redis
+from redis import Redis
 
-from bench.common import count_commands, machine, median, throwaway_redis
+from bench.common import CountingConnection, count_commands, counting_client, machine, median, throwaway_redis
 from bench.fill import fill_state
 from monitor.settings import Settings
 from web import create_app
-
-
-class CountingConnection(Connection):
-    sends = 0
-
-    def send_packed_command(self, command, check_health=True):  # type: ignore[no-untyped-def]
-        CountingConnection.sends += 1
-        return super().send_packed_command(command, check_health)
-
-
-def counting_client(url: str) -> Redis:
-    return Redis(connection_pool=ConnectionPool.from_url(url, connection_class=CountingConnection, socket_timeout=60))
 
 
 def rqscope_scraper(url: str) -> Callable[[], bytes]:

@@ -37,6 +37,7 @@ class Series:
     minutes: list[int]
     total: list[Minute]
     by_task: dict[str, list[Minute]]
+    by_queue: dict[str, list[Minute]] = field(default_factory=dict)
 
     def window(self, task: str | None, last: int, now: float | None = None) -> tuple[int, int, float]:
         """(runs, failed, seconds) over the current minute and the `last` - 1 before it."""
@@ -58,6 +59,7 @@ def read_series(redis: Redis, minutes: int = 60, now: float | None = None) -> Se
         pipe.hgetall(ROLLUP_KEY_TEMPLATE.format(minute=minute))
     total = [Minute(m * 60) for m in starts]
     by_task: dict[str, list[Minute]] = defaultdict(lambda: [Minute(m * 60) for m in starts])
+    by_queue: dict[str, list[Minute]] = defaultdict(lambda: [Minute(m * 60) for m in starts])
     for index, raw in enumerate(pipe.execute(raise_on_error=False)):
         if not isinstance(raw, dict):
             continue
@@ -65,14 +67,14 @@ def read_series(redis: Redis, minutes: int = 60, now: float | None = None) -> Se
             parts = (key.decode("utf-8", "replace") if isinstance(key, bytes) else key).split(SEP)
             if len(parts) != 3:
                 continue
-            task, _queue, kind = parts
+            task, queue, kind = parts
             try:
                 number = float(value)
             except ValueError:
                 continue
-            for bucket in (total[index], by_task[task][index]):
+            for bucket in (total[index], by_task[task][index], by_queue[queue][index]):
                 if kind.startswith("o:") and kind[2:] in bucket.outcomes:
                     bucket.outcomes[kind[2:]] += int(number)
                 elif kind == "sum":
                     bucket.duration_sum += number
-    return Series([m * 60 for m in starts], total, dict(by_task))
+    return Series([m * 60 for m in starts], total, dict(by_task), dict(by_queue))

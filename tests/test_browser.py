@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import urllib.request
 from collections.abc import Iterator
 
 import pytest
@@ -13,7 +12,7 @@ from werkzeug.security import generate_password_hash
 from monitor.embedded import EmbeddedRedis, free_port
 from tasks.registry import enqueue
 from tasks.worker import InstrumentedWorker
-from tests.helpers import REPO, rqscope_command, spawn, stop, wait_for
+from tests.helpers import REPO, http_status, rqscope_command, spawn, stop, wait_for
 from tests.test_retry import make_failed
 
 pytestmark = [pytest.mark.redis, pytest.mark.browser, pytest.mark.slow]
@@ -34,18 +33,10 @@ def sidecar(redis_server: EmbeddedRedis) -> Iterator[str]:
     process = spawn(rqscope_command("serve", "--port", str(port), "--web-workers", "1"), env)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_for(lambda: _status(url + "/healthz") == 200, timeout=30)
+        wait_for(lambda: http_status(url + "/healthz") == 200, timeout=30)
         yield url
     finally:
         stop(process)
-
-
-def _status(url: str) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return int(response.status)
-    except OSError:
-        return 0
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import psutil
 import pytest
 from redis import Redis
 
-from tests.helpers import rqscope_command, spawn, stop, wait_for
+from tests.helpers import http_status, rqscope_command, spawn, stop, wait_for
 from web.cli import build_parser, main, settings_from
 
 
@@ -78,7 +78,7 @@ def test_serve_runs_under_gunicorn(redis_server) -> None:  # type: ignore[no-unt
     process = spawn(rqscope_command("serve", "--port", str(port), "--web-workers", "2"), env)
     try:
         url = f"http://127.0.0.1:{port}"
-        wait_for(lambda: _get(url + "/readyz") == 200, timeout=30)
+        wait_for(lambda: http_status(url + "/readyz") == 200, timeout=30)
         request = urllib.request.Request(
             url + "/api/tasks", data=b'{"task": "t_ok"}', headers={"Content-Type": "application/json"}
         )
@@ -87,14 +87,6 @@ def test_serve_runs_under_gunicorn(redis_server) -> None:  # type: ignore[no-unt
     finally:
         stop(process)
     assert process.returncode is not None
-
-
-def _get(url: str) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return int(response.status)
-    except OSError:
-        return 0
 
 
 @pytest.mark.slow
@@ -113,7 +105,7 @@ def test_demo_serves_processes_jobs_and_stops_cleanly_on_sigint() -> None:
         assert f"http://127.0.0.1:{port}/" in banner
         redis_url = re.search(r"Redis at (\S+)", demo.stdout.readline().decode())
         assert redis_url
-        wait_for(lambda: _get(f"http://127.0.0.1:{port}/healthz") == 200, timeout=30)
+        wait_for(lambda: http_status(f"http://127.0.0.1:{port}/healthz") == 200, timeout=30)
         redis = Redis.from_url(redis_url.group(1), socket_timeout=2)
         wait_for(lambda: int(redis.hlen("rqscope:metrics")) > 0 and _finished(redis) >= 5, timeout=40)
         children = psutil.Process(demo.pid).children(recursive=True)

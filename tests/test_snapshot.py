@@ -7,9 +7,10 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from redis import Connection, ConnectionPool, Redis
+from redis import Redis
 from rq import Queue
 
+from bench.common import CountingConnection, counting_client
 from monitor.cache import SnapshotCache
 from monitor.reader import SnapshotReader, fetch_snapshot
 from monitor.snapshot import WORKER_FIELDS, Snapshot, parse_time, shape_worker
@@ -18,21 +19,6 @@ from tasks.registry import enqueue
 from tasks.worker import InstrumentedWorker
 
 READ_COMMANDS = {"smembers", "info", "hgetall", "hmget", "zrangebyscore", "zcard", "llen", "lindex", "exists", "hget"}
-
-
-class CountingConnection(Connection):
-    """Counts what the client sends: one packed send is one round trip."""
-
-    sends = 0
-
-    def send_packed_command(self, command, check_health=True):  # type: ignore[no-untyped-def]
-        CountingConnection.sends += 1
-        return super().send_packed_command(command, check_health)
-
-
-def counting_client(url: str) -> Redis:
-    pool = ConnectionPool.from_url(url, connection_class=CountingConnection, socket_timeout=10)
-    return Redis(connection_pool=pool)
 
 
 def utc(seconds_ago: float) -> str:

@@ -1,0 +1,160 @@
+"""The alert evaluator: one leader at a time (a Redis lease), state and outbox kept in Redis.
+
+Any number of sidecar processes run it; only the lease holder evaluates, so three replicas with
+four gunicorn workers each still evaluate once per interval. State lives in Redis, so a restarted
+or new leader continues where the last one stopped. Notifications go to an outbox list and are
+sent by a separate step with capped exponential backoff: a receiver that is down never delays
+evaluation, and gets every notification once it is back.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from redis import Redis, RedisError
+
+from monitor.alert_eval import evaluate
+from monitor.alert_rules import Rule
+from monitor.alert_state import Alert, Notification, advance
+from monitor.notifiers import DeliveryError
+from monitor.rates import read_series
+from monitor.snapshot import Snapshot
+
+log = logging.getLogger(__name__)
+
+STATE_KEY = "rqscope:alerts:state"
+OUTBOX_KEY = "rqscope:alerts:outbox"
+LEASE_KEY = "rqscope:alerts:leader"
+MAX_BACKOFF_SECONDS = 300.0
+
+# renew when we hold the lease, take it when nobody does
+LEASE_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+return 0
+"""
+
+
+class Notifier(Protocol):
+    kind: str
+
+    def send(self, note: Notification, base_url: str) -> None: ...
+
+
+@dataclass
+class Delivery:
+    """One notification for one receiver, waiting in the outbox."""
+
+    receiver: int
+    status: str
+    alert: dict[str, Any]
+    attempts: int = 0
+    next_attempt: float = 0.0
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__)
+
+
+class AlertEngine:
+    def __init__(
+        self,
+        redis: Redis,
+        rules: Sequence[Rule],
+        snapshot: Callable[[], Snapshot],
+        notifiers: Sequence[Notifier] = (),
+        *,
+        interval: float = 15.0,
+        repeat_seconds: float = 4 * 3600,
+        base_url: str = "http://127.0.0.1:9190/",
+        holder: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.redis = redis
+        self.rules = tuple(rules)
+        self.snapshot = snapshot
+        self.notifiers = tuple(notifiers)
+        self.interval = interval
+        self.repeat_seconds = repeat_seconds
+        self.base_url = base_url
+        self.holder = holder or uuid.uuid4().hex
+        self.clock = clock
+        self.lease_ms = int(interval * 3 * 1000)
+        self.evaluations = 0
+        self._lease = redis.register_script(LEASE_SCRIPT)
+
+    def is_leader(self) -> bool:
+        try:
+            return bool(self._lease(keys=[LEASE_KEY], args=[self.holder, self.lease_ms]))
+        except RedisError as exc:
+            log.warning("alert lease unavailable: %s", exc)
+            return False
+
+    def load(self) -> dict[str, Alert]:
+        alerts = (Alert.from_json(raw) for raw in self.redis.hvals(STATE_KEY))  # type: ignore[union-attr]
+        return {a.fingerprint: a for a in alerts if a is not None}
+
+    def evaluate_once(self) -> list[Notification] | None:
+        """Evaluate if this process leads; return the notifications queued, or None when it does not lead."""
+        if not self.is_leader():
+            return None
+        now = self.clock()
+        snapshot = self.snapshot()
+        try:
+            series = read_series(self.redis, minutes=61, now=now) if snapshot.redis.up else None
+            previous = self.load()
+        except RedisError as exc:
+            log.warning("alert evaluation skipped, Redis unavailable: %s", exc)
+            return []
+        evaluated = {r.name for r in self.rules if snapshot.redis.up or r.kind == "redis_down"}
+        current, notes = advance(previous, evaluate(self.rules, snapshot, series, now), evaluated, now,
+                                 self.repeat_seconds)  # fmt: skip
+        with self.redis.pipeline() as pipe:
+            pipe.delete(STATE_KEY)
+            if current:
+                pipe.hset(STATE_KEY, mapping={fp: a.to_json() for fp, a in current.items()})
+            for note in notes:
+                for index in range(len(self.notifiers)):
+                    pipe.rpush(OUTBOX_KEY, Delivery(index, note.status, json.loads(note.alert.to_json())).to_json())
+            pipe.execute()
+        self.evaluations += 1
+        return notes
+
+    def deliver(self, limit: int = 100) -> int:
+        """Send what the outbox holds, oldest first; failures wait with capped exponential backoff."""
+        if not self.notifiers or not self.is_leader():
+            return 0
+        sent = 0
+        now = self.clock()
+        waiting: set[int] = set()  # a receiver gets its notifications in order, so one wait holds the rest
+        for raw in self.redis.lrange(OUTBOX_KEY, 0, limit - 1):  # type: ignore[union-attr]
+            delivery = Delivery(**json.loads(raw))
+            if delivery.receiver in waiting or delivery.next_attempt > now:
+                waiting.add(delivery.receiver)
+                continue
+            note = Notification(delivery.status, Alert.from_json(json.dumps(delivery.alert)))  # type: ignore[arg-type]
+            notifier = self.notifiers[delivery.receiver % len(self.notifiers)]
+            try:
+                notifier.send(note, self.base_url)
+            except DeliveryError as exc:
+                delivery.attempts += 1
+                delivery.next_attempt = now + min(MAX_BACKOFF_SECONDS, 2.0**delivery.attempts)
+                log.warning("%s delivery failed (attempt %d): %s", notifier.kind, delivery.attempts, exc)
+                self.redis.lset(OUTBOX_KEY, self._index(raw), delivery.to_json())
+                waiting.add(delivery.receiver)
+                continue
+            self.redis.lrem(OUTBOX_KEY, 1, raw)
+            sent += 1
+        return sent
+
+    def _index(self, raw: bytes) -> int:
+        items = self.redis.lrange(OUTBOX_KEY, 0, -1)
+        return items.index(raw)  # type: ignore[union-attr]
