@@ -45,7 +45,8 @@ return 0
 
 
 class Notifier(Protocol):
-    kind: str
+    @property
+    def kind(self) -> str: ...
 
     def send(self, note: Notification, base_url: str) -> None: ...
 

@@ -7,6 +7,7 @@ import ipaddress
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 from monitor.errors import SettingsError
@@ -25,6 +26,9 @@ DEFAULT_WEB_THREADS = 4
 DEFAULT_PUBLISH_INTERVAL = 5.0
 DEFAULT_TASK_MODULES = ("tasks.examples",)
 DEFAULT_QUEUES = ("high", "default", "low")
+DEFAULT_ALERT_INTERVAL = 15.0
+DEFAULT_ALERT_REPEAT = 4 * 3600.0
+DEFAULT_PAGERDUTY_URL = "https://events.pagerduty.com/v2/enqueue"
 
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -66,6 +70,19 @@ class Settings:
     web_threads: int = DEFAULT_WEB_THREADS
     publish_interval: float = DEFAULT_PUBLISH_INTERVAL
     task_modules: tuple[str, ...] = DEFAULT_TASK_MODULES
+    alert_rules: str | None = None
+    alert_interval: float = DEFAULT_ALERT_INTERVAL
+    alert_repeat: float = DEFAULT_ALERT_REPEAT
+    alert_webhook_urls: tuple[str, ...] = ()
+    alert_slack_urls: tuple[str, ...] = field(default=(), repr=False)
+    pagerduty_routing_key: str | None = field(default=None, repr=False)
+    pagerduty_url: str = DEFAULT_PAGERDUTY_URL
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    smtp_from: str | None = None
+    smtp_to: tuple[str, ...] = ()
+    smtp_starttls: bool = False
+    public_url: str | None = None
 
     @property
     def log_level_number(self) -> int:
@@ -185,6 +202,44 @@ def _users(name: str, raw: str) -> tuple[User, ...]:
     return tuple(users)
 
 
+def _http_urls(name: str, raw: str) -> tuple[str, ...]:
+    urls = tuple(filter(None, (part.strip() for part in raw.split(","))))
+    for url in urls:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise SettingsError(f"{name}: {redact_url(url)!r} must be an http:// or https:// URL")
+    return urls
+
+
+def _alert_settings(get: Any, values: dict[str, object]) -> None:
+    if raw := get("alert_rules"):
+        values["alert_rules"] = raw
+    for key in ("alert_interval", "alert_repeat"):
+        if raw := get(key):
+            values[key] = _float(env_name(key), raw)
+    for key in ("alert_webhook_urls", "alert_slack_urls"):
+        if raw := get(key):
+            values[key] = _http_urls(env_name(key), raw)
+    if raw := get("pagerduty_routing_key"):
+        values["pagerduty_routing_key"] = raw
+    if raw := get("pagerduty_url"):
+        values["pagerduty_url"] = _http_urls(env_name("pagerduty_url"), raw)[0]
+    if raw := get("public_url"):
+        values["public_url"] = _http_urls(env_name("public_url"), raw)[0]
+    if raw := get("smtp_host"):
+        values["smtp_host"] = raw
+    if raw := get("smtp_port"):
+        values["smtp_port"] = _int(env_name("smtp_port"), raw, 1, 65535)
+    if raw := get("smtp_from"):
+        values["smtp_from"] = raw
+    if raw := get("smtp_to"):
+        values["smtp_to"] = tuple(filter(None, (p.strip() for p in raw.split(","))))
+    if (raw := get("smtp_starttls")) is not None:
+        values["smtp_starttls"] = _bool(env_name("smtp_starttls"), raw)
+    if values.get("smtp_host") and not (values.get("smtp_from") and values.get("smtp_to")):
+        raise SettingsError(f"{env_name('smtp_host')} needs {env_name('smtp_from')} and {env_name('smtp_to')}")
+
+
 def from_env(env: Mapping[str, str]) -> Settings:
     """Build Settings from RQSCOPE_* entries of a mapping; raise SettingsError naming a bad variable."""
     values: dict[str, object] = {}
@@ -237,6 +292,7 @@ def from_env(env: Mapping[str, str]) -> Settings:
         values["web_threads"] = _int(env_name("web_threads"), raw, 1, 256)
     if (raw := get("task_modules")) is not None:
         values["task_modules"] = tuple(filter(None, (m.strip() for m in raw.split(","))))
+    _alert_settings(get, values)
     settings = Settings(**values)  # type: ignore[arg-type]
     if settings.no_auth and not settings.bound_to_loopback:
         raise SettingsError(

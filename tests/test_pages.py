@@ -16,7 +16,7 @@ from tests.test_retry import make_failed
 from web import create_app
 
 HTML = {"Accept": "text/html"}
-PAGES = ["/", "/workers", "/tasks", "/audit", "/queues/default/queued", "/queues/default/failed",
+PAGES = ["/", "/workers", "/tasks", "/audit", "/alerts", "/queues/default/queued", "/queues/default/failed",
          "/queues/default/failed/confirm?action=retry", "/login"]  # fmt: skip
 
 

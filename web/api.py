@@ -177,3 +177,12 @@ def audit_log() -> Response:
     require_viewer(current.settings)
     limit = _int_arg("limit", 100, 1, 1000)
     return jsonify(entries=[asdict(e) for e in audit.recent(current.redis, limit)])
+
+
+@bp.get("/alerts")
+def alerts() -> Response:
+    current = state()
+    require_viewer(current.settings)
+    engine = current.alerts
+    found = sorted(engine.load().values(), key=lambda a: (a.state != "firing", a.rule)) if engine else []
+    return jsonify(alerts=[asdict(a) | {"labels": dict(a.labels)} for a in found])

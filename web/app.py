@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from flask import Flask
 from redis import Redis, RedisError
 
+from monitor import alerting
 from monitor.cache import SnapshotCache
 from monitor.collectors import build_registry
 from monitor.embedded import with_default_redis
@@ -50,8 +51,10 @@ def create_app(
     )
     app.secret_key = settings.secret_key or shared_secret(client)
     app.config.update(SESSION_COOKIE_SAMESITE="Lax", SESSION_COOKIE_HTTPONLY=True)
+    app.extensions[EXTENSION].alerts = alerting.build_engine(settings, client, cache.get)
     if not testing:
         Publisher(client, "web", settings.publish_interval).start()
+        alerting.start(app.extensions[EXTENSION].alerts)
     errors.register(app)
     pages.register(app)
     pages.register_login_redirect(app)

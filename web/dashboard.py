@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from redis import RedisError
 from werkzeug.wrappers import Response
 
 from monitor import audit
+from monitor.alert_state import Alert
 from monitor.rates import read_series
 from monitor.snapshot import WORKER_KEY_PREFIX, WORKERS_KEY
 from web.charts import sparkline
@@ -24,6 +26,7 @@ def overview() -> str:
     runs, failed, seconds = series.window(None, 15)
     return render_template(
         "dashboard/overview.html",
+        firing=[a for a in _alerts() if a.state == "firing"],
         throughput=runs / seconds,
         failure_ratio=(failed / runs) if runs else None,
         window_minutes=15,
@@ -79,6 +82,23 @@ def tasks() -> str:
     rows.sort(key=lambda r: (r[sort] if r[sort] is not None else -1, r["task"]), reverse=reverse)
     return render_template("dashboard/tasks.html", rows=rows, sort=sort, total_chart=sparkline(
         [m.runs for m in series.total]))  # fmt: skip
+
+
+def _alerts() -> list[Alert]:
+    engine = state().alerts
+    if engine is None:
+        return []
+    try:
+        return sorted(engine.load().values(), key=lambda a: ({"firing": 0, "pending": 1}.get(a.state, 2), a.rule))
+    except RedisError:
+        return []
+
+
+@bp.get("/alerts")
+def alerts() -> str:
+    viewer()
+    engine = state().alerts
+    return render_template("dashboard/alerts.html", alerts=_alerts(), rules=engine.rules if engine else ())
 
 
 @bp.get("/audit")

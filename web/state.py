@@ -8,6 +8,7 @@ from flask import current_app
 from prometheus_client import CollectorRegistry
 from redis import Redis
 
+from monitor.alert_engine import AlertEngine
 from monitor.cache import SnapshotCache
 from monitor.settings import Settings
 from tasks.registry import TaskRegistry
@@ -24,6 +25,7 @@ class State:
     registry: TaskRegistry
     snapshots: SnapshotCache
     metrics: CollectorRegistry
+    alerts: AlertEngine | None = None
 
 
 def state() -> State:

@@ -1,0 +1,57 @@
+"""Build the alert engine from settings and run it on APScheduler inside each sidecar process."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from redis import Redis, RedisError
+
+from monitor.alert_engine import AlertEngine, Notifier
+from monitor.alert_rules import DEFAULT_RULES, load_rules
+from monitor.notifiers import Email, PagerDuty, Slack, Webhook
+from monitor.settings import Settings
+from monitor.snapshot import Snapshot
+
+log = logging.getLogger(__name__)
+DELIVERY_INTERVAL = 5.0
+
+
+def notifiers_from(settings: Settings) -> list[Notifier]:
+    notifiers: list[Notifier] = [Webhook(url) for url in settings.alert_webhook_urls]
+    notifiers += [Slack(url) for url in settings.alert_slack_urls]
+    if settings.pagerduty_routing_key:
+        notifiers.append(PagerDuty(settings.pagerduty_routing_key, url=settings.pagerduty_url))
+    if settings.smtp_host and settings.smtp_from:
+        notifiers.append(Email(settings.smtp_host, settings.smtp_port, settings.smtp_from, settings.smtp_to,
+                               starttls=settings.smtp_starttls))  # fmt: skip
+    return notifiers
+
+
+def build_engine(settings: Settings, redis: Redis, snapshot: Callable[[], Snapshot]) -> AlertEngine:
+    """The engine for these settings; a bad rules file fails here, at start."""
+    rules = load_rules(settings.alert_rules or DEFAULT_RULES)
+    base_url = settings.public_url or f"http://{settings.host}:{settings.port}/"
+    return AlertEngine(redis, rules, snapshot, notifiers_from(settings), interval=settings.alert_interval,
+                       repeat_seconds=settings.alert_repeat, base_url=base_url)  # fmt: skip
+
+
+def _guarded(step: Callable[[], object], name: str) -> Callable[[], None]:
+    def run() -> None:
+        try:
+            step()
+        except RedisError as exc:  # the next run tries again; evaluation never stops over one failure
+            log.warning("alert %s skipped: %s", name, exc)
+
+    return run
+
+
+def start(engine: AlertEngine) -> BackgroundScheduler:
+    scheduler = BackgroundScheduler(daemon=True)
+    scheduler.add_job(_guarded(engine.evaluate_once, "evaluation"), "interval", seconds=engine.interval,
+                      max_instances=1, coalesce=True, id="evaluate")  # fmt: skip
+    scheduler.add_job(_guarded(engine.deliver, "delivery"), "interval", seconds=min(DELIVERY_INTERVAL, engine.interval),
+                      max_instances=1, coalesce=True, id="deliver")  # fmt: skip
+    scheduler.start()
+    return scheduler
