@@ -24,6 +24,7 @@ from monitor.alert_rules import Rule
 from monitor.alert_state import Alert, Notification, advance
 from monitor.notifiers import DeliveryError
 from monitor.rates import read_series
+from monitor.silences import all_silences, silenced
 from monitor.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,9 @@ return 0
 class Notifier(Protocol):
     @property
     def kind(self) -> str: ...
+
+    @property
+    def severities(self) -> tuple[str, ...]: ...
 
     def send(self, note: Notification, base_url: str) -> None: ...
 
@@ -122,8 +126,14 @@ class AlertEngine:
             pipe.delete(STATE_KEY)
             if current:
                 pipe.hset(STATE_KEY, mapping={fp: a.to_json() for fp, a in current.items()})
+            active_silences = all_silences(self.redis)
             for note in notes:
-                for index in range(len(self.notifiers)):
+                labels = {"alertname": note.alert.rule, "severity": note.alert.severity, **dict(note.alert.labels)}
+                if silenced(active_silences, labels, now):
+                    continue  # evaluated and kept in state, but not sent
+                for index, notifier in enumerate(self.notifiers):
+                    if notifier.severities and note.alert.severity not in notifier.severities:
+                        continue
                     pipe.rpush(OUTBOX_KEY, Delivery(index, note.status, json.loads(note.alert.to_json())).to_json())
             pipe.execute()
         self.evaluations += 1

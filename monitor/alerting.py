@@ -19,13 +19,15 @@ DELIVERY_INTERVAL = 5.0
 
 
 def notifiers_from(settings: Settings) -> list[Notifier]:
-    notifiers: list[Notifier] = [Webhook(url) for url in settings.alert_webhook_urls]
-    notifiers += [Slack(url) for url in settings.alert_slack_urls]
+    """One notifier per configured receiver, each limited to its severities (empty: all)."""
+    notifiers: list[Notifier] = [Webhook(url, settings.webhook_severities) for url in settings.alert_webhook_urls]
+    notifiers += [Slack(url, settings.slack_severities) for url in settings.alert_slack_urls]
     if settings.pagerduty_routing_key:
-        notifiers.append(PagerDuty(settings.pagerduty_routing_key, url=settings.pagerduty_url))
+        notifiers.append(PagerDuty(settings.pagerduty_routing_key, settings.pagerduty_url,
+                                   settings.pagerduty_severities))  # fmt: skip
     if settings.smtp_host and settings.smtp_from:
         notifiers.append(Email(settings.smtp_host, settings.smtp_port, settings.smtp_from, settings.smtp_to,
-                               starttls=settings.smtp_starttls))  # fmt: skip
+                               starttls=settings.smtp_starttls, severities=settings.smtp_severities))  # fmt: skip
     return notifiers
 
 

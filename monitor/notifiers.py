@@ -79,6 +79,7 @@ def _post_json(url: str, body: dict[str, Any]) -> None:
 @dataclass(frozen=True)
 class Webhook:
     url: str
+    severities: tuple[str, ...] = ()  # empty: every severity
     kind: str = "webhook"
 
     def send(self, note: Notification, base_url: str) -> None:
@@ -88,6 +89,7 @@ class Webhook:
 @dataclass(frozen=True)
 class Slack:
     url: str
+    severities: tuple[str, ...] = ()  # empty: every severity
     kind: str = "slack"
 
     def send(self, note: Notification, base_url: str) -> None:
@@ -101,6 +103,7 @@ class Slack:
 class PagerDuty:
     routing_key: str
     url: str = "https://events.pagerduty.com/v2/enqueue"
+    severities: tuple[str, ...] = ()
     kind: str = "pagerduty"
 
     def send(self, note: Notification, base_url: str) -> None:
@@ -128,6 +131,7 @@ class Email:
     starttls: bool = False
     username: str | None = None
     password: str | None = None
+    severities: tuple[str, ...] = ()
     kind: str = "email"
 
     def send(self, note: Notification, base_url: str) -> None:

@@ -83,6 +83,10 @@ class Settings:
     smtp_to: tuple[str, ...] = ()
     smtp_starttls: bool = False
     public_url: str | None = None
+    webhook_severities: tuple[str, ...] = ()
+    slack_severities: tuple[str, ...] = ()
+    pagerduty_severities: tuple[str, ...] = ("critical",)
+    smtp_severities: tuple[str, ...] = ()
 
     @property
     def log_level_number(self) -> int:
@@ -236,6 +240,12 @@ def _alert_settings(get: Any, values: dict[str, object]) -> None:
         values["smtp_to"] = tuple(filter(None, (p.strip() for p in raw.split(","))))
     if (raw := get("smtp_starttls")) is not None:
         values["smtp_starttls"] = _bool(env_name("smtp_starttls"), raw)
+    for key in ("webhook_severities", "slack_severities", "pagerduty_severities", "smtp_severities"):
+        if (raw := get(key)) is not None:
+            chosen = tuple(filter(None, (p.strip() for p in raw.split(","))))
+            if any(level not in ("critical", "warning", "info") for level in chosen):
+                raise SettingsError(f"{env_name(key)}={raw!r}: severities are critical, warning and info")
+            values[key] = chosen
     if values.get("smtp_host") and not (values.get("smtp_from") and values.get("smtp_to")):
         raise SettingsError(f"{env_name('smtp_host')} needs {env_name('smtp_from')} and {env_name('smtp_to')}")
 

@@ -157,3 +157,46 @@ def test_alerts_api_and_pages_show_firing_alerts(real_redis: Redis, real_client)
     page = real_client.get("/", headers={"Accept": "text/html"}).get_data(as_text=True)
     assert "default has 5000 waiting" in page
     assert "Backlog" in real_client.get("/alerts", headers={"Accept": "text/html"}).get_data(as_text=True)
+
+
+def test_silenced_alert_is_evaluated_but_not_sent(real_redis: Redis) -> None:
+    from monitor import silences
+
+    with Receiver() as receiver:
+        [engine] = engines(real_redis, receiver, count=1)
+        now = time.time()
+        silences.create(real_redis, {"alertname": "Backlog", "queue": "default"}, now, now + 60, "ops", "deploy")
+        fill(real_redis, 10)
+        engine.evaluate_once()
+        time.sleep(0.6)
+        [note] = engine.evaluate_once() or []
+        assert note.status == "firing" and engine.deliver() == 0 and receiver.statuses() == []
+        assert [a.state for a in engine.load().values()] == ["firing"]
+
+
+def test_notifiers_receive_only_their_severities(real_redis: Redis) -> None:
+    with Receiver() as critical_only, Receiver() as warnings_only:
+        cache = SnapshotCache(real_redis, ttl=0)
+        notifiers = [Webhook(critical_only.url, ("critical",)), Webhook(warnings_only.url, ("warning",))]
+        engine = AlertEngine(real_redis, [BACKLOG], cache.get, notifiers, interval=0.2)
+        fill(real_redis, 10)
+        engine.evaluate_once()
+        time.sleep(0.6)
+        engine.evaluate_once()
+        assert engine.deliver() == 1
+        assert critical_only.statuses() == ["firing"] and warnings_only.statuses() == []
+
+
+def test_silences_api(real_client, real_redis: Redis) -> None:  # type: ignore[no-untyped-def]
+    created = real_client.post("/api/silences", json={"matchers": {"queue": "emails"}, "duration": "2h",
+                                                       "comment": "maintenance"})  # fmt: skip
+    assert created.status_code == 201
+    silence_id = created.get_json()["id"]
+    listed = real_client.get("/api/silences").get_json()["silences"]
+    assert [(s["id"], s["active"], s["author"]) for s in listed] == [(silence_id, True, "anonymous")]
+    assert real_client.delete(f"/api/silences/{silence_id}").get_json() == {"id": silence_id, "expired": True}
+    assert real_client.get("/api/silences").get_json()["silences"][0]["active"] is False
+    assert real_client.delete("/api/silences/nope").status_code == 404
+    for bad in ({}, {"matchers": {}}, {"matchers": {"q": 1}}, {"matchers": {"q": "x"}, "duration": "forever"},
+                {"matchers": {"q": "x"}, "duration": "90d"}, {"matchers": {"q": "x"}, "extra": 1}):  # fmt: skip
+        assert real_client.post("/api/silences", json=bad).status_code == 400, bad

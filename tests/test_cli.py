@@ -159,3 +159,11 @@ def test_info_rejects_bad_flags(argv: list[str], capsys: pytest.CaptureFixture[s
 def test_info_with_redis_down_says_so_and_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["info", "--redis-url", "redis://127.0.0.1:1", "--redis-connect-timeout", "0.5"], env={}) == 1
     assert "unreachable" in capsys.readouterr().out
+
+
+def test_serve_refuses_a_bad_rules_file(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
+    rules = tmp_path / "rules.yml"
+    rules.write_text("rules:\n  - name: A\n    kind: queue_depth\n    for: later\n")
+    argv = ["serve", "--redis-url", "redis://127.0.0.1:1", "--alert-rules", str(rules)]
+    assert main(argv, env={}) == 2
+    assert f"{rules}:4: for: 'later' is not a duration" in capsys.readouterr().err

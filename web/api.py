@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import re
+import time
 from dataclasses import asdict
 from typing import Any
 
 from flask import Blueprint, Response, abort, jsonify, request
 
-from monitor import audit
+from monitor import audit, silences
+from monitor.alert_rules import parse_duration
 from monitor.jobs import MAX_PER_PAGE, ORDERS, JobFilter, JobLister, delete_jobs
 from monitor.report import queue_row, redis_row, totals, worker_row
 from monitor.retry import Retrier
@@ -186,3 +189,56 @@ def alerts() -> Response:
     engine = current.alerts
     found = sorted(engine.load().values(), key=lambda a: (a.state != "firing", a.rule)) if engine else []
     return jsonify(alerts=[asdict(a) | {"labels": dict(a.labels)} for a in found])
+
+
+SILENCE_FIELDS = {"matchers", "duration", "comment"}
+
+
+def silence_from(body: dict[str, Any]) -> tuple[dict[str, str], float, str]:
+    """(matchers, seconds, comment) from a request, or abort(400) saying what to fix."""
+    matchers = body.get("matchers")
+    if (not isinstance(matchers, dict) or not matchers or len(matchers) > 20
+            or not all(isinstance(k, str) and isinstance(v, str) and 0 < len(k) <= 100 and len(v) <= 200
+                       for k, v in matchers.items())):  # fmt: skip
+        abort(400, 'matchers must be a non-empty object of label names to values, e.g. {"queue": "emails"}')
+    try:
+        seconds = parse_duration(body.get("duration", "1h"))
+    except ValueError as exc:
+        abort(400, f"duration: {exc}")
+    if not 0 < seconds <= 30 * 86400:
+        abort(400, "duration must be more than 0 and at most 30 days")
+    comment = body.get("comment", "")
+    if not isinstance(comment, str) or len(comment) > 1000:
+        abort(400, "comment must be text of at most 1000 characters")
+    return matchers, seconds, comment
+
+
+@bp.get("/silences")
+def list_silences() -> Response:
+    current = state()
+    require_viewer(current.settings)
+    now = time.time()
+    return jsonify(silences=[asdict(s) | {"active": s.active(now)} for s in silences.all_silences(current.redis)])
+
+
+@bp.post("/silences")
+def create_silence() -> tuple[Response, int]:
+    current = state()
+    who = require_operator(current.settings)
+    matchers, seconds, comment = silence_from(
+        read_body(SILENCE_FIELDS, '{"matchers": {"queue": "emails"}, "duration": "2h"}')
+    )
+    now = time.time()
+    silence = silences.create(current.redis, matchers, now, now + seconds, who.name, comment)
+    _audit(who, "silence", json.dumps(matchers, sort_keys=True), 1)
+    return jsonify(asdict(silence)), 201
+
+
+@bp.delete("/silences/<silence_id>")
+def expire_silence(silence_id: str) -> Response:
+    current = state()
+    who = require_operator(current.settings)
+    if len(silence_id) > 64 or not silences.expire(current.redis, silence_id, time.time()):
+        abort(404, "no such silence")
+    _audit(who, "expire silence", silence_id, 1)
+    return jsonify(id=silence_id, expired=True)

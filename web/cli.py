@@ -29,6 +29,9 @@ SERVE_FLAGS = (
     ("--web-threads", "web_threads", "threads per gunicorn worker"),
     ("--snapshot-ttl", "snapshot_ttl", "seconds a Redis snapshot is reused"),
     ("--max-body-bytes", "max_body_bytes", "largest accepted request body"),
+    ("--alert-rules", "alert_rules", "YAML file of alert rules (default: the shipped rules)"),
+    ("--alert-interval", "alert_interval", "seconds between alert evaluations"),
+    ("--public-url", "public_url", "the dashboard's URL as on-call engineers reach it, for alert links"),
 )
 
 
@@ -100,7 +103,10 @@ def configure_logging(settings: Settings) -> None:
 
 
 def run_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from monitor.alert_rules import DEFAULT_RULES, load_rules
     from web.serve import serve
+
+    load_rules(settings.alert_rules or DEFAULT_RULES)  # a bad rules file stops here, with file, line and field
 
     return serve(settings)
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import time
+
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from redis import RedisError
 from werkzeug.wrappers import Response
 
-from monitor import audit
+from monitor import audit, silences
 from monitor.alert_state import Alert
 from monitor.rates import read_series
 from monitor.snapshot import WORKER_KEY_PREFIX, WORKERS_KEY
+from web.api import silence_from
 from web.charts import sparkline
 from web.pages import operator, viewer
 from web.state import state
@@ -97,8 +100,41 @@ def _alerts() -> list[Alert]:
 @bp.get("/alerts")
 def alerts() -> str:
     viewer()
-    engine = state().alerts
-    return render_template("dashboard/alerts.html", alerts=_alerts(), rules=engine.rules if engine else ())
+    current = state()
+    engine = current.alerts
+    return render_template("dashboard/alerts.html", alerts=_alerts(), rules=engine.rules if engine else (),
+                           silences=silences.all_silences(current.redis), now=time.time())  # fmt: skip
+
+
+@bp.post("/alerts/silences")
+def create_silence() -> Response:
+    who = operator()
+    current = state()
+    matchers = {}
+    for part in filter(None, (p.strip() for p in request.form.get("matchers", "").split(","))):
+        name, sep, value = part.partition("=")
+        if not sep or not name.strip():
+            abort(400, "write matchers as label=value, separated by commas")
+        matchers[name.strip()] = value.strip()
+    body = {"matchers": matchers, "duration": request.form.get("duration") or "1h",
+            "comment": request.form.get("comment", "")}  # fmt: skip
+    matchers, seconds, comment = silence_from(body)
+    now = time.time()
+    silences.create(current.redis, matchers, now, now + seconds, who.name, comment)
+    audit.record(current.redis, who.name, "silence", ", ".join(f"{k}={v}" for k, v in matchers.items()), 1)
+    flash("Silence created.")
+    return redirect(url_for("dashboard.alerts"))
+
+
+@bp.post("/alerts/silences/<silence_id>/expire")
+def expire_silence(silence_id: str) -> Response:
+    who = operator()
+    current = state()
+    if len(silence_id) > 64 or not silences.expire(current.redis, silence_id, time.time()):
+        abort(404, "no such silence")
+    audit.record(current.redis, who.name, "expire silence", silence_id, 1)
+    flash("Silence expired.")
+    return redirect(url_for("dashboard.alerts"))
 
 
 @bp.get("/audit")

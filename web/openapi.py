@@ -116,6 +116,22 @@ SPEC: dict[str, Any] = {
                      "requestBody": {"required": True, "content": {"application/json": {"schema": OBJECT}}},
                      "responses": {"200": _json(OBJECT), **ACT, **_errors(404, 409)}},
         },
+        "/api/alerts": {"get": {"summary": "Pending, firing and recently resolved alerts", "responses": {"200": _json(OBJECT), **READ}}},
+        "/api/silences": {
+            "get": {"summary": "Silences", "responses": {"200": _json(OBJECT), **READ}},
+            "post": {"summary": "Silence alerts whose labels match, for a duration",
+                     "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                         "type": "object", "required": ["matchers"], "additionalProperties": False,
+                         "properties": {"matchers": {"type": "object", "minProperties": 1, "maxProperties": 20,
+                                                     "additionalProperties": {"type": "string", "maxLength": 200}},
+                                        "duration": {"type": "string", "example": "2h"},
+                                        "comment": {"type": "string", "maxLength": 1000}}}}}},
+                     "responses": {"201": _json(OBJECT), **ACT}},
+        },
+        "/api/silences/{silence_id}": {
+            "parameters": [{"name": "silence_id", "in": "path", "required": True, "schema": {"type": "string", "maxLength": 64}}],
+            "delete": {"summary": "Expire a silence now", "responses": {"200": _json(OBJECT), **_errors(401, 403, 404, 503)}},
+        },
         "/api/audit": {
             "get": {"summary": "The newest audit entries",
                     "parameters": [{"name": "limit", "in": "query",
