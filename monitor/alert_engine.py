@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -32,7 +34,7 @@ log = logging.getLogger(__name__)
 STATE_KEY = "rqscope:alerts:state"
 OUTBOX_KEY = "rqscope:alerts:outbox"
 LEASE_KEY = "rqscope:alerts:leader"
-MAX_BACKOFF_SECONDS = 300.0
+MAX_BACKOFF_SECONDS = 60.0
 
 # renew when we hold the lease, take it when nobody does
 LEASE_SCRIPT = """
@@ -90,7 +92,8 @@ class AlertEngine:
         self.interval = interval
         self.repeat_seconds = repeat_seconds
         self.base_url = base_url
-        self.holder = holder or uuid.uuid4().hex
+        # the lease value names the process, so that an operator (or a test) can see who leads
+        self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.clock = clock
         self.lease_ms = int(interval * 3 * 1000)
         self.evaluations = 0

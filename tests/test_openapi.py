@@ -11,34 +11,27 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from monitor.embedded import EmbeddedRedis
 from monitor.settings import Settings
 from tasks.registry import enqueue
-from tests.conftest import redis_binary
 from web import create_app
 
-_server = EmbeddedRedis(binary=redis_binary(), extra_args=("--enable-debug-command", "local"))
 
-
-def _app():  # type: ignore[no-untyped-def]
-    _server.start()
-    client = Redis.from_url(_server.url)
+@pytest.fixture(scope="module")
+def api_schema(redis_server: EmbeddedRedis):  # type: ignore[no-untyped-def]
+    client = Redis.from_url(redis_server.url)
+    client.flushall()
     for i in range(3):
         enqueue("t_ok", i, connection=client)
-    settings_ = Settings(redis_url=_server.url, task_modules=("tests.sample_tasks", "tasks.examples"))
-    return create_app(settings_, testing=True)
+    app = create_app(Settings(redis_url=redis_server.url, task_modules=("tests.sample_tasks", "tasks.examples")),
+                     testing=True)  # fmt: skip
+    return schemathesis.openapi.from_wsgi("/api/openapi.json", app)
 
 
-schema = schemathesis.openapi.from_wsgi("/api/openapi.json", _app())
-
-
-@pytest.fixture(scope="module", autouse=True)
-def stop_redis():  # type: ignore[no-untyped-def]
-    yield
-    _server.stop()
+schema = schemathesis.pytest.from_fixture("api_schema")
 
 
 @pytest.mark.redis
 @pytest.mark.slow
 @schema.parametrize()
-@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 def test_api_never_answers_5xx_and_matches_its_schema(case) -> None:  # type: ignore[no-untyped-def]
     response = case.call()
     assert response.status_code < 500, f"{case.method} {case.formatted_path} -> {response.status_code}"

@@ -1,0 +1,94 @@
+"""Three `rqscope serve` processes evaluating alerts against one real Redis, with a real webhook receiver."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+from redis import Redis
+
+from monitor.alert_engine import LEASE_KEY
+from monitor.embedded import EmbeddedRedis, free_port
+from tests.helpers import http_status, rqscope_command, spawn, stop, wait_for
+from tests.receivers import Receiver
+
+pytestmark = [pytest.mark.redis, pytest.mark.slow]
+RULES = """rules:
+  - name: Backlog
+    kind: queue_depth
+    threshold: 3
+    for: 2s
+    severity: critical
+    summary: "{queue} has {value:.0f} waiting"
+"""
+
+
+@pytest.fixture
+def sidecars(redis_server: EmbeddedRedis, real_redis: Redis, tmp_path: Path) -> Iterator[tuple[Receiver, list]]:
+    rules = tmp_path / "rules.yml"
+    rules.write_text(RULES)
+    with Receiver() as receiver:
+        env = {"RQSCOPE_REDIS_URL": redis_server.url, "RQSCOPE_ALERT_RULES": str(rules),
+               "RQSCOPE_ALERT_INTERVAL": "0.5", "RQSCOPE_ALERT_WEBHOOK_URLS": receiver.url,
+               "RQSCOPE_SNAPSHOT_TTL": "0.1", "RQSCOPE_TASK_MODULES": "tests.sample_tasks",
+               "RQSCOPE_LOG_LEVEL": "WARNING"}  # fmt: skip
+        processes = []
+        try:
+            for _ in range(3):
+                port = free_port()
+                processes.append(spawn(rqscope_command("serve", "--port", str(port), "--web-workers", "2"), env))
+                wait_for(lambda p=port: http_status(f"http://127.0.0.1:{p}/healthz") == 200, timeout=30)
+            yield receiver, processes
+        finally:
+            for process in processes:
+                stop(process)
+
+
+def fill(redis: Redis, count: int) -> None:
+    redis.sadd("rq:queues", "rq:queue:default")
+    redis.rpush("rq:queue:default", *[f"job-{i}" for i in range(count)])
+
+
+def leader_process(redis: Redis, processes: list) -> object:  # type: ignore[type-arg]
+    holder = wait_for(lambda: redis.get(LEASE_KEY), timeout=10)
+    pid = int(holder.decode().split(":")[1])  # type: ignore[union-attr]
+    for process in processes:
+        if pid == process.pid or pid in {c.pid for c in psutil.Process(process.pid).children(recursive=True)}:
+            return process
+    raise AssertionError(f"no serve process holds the lease {holder!r}")
+
+
+def test_one_firing_one_resolved_across_a_leader_crash(sidecars, real_redis: Redis) -> None:  # type: ignore[no-untyped-def]
+    receiver, processes = sidecars
+    fill(real_redis, 10)
+    wait_for(lambda: receiver.statuses(), timeout=30)
+    time.sleep(3)  # six more evaluation rounds across three processes and six gunicorn workers
+    assert receiver.statuses() == ["firing"]
+    leader = leader_process(real_redis, processes)
+    for child in psutil.Process(leader.pid).children(recursive=True):  # type: ignore[attr-defined]
+        os.kill(child.pid, signal.SIGKILL)
+    os.kill(leader.pid, signal.SIGKILL)  # type: ignore[attr-defined]
+    real_redis.delete("rq:queue:default")
+    wait_for(lambda: len(receiver.statuses()) == 2, timeout=30)
+    time.sleep(2)
+    assert receiver.statuses() == ["firing", "resolved"]
+    assert receiver.bodies[0]["alerts"][0]["fingerprint"] == receiver.bodies[1]["alerts"][0]["fingerprint"]
+
+
+@pytest.mark.timeout(400)
+def test_receiver_down_for_two_minutes_gets_the_notification_once(sidecars, real_redis: Redis) -> None:  # type: ignore[no-untyped-def]
+    receiver, _ = sidecars
+    receiver.down = True
+    fill(real_redis, 10)
+    wait_for(lambda: real_redis.llen("rqscope:alerts:outbox") == 1, timeout=30)
+    time.sleep(120)
+    assert receiver.statuses() == []
+    receiver.down = False
+    wait_for(lambda: receiver.statuses(), timeout=90)
+    time.sleep(3)
+    assert receiver.statuses() == ["firing"] and real_redis.llen("rqscope:alerts:outbox") == 0
