@@ -26,7 +26,7 @@ from monitor.alert_rules import Rule
 from monitor.alert_state import Alert, Notification, advance
 from monitor.notifiers import DeliveryError
 from monitor.rates import read_series
-from monitor.silences import all_silences, silenced
+from monitor.silences import Silence, all_silences, silenced
 from monitor.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
@@ -98,49 +98,84 @@ class AlertEngine:
         self.lease_ms = int(interval * 3 * 1000)
         self.evaluations = 0
         self._lease = redis.register_script(LEASE_SCRIPT)
+        self._led = False
+        self._memory: dict[str, Alert] = {}
+        self._outage = False
+        self._silences: list[Silence] = []
+        self._unsaved: list[Delivery] = []  # deliveries not yet in the outbox (Redis away)
 
     def is_leader(self) -> bool:
         try:
-            return bool(self._lease(keys=[LEASE_KEY], args=[self.holder, self.lease_ms]))
+            self._led = bool(self._lease(keys=[LEASE_KEY], args=[self.holder, self.lease_ms]))
         except RedisError as exc:
+            # nobody can take the lease while Redis is away: the last holder goes on, from memory
             log.warning("alert lease unavailable: %s", exc)
-            return False
+        return self._led
 
     def load(self) -> dict[str, Alert]:
         alerts = (Alert.from_json(raw) for raw in self.redis.hvals(STATE_KEY))  # type: ignore[union-attr]
         return {a.fingerprint: a for a in alerts if a is not None}
 
+    def _deliveries(self, notes: list[Notification], now: float) -> list[Delivery]:
+        found = []
+        for note in notes:
+            labels = {"alertname": note.alert.rule, "severity": note.alert.severity, **dict(note.alert.labels)}
+            if silenced(self._silences, labels, now):
+                continue  # evaluated and kept in state, but not sent
+            for index, notifier in enumerate(self.notifiers):
+                if notifier.severities and note.alert.severity not in notifier.severities:
+                    continue
+                found.append(Delivery(index, note.status, json.loads(note.alert.to_json())))
+        return found
+
     def evaluate_once(self) -> list[Notification] | None:
-        """Evaluate if this process leads; return the notifications queued, or None when it does not lead."""
+        """Evaluate if this process leads; return the new notifications, or None when it does not lead."""
         if not self.is_leader():
             return None
         now = self.clock()
         snapshot = self.snapshot()
+        series = None
         try:
+            self._silences = all_silences(self.redis)
             series = read_series(self.redis, minutes=61, now=now) if snapshot.redis.up else None
-            previous = self.load()
+            stored = self.load()
+            # after an outage this process's memory is newer than Redis (which may even be empty)
+            self._memory = self._memory if self._outage else stored
+            self._outage = False
         except RedisError as exc:
-            log.warning("alert evaluation skipped, Redis unavailable: %s", exc)
-            return []
+            self._outage = True
+            log.warning("alert state unavailable, evaluating from memory: %s", exc)
         evaluated = {r.name for r in self.rules if snapshot.redis.up or r.kind == "redis_down"}
-        current, notes = advance(previous, evaluate(self.rules, snapshot, series, now), evaluated, now,
+        current, notes = advance(self._memory, evaluate(self.rules, snapshot, series, now), evaluated, now,
                                  self.repeat_seconds)  # fmt: skip
-        with self.redis.pipeline() as pipe:
-            pipe.delete(STATE_KEY)
-            if current:
-                pipe.hset(STATE_KEY, mapping={fp: a.to_json() for fp, a in current.items()})
-            active_silences = all_silences(self.redis)
-            for note in notes:
-                labels = {"alertname": note.alert.rule, "severity": note.alert.severity, **dict(note.alert.labels)}
-                if silenced(active_silences, labels, now):
-                    continue  # evaluated and kept in state, but not sent
-                for index, notifier in enumerate(self.notifiers):
-                    if notifier.severities and note.alert.severity not in notifier.severities:
-                        continue
-                    pipe.rpush(OUTBOX_KEY, Delivery(index, note.status, json.loads(note.alert.to_json())).to_json())
-            pipe.execute()
+        self._memory = current
+        self._unsaved += self._deliveries(notes, now)
+        try:
+            with self.redis.pipeline() as pipe:
+                pipe.delete(STATE_KEY)
+                if current:
+                    pipe.hset(STATE_KEY, mapping={fp: a.to_json() for fp, a in current.items()})
+                for delivery in self._unsaved:
+                    pipe.rpush(OUTBOX_KEY, delivery.to_json())
+                pipe.execute()
+            self._unsaved = []
+        except RedisError:
+            # Redis is away (the RedisDown alert itself): send straight from this process
+            self._unsaved = [d for d in self._unsaved if not self._send(d)]
         self.evaluations += 1
         return notes
+
+    def _send(self, delivery: Delivery) -> bool:
+        notifier = self.notifiers[delivery.receiver % len(self.notifiers)]
+        note = Notification(delivery.status, Alert.from_json(json.dumps(delivery.alert)))  # type: ignore[arg-type]
+        try:
+            notifier.send(note, self.base_url)
+        except DeliveryError as exc:
+            delivery.attempts += 1
+            delivery.next_attempt = self.clock() + min(MAX_BACKOFF_SECONDS, 2.0**delivery.attempts)
+            log.warning("%s delivery failed (attempt %d): %s", notifier.kind, delivery.attempts, exc)
+            return False
+        return True
 
     def deliver(self, limit: int = 100) -> int:
         """Send what the outbox holds, oldest first; failures wait with capped exponential backoff."""
@@ -154,14 +189,7 @@ class AlertEngine:
             if delivery.receiver in waiting or delivery.next_attempt > now:
                 waiting.add(delivery.receiver)
                 continue
-            note = Notification(delivery.status, Alert.from_json(json.dumps(delivery.alert)))  # type: ignore[arg-type]
-            notifier = self.notifiers[delivery.receiver % len(self.notifiers)]
-            try:
-                notifier.send(note, self.base_url)
-            except DeliveryError as exc:
-                delivery.attempts += 1
-                delivery.next_attempt = now + min(MAX_BACKOFF_SECONDS, 2.0**delivery.attempts)
-                log.warning("%s delivery failed (attempt %d): %s", notifier.kind, delivery.attempts, exc)
+            if not self._send(delivery):
                 self.redis.lset(OUTBOX_KEY, self._index(raw), delivery.to_json())
                 waiting.add(delivery.receiver)
                 continue

@@ -200,3 +200,31 @@ def test_silences_api(real_client, real_redis: Redis) -> None:  # type: ignore[n
     for bad in ({}, {"matchers": {}}, {"matchers": {"q": 1}}, {"matchers": {"q": "x"}, "duration": "forever"},
                 {"matchers": {"q": "x"}, "duration": "90d"}, {"matchers": {"q": "x"}, "extra": 1}):  # fmt: skip
         assert real_client.post("/api/silences", json=bad).status_code == 400, bad
+
+
+def test_redis_down_alert_reaches_on_call_while_redis_is_away(real_settings) -> None:  # type: ignore[no-untyped-def]
+    from monitor.embedded import EmbeddedRedis, free_port
+    from tests.conftest import redis_binary
+
+    port = free_port()
+    server = EmbeddedRedis(port=port, binary=redis_binary()).start()
+    client = Redis(port=port, socket_timeout=0.5, socket_connect_timeout=0.5)
+    down = Rule(name="RedisDown", kind="redis_down", for_seconds=0.3, severity="critical", summary="Redis is down")
+    with Receiver() as receiver:
+        engine = AlertEngine(client, [down], SnapshotCache(client, ttl=0).get, [Webhook(receiver.url)], interval=0.2)
+        try:
+            assert engine.evaluate_once() == []  # leads, nothing wrong
+            server.stop()
+            engine.evaluate_once()  # pending
+            time.sleep(0.4)
+            [note] = engine.evaluate_once() or []
+            assert note.status == "firing" and receiver.statuses() == ["firing"]  # sent without Redis
+            engine.evaluate_once()
+            assert receiver.statuses() == ["firing"]
+            server = EmbeddedRedis(port=port, binary=redis_binary()).start()
+            [note] = engine.evaluate_once() or []
+            assert note.status == "resolved"
+            engine.deliver()
+            assert receiver.statuses() == ["firing", "resolved"]
+        finally:
+            server.stop()
