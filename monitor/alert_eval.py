@@ -86,6 +86,9 @@ def evaluate(rules: tuple[Rule, ...], snapshot: Snapshot, series: Series | None,
             for role, (in_use, limit) in sorted(pools.items()):
                 ratio = in_use / limit if limit else 0.0
                 observations.append(Observation(rule, (("role", role),), ratio, ratio > rule.threshold))
+        elif rule.kind == "pool_exhausted":
+            errors = sum(sample.pool_exhausted_recent for sample in snapshot.processes)
+            observations += _global(rule, errors, errors > rule.threshold)
         elif rule.kind == "redis_clients" and info.get("maxclients"):
             ratio = info.get("connected_clients", 0.0) / info["maxclients"]
             observations += _global(rule, ratio, ratio > rule.threshold)

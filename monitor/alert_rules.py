@@ -24,6 +24,7 @@ KINDS: dict[str, tuple[str, bool]] = {
     "workers_below": ("fewer than N live workers", False),
     "dead_workers": ("more than N workers with an expired heartbeat", False),
     "pool_utilisation": ("a process role's Redis pool use above R (0..1)", False),
+    "pool_exhausted": ("Redis pools found no free connection more than N times since the last publication", False),
     "redis_clients": ("Redis connected clients above R of maxclients", False),
     "redis_rejected_connections": ("Redis rejected connections since start above N", False),
     "redis_memory": ("Redis used memory above R of maxmemory", False),

@@ -85,17 +85,25 @@ def pool_families(snapshot: Snapshot) -> Iterable[Metric]:
     maximum = Rows(
         "rqscope_redis_pool_max_connections", "Pool size limit by process role and host", "gauge", ("role", "hostname")
     )
-    totals: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
+    exhausted = Rows(
+        "rqscope_redis_pool_exhausted",
+        "Times a running process's Redis pool had no connection to give",
+        "counter",
+        ("role", "hostname"),
+    )
+    totals: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
     for sample in snapshot.processes:
         entry = totals[(sample.role, sample.host)]
         entry[0] += sample.pool_in_use
         entry[1] += sample.pool_idle
         entry[2] += sample.pool_max
-    for (role, host), (in_use, idle, limit) in sorted(totals.items()):
+        entry[3] += sample.pool_exhausted
+    for (role, host), (in_use, idle, limit, errors) in sorted(totals.items()):
         connections.add((role, host, "in_use"), in_use)
         connections.add((role, host, "idle"), idle)
         maximum.add((role, host), limit)
-    return [connections, maximum]
+        exhausted.add((role, host), errors)
+    return [connections, maximum, exhausted]
 
 
 REDIS_FIGURES = (

@@ -9,6 +9,7 @@ from redis.sentinel import Sentinel
 
 from monitor.errors import SettingsError
 from monitor.settings import Settings, env_name
+from tasks.procstats import CountingConnectionPool
 
 
 def make_client(
@@ -39,4 +40,5 @@ def make_client(
         return sentinel.master_for(settings.sentinel_master, max_connections=max_connections)
     if not settings.redis_url:
         raise SettingsError(f"{env_name('redis_url')} is not set (run `rqscope demo` for an embedded Redis)")
-    return Redis.from_url(settings.redis_url, max_connections=max_connections, **common)
+    pool = CountingConnectionPool.from_url(settings.redis_url, max_connections=max_connections, **common)
+    return Redis(connection_pool=pool)

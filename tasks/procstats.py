@@ -10,7 +10,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
-from redis import Redis, RedisError
+from redis import ConnectionError, ConnectionPool, Redis, RedisError
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +33,25 @@ class ProcessSample:
     pool_idle: int
     pool_max: int
     at: float
+    pool_exhausted: int = 0  # times the pool had no connection to give, since the process started
+    pool_exhausted_recent: int = 0  # of those, since the previous publication
 
     @property
     def id(self) -> str:
         return f"{self.role}:{self.host}:{self.pid}"
+
+
+class CountingConnectionPool(ConnectionPool):
+    """A ConnectionPool that counts the times it had no connection to give ("Too many connections")."""
+
+    exhausted = 0
+
+    def make_connection(self):  # type: ignore[no-untyped-def]
+        try:
+            return super().make_connection()
+        except ConnectionError:
+            self.exhausted += 1
+            raise
 
 
 def pool_usage(client: Redis) -> tuple[int, int, int]:
@@ -58,9 +73,10 @@ def rss_bytes() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def sample(client: Redis, role: str, name: str = "") -> ProcessSample:
+def sample(client: Redis, role: str, name: str = "", exhausted_before: int = 0) -> ProcessSample:
     times = os.times()
     in_use, idle, maximum = pool_usage(client)
+    exhausted = int(getattr(client.connection_pool, "exhausted", 0))
     return ProcessSample(
         role=role,
         host=socket.gethostname(),
@@ -72,6 +88,8 @@ def sample(client: Redis, role: str, name: str = "") -> ProcessSample:
         pool_idle=idle,
         pool_max=maximum,
         at=time.time(),
+        pool_exhausted=exhausted,
+        pool_exhausted_recent=max(0, exhausted - exhausted_before),
     )
 
 
@@ -112,6 +130,8 @@ def parse_sample(raw: Mapping[bytes | str, bytes | str]) -> ProcessSample | None
             pool_idle=int(data["pool_idle"]),
             pool_max=int(data["pool_max"]),
             at=float(data["at"]),
+            pool_exhausted=int(data.get("pool_exhausted", 0)),
+            pool_exhausted_recent=int(data.get("pool_exhausted_recent", 0)),
         )
     except (KeyError, ValueError):
         return None
@@ -128,9 +148,11 @@ class Publisher(threading.Thread):
         self.proc_name = name
         self.stopped = threading.Event()
         self.process_id: str | None = None
+        self.exhausted = 0
 
     def publish_once(self) -> None:
-        item = sample(self.client, self.role, self.proc_name)
+        item = sample(self.client, self.role, self.proc_name, self.exhausted)
+        self.exhausted = item.pool_exhausted
         self.process_id = item.id
         publish(self.client, item, ttl=self.interval * 3)
 

@@ -150,3 +150,9 @@ def test_rules_not_evaluated_keep_their_state_and_vanished_subjects_resolve() ->
     assert kept == states and notes == []
     gone, notes = advance(states, [], {the_rule.name}, 20, 3600)  # the queue no longer exists
     assert [n.status for n in notes] == [RESOLVED]
+
+
+def test_pool_exhausted_counts_recent_errors() -> None:
+    sample = ProcessSample("web", "h", 1, "", 1, 0.0, 1, 0, 1, 0.0, pool_exhausted=7, pool_exhausted_recent=2)
+    [obs] = evaluate((rule("pool_exhausted", 0),), snapshot(processes=[sample]), None, now=0.0)
+    assert obs.value == 2 and obs.active

@@ -226,3 +226,25 @@ def test_queue_is_counted_from_real_rq_queue_keys(redis: Redis) -> None:
     Queue("emails", connection=redis).enqueue("tests.sample_tasks.t_ok")
     snap = fetch_snapshot(redis)
     assert [q.name for q in snap.queues] == ["emails"] and snap.queues[0].queued == 1
+
+
+@pytest.mark.redis
+def test_pool_exhaustion_is_counted_and_published(real_redis: Redis, redis_server) -> None:  # type: ignore[no-untyped-def]
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from monitor.redis_client import make_client
+    from monitor.settings import Settings
+    from tasks.procstats import Publisher
+
+    client = make_client(Settings(redis_url=redis_server.url), max_connections=1)
+    held = client.connection_pool.get_connection()
+    with pytest.raises(RedisConnectionError, match="Too many connections"):
+        client.ping()
+    client.connection_pool.release(held)
+    publisher = Publisher(client, "web", interval=30)
+    publisher.publish_once()
+    [sample] = fetch_snapshot(real_redis).processes
+    assert sample.pool_exhausted == 1 and sample.pool_exhausted_recent == 1
+    publisher.publish_once()
+    [sample] = fetch_snapshot(real_redis).processes
+    assert sample.pool_exhausted == 1 and sample.pool_exhausted_recent == 0
