@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 STATE_KEY = "rqscope:alerts:state"
 OUTBOX_KEY = "rqscope:alerts:outbox"
 LEASE_KEY = "rqscope:alerts:leader"
+HISTORY_KEY = "rqscope:alerts:history"
+HISTORY_MAXLEN = 1000
 MAX_BACKOFF_SECONDS = 60.0
 
 # renew when we hold the lease, take it when nobody does
@@ -116,6 +118,15 @@ class AlertEngine:
         alerts = (Alert.from_json(raw) for raw in self.redis.hvals(STATE_KEY))  # type: ignore[union-attr]
         return {a.fingerprint: a for a in alerts if a is not None}
 
+    def history(self, limit: int = 100) -> list[tuple[float, str, Alert]]:
+        """The newest transitions (firing or resolved), newest first."""
+        entries = []
+        for _, fields in self.redis.xrevrange(HISTORY_KEY, count=limit):  # type: ignore[union-attr]
+            alert = Alert.from_json(fields.get(b"alert", b""))
+            if alert is not None:
+                entries.append((float(fields.get(b"at", b"0")), fields.get(b"status", b"").decode(), alert))
+        return entries
+
     def _deliveries(self, notes: list[Notification], now: float) -> list[Delivery]:
         found = []
         for note in notes:
@@ -157,6 +168,9 @@ class AlertEngine:
                     pipe.hset(STATE_KEY, mapping={fp: a.to_json() for fp, a in current.items()})
                 for delivery in self._unsaved:
                     pipe.rpush(OUTBOX_KEY, delivery.to_json())
+                for note in notes:
+                    entry = {"at": repr(now), "status": note.status, "alert": note.alert.to_json()}
+                    pipe.xadd(HISTORY_KEY, entry, maxlen=HISTORY_MAXLEN, approximate=True)  # type: ignore[arg-type]
                 pipe.execute()
             self._unsaved = []
         except RedisError:

@@ -157,6 +157,7 @@ def test_alerts_api_and_pages_show_firing_alerts(real_redis: Redis, real_client)
     page = real_client.get("/", headers={"Accept": "text/html"}).get_data(as_text=True)
     assert "default has 5000 waiting" in page
     assert "Backlog" in real_client.get("/alerts", headers={"Accept": "text/html"}).get_data(as_text=True)
+    assert [(h["status"], h["rule"]) for h in body["history"]] == [("firing", "Backlog")]
 
 
 def test_silenced_alert_is_evaluated_but_not_sent(real_redis: Redis) -> None:

@@ -188,7 +188,12 @@ def alerts() -> Response:
     require_viewer(current.settings)
     engine = current.alerts
     found = sorted(engine.load().values(), key=lambda a: (a.state != "firing", a.rule)) if engine else []
-    return jsonify(alerts=[asdict(a) | {"labels": dict(a.labels)} for a in found])
+    history = engine.history() if engine else []
+    return jsonify(
+        alerts=[asdict(a) | {"labels": dict(a.labels)} for a in found],
+        history=[{"at": at, "status": status, "rule": a.rule, "labels": dict(a.labels), "summary": a.summary}
+                 for at, status, a in history],
+    )  # fmt: skip
 
 
 SILENCE_FIELDS = {"matchers", "duration", "comment"}

@@ -103,7 +103,8 @@ def alerts() -> str:
     current = state()
     engine = current.alerts
     return render_template("dashboard/alerts.html", alerts=_alerts(), rules=engine.rules if engine else (),
-                           silences=silences.all_silences(current.redis), now=time.time())  # fmt: skip
+                           silences=silences.all_silences(current.redis), now=time.time(),
+                           history=engine.history() if engine else [])  # fmt: skip
 
 
 @bp.post("/alerts/silences")
