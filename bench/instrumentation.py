@@ -81,6 +81,8 @@ def worker_throughput(url: str, client: Redis, jobs: int, rounds: int) -> dict[s
             left = Queue("default", connection=client).count
             assert left == 0, f"{name} left {left} jobs"
             times[name].append(processing_seconds(client, ids))
+    for name, values in times.items():
+        print(f"  {name:<8} per round: " + ", ".join(f"{jobs / v:.0f}" for v in values) + " jobs/s")
     return {name: jobs / median(values) for name, values in times.items()}
 
 
