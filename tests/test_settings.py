@@ -58,6 +58,19 @@ def test_accepts_redis_url_schemes(url: str) -> None:
         ({"RQSCOPE_MAX_BODY_BYTES": "10"}, "RQSCOPE_MAX_BODY_BYTES"),
         ({"RQSCOPE_SENTINEL_HOSTS": "a:1"}, "RQSCOPE_SENTINEL"),
         ({"RQSCOPE_SENTINEL_HOSTS": "nocolon", "RQSCOPE_SENTINEL_MASTER": "m"}, "RQSCOPE_SENTINEL_HOSTS"),
+        ({"RQSCOPE_ALERT_INTERVAL": "-5"}, "RQSCOPE_ALERT_INTERVAL"),
+        ({"RQSCOPE_ALERT_REPEAT": "soon"}, "RQSCOPE_ALERT_REPEAT"),
+        ({"RQSCOPE_ALERT_WEBHOOK_URLS": "ftp://host/x"}, "RQSCOPE_ALERT_WEBHOOK_URLS"),
+        ({"RQSCOPE_ALERT_SLACK_URLS": "https://"}, "RQSCOPE_ALERT_SLACK_URLS"),
+        ({"RQSCOPE_PUBLIC_URL": "dashboard"}, "RQSCOPE_PUBLIC_URL"),
+        ({"RQSCOPE_SMTP_HOST": "mail"}, "RQSCOPE_SMTP_HOST"),
+        ({"RQSCOPE_SMTP_PORT": "0"}, "RQSCOPE_SMTP_PORT"),
+        ({"RQSCOPE_PAGERDUTY_SEVERITIES": "loud"}, "RQSCOPE_PAGERDUTY_SEVERITIES"),
+        ({"RQSCOPE_USERS": "alice:admin:scrypt:x"}, "RQSCOPE_USERS"),
+        ({"RQSCOPE_USERS": "alice:viewer:plaintext"}, "RQSCOPE_USERS"),
+        ({"RQSCOPE_USERS": "a:viewer:scrypt:1,a:operator:scrypt:2"}, "RQSCOPE_USERS"),
+        ({"RQSCOPE_SECRET_KEY": "short"}, "RQSCOPE_SECRET_KEY"),
+        ({"RQSCOPE_API_TOKEN": "x" * 20, "RQSCOPE_VIEWER_TOKEN": "x" * 20}, "RQSCOPE_VIEWER_TOKEN"),
     ],
 )
 def test_bad_values_fail_with_a_one_line_message_naming_the_variable(env: dict[str, str], named: str) -> None:
@@ -94,3 +107,14 @@ def test_no_auth_is_allowed_on_loopback() -> None:
 )
 def test_redact_url(url: str | None, shown: str) -> None:
     assert redact_url(url) == shown
+
+
+def test_alert_and_receiver_settings() -> None:
+    settings = from_env({
+        "RQSCOPE_ALERT_INTERVAL": "30", "RQSCOPE_ALERT_WEBHOOK_URLS": "http://a/hook, https://b/hook",
+        "RQSCOPE_SMTP_HOST": "mail", "RQSCOPE_SMTP_FROM": "rq@x", "RQSCOPE_SMTP_TO": "a@x,b@x",
+        "RQSCOPE_PAGERDUTY_SEVERITIES": "critical,warning", "RQSCOPE_USERS": "ops:operator:scrypt:1$a$b",
+    })  # fmt: skip
+    assert settings.alert_interval == 30 and settings.alert_webhook_urls == ("http://a/hook", "https://b/hook")
+    assert settings.smtp_to == ("a@x", "b@x") and settings.pagerduty_severities == ("critical", "warning")
+    assert settings.users[0].name == "ops" and "scrypt" not in repr(settings)
