@@ -52,9 +52,11 @@ class Demo:
         self.stopping = threading.Event()
         self.redis: EmbeddedRedis | None = None
 
-    def _spawn(self, *args: str, env: dict[str, str]) -> None:
+    def _spawn(self, *args: str, env: dict[str, str], log_name: str) -> None:
+        """Start an rqscope command whose output goes to a log file, so the terminal keeps the URL."""
         command = [sys.executable, "-m", "web.cli", *args]
-        self.children.append(subprocess.Popen(command, env=env))
+        with open(demo_state_dir() / log_name, "wb") as log_file:
+            self.children.append(subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT))
 
     def start(self) -> str:
         self.redis = EmbeddedRedis().start()
@@ -68,8 +70,9 @@ class Demo:
         demo_state_dir().mkdir(mode=0o700, exist_ok=True)
         demo_url_file().write_text(self.redis.url)
         for n in range(self.workers):
-            self._spawn("worker", "high", "default", "low", "--with-scheduler", "--name", f"demo-{n + 1}", env=env)
-        self._spawn("serve", "--port", str(self.port), "--no-auth", "--web-workers", "1", env=env)
+            self._spawn("worker", "high", "default", "low", "--with-scheduler", "--name", f"demo-{n + 1}", env=env,
+                        log_name=f"worker-{n + 1}.log")  # fmt: skip
+        self._spawn("serve", "--port", str(self.port), "--no-auth", "--web-workers", "1", env=env, log_name="serve.log")
         return f"http://127.0.0.1:{self.port}/"
 
     def traffic(self, client: Redis) -> None:
@@ -115,7 +118,7 @@ class Demo:
             assert self.redis is not None
             print(f"rqscope demo: dashboard and API at {url} (no auth: loopback only)", flush=True)
             print(f"rqscope demo: metrics at {url}metrics; Redis at {self.redis.url}", flush=True)
-            print("rqscope demo: press Ctrl-C to stop", flush=True)
+            print(f"rqscope demo: process logs in {demo_state_dir()}; press Ctrl-C to stop", flush=True)
             client = Redis.from_url(self.redis.url, socket_timeout=2, socket_connect_timeout=2)
             generator = threading.Thread(target=self.traffic, args=(client,), daemon=True)
             generator.start()
