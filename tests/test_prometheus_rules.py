@@ -41,3 +41,33 @@ def test_every_prometheus_rule_is_tested_and_matches_a_builtin_kind() -> None:
     tests = (REPO / "prometheus/rqscope.rules.test.yml").read_text()
     assert all(f"alertname: {r['alert']}" in tests for r in rules)
     assert len(rules) == len(KINDS) == len(load_rules())
+
+
+def test_alertmanager_example_is_valid() -> None:
+    amtool = shutil.which("amtool")
+    if amtool is None:
+        pytest.fail("amtool is not installed; .ci/run installs Debian's prometheus-alertmanager package")
+    result = subprocess.run([amtool, "check-config", "prometheus/alertmanager.yml"], cwd=REPO, capture_output=True,
+                            text=True, timeout=60)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_compose_commands_and_variables_match_the_cli_and_settings() -> None:
+    import yaml
+
+    from monitor.settings import Settings, env_name
+    from web.cli import build_parser
+
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    known = {env_name(name) for name in vars(Settings())}
+    for name in ("web", "worker"):
+        service = compose["services"][name]
+        build_parser().parse_args(service["command"])  # exits (and fails the test) on an unknown flag
+        assert set(service["environment"]) <= known, set(service["environment"]) - known
+    assert compose["services"]["worker"]["deploy"]["replicas"] == 2
+    for name, service in compose["services"].items():
+        for dependency in service.get("depends_on", {}).values():
+            assert dependency["condition"] in ("service_healthy", "service_started"), name
+        for value in (service.get("environment") or {}).values():
+            assert not str(value) or str(value).startswith("${") or "PASSWORD" not in str(value)
+    assert "${GRAFANA_ADMIN_PASSWORD" in compose["services"]["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"]
