@@ -45,6 +45,8 @@ def places(redis: Redis, queue: str = "default") -> dict[str, list[str]]:
 
     return {
         "queued": decoded(redis.lrange(f"rq:queue:{queue}", 0, -1)),
+        # RQ moves a job here while it dequeues it; its maintenance puts stranded ones back
+        "dequeuing": decoded(redis.lrange(f"rq:queue:{queue}:intermediate", 0, -1)),
         "failed": decoded(redis.zrange(f"rq:failed:{queue}", 0, -1)),
         "finished": decoded(redis.zrange(f"rq:finished:{queue}", 0, -1)),
         "started": [entry.split(":")[0] for entry in decoded(redis.zrange(f"rq:wip:{queue}", 0, -1))],
@@ -104,7 +106,7 @@ def test_expired_job_hash_is_dropped_not_enqueued(real_redis: Redis) -> None:
     ids = make_failed(real_redis, 2)
     real_redis.delete(f"rq:job:{ids[0]}")
     assert Retrier(real_redis).retry_all("default") == 1
-    assert places(real_redis) == {"queued": [ids[1]], "failed": [], "finished": [], "started": []}
+    assert places(real_redis) == {"queued": [ids[1]], "dequeuing": [], "failed": [], "finished": [], "started": []}
 
 
 def test_a_stock_rq_worker_runs_a_retried_job(real_redis: Redis) -> None:
@@ -115,7 +117,7 @@ def test_a_stock_rq_worker_runs_a_retried_job(real_redis: Redis) -> None:
     Worker(["default"], connection=real_redis).work(burst=True, logging_level="WARNING")
     assert job.get_status() == JobStatus.FINISHED
     assert job.return_value() == "second run ok"
-    assert places(real_redis) == {"queued": [], "failed": [], "finished": [job.id], "started": []}
+    assert places(real_redis) == {"queued": [], "dequeuing": [], "failed": [], "finished": [job.id], "started": []}
 
 
 @pytest.mark.slow
@@ -133,5 +135,6 @@ def test_retry_all_of_10k_while_a_forking_worker_consumes(real_redis: Redis, rea
         assert worker.wait(30) == 0
     found = places(real_redis)
     assert found["failed"] == [] and found["started"] == []
-    assert len(found["finished"]) > 20 and len(found["queued"]) + len(found["finished"]) == 10_000
+    assert len(found["finished"]) > 20
+    assert len(found["queued"]) + len(found["dequeuing"]) + len(found["finished"]) == 10_000
     assert_each_once(real_redis, ids)
