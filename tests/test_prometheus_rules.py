@@ -71,3 +71,20 @@ def test_compose_commands_and_variables_match_the_cli_and_settings() -> None:
         for value in (service.get("environment") or {}).values():
             assert not str(value) or str(value).startswith("${") or "PASSWORD" not in str(value)
     assert "${GRAFANA_ADMIN_PASSWORD" in compose["services"]["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"]
+
+
+def _compose_check(path: str) -> subprocess.CompletedProcess[str]:
+    binary = shutil.which("check-jsonschema")
+    if binary is None:
+        pytest.fail("check-jsonschema is not installed; it comes with the dev extra")
+    # the Compose Specification's schema as the check-jsonschema package vendors it: no network needed
+    return subprocess.run([binary, "--builtin-schema", "vendor.compose-spec", path], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+
+
+def test_compose_file_validates_against_the_compose_specification(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    result = _compose_check("docker-compose.yml")
+    assert result.returncode == 0, result.stdout + result.stderr
+    broken = tmp_path / "docker-compose.yml"
+    broken.write_text((REPO / "docker-compose.yml").read_text().replace("service_healthy", "whenever_ready"))
+    assert _compose_check(str(broken)).returncode != 0
