@@ -72,6 +72,8 @@ def test_pages_need_a_login_when_users_are_configured(settings: Settings, redis:
     assert response.status_code == 302 and "/login?next=" in response.headers["Location"]
     assert client.get("/api/queues").status_code == 401
     assert client.get("/api/queues", headers={"Authorization": "Basic b3BzOnNlY3JldC1wYXNzd29yZA=="}).status_code == 200
+    for header in ("Basic !!!not-base64", "Basic b3BzOndyb25n", "Bearer wrong-token-0000000000"):
+        assert client.get("/api/queues", headers={"Authorization": header}).status_code == 401, header
 
 
 def test_outage_shows_a_banner_on_every_page_not_a_500(settings: Settings) -> None:

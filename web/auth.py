@@ -60,8 +60,10 @@ def _from_header(settings: Settings) -> Identity | None | bool:
         if operator:
             return Identity("api-token", OPERATOR, "token")
         return Identity("viewer-token", VIEWER, "token") if viewer else None
-    if scheme.lower() == "basic" and request.authorization is not None:
+    if scheme.lower() == "basic":
         auth = request.authorization
+        if auth is None:  # unreadable credentials are refused like wrong ones
+            return None
         user = check_user(settings, auth.username or "", auth.password or "")
         return Identity(user.name, user.role, "basic") if user else None
     return False
@@ -100,7 +102,7 @@ def require_viewer(settings: Settings) -> Identity:
     """Abort with 401/403 unless the caller may read."""
     who = identify(settings)
     if who is None:
-        if not settings.has_credentials:
+        if not settings.has_credentials and not settings.bound_to_loopback:
             abort(403, "no credentials are configured on this non-loopback sidecar; set RQSCOPE_API_TOKEN")
         abort(401, "sign in, or send Authorization: Bearer <token>")
     return who
