@@ -24,7 +24,7 @@ class Observation:
         return dict(self.labels).get("queue", "")
 
 
-def _per_queue_rates(series: Series | None, window: float, now: float) -> dict[str, tuple[int, int]]:
+def _per_queue_rates(series: Series | None, window: float) -> dict[str, tuple[int, int]]:
     """(runs, failed) per queue over the window, from the per-minute rollups."""
     totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     if series is None:
@@ -64,7 +64,7 @@ def evaluate(rules: tuple[Rule, ...], snapshot: Snapshot, series: Series | None,
         if not snapshot.redis.up:
             continue
         if rule.per_queue:
-            rates = _per_queue_rates(series, rule.window_seconds, now) if rule.kind.startswith("fail") else {}
+            rates = _per_queue_rates(series, rule.window_seconds) if rule.kind.startswith("fail") else {}
             for queue in snapshot.queues:
                 if not rule.applies_to(queue.name):
                     continue

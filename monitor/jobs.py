@@ -11,7 +11,7 @@ from typing import Any
 
 from redis import Redis
 
-from monitor.snapshot import JOB_KEY_TEMPLATE, JOB_STATES, QUEUE_KEY_PREFIX, REGISTRY_KEY_TEMPLATES
+from monitor.snapshot import JOB_KEY_TEMPLATE, JOB_STATES, QUEUE_KEY_PREFIX, REGISTRY_KEY_TEMPLATES, as_text
 
 ORDERS = ("newest", "oldest")
 MAX_PER_PAGE = 500
@@ -63,12 +63,6 @@ class JobPage:
     scan_limit_reached: bool = False
 
 
-def _text(value: Any) -> str:
-    if value is None:
-        return ""
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-
-
 def func_of(description: str) -> str:
     """The function path from an RQ description like "pkg.mod.func(1, x='y')"."""
     return description.split("(", 1)[0].strip()
@@ -88,13 +82,13 @@ def split_exception(text: str) -> tuple[str | None, str | None]:
 
 def _decode_exc(raw: Any) -> str:
     """RQ stores exc_string base64(zlib(text)) in results and zlib(text) in the legacy exc_info field."""
-    data = raw if isinstance(raw, bytes) else _text(raw).encode()
+    data = raw if isinstance(raw, bytes) else as_text(raw).encode()
     for attempt in (lambda: zlib.decompress(base64.b64decode(data, validate=True)), lambda: zlib.decompress(data)):
         try:
             return attempt().decode("utf-8", "replace")
         except (binascii.Error, zlib.error, ValueError):
             continue
-    return _text(raw)
+    return as_text(raw)
 
 
 def entry_key(queue: str, state: str) -> str:
@@ -104,7 +98,7 @@ def entry_key(queue: str, state: str) -> str:
 
 
 def _job_id(state: str, entry: Any) -> str:
-    text = _text(entry)
+    text = as_text(entry)
     return text.split(":", 1)[0] if state == "started" else text  # rq:wip holds "id:execution"
 
 
@@ -162,17 +156,17 @@ class JobLister:
             exc_text = _decode_exc(data["exc_info"])
         if exc_text:
             exc_type, exc_message = split_exception(exc_text)
-        description = _text(data["description"])
+        description = as_text(data["description"])
         return JobRow(
             id=job_id,
             func=func_of(description),
             description=description,
-            status=_text(data["status"]) or "unknown",
-            origin=_text(data["origin"]),
-            enqueued_at=_text(data["enqueued_at"]) or None,
-            started_at=_text(data["started_at"]) or None,
-            ended_at=_text(data["ended_at"]) or None,
-            worker_name=_text(data["worker_name"]) or None,
+            status=as_text(data["status"]) or "unknown",
+            origin=as_text(data["origin"]),
+            enqueued_at=as_text(data["enqueued_at"]) or None,
+            started_at=as_text(data["started_at"]) or None,
+            ended_at=as_text(data["ended_at"]) or None,
+            worker_name=as_text(data["worker_name"]) or None,
             exc_type=exc_type,
             exc_message=exc_message,
             exists=any(v is not None for v in values),

@@ -30,6 +30,7 @@ from monitor.snapshot import (
     WORKERS_KEY,
     RedisState,
     Snapshot,
+    as_text,
     build_snapshot,
 )
 from tasks.metrics import METRICS_KEY
@@ -104,16 +105,12 @@ def _or_empty(reply: Any, default: Any) -> Any:
     return default if isinstance(reply, Exception) else reply
 
 
-def _text(value: Any) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-
-
 def _count(value: Any) -> int:
     return value if isinstance(value, int) else 0
 
 
 def _strip(prefix: str, key: Any) -> str:
-    text = _text(key)
+    text = as_text(key)
     return text[len(prefix) :] if text.startswith(prefix) else text
 
 
@@ -187,7 +184,7 @@ def _read_by_pipeline(
     if heads:
         pipe = redis.pipeline(transaction=False)
         for _, head in heads:
-            pipe.hget(JOB_KEY_TEMPLATE.format(id=_text(head)), "enqueued_at")
+            pipe.hget(JOB_KEY_TEMPLATE.format(id=as_text(head)), "enqueued_at")
         for (row, _), value in zip(heads, pipe.execute(raise_on_error=False), strict=True):
             row[2] = _or_empty(value, None) or b""
     return queue_rows, worker_rows, proc_rows
@@ -229,7 +226,7 @@ class SnapshotReader:
         )
         queues = sorted(_strip(QUEUE_KEY_PREFIX, k) for k in queue_keys)
         workers = sorted(_strip(WORKER_KEY_PREFIX, k) for k in worker_keys)
-        procs = sorted(_text(p) for p in proc_ids)
+        procs = sorted(as_text(p) for p in proc_ids)
         trips = 1
         rows = None
         if self.use_script and (queues or workers or procs):
@@ -251,7 +248,7 @@ class SnapshotReader:
                 (
                     name,
                     _count(r[0]),
-                    _text(r[1]) or None,
+                    as_text(r[1]) or None,
                     r[2] or None,
                     bool(_count(r[3])),
                     {state: _count(v) for state, v in zip(REGISTRY_KEY_TEMPLATES, r[4:], strict=False)},

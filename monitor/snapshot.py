@@ -115,7 +115,8 @@ class Snapshot:
         return next((q for q in self.queues if q.name == name), None)
 
 
-def _text(value: Any) -> str:
+def as_text(value: Any) -> str:
+    """Redis bytes (or anything) as text; None as the empty string."""
     if value is None:
         return ""
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
@@ -130,7 +131,7 @@ def _int(text: str) -> int:
 
 def _float(value: Any) -> float:
     try:
-        result = float(_text(value))
+        result = float(as_text(value))
     except ValueError:
         return 0.0
     return result if math.isfinite(result) else 0.0
@@ -138,7 +139,7 @@ def _float(value: Any) -> float:
 
 def parse_time(value: Any) -> datetime | None:
     """RQ's UTC timestamps ('2024-01-01T00:00:00.123456Z'); None when absent or garbage."""
-    text = _text(value).strip()
+    text = as_text(value).strip()
     if not text:
         return None
     try:
@@ -187,7 +188,7 @@ def _redis_state(info: Mapping[str, Any]) -> RedisState:
         return RedisState(up=True, error="INFO unavailable")
     return RedisState(
         up=True,
-        version=_text(info.get("redis_version")),
+        version=as_text(info.get("redis_version")),
         info={name: _float(info.get(name, 0)) for name in REDIS_INFO_FIELDS},
     )
 

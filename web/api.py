@@ -30,7 +30,7 @@ MAX_IDS = 10_000
 CONTROL = re.compile("[\x00-\x1f\x7f]")
 
 
-def _int_arg(name: str, default: int, low: int, high: int) -> int:
+def int_arg(name: str, default: int, low: int, high: int) -> int:
     raw = request.args.get(name)
     if raw is None or raw == "":
         return default
@@ -39,7 +39,7 @@ def _int_arg(name: str, default: int, low: int, high: int) -> int:
     return int(raw)
 
 
-def _choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+def choice_arg(name: str, default: str, choices: tuple[str, ...]) -> str:
     value = request.args.get(name) or default
     if value not in choices:
         abort(400, f"{name} must be one of {', '.join(choices)}, not {value[:40]!r}")
@@ -86,10 +86,10 @@ def workers() -> Response:
 def jobs(queue: str) -> Response:
     current = state()
     require_viewer(current.settings)
-    state_name = _choice("state", "queued", JOB_STATES)
-    page = _int_arg("page", 1, 1, MAX_PAGE)
-    per_page = _int_arg("per_page", 20, 1, MAX_PER_PAGE)
-    order = _choice("order", "newest", ORDERS)
+    state_name = choice_arg("state", "queued", JOB_STATES)
+    page = int_arg("page", 1, 1, MAX_PAGE)
+    per_page = int_arg("per_page", 20, 1, MAX_PER_PAGE)
+    order = choice_arg("order", "newest", ORDERS)
     filters = job_filter(dict(request.args))
     _known_queue(queue)
     result = JobLister(current.redis).page(queue, state_name, page, per_page, order, filters)
@@ -178,7 +178,7 @@ def delete_job(job_id: str) -> Response:
 def audit_log() -> Response:
     current = state()
     require_viewer(current.settings)
-    limit = _int_arg("limit", 100, 1, 1000)
+    limit = int_arg("limit", 100, 1, 1000)
     return jsonify(entries=[asdict(e) for e in audit.recent(current.redis, limit)])
 
 

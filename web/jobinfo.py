@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from typing import Any
 
 from flask import abort
@@ -11,13 +10,10 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job
 
 from monitor.jobs import split_exception
+from monitor.report import iso
 from web.state import state
 
 MAX_ID_LENGTH = 128
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value else None
 
 
 def json_safe(value: Any) -> Any:
@@ -60,9 +56,9 @@ def describe(job: Job) -> dict[str, Any]:
         "task": spec.name if spec else job.func_name,
         "queue": job.origin,
         "status": str(status.value if status else "unknown"),
-        "enqueued_at": _iso(job.enqueued_at),
-        "started_at": _iso(job.started_at),
-        "ended_at": _iso(job.ended_at),
+        "enqueued_at": iso(job.enqueued_at),
+        "started_at": iso(job.started_at),
+        "ended_at": iso(job.ended_at),
         "result": result,
         "error": error,
         "retries_left": job.retries_left,
@@ -89,7 +85,7 @@ def detail(job: Job) -> dict[str, Any]:
         "kwargs": _safe(lambda: job.kwargs),
         "meta": _safe(lambda: job.meta),
         "worker_name": job.worker_name,
-        "created_at": _iso(job.created_at),
+        "created_at": iso(job.created_at),
         "timeout": job.timeout,
         "result_ttl": job.result_ttl,
         "failure_ttl": job.failure_ttl,

@@ -12,7 +12,7 @@ from monitor import audit
 from monitor.jobs import MAX_PER_PAGE, ORDERS, JobLister, delete_jobs
 from monitor.retry import Retrier
 from monitor.snapshot import JOB_STATES
-from web.api import MAX_PAGE, job_filter
+from web.api import MAX_PAGE, choice_arg, int_arg, job_filter
 from web.jobinfo import detail, fetch_job
 from web.pages import operator, viewer
 from web.state import state
@@ -22,16 +22,11 @@ BULK_ACTIONS = ("retry", "empty")
 
 
 def _page_args() -> tuple[int, int, str]:
-    def number(name: str, default: int, high: int) -> int:
-        raw = request.args.get(name) or str(default)
-        if not raw.isdigit() or not 1 <= int(raw) <= high:
-            abort(400, f"{name} must be a whole number from 1 to {high}")
-        return int(raw)
-
-    order = request.args.get("order") or "newest"
-    if order not in ORDERS:
-        abort(400, f"order must be one of {', '.join(ORDERS)}")
-    return number("page", 1, MAX_PAGE), number("per_page", 25, MAX_PER_PAGE), order
+    return (
+        int_arg("page", 1, 1, MAX_PAGE),
+        int_arg("per_page", 25, 1, MAX_PER_PAGE),
+        choice_arg("order", "newest", ORDERS),
+    )
 
 
 def _check_state(queue: str, state_name: str) -> None:
@@ -71,7 +66,7 @@ def job_detail(job_id: str) -> str:
     return render_template("jobs/detail.html", job=detail(fetch_job(job_id)))
 
 
-def _matching_count(queue: str, state_name: str, action: str) -> tuple[list[str], bool]:
+def _matching(queue: str, state_name: str) -> tuple[list[str], bool]:
     filters = job_filter(dict(request.values))
     ids, limited = JobLister(state().redis).all_matching(queue, state_name, filters)
     return ids, limited
@@ -86,7 +81,7 @@ def confirm(queue: str, state_name: str) -> str:
         abort(400, "action must be retry (failed jobs) or empty")
     if action == "empty" and state_name == "started":
         abort(400, "running jobs are stopped one by one, not emptied")
-    ids, limited = _matching_count(queue, state_name, action)
+    ids, limited = _matching(queue, state_name)
     return render_template("jobs/confirm.html", queue=queue, state_name=state_name, action=action,
                            count=len(ids), limited=limited, filters=job_filter(dict(request.args)))  # fmt: skip
 
@@ -101,11 +96,11 @@ def bulk(queue: str, state_name: str) -> Response:
     if len(selected) > MAX_PER_PAGE:
         abort(400, f"select at most {MAX_PER_PAGE} jobs at once")
     if action == "retry" and state_name == "failed":
-        ids = selected or _matching_count(queue, state_name, action)[0]
+        ids = selected or _matching(queue, state_name)[0]
         done = Retrier(current.redis).retry(queue, ids)
         message = f"Retried {done:,} job{'s' if done != 1 else ''}."
     elif action == "empty" and not selected and state_name != "started":
-        ids = _matching_count(queue, state_name, action)[0]
+        ids = _matching(queue, state_name)[0]
         done = delete_jobs(current.redis, queue, state_name, ids)
         message = f"Deleted {done:,} job{'s' if done != 1 else ''} from {state_name}."
     else:
