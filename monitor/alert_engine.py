@@ -35,6 +35,8 @@ STATE_KEY = "rqscope:alerts:state"
 OUTBOX_KEY = "rqscope:alerts:outbox"
 LEASE_KEY = "rqscope:alerts:leader"
 HISTORY_KEY = "rqscope:alerts:history"
+# what a process evaluated from memory during an outage, for whoever leads once Redis is back
+HANDOVER_KEY = "rqscope:alerts:handover"
 HISTORY_MAXLEN = 1000
 MAX_BACKOFF_SECONDS = 60.0
 
@@ -71,6 +73,20 @@ class Delivery:
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__)
+
+
+def changed_at(alert: Alert) -> float:
+    return max(alert.since, alert.started_at or 0.0, alert.ended_at or 0.0, alert.last_notified or 0.0)
+
+
+def adopt(current: dict[str, Alert], newer: Sequence[Alert]) -> dict[str, Alert]:
+    """`current`, with each alert replaced by a handed-over version that changed more recently."""
+    merged = dict(current)
+    for alert in newer:
+        known = merged.get(alert.fingerprint)
+        if known is None or changed_at(alert) > changed_at(known):
+            merged[alert.fingerprint] = alert
+    return merged
 
 
 class AlertEngine:
@@ -142,6 +158,8 @@ class AlertEngine:
     def evaluate_once(self) -> list[Notification] | None:
         """Evaluate if this process leads; return the new notifications, or None when it does not lead."""
         if not self.is_leader():
+            if self._outage:
+                self._hand_over()
             return None
         now = self.clock()
         snapshot = self.snapshot()
@@ -150,8 +168,9 @@ class AlertEngine:
             self._silences = all_silences(self.redis)
             series = read_series(self.redis, minutes=61, now=now) if snapshot.redis.up else None
             stored = self.load()
-            # after an outage this process's memory is newer than Redis (which may even be empty)
-            self._memory = self._memory if self._outage else stored
+            # after an outage this process's memory is newer than Redis (which may even be empty),
+            # and so is what another process evaluated from memory while it led through the outage
+            self._memory = adopt(self._memory if self._outage else stored, self._take_handovers())
             self._outage = False
         except RedisError as exc:
             self._outage = True
@@ -178,6 +197,32 @@ class AlertEngine:
             self._unsaved = [d for d in self._unsaved if not self._send(d)]
         self.evaluations += 1
         return notes
+
+    def _hand_over(self) -> None:
+        """Redis is back and another process leads: give it what this one fired or resolved meanwhile."""
+        try:
+            with self.redis.pipeline() as pipe:
+                pipe.rpush(HANDOVER_KEY, json.dumps([json.loads(a.to_json()) for a in self._memory.values()]))
+                for delivery in self._unsaved:
+                    pipe.rpush(OUTBOX_KEY, delivery.to_json())
+                pipe.execute()
+        except RedisError as exc:
+            log.warning("alert hand-over postponed: %s", exc)
+            return
+        self._outage, self._unsaved, self._memory = False, [], {}
+
+    def _take_handovers(self) -> list[Alert]:
+        with self.redis.pipeline() as pipe:
+            pipe.lrange(HANDOVER_KEY, 0, -1)
+            pipe.delete(HANDOVER_KEY)
+            raw_entries = pipe.execute()[0]
+        alerts = []
+        for raw in raw_entries:
+            for item in json.loads(raw):
+                alert = Alert.from_json(json.dumps(item))
+                if alert is not None:
+                    alerts.append(alert)
+        return alerts
 
     def _send(self, delivery: Delivery) -> bool:
         notifier = self.notifiers[delivery.receiver % len(self.notifiers)]

@@ -91,14 +91,18 @@ class EmbeddedRedis:
         self.stop()
         raise RqscopeError(f"embedded redis-server did not start on port {self.port}")
 
-    def stop(self) -> None:
+    def halt(self) -> None:
+        """Shut the server down (it saves, if persistence is on) and keep its data for a restart."""
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             try:
-                self.process.wait(5)
+                self.process.wait(10)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(5)
+
+    def stop(self) -> None:
+        self.halt()
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self) -> EmbeddedRedis:

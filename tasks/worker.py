@@ -5,22 +5,36 @@ RQ executes for the job's outcome. When the horse dies before that pipeline (SIG
 timeout, a stop command), RQ's parent process fails the job in its own pipeline, and this worker
 adds a `killed` or `timeout` run to that one. Either way a run is counted exactly once, in the
 same transaction as the job's status.
+
+RQ's worker quits on the first Redis error outside its dequeue loop. This one waits a Redis outage
+out: the parent's bookkeeping steps retry with a capped backoff, and a horse that could not record
+its outcome is settled by the parent once Redis answers (from the job's status, so never twice).
 """
 
 from __future__ import annotations
 
+import logging
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from redis.client import Pipeline
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Queue, Worker
-from rq.job import Job
+from rq.job import Job, JobStatus
+from rq.utils import now
 
 from tasks.procstats import Publisher
 from tasks.registry import REGISTRY, TaskRegistry
 from tasks.runs import Run, defer_to_worker, pending_run, write
 
 DEFAULT_QUEUES = ("high", "default", "low")
+REDIS_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError)
+OUTAGE_BACKOFF_CAP = 30.0
+UNRECORDED = "Work-horse ended without recording the job's outcome (Redis was unavailable)"
+T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 def unrecorded_outcome(elapsed: float, timeout: int | float | None) -> str:
@@ -30,15 +44,52 @@ def unrecorded_outcome(elapsed: float, timeout: int | float | None) -> str:
     return "killed"
 
 
+def _wait_out(step: Callable[..., T], *args: Any, log_as: str = "") -> T:
+    """Run a Redis step, retrying with a capped backoff while Redis is unavailable."""
+    wait = 0.5
+    while True:
+        try:
+            return step(*args)
+        except REDIS_UNAVAILABLE as exc:
+            log.warning("%sRedis unavailable (%s); retrying in %.1f s", log_as, exc, wait)
+            time.sleep(wait)
+            wait = min(wait * 2, OUTAGE_BACKOFF_CAP)
+
+
+class ClaimingQueue(Queue):
+    """A Queue whose dequeue keeps a job it has popped even when Redis goes away before the fetch.
+
+    With more than one queue RQ pops the id (LPOP) and then reads the job; an outage between the
+    two would leave the job in no queue and no registry. Here the fetch waits for Redis instead.
+    """
+
+    @classmethod
+    def dequeue_any(  # type: ignore[override]
+        cls, queues: Any, timeout: int | None, connection: Any, *args: Any, **kwargs: Any
+    ) -> Any:
+        try:
+            return super().dequeue_any(queues, timeout, connection, *args, **kwargs)
+        except REDIS_UNAVAILABLE as exc:
+            job_id, queue = getattr(exc, "job_id", None), getattr(exc, "queue", None)
+            if job_id is None or queue is None:
+                raise  # nothing was popped
+            log.warning("Redis went away while job %s was being dequeued; keeping it", job_id)
+            job = _wait_out(queue.fetch_job, job_id, log_as=f"dequeued job {job_id}: ")
+            return (job, queue) if job is not None else None
+
+
 class InstrumentedWorker(Worker):
     """A forking RQ Worker that records task runs inside RQ's own outcome pipelines."""
 
     task_registry: TaskRegistry = REGISTRY
+    queue_class = ClaimingQueue
 
     def __init__(self, *args: Any, publish_interval: float = 5.0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._forked_at = 0.0
         self._parent_run: Run | None = None
+        self._failing = False
+        self._failure_run_added = False
         self.publisher = Publisher(self.connection, "worker", publish_interval, name=self.name)
 
     def bootstrap(self, *args: Any, **kwargs: Any) -> None:
@@ -58,6 +109,58 @@ class InstrumentedWorker(Worker):
         defer_to_worker()
         super().main_work_horse(job, queue)
 
+    # -- riding out a Redis outage (parent process only; a horse fails fast and the parent settles)
+
+    def _patiently(self, step: Callable[..., T], *args: Any) -> T:
+        if self.is_horse or self._stop_requested:
+            return step(*args)
+        return _wait_out(step, *args, log_as=f"Worker {self.name}: ")
+
+    def check_for_suspension(self, burst: bool) -> None:
+        self._patiently(super().check_for_suspension, burst)
+
+    def run_maintenance_tasks(self) -> None:
+        self._patiently(super().run_maintenance_tasks)
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
+        self._patiently(super().heartbeat, timeout, pipeline)
+
+    def set_state(self, state: str, pipeline: Pipeline | None = None) -> None:
+        self._patiently(super().set_state, state, pipeline)
+
+    def prepare_execution(self, job: Job) -> Any:
+        return self._patiently(super().prepare_execution, job)
+
+    def maintain_heartbeats(self, job: Job) -> None:
+        try:
+            super().maintain_heartbeats(job)
+        except REDIS_UNAVAILABLE as exc:  # the next monitoring interval tries again
+            self.log.warning("Worker %s: could not send a heartbeat: %s", self.name, exc)
+
+    def set_current_job_working_time(self, current_job_working_time: float, pipeline: Pipeline | None = None) -> None:
+        try:
+            super().set_current_job_working_time(current_job_working_time, pipeline)
+        except REDIS_UNAVAILABLE as exc:  # informational only
+            self.log.warning("Worker %s: could not record the working time: %s", self.name, exc)
+
+    def monitor_work_horse(self, job: Job, queue: Queue) -> None:
+        try:
+            super().monitor_work_horse(job, queue)
+        except REDIS_UNAVAILABLE as exc:
+            if self._horse_pid:
+                raise
+            self.log.warning("Worker %s: settling job %s once Redis is back (%s)", self.name, job.id, exc)
+            self._patiently(self._settle, job, queue)
+
+    def _settle(self, job: Job, queue: Queue) -> None:
+        """Fail a job whose horse is gone without an outcome; a recorded outcome is left as it is."""
+        if job.get_status() in (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED):
+            return
+        job.ended_at = now()
+        self.handle_job_failure(job, queue=queue, exc_string=UNRECORDED)
+
+    # -- run accounting
+
     def handle_job_failure(self, job: Job, queue: Queue, started_job_registry=None, exc_string: str = "") -> None:  # type: ignore[no-untyped-def]
         if not self.is_horse:
             # The parent fails a job only when its horse died before RQ's bookkeeping ran.
@@ -65,10 +168,20 @@ class InstrumentedWorker(Worker):
             if spec is not None:
                 elapsed = time.monotonic() - self._forked_at
                 self._parent_run = Run(spec.name, job.origin, unrecorded_outcome(elapsed, job.timeout), elapsed)
+        self._failing, self._failure_run_added = True, False
         try:
             super().handle_job_failure(job, queue, started_job_registry, exc_string)
         finally:
+            self._failing = False
             self._parent_run = None
+
+    def cleanup_execution(self, job: Job, pipeline: Pipeline) -> None:
+        super().cleanup_execution(job, pipeline)
+        if self._failing:
+            # RQ commits a failed job's status in a pipeline of its own before the failed-count one;
+            # the run goes with the status, so that an outage between the two cannot lose or repeat it
+            self._add_run(pipeline)
+            self._failure_run_added = True
 
     def _add_run(self, pipeline: Pipeline | None) -> None:
         run = pending_run() if self.is_horse else self._parent_run
@@ -85,4 +198,5 @@ class InstrumentedWorker(Worker):
 
     def increment_failed_job_count(self, pipeline: Pipeline | None = None) -> None:
         super().increment_failed_job_count(pipeline)
-        self._add_run(pipeline)
+        if not (self._failing and self._failure_run_added):
+            self._add_run(pipeline)

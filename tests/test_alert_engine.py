@@ -229,3 +229,31 @@ def test_redis_down_alert_reaches_on_call_while_redis_is_away(real_settings) -> 
             assert receiver.statuses() == ["firing", "resolved"]
         finally:
             server.stop()
+
+
+def test_after_an_outage_the_new_leader_resolves_what_the_old_one_fired(real_settings) -> None:  # type: ignore[no-untyped-def]
+    from monitor.embedded import EmbeddedRedis
+    from tests.conftest import redis_binary
+
+    server = EmbeddedRedis(binary=redis_binary()).start()
+    client = Redis(port=server.port, socket_timeout=0.5, socket_connect_timeout=0.5)
+    down = Rule(name="RedisDown", kind="redis_down", for_seconds=0.0, severity="critical", summary="Redis is down")
+    with Receiver() as receiver:
+        old, new = (AlertEngine(client, [down], SnapshotCache(client, ttl=0).get, [Webhook(receiver.url)],
+                                interval=0.2, holder=name) for name in ("old", "new"))  # fmt: skip
+        try:
+            assert old.evaluate_once() == [] and new.evaluate_once() is None
+            server.halt()
+            old.evaluate_once()
+            assert receiver.statuses() == ["firing"]  # sent from memory
+            server.start()
+            client.set(LEASE_KEY, "new")  # the lease expired during the outage and the other process took it
+            assert new.evaluate_once() is not None
+            assert old.evaluate_once() is None  # hands its memory over
+            [note] = new.evaluate_once() or []
+            new.deliver()
+            assert note.status == "resolved" and receiver.statuses() == ["firing", "resolved"]
+            assert new.evaluate_once() == [] and old.evaluate_once() is None
+            assert receiver.statuses() == ["firing", "resolved"]
+        finally:
+            server.stop()
