@@ -173,8 +173,13 @@ def send(connection: http.client.HTTPConnection, method: str, path: str, body: A
 def job_bodies(count: int, fail_every: int = 20, seconds: float = 0.0, prefix: str = "load") -> list[dict[str, Any]]:
     """Jobs with ids chosen by the client, so that a retried request cannot enqueue twice."""
     return [
-        {"task": TASK, "args": [n], "kwargs": {"fail": fail_every > 0 and n % fail_every == 0, "seconds": seconds},
-         "queue": QUEUES[n % len(QUEUES)], "job_id": f"{prefix}-{n}"}  # fmt: skip
+        {
+            "task": TASK,
+            "args": [n],
+            "kwargs": {"fail": fail_every > 0 and n % fail_every == 0, "seconds": seconds},
+            "queue": QUEUES[n % len(QUEUES)],
+            "job_id": f"{prefix}-{n}",
+        }  # fmt: skip
         for n in range(count)
     ]
 
@@ -376,7 +381,9 @@ def reconcile(redis: Redis, ids: Sequence[str]) -> Reconciliation:
             seen.setdefault(job_id, []).append(place)
     missing = [i for i in ids if i not in seen]
     duplicated = [i for i in ids if len(seen.get(i, ())) > 1]
-    not_terminal = [i for i in ids if len(seen.get(i, ())) == 1 and seen[i][0].split(":")[1] not in ("finished", "failed")]
+    not_terminal = [
+        i for i in ids if len(seen.get(i, ())) == 1 and seen[i][0].split(":")[1] not in ("finished", "failed")
+    ]
     kinds = Counter(seen[i][0].split(":")[1] for i in ids if len(seen.get(i, ())) == 1)
     return Reconciliation(kinds["finished"], kinds["failed"], missing, duplicated, not_terminal)
 
@@ -409,25 +416,35 @@ class LoadReport:
     @property
     def counters_match(self) -> bool:
         r = self.reconciliation
-        return sum(self.runs.values()) == self.jobs and self.runs["success"] == r.finished and (
-            self.runs["failure"] == r.failed
+        return (
+            sum(self.runs.values()) == self.jobs
+            and self.runs["success"] == r.finished
+            and (self.runs["failure"] == r.failed)
         )
 
     def rows(self) -> list[tuple[str, str]]:
         e, s, r = self.enqueue, self.scraper, self.reconciliation
-        ms = 1000.0
+        responses = ", ".join(f"{n} x {code}" for code, n in sorted(self.viewer_responses.items()))
         return [
-            ("jobs enqueued over HTTP", f"{len(set(e.accepted)):,} by {self.clients} clients into {len(QUEUES)} queues"),
-            ("enqueue latency p50 / p99", f"{percentile(e.latencies, 0.5) * ms:.1f} / {percentile(e.latencies, 0.99) * ms:.1f} ms"),
+            ("jobs enqueued over HTTP", f"{len(set(e.accepted)):,} by {self.clients} clients, {len(QUEUES)} queues"),
+            ("enqueue latency p50 / p99", milliseconds(e.latencies)),
             ("enqueue rate", f"{len(e.accepted) / e.elapsed:,.0f} jobs/s"),
             ("most jobs in flight (queued + running)", f"{s.max_in_flight:,}"),
             ("jobs processed", f"{self.jobs / self.processing_seconds:,.0f} jobs/s by {self.workers} workers"),
-            ("scrape latency p50 / p99 under load", f"{percentile(s.latencies, 0.5) * ms:.1f} / {percentile(s.latencies, 0.99) * ms:.1f} ms ({len(s.latencies)} scrapes, {s.failures} failed)"),
+            ("scrape latency p50 / p99 under load", f"{milliseconds(s.latencies)} ({len(s.latencies)} scrapes, "
+                                                    f"{s.failures} failed)"),
             ("sidecar RSS, peak", f"{max(s.rss or [0]) / 2**20:.0f} MiB"),
-            ("dashboard responses in Chromium", ", ".join(f"{n} x {code}" for code, n in sorted(self.viewer_responses.items())) or "browser off"),
-            ("ended in exactly one terminal registry", f"{r.finished + r.failed:,} of {self.jobs:,} ({r.finished:,} finished, {r.failed:,} failed); missing {len(r.missing)}, duplicated {len(r.duplicated)}, not terminal {len(r.not_terminal)}"),
-            ("exported rqscope_task_runs_total", f"{sum(self.runs.values()):,} ({dict(sorted(self.runs.items()))}); equal to jobs run: {'yes' if self.counters_match else 'NO'}"),
+            ("dashboard responses in Chromium", responses or "browser off"),
+            ("ended in exactly one terminal registry", f"{r.finished + r.failed:,} of {self.jobs:,} "
+                                                       f"({r.finished:,} finished, {r.failed:,} failed)"),
+            ("missing / duplicated / not terminal", f"{len(r.missing)} / {len(r.duplicated)} / {len(r.not_terminal)}"),
+            ("exported rqscope_task_runs_total", f"{sum(self.runs.values()):,} {dict(sorted(self.runs.items()))}"),
+            ("counters equal to jobs run", "yes" if self.counters_match else "NO"),
         ]  # fmt: skip
+
+
+def milliseconds(latencies: Sequence[float]) -> str:
+    return f"{percentile(latencies, 0.5) * 1000:.1f} / {percentile(latencies, 0.99) * 1000:.1f} ms"
 
 
 def run_load(redis: Redis, stack: Stack, jobs: int, clients: int, browser: bool, fail_every: int = 20,

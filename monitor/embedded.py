@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from redis import Redis, RedisError
+from redis.exceptions import AuthenticationError, AuthenticationWrongNumberOfArgsError, ResponseError
 
 from monitor.errors import RqscopeError
 from monitor.settings import Settings
@@ -86,6 +87,8 @@ class EmbeddedRedis:
                 client.ping()
                 client.close()
                 return self
+            except (AuthenticationError, AuthenticationWrongNumberOfArgsError, ResponseError):
+                return self  # it answers, and wants a password (requirepass among extra_args)
             except RedisError:
                 time.sleep(0.05)
         self.stop()

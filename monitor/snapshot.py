@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tasks.metrics import TaskStats, parse_metrics
-from tasks.procstats import ProcessSample
+from tasks.procstats import LIVENESS_FIELD, ProcessSample
 
 QUEUES_KEY = "rq:queues"
 WORKERS_KEY = "rq:workers"
@@ -34,7 +34,7 @@ DEFAULT_WORKER_TTL_SECONDS = 480.0
 # The worker hash fields the snapshot reads, in the order shape_worker unpacks them
 WORKER_FIELDS = (
     "state", "queues", "hostname", "pid", "last_heartbeat", "birth", "current_job", "successful_job_count",
-    "failed_job_count", "total_working_time", "current_job_working_time", "death",
+    "failed_job_count", "total_working_time", "current_job_working_time", "death", LIVENESS_FIELD,
 )  # fmt: skip
 REDIS_INFO_FIELDS = (
     "connected_clients", "blocked_clients", "maxclients", "rejected_connections", "used_memory", "maxmemory",
@@ -157,7 +157,7 @@ def shape_worker(
         values = [None] * len(WORKER_FIELDS)
     texts = (v.decode("utf-8", "replace") if v.__class__ is bytes else v for v in values)
     (state, queues, hostname, pid, heartbeat_text, birth, current_job, successes, failures, working,
-     current_working, death) = texts  # fmt: skip
+     current_working, death, liveness) = texts  # fmt: skip
     heartbeat = parse_time(heartbeat_text)
     age = max(0.0, now - heartbeat.timestamp()) if heartbeat else None
     if state == "started":
@@ -165,6 +165,10 @@ def shape_worker(
     if state not in WORKER_STATES:
         state = "unknown"
     dead = death is not None or age is None or age > ttl
+    interval = _float(liveness)
+    if not dead and interval > 0 and key_name not in processes:
+        born = parse_time(birth)
+        dead = born is None or now - born.timestamp() > 3 * interval
     return WorkerState(
         name=key_name,
         hostname=hostname or "unknown",

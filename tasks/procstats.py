@@ -16,6 +16,9 @@ log = logging.getLogger(__name__)
 
 PROCS_KEY = "rqscope:procs"  # sorted set: process id -> expiry (epoch seconds)
 PROC_KEY_TEMPLATE = "rqscope:proc:{id}"
+# `rqscope worker` writes its publish interval into its RQ worker hash under this field: its samples
+# expire three intervals after its last sign of life, so a killed worker shows as dead in seconds
+LIVENESS_FIELD = "rqscope_publish_interval"
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 

@@ -25,7 +25,7 @@ from rq import Queue, Worker
 from rq.job import Job, JobStatus
 from rq.utils import now
 
-from tasks.procstats import Publisher
+from tasks.procstats import LIVENESS_FIELD, Publisher
 from tasks.registry import REGISTRY, TaskRegistry
 from tasks.runs import Run, defer_to_worker, pending_run, write
 
@@ -96,6 +96,10 @@ class InstrumentedWorker(Worker):
         super().bootstrap(*args, **kwargs)
         if not self.publisher.is_alive():
             self.publisher.start()
+
+    def register_birth(self) -> None:
+        super().register_birth()
+        self.connection.hset(self.key, LIVENESS_FIELD, str(self.publisher.interval))
 
     def teardown(self) -> None:
         self.publisher.stop()

@@ -7,14 +7,21 @@ tests/test_alert_e2e.py.
 
 from __future__ import annotations
 
+import contextlib
+import random
+import signal
+import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import psutil
 import pytest
 from redis import Redis
+from rq.job import Job
 
-from bench.load import Scraper, Stack, enqueue_all, exported_runs, job_bodies, reconcile, settled
+from bench.load import Scraper, Stack, enqueue_all, exported_runs, job_bodies, reconcile, request, settled
 from monitor.embedded import EmbeddedRedis
 from tests.conftest import redis_binary
 from tests.helpers import wait_for
@@ -83,3 +90,91 @@ def test_redis_restarted_mid_load(persistent_redis: EmbeddedRedis, tmp_path: Pat
     assert sum(runs.values()) == jobs
     assert receiver.statuses() == ["firing", "resolved"], receiver.bodies
     assert [alert["labels"]["alertname"] for body in receiver.bodies for alert in body["alerts"]] == ["RedisDown"] * 2
+
+
+def horses(process: subprocess.Popen[bytes]) -> list[psutil.Process]:
+    try:
+        return psutil.Process(process.pid).children()
+    except psutil.NoSuchProcess:
+        return []
+
+
+def kill_horses(workers: list[subprocess.Popen[bytes]], stop: threading.Event, seed: int = 7) -> list[int]:
+    """SIGKILL a running work horse of a random worker every 0.1-0.4 s until `stop` is set."""
+    chooser, killed = random.Random(seed), []
+    while not stop.wait(chooser.uniform(0.1, 0.4)):
+        running = [h for w in workers for h in horses(w)]
+        if running:
+            victim = chooser.choice(running)
+            with contextlib.suppress(psutil.NoSuchProcess):
+                victim.send_signal(signal.SIGKILL)
+                killed.append(victim.pid)
+    return killed
+
+
+UNSERVED_RULES = """rules:
+  - name: QueueWithoutWorkers
+    kind: queue_without_workers
+    for: 1s
+    severity: critical
+    summary: Jobs wait in {queue} and no worker listens to it
+  - name: WorkersDead
+    kind: dead_workers
+    threshold: 0
+    for: 0s
+    severity: warning
+    summary: "{value:.0f} workers stopped sending heartbeats"
+"""
+
+
+@pytest.mark.timeout(300)
+def test_horses_and_a_whole_worker_killed(redis_server: EmbeddedRedis, real_redis: Redis, tmp_path: Path) -> None:
+    served = [body for body in job_bodies(240, fail_every=0, seconds=0.2) if body["queue"] != "low"]
+    lonely = [body for body in job_bodies(240, fail_every=0, seconds=0.2) if body["queue"] == "low"]
+    with Receiver() as receiver, Stack(redis_server.url, 0, alert_env(tmp_path, receiver, UNSERVED_RULES),
+                                       logs=tmp_path) as stack:  # fmt: skip
+        pair = [stack.start_worker(f"pair-{n}", ("high", "default")) for n in range(2)]
+        solo = stack.start_worker("solo", ("low",))
+        enqueue_all(stack.url, served + lonely, clients=4)
+        stop = threading.Event()
+        kills: list[int] = []
+        killer = threading.Thread(target=lambda: kills.extend(kill_horses(pair, stop)))
+        killer.start()
+        wait_for(lambda: horses(solo), timeout=60)
+        running_job = real_redis.hget("rq:worker:solo", "current_job")
+        for process in [*horses(solo), psutil.Process(solo.pid)]:
+            process.send_signal(signal.SIGKILL)
+        wait_for(lambda: not (real_redis.llen("rq:queue:high") or real_redis.llen("rq:queue:default")), timeout=120)
+        stop.set()
+        killer.join(10)
+        wait_for(lambda: not (real_redis.zcard("rq:wip:high") or real_redis.zcard("rq:wip:default")), timeout=60)
+        # the dead worker is flagged within three of its publish intervals (1 s here), not RQ's 480 s
+        wait_for(lambda: 'rqscope_workers{state="dead"} 1.0' in request("GET", stack.url + "/metrics")[1].decode(),
+                 timeout=15)  # fmt: skip
+        wait_for(lambda: {"QueueWithoutWorkers", "WorkersDead"} <= firing(receiver), timeout=30)
+        wait_for(lambda: sum(exported_runs(stack.url).values()) >= len(served), timeout=10, interval=0.2)
+        runs = exported_runs(stack.url)
+    outcome = reconcile(real_redis, [body["job_id"] for body in served])
+    assert (outcome.missing, outcome.duplicated, outcome.not_terminal) == ([], [], [])
+    assert len(kills) >= 3 and outcome.failed >= 1
+    assert runs["killed"] == outcome.failed and runs["success"] == outcome.finished
+    assert sum(runs.values()) == len(served)
+    for queue in ("high", "default"):
+        for job in Job.fetch_many([i.decode() for i in real_redis.zrange(f"rq:failed:{queue}", 0, -1)], real_redis):
+            result = job.latest_result() if job is not None else None
+            assert result is not None and "Work-horse terminated unexpectedly" in (result.exc_string or "")
+    # the job the dead worker held stays where it was, visible, and nothing else on its queue moved
+    assert running_job is not None
+    assert [e.split(b":")[0] for e in real_redis.zrange("rq:wip:low", 0, -1)] == [running_job]
+    assert real_redis.llen("rq:queue:low") == len(lonely) - 1 - real_redis.zcard("rq:finished:low")
+    assert [
+        a["labels"].get("queue") for a in alerts(receiver) if a["labels"]["alertname"] == "QueueWithoutWorkers"
+    ] == ["low"]
+
+
+def alerts(receiver: Receiver) -> list[dict[str, Any]]:
+    return [alert for body in receiver.bodies for alert in body["alerts"]]
+
+
+def firing(receiver: Receiver) -> set[str]:
+    return {a["labels"]["alertname"] for a in alerts(receiver) if a["status"] == "firing"}

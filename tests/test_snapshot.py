@@ -171,6 +171,20 @@ def test_stale_heartbeat_marks_a_worker_dead() -> None:
     assert worker.dead and worker.state == "dead"
 
 
+def test_rqscope_worker_without_live_process_stats_is_dead_within_three_intervals() -> None:
+    from tasks.procstats import LIVENESS_FIELD, ProcessSample
+
+    now = time.time()
+    heard = fields(state=b"busy", last_heartbeat=utc(2).encode(), birth=utc(20).encode(), **{LIVENESS_FIELD: b"5"})
+    assert shape_worker("w", heard, now, {}, 480).dead  # its stats expired: SIGKILLed or frozen
+    sample = ProcessSample("worker", "h", 1, "w", 1, 0.0, 0, 1, 10, now)
+    assert not shape_worker("w", heard, now, {"w": sample}, 480).dead
+    newborn = fields(state=b"idle", last_heartbeat=utc(1).encode(), birth=utc(1).encode(), **{LIVENESS_FIELD: b"5"})
+    assert not shape_worker("w", newborn, now, {}, 480).dead  # has not published yet
+    stock = fields(state=b"busy", last_heartbeat=utc(2).encode(), birth=utc(20).encode())
+    assert not shape_worker("w", stock, now, {}, 480).dead  # a stock rq worker publishes nothing
+
+
 def test_parse_time() -> None:
     assert parse_time(b"2024-05-01T10:00:00.123456Z") == datetime(2024, 5, 1, 10, 0, 0, 123456, tzinfo=UTC)
     assert parse_time(None) is None and parse_time(b"") is None and parse_time("garbage") is None
