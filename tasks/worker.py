@@ -181,6 +181,12 @@ class InstrumentedWorker(Worker):
 
     def cleanup_execution(self, job: Job, pipeline: Pipeline) -> None:
         super().cleanup_execution(job, pipeline)
+        if self._failing and not self.is_horse:
+            # a horse killed before it started leaves its job in RQ's intermediate (dequeuing) list;
+            # failing the job takes it out, so that it is in one place only
+            for queue in self.queues:
+                if queue.name == job.origin:
+                    pipeline.lrem(queue.intermediate_queue_key, 0, job.id)
         if self._failing:
             # RQ commits a failed job's status in a pipeline of its own before the failed-count one;
             # the run goes with the status, so that an outage between the two cannot lose or repeat it

@@ -8,10 +8,12 @@ tests/test_alert_e2e.py.
 from __future__ import annotations
 
 import contextlib
+import json
 import random
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,11 +23,13 @@ import pytest
 from redis import Redis
 from rq.job import Job
 
-from bench.load import Scraper, Stack, enqueue_all, exported_runs, job_bodies, reconcile, request, settled
+from bench import load
+from bench.load import Scraper, Stack, enqueue_all, exported_runs, job_bodies, reconcile, request
 from monitor.embedded import EmbeddedRedis
 from tests.conftest import redis_binary
 from tests.helpers import wait_for
 from tests.receivers import Receiver
+from tests.test_retry import make_failed
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 REDIS_DOWN_RULE = """rules:
@@ -74,7 +78,7 @@ def test_redis_restarted_mid_load(persistent_redis: EmbeddedRedis, tmp_path: Pat
         wait_for(lambda: receiver.statuses() == ["firing"], timeout=30)
         persistent_redis.start()
         producer.join(180)
-        wait_for(lambda: settled(redis), timeout=120, interval=0.2)
+        wait_for(lambda: load.settled(redis), timeout=120, interval=0.2)
         wait_for(lambda: len(receiver.statuses()) >= 2, timeout=30)
         wait_for(lambda: scraper.up[-1] == 1.0, timeout=10)
         scraper.stop()
@@ -99,10 +103,12 @@ def horses(process: subprocess.Popen[bytes]) -> list[psutil.Process]:
         return []
 
 
-def kill_horses(workers: list[subprocess.Popen[bytes]], stop: threading.Event, seed: int = 7) -> list[int]:
-    """SIGKILL a running work horse of a random worker every 0.1-0.4 s until `stop` is set."""
-    chooser, killed = random.Random(seed), []
-    while not stop.wait(chooser.uniform(0.1, 0.4)):
+def kill_horses(
+    workers: list[subprocess.Popen[bytes]], stop: threading.Event, pace: tuple[float, float] = (0.1, 0.4)
+) -> list[int]:
+    """SIGKILL a running work horse of a random worker every `pace` seconds until `stop` is set."""
+    chooser, killed = random.Random(7), []
+    while not stop.wait(chooser.uniform(*pace)):
         running = [h for w in workers for h in horses(w)]
         if running:
             victim = chooser.choice(running)
@@ -178,3 +184,54 @@ def alerts(receiver: Receiver) -> list[dict[str, Any]]:
 
 def firing(receiver: Receiver) -> set[str]:
     return {a["labels"]["alertname"] for a in alerts(receiver) if a["status"] == "firing"}
+
+
+@pytest.mark.timeout(300)
+def test_retry_all_while_workers_die_and_redis_pauses(redis_server: EmbeddedRedis, real_redis: Redis,
+                                                      tmp_path: Path) -> None:  # fmt: skip
+    ids = make_failed(real_redis, 10_000)
+    env = {"RQSCOPE_TASK_MODULES": "tests.sample_tasks", "RQSCOPE_REDIS_TIMEOUT": "10"}
+    with Stack(redis_server.url, 0, env, logs=tmp_path) as stack:
+        workers = [stack.start_worker(f"retry-{n}", ("default",)) for n in range(3)]
+        wait_for(lambda: real_redis.scard("rq:workers") == 3, timeout=30)
+        stop = threading.Event()
+        kills: list[int] = []
+        killer = threading.Thread(target=lambda: kills.extend(kill_horses(workers[:2], stop, pace=(0.05, 0.2))))
+        pauses: list[int] = []
+        pauser = threading.Thread(target=lambda: pauses.append(pause_redis(redis_server.url, 4.0, 0.25)))
+        retried: list[int] = []
+        killer.start()
+        pauser.start()
+        time.sleep(0.1)  # Redis is asleep when the retry starts, and keeps pausing between its batches
+        while not retried or pauser.is_alive():
+            code, body = request("POST", stack.url + "/api/queues/default/retry", {}, timeout=60)
+            if code == 200:
+                retried.append(json.loads(body)["retried"])
+            if len(retried) == 1:
+                wait_for(lambda: horses(workers[2]), timeout=30)
+                for process in [*horses(workers[2]), psutil.Process(workers[2].pid)]:
+                    process.send_signal(signal.SIGKILL)  # a whole worker, mid-job
+        pauser.join(30)
+        stop.set()
+        killer.join(10)
+        for process in workers[:2]:
+            process.terminate()  # a warm shutdown: each finishes its job, so nothing moves while we count
+            process.wait(60)
+    seen: dict[str, list[str]] = {}
+    for place, members in load.places(real_redis).items():
+        for job_id in members:
+            seen.setdefault(job_id, []).append(place)
+    assert {i: seen.get(i) for i in ids if len(seen.get(i, ())) != 1} == {}
+    assert sum(retried) >= 10_000 and kills and pauses[0] >= 10 and real_redis.zcard("rq:finished:default") > 0
+
+
+def pause_redis(url: str, duration: float, seconds: float) -> int:
+    """Freeze the whole server with DEBUG SLEEP, back to back, as a slow disk or a stuck fork would;
+    every other client's command waits for the end of the current pause."""
+    client = Redis.from_url(url, socket_timeout=seconds + 5)
+    deadline, pauses = time.monotonic() + duration, 0
+    while time.monotonic() < deadline:
+        client.execute_command("DEBUG", "SLEEP", seconds)
+        pauses += 1
+    client.close()
+    return pauses
