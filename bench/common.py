@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+import psutil
 from redis import Connection, ConnectionPool, Redis
 
 from monitor.embedded import EmbeddedRedis
@@ -47,6 +49,26 @@ def timed_run(command: Sequence[str], env: dict[str, str], timeout: float = 600)
     started = time.perf_counter()
     subprocess.run(command, env=env, cwd=REPO, check=True, timeout=timeout, stdout=subprocess.DEVNULL)
     return time.perf_counter() - started
+
+
+def stop_process(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 15) -> None:
+    """Stop a process and every child it left behind."""
+    try:
+        children = psutil.Process(process.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        children = []
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+    for child in children:
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
 
 
 def percentile(values: Sequence[float], q: float) -> float:

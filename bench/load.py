@@ -31,7 +31,7 @@ import psutil
 from redis import Redis
 from werkzeug.security import generate_password_hash
 
-from bench.common import REPO, machine, percentile, throwaway_redis
+from bench.common import REPO, machine, percentile, stop_process, throwaway_redis
 from monitor.embedded import free_port
 
 QUEUES = ("high", "default", "low")
@@ -46,26 +46,6 @@ DASHBOARD_PAGES = ("/", "/queues/default/failed", "/workers", "/tasks", "/queues
 
 def rqscope(*args: str) -> list[str]:
     return [sys.executable, "-m", "web.cli", *args]
-
-
-def stop_tree(process: subprocess.Popen[bytes], timeout: float = 15) -> None:
-    """Stop a process and whatever it left behind, by pid."""
-    try:
-        children = psutil.Process(process.pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        children = []
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
-    for child in children:
-        try:
-            child.kill()
-        except psutil.NoSuchProcess:
-            pass
 
 
 def wait_until(predicate: Any, timeout: float, interval: float = 0.1, what: str = "condition") -> Any:
@@ -124,9 +104,9 @@ class Stack:
 
     def close(self) -> None:
         for process in self.workers.values():
-            stop_tree(process)
+            stop_process(process)
         if self.serve is not None:
-            stop_tree(self.serve)
+            stop_process(self.serve)
 
     def sidecar_rss(self) -> int:
         """Resident memory of `rqscope serve` and its gunicorn workers, in bytes."""

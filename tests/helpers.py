@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+
+from bench.common import stop_process as stop
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -21,28 +22,6 @@ def rqscope_command(*args: str) -> list[str]:
 def spawn(args: list[str], env: Mapping[str, str] | None = None, **kwargs: object) -> subprocess.Popen[bytes]:
     full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
     return subprocess.Popen(args, cwd=REPO, env=full_env, **kwargs)  # type: ignore[call-overload,no-any-return]
-
-
-def stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 15) -> None:
-    """Stop a process and every child it left behind."""
-    import psutil
-
-    try:
-        children = psutil.Process(process.pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        children = []
-    if process.poll() is None:
-        process.send_signal(sig)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
-    for child in children:
-        try:
-            child.kill()
-        except psutil.NoSuchProcess:
-            pass
 
 
 @contextmanager

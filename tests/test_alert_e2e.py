@@ -18,6 +18,8 @@ from tests.helpers import http_status, rqscope_command, spawn, stop, wait_for
 from tests.receivers import Receiver
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
+INTERVAL = 0.5
+LEASE_SECONDS = 3 * INTERVAL
 RULES = """rules:
   - name: Backlog
     kind: queue_depth
@@ -34,7 +36,7 @@ def sidecars(redis_server: EmbeddedRedis, real_redis: Redis, tmp_path: Path) -> 
     rules.write_text(RULES)
     with Receiver() as receiver:
         env = {"RQSCOPE_REDIS_URL": redis_server.url, "RQSCOPE_ALERT_RULES": str(rules),
-               "RQSCOPE_ALERT_INTERVAL": "0.5", "RQSCOPE_ALERT_WEBHOOK_URLS": receiver.url,
+               "RQSCOPE_ALERT_INTERVAL": str(INTERVAL), "RQSCOPE_ALERT_WEBHOOK_URLS": receiver.url,
                "RQSCOPE_SNAPSHOT_TTL": "0.1", "RQSCOPE_TASK_MODULES": "tests.sample_tasks",
                "RQSCOPE_LOG_LEVEL": "WARNING"}  # fmt: skip
         processes = []
@@ -70,10 +72,15 @@ def test_one_firing_one_resolved_across_a_leader_crash(sidecars, real_redis: Red
     time.sleep(3)  # six more evaluation rounds across three processes and six gunicorn workers
     assert receiver.statuses() == ["firing"]
     leader = leader_process(real_redis, processes)
+    holder = real_redis.get(LEASE_KEY)
     for child in psutil.Process(leader.pid).children(recursive=True):  # type: ignore[attr-defined]
         os.kill(child.pid, signal.SIGKILL)
     os.kill(leader.pid, signal.SIGKILL)  # type: ignore[attr-defined]
+    killed_at = time.monotonic()
     real_redis.delete("rq:queue:default")
+    wait_for(lambda: real_redis.get(LEASE_KEY) not in (None, holder), timeout=10, interval=0.02)
+    # the lease (3 intervals, 1.5 s) runs out, then the next tick of another process takes it
+    assert time.monotonic() - killed_at < LEASE_SECONDS + INTERVAL + 1.0  # 1 s for a loaded CI machine
     wait_for(lambda: len(receiver.statuses()) == 2, timeout=30)
     time.sleep(2)
     assert receiver.statuses() == ["firing", "resolved"]

@@ -118,6 +118,13 @@ def kill_horses(
     return killed
 
 
+def kill_whole_worker(worker: subprocess.Popen[bytes]) -> None:
+    """SIGKILL a worker and its horse (which may just have finished its job and gone)."""
+    for process in [*horses(worker), psutil.Process(worker.pid)]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.send_signal(signal.SIGKILL)
+
+
 UNSERVED_RULES = """rules:
   - name: QueueWithoutWorkers
     kind: queue_without_workers
@@ -148,8 +155,7 @@ def test_horses_and_a_whole_worker_killed(redis_server: EmbeddedRedis, real_redi
         killer.start()
         wait_for(lambda: horses(solo), timeout=60)
         running_job = real_redis.hget("rq:worker:solo", "current_job")
-        for process in [*horses(solo), psutil.Process(solo.pid)]:
-            process.send_signal(signal.SIGKILL)
+        kill_whole_worker(solo)
         wait_for(lambda: not (real_redis.llen("rq:queue:high") or real_redis.llen("rq:queue:default")), timeout=120)
         stop.set()
         killer.join(10)
@@ -207,10 +213,10 @@ def test_retry_all_while_workers_die_and_redis_pauses(redis_server: EmbeddedRedi
             code, body = request("POST", stack.url + "/api/queues/default/retry", {}, timeout=60)
             if code == 200:
                 retried.append(json.loads(body)["retried"])
-            if len(retried) == 1:
+            if retried and workers[2].poll() is None:
                 wait_for(lambda: horses(workers[2]), timeout=30)
-                for process in [*horses(workers[2]), psutil.Process(workers[2].pid)]:
-                    process.send_signal(signal.SIGKILL)  # a whole worker, mid-job
+                kill_whole_worker(workers[2])  # mid-job
+                workers[2].wait(10)
         pauser.join(30)
         stop.set()
         killer.join(10)
