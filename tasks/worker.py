@@ -13,28 +13,25 @@ its outcome is settled by the parent once Redis answers (from the job's status, 
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from redis.client import Pipeline
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Queue, Worker
+from rq.executions import Execution
 from rq.job import Job, JobStatus
 from rq.utils import now
+from rq.worker import WorkerStatus
 
+from tasks.outage import REDIS_UNAVAILABLE, ClaimingQueue, wait_out
 from tasks.procstats import LIVENESS_FIELD, Publisher
 from tasks.registry import REGISTRY, TaskRegistry
 from tasks.runs import Run, defer_to_worker, pending_run, write
 
 DEFAULT_QUEUES = ("high", "default", "low")
-REDIS_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError)
-OUTAGE_BACKOFF_CAP = 30.0
 UNRECORDED = "Work-horse ended without recording the job's outcome (Redis was unavailable)"
 T = TypeVar("T")
-log = logging.getLogger(__name__)
 
 
 def unrecorded_outcome(elapsed: float, timeout: int | float | None) -> str:
@@ -42,40 +39,6 @@ def unrecorded_outcome(elapsed: float, timeout: int | float | None) -> str:
     if timeout is not None and timeout > 0 and elapsed >= timeout:
         return "timeout"
     return "killed"
-
-
-def _wait_out(step: Callable[..., T], *args: Any, log_as: str = "") -> T:
-    """Run a Redis step, retrying with a capped backoff while Redis is unavailable."""
-    wait = 0.5
-    while True:
-        try:
-            return step(*args)
-        except REDIS_UNAVAILABLE as exc:
-            log.warning("%sRedis unavailable (%s); retrying in %.1f s", log_as, exc, wait)
-            time.sleep(wait)
-            wait = min(wait * 2, OUTAGE_BACKOFF_CAP)
-
-
-class ClaimingQueue(Queue):
-    """A Queue whose dequeue keeps a job it has popped even when Redis goes away before the fetch.
-
-    With more than one queue RQ pops the id (LPOP) and then reads the job; an outage between the
-    two would leave the job in no queue and no registry. Here the fetch waits for Redis instead.
-    """
-
-    @classmethod
-    def dequeue_any(  # type: ignore[override]
-        cls, queues: Any, timeout: int | None, connection: Any, *args: Any, **kwargs: Any
-    ) -> Any:
-        try:
-            return super().dequeue_any(queues, timeout, connection, *args, **kwargs)
-        except REDIS_UNAVAILABLE as exc:
-            job_id, queue = getattr(exc, "job_id", None), getattr(exc, "queue", None)
-            if job_id is None or queue is None:
-                raise  # nothing was popped
-            log.warning("Redis went away while job %s was being dequeued; keeping it", job_id)
-            job = _wait_out(queue.fetch_job, job_id, log_as=f"dequeued job {job_id}: ")
-            return (job, queue) if job is not None else None
 
 
 class InstrumentedWorker(Worker):
@@ -103,7 +66,10 @@ class InstrumentedWorker(Worker):
 
     def teardown(self) -> None:
         self.publisher.stop()
-        super().teardown()
+        try:
+            super().teardown()
+        except REDIS_UNAVAILABLE as exc:  # quitting during an outage: RQ's key expires on its own
+            self.log.warning("Worker %s: could not register its death: %s", self.name, exc)
 
     def fork_work_horse(self, job: Job, queue: Queue) -> None:
         self._forked_at = time.monotonic()
@@ -118,7 +84,7 @@ class InstrumentedWorker(Worker):
     def _patiently(self, step: Callable[..., T], *args: Any) -> T:
         if self.is_horse or self._stop_requested:
             return step(*args)
-        return _wait_out(step, *args, log_as=f"Worker {self.name}: ")
+        return wait_out(step, *args, log_as=f"Worker {self.name}: ")
 
     def check_for_suspension(self, burst: bool) -> None:
         self._patiently(super().check_for_suspension, burst)
@@ -132,8 +98,23 @@ class InstrumentedWorker(Worker):
     def set_state(self, state: str, pipeline: Pipeline | None = None) -> None:
         self._patiently(super().set_state, state, pipeline)
 
-    def prepare_execution(self, job: Job) -> Any:
-        return self._patiently(super().prepare_execution, job)
+    def prepare_execution(self, job: Job) -> Execution:
+        return self._patiently(self._prepare_execution, job)
+
+    def _prepare_execution(self, job: Job) -> Execution:
+        """RQ's prepare_execution, which also takes the job off RQ's intermediate (dequeuing) list.
+
+        RQ leaves that to the horse, so a worker or horse killed in between left the job both there
+        and in the started or failed registry; here it moves in one transaction.
+        """
+        with self.connection.pipeline() as pipeline:
+            self.execution = Execution.create(job, self.get_heartbeat_ttl(job), pipeline=pipeline,
+                                              worker_name=self.name)  # fmt: skip
+            self.set_state(WorkerStatus.BUSY, pipeline=pipeline)
+            if len(self.queues) == 1:  # RQ dequeues through the intermediate list only from one queue
+                pipeline.lrem(self.queues[0].intermediate_queue_key, 1, job.id)
+            pipeline.execute()
+        return self.execution
 
     def maintain_heartbeats(self, job: Job) -> None:
         try:
@@ -181,12 +162,6 @@ class InstrumentedWorker(Worker):
 
     def cleanup_execution(self, job: Job, pipeline: Pipeline) -> None:
         super().cleanup_execution(job, pipeline)
-        if self._failing and not self.is_horse:
-            # a horse killed before it started leaves its job in RQ's intermediate (dequeuing) list;
-            # failing the job takes it out, so that it is in one place only
-            for queue in self.queues:
-                if queue.name == job.origin:
-                    pipeline.lrem(queue.intermediate_queue_key, 0, job.id)
         if self._failing:
             # RQ commits a failed job's status in a pipeline of its own before the failed-count one;
             # the run goes with the status, so that an outage between the two cannot lose or repeat it

@@ -9,6 +9,7 @@ import pytest
 from redis import Redis
 from werkzeug.security import generate_password_hash
 
+from bench.stack import CHROMIUM, CHROMIUM_ARGS
 from monitor.embedded import EmbeddedRedis, free_port
 from tasks.registry import enqueue
 from tasks.worker import InstrumentedWorker
@@ -16,9 +17,6 @@ from tests.helpers import REPO, http_status, rqscope_command, spawn, stop, wait_
 from tests.test_retry import make_failed
 
 pytestmark = [pytest.mark.redis, pytest.mark.browser, pytest.mark.slow]
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic"]  # fmt: skip
 PASSWORD = "correct horse battery"
 PAYLOAD = "<script>window.__pwned=1</script><img src=x onerror=window.__pwned=1>{{7*7}}"
 ARTIFACTS = REPO / "test-artifacts"

@@ -8,7 +8,8 @@ import os
 
 import pytest
 
-from bench.load import CHROMIUM, load_stack, run_load
+from bench.load import load_stack, run_load
+from bench.stack import CHROMIUM
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow, pytest.mark.browser]
 

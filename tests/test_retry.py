@@ -11,6 +11,7 @@ from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry
 from rq.results import Result
 
+from bench import ledger
 from monitor.retry import Retrier, batches
 from monitor.settings import Settings
 from tasks.registry import enqueue
@@ -40,17 +41,8 @@ def make_failed(redis: Redis, count: int, queue: str = "default") -> list[str]:
 
 
 def places(redis: Redis, queue: str = "default") -> dict[str, list[str]]:
-    def decoded(items: list[bytes]) -> list[str]:
-        return [i.decode() for i in items]
-
-    return {
-        "queued": decoded(redis.lrange(f"rq:queue:{queue}", 0, -1)),
-        # RQ moves a job here while it dequeues it; its maintenance puts stranded ones back
-        "dequeuing": decoded(redis.lrange(f"rq:queue:{queue}:intermediate", 0, -1)),
-        "failed": decoded(redis.zrange(f"rq:failed:{queue}", 0, -1)),
-        "finished": decoded(redis.zrange(f"rq:finished:{queue}", 0, -1)),
-        "started": [entry.split(":")[0] for entry in decoded(redis.zrange(f"rq:wip:{queue}", 0, -1))],
-    }
+    """Where RQ holds job ids of the queue: queued, dequeuing, started, finished, failed..."""
+    return {key.split(":", 1)[1]: ids for key, ids in ledger.places(redis, (queue,)).items()}
 
 
 def assert_each_once(redis: Redis, ids: list[str]) -> None:

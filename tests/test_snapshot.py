@@ -174,14 +174,16 @@ def test_stale_heartbeat_marks_a_worker_dead() -> None:
 def test_rqscope_worker_without_live_process_stats_is_dead_within_three_intervals() -> None:
     from tasks.procstats import LIVENESS_FIELD, ProcessSample
 
-    now = time.time()
-    heard = fields(state=b"busy", last_heartbeat=utc(2).encode(), birth=utc(20).encode(), **{LIVENESS_FIELD: b"5"})
-    assert shape_worker("w", heard, now, {}, 480).dead  # its stats expired: SIGKILLed or frozen
+    now, interval = time.time(), {LIVENESS_FIELD: b"5"}
+    silent = fields(state=b"busy", last_heartbeat=utc(20).encode(), birth=utc(60).encode(), **interval)
+    assert shape_worker("w", silent, now, {}, 480).dead  # its stats expired: SIGKILLed or frozen
     sample = ProcessSample("worker", "h", 1, "w", 1, 0.0, 0, 1, 10, now)
-    assert not shape_worker("w", heard, now, {"w": sample}, 480).dead
-    newborn = fields(state=b"idle", last_heartbeat=utc(1).encode(), birth=utc(1).encode(), **{LIVENESS_FIELD: b"5"})
-    assert not shape_worker("w", newborn, now, {}, 480).dead  # has not published yet
-    stock = fields(state=b"busy", last_heartbeat=utc(2).encode(), birth=utc(20).encode())
+    assert not shape_worker("w", silent, now, {"w": sample}, 480).dead
+    back = fields(state=b"idle", last_heartbeat=utc(1).encode(), birth=utc(60).encode(), **interval)
+    assert not shape_worker("w", back, now, {}, 480).dead  # back from a Redis outage, not published yet
+    newborn = fields(state=b"idle", last_heartbeat=utc(20).encode(), birth=utc(1).encode(), **interval)
+    assert not shape_worker("w", newborn, now, {}, 480).dead
+    stock = fields(state=b"busy", last_heartbeat=utc(20).encode(), birth=utc(60).encode())
     assert not shape_worker("w", stock, now, {}, 480).dead  # a stock rq worker publishes nothing
 
 

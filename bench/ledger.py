@@ -1,0 +1,77 @@
+"""Where jobs ended: every place RQ can hold a job id, and the run counters rqscope exported."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from redis import Redis
+
+from bench.stack import QUEUES, TASK, request
+
+
+def settled(redis: Redis) -> bool:
+    """No job queued, being dequeued or running on any load queue."""
+    with redis.pipeline(transaction=False) as pipe:
+        for queue in QUEUES:
+            pipe.llen(f"rq:queue:{queue}")
+            pipe.llen(f"rq:queue:{queue}:intermediate")
+            pipe.zcard(f"rq:wip:{queue}")
+        return not any(pipe.execute())
+
+
+def places(redis: Redis, queues: Sequence[str] = QUEUES) -> dict[str, list[str]]:
+    """Every job id RQ holds for the queues, by "queue:place"."""
+    found: dict[str, list[str]] = {}
+    for queue in queues:
+        found[f"{queue}:queued"] = [i.decode() for i in redis.lrange(f"rq:queue:{queue}", 0, -1)]
+        found[f"{queue}:dequeuing"] = [i.decode() for i in redis.lrange(f"rq:queue:{queue}:intermediate", 0, -1)]
+        found[f"{queue}:started"] = [e.decode().split(":")[0] for e in redis.zrange(f"rq:wip:{queue}", 0, -1)]
+        for registry in ("finished", "failed", "scheduled", "deferred", "canceled"):
+            found[f"{queue}:{registry}"] = [i.decode() for i in redis.zrange(f"rq:{registry}:{queue}", 0, -1)]
+    return found
+
+
+@dataclass
+class Reconciliation:
+    finished: int
+    failed: int
+    missing: list[str]
+    duplicated: list[str]
+    not_terminal: list[str]
+
+    @property
+    def exact(self) -> bool:
+        return not (self.missing or self.duplicated or self.not_terminal)
+
+
+def reconcile(redis: Redis, ids: Sequence[str]) -> Reconciliation:
+    """Where each id ended: exactly one terminal registry is the only right answer."""
+    seen: dict[str, list[str]] = {}
+    for place, members in places(redis).items():
+        for job_id in members:
+            seen.setdefault(job_id, []).append(place)
+    missing = [i for i in ids if i not in seen]
+    duplicated = [i for i in ids if len(seen.get(i, ())) > 1]
+    not_terminal = [
+        i for i in ids if len(seen.get(i, ())) == 1 and seen[i][0].split(":")[1] not in ("finished", "failed")
+    ]
+    kinds = Counter(seen[i][0].split(":")[1] for i in ids if len(seen.get(i, ())) == 1)
+    return Reconciliation(kinds["finished"], kinds["failed"], missing, duplicated, not_terminal)
+
+
+def exported_runs(url: str, task: str = TASK, queues: Sequence[str] = QUEUES) -> Counter[str]:
+    """rqscope_task_runs_total for one task, summed over the queues, by outcome."""
+    code, body = request("GET", url + "/metrics")
+    if code != 200:
+        raise RuntimeError(f"/metrics answered {code}")
+    runs: Counter[str] = Counter()
+    wanted = {f'queue="{queue}"' for queue in queues}
+    for line in body.decode().splitlines():
+        if not (line.startswith("rqscope_task_runs_total{") and f'task="{task}"' in line):
+            continue
+        if any(label in line for label in wanted):
+            outcome = line.split('outcome="', 1)[1].split('"', 1)[0]
+            runs[outcome] += int(float(line.rsplit(" ", 1)[1]))
+    return runs
