@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from redis.client import Pipeline
+from redis.exceptions import ConnectionError as RedisConnectionError
 from rq import Queue, Worker
 from rq.executions import Execution
 from rq.job import Job, JobStatus
@@ -159,6 +160,10 @@ class InstrumentedWorker(Worker):
         finally:
             self._failing = False
             self._parent_run = None
+        # RQ logs and swallows a failed bookkeeping pipeline, and a job left `started` would stay in
+        # the started registry for good: raise instead, so that the parent settles it once Redis is back
+        if job.get_status(refresh=True) == JobStatus.STARTED:
+            raise RedisConnectionError(f"the failure of job {job.id} was not recorded")
 
     def cleanup_execution(self, job: Job, pipeline: Pipeline) -> None:
         super().cleanup_execution(job, pipeline)

@@ -41,8 +41,10 @@ def make_failed(redis: Redis, count: int, queue: str = "default") -> list[str]:
 
 
 def places(redis: Redis, queue: str = "default") -> dict[str, list[str]]:
-    """Where RQ holds job ids of the queue: queued, dequeuing, started, finished, failed..."""
-    return {key.split(":", 1)[1]: ids for key, ids in ledger.places(redis, (queue,)).items()}
+    """Where RQ holds job ids of the queue: queued, dequeuing, started, finished, failed (and, when
+    there are any, scheduled, deferred, canceled)."""
+    found = {key.split(":", 1)[1]: ids for key, ids in ledger.places(redis, (queue,)).items()}
+    return {place: ids for place, ids in found.items() if ids or place not in ("scheduled", "deferred", "canceled")}
 
 
 def assert_each_once(redis: Redis, ids: list[str]) -> None:
