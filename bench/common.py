@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import psutil
 from redis import Connection, ConnectionPool, Redis
@@ -69,6 +70,18 @@ def stop_process(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM, ti
             child.kill()
         except psutil.NoSuchProcess:
             pass
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.1, what: str = "condition") -> Any:
+    """The first truthy value of `predicate`, polled every `interval` s; TimeoutError after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not met within {timeout}s")
+        time.sleep(interval)
 
 
 def percentile(values: Sequence[float], q: float) -> float:

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import psutil
 from werkzeug.security import generate_password_hash
 
-from bench.common import REPO, stop_process
+from bench.common import REPO, stop_process, wait_until
 from monitor.embedded import free_port
 
 QUEUES = ("high", "default", "low")
@@ -35,17 +35,6 @@ DASHBOARD_PAGES = ("/", "/queues/default/failed", "/workers", "/tasks", "/queues
 
 def rqscope(*args: str) -> list[str]:
     return [sys.executable, "-m", "web.cli", *args]
-
-
-def wait_until(predicate: Any, timeout: float, interval: float = 0.1, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: not met within {timeout:.0f}s")
-        time.sleep(interval)
 
 
 class Stack:

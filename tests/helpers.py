@@ -4,19 +4,15 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
 from bench.common import stop_process as stop
+from bench.common import wait_until
+from bench.stack import rqscope as rqscope_command  # noqa: F401 - the tests' name for it
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def rqscope_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "web.cli", *args]
 
 
 def spawn(args: list[str], env: Mapping[str, str] | None = None, **kwargs: object) -> subprocess.Popen[bytes]:
@@ -36,14 +32,10 @@ def running(
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 20.0, interval: float = 0.05) -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(interval)
+    try:
+        return wait_until(predicate, timeout, interval)
+    except TimeoutError as exc:
+        raise AssertionError(str(exc)) from None
 
 
 def http_status(url: str) -> int:

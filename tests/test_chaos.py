@@ -29,6 +29,7 @@ from bench.ledger import exported_runs, reconcile
 from bench.load import enqueue_all, job_bodies
 from bench.stack import QUEUES, Scraper, Stack, request
 from monitor.embedded import EmbeddedRedis
+from tasks.metrics import METRICS_KEY, parse_metrics
 from tests.conftest import redis_binary
 from tests.helpers import wait_for
 from tests.receivers import Receiver
@@ -96,7 +97,6 @@ def test_redis_restarted_mid_load(persistent_redis: EmbeddedRedis, tmp_path: Pat
         runs = exported_runs(stack.url)
         timeline = []
         if sum(runs.values()) != jobs:
-            from tasks.metrics import METRICS_KEY, parse_metrics
             for _ in range(20):
                 direct = sum(st.runs for st in parse_metrics(redis.hgetall(METRICS_KEY)).values())
                 timeline.append((round(time.monotonic(), 1), sum(exported_runs(stack.url).values()), direct))
