@@ -81,6 +81,11 @@ class TaskRegistry:
     def by_func_path(self, path: str | None) -> TaskSpec | None:
         return self._by_path.get(path or "")
 
+    def task_name(self, path: str | None) -> str | None:
+        """The registered name of the task at a function path, if there is one."""
+        spec = self.by_func_path(path)
+        return spec.name if spec is not None else None
+
     def names(self) -> list[str]:
         return sorted(self._by_name)
 

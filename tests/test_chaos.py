@@ -180,6 +180,9 @@ def test_horses_and_a_whole_worker_killed(redis_server: EmbeddedRedis, real_redi
         wait_for(lambda: 'rqscope_workers{state="dead"} 1.0' in request("GET", stack.url + "/metrics")[1].decode(),
                  timeout=15)  # fmt: skip
         wait_for(lambda: {"QueueWithoutWorkers", "WorkersDead"} <= firing(receiver), timeout=30)
+        # an operator cleans the dead worker up: its registration goes, and the job it held fails
+        assert request("POST", stack.url + "/workers/solo/forget")[0] == 302
+        wait_for(lambda: exported_runs(stack.url, queues=("low",))["killed"] == 1, timeout=10, interval=0.2)
         served_runs = partial(exported_runs, stack.url, queues=("high", "default"))
         wait_for(lambda: sum(served_runs().values()) >= len(served), timeout=10, interval=0.2)
         runs = served_runs()
@@ -192,9 +195,11 @@ def test_horses_and_a_whole_worker_killed(redis_server: EmbeddedRedis, real_redi
         for job in Job.fetch_many([i.decode() for i in real_redis.zrange(f"rq:failed:{queue}", 0, -1)], real_redis):
             result = job.latest_result() if job is not None else None
             assert result is not None and "Work-horse terminated unexpectedly" in (result.exc_string or "")
-    # the job the dead worker held stays where it was, visible, and nothing else on its queue moved
-    assert [e.split(b":")[0] for e in real_redis.zrange("rq:wip:low", 0, -1)] == [running_job]
+    # the job the dead worker held was failed when it was cleaned up; nothing else on its queue moved
+    assert real_redis.zrange("rq:wip:low", 0, -1) == [] and real_redis.zrange("rq:failed:low", 0, -1) == [running_job]
+    assert Job.fetch(running_job.decode(), real_redis).get_status() == "failed"
     assert real_redis.llen("rq:queue:low") == len(lonely) - 1 - real_redis.zcard("rq:finished:low")
+    assert not real_redis.sismember("rq:workers", "rq:worker:solo")
     assert [
         a["labels"].get("queue") for a in alerts(receiver) if a["labels"]["alertname"] == "QueueWithoutWorkers"
     ] == ["low"]

@@ -85,3 +85,28 @@ def test_outage_shows_a_banner_on_every_page_not_a_500(settings: Settings) -> No
         assert time.monotonic() - started < 3
         assert response.status_code in (200, 503), path
         assert b"Redis is unreachable" in response.data, path
+
+
+def test_forgetting_a_dead_worker_fails_the_job_it_held(real_client: FlaskClient, real_redis: Redis) -> None:
+    from rq.job import Job
+
+    from tasks.metrics import METRICS_KEY, parse_metrics
+
+    held, finished = enqueue("t_ok", 1, connection=real_redis), enqueue("t_ok", 2, connection=real_redis)
+    real_redis.delete("rq:queue:default")
+    held.set_status("started")
+    real_redis.zadd("rq:wip:default", {f"{held.id}:exec-1": time.time() + 600})
+    for name, job_id in (("gone", held.id), ("also-gone", finished.id)):  # the second job ended elsewhere
+        real_redis.sadd("rq:workers", f"rq:worker:{name}")
+        real_redis.hset(f"rq:worker:{name}", mapping={"state": "busy", "queues": "default", "current_job": job_id,
+                                                      "last_heartbeat": "2020-01-01T00:00:00.000000Z"})  # fmt: skip
+    real_client.get("/workers", headers=HTML)
+    with real_client.session_transaction() as session:
+        token = session["csrf_token"]
+    for name in ("gone", "also-gone"):
+        assert real_client.post(f"/workers/{name}/forget", data={"csrf_token": token}).status_code == 302
+    assert real_redis.zrange("rq:failed:default", 0, -1) == [held.id.encode()]
+    assert real_redis.zcard("rq:wip:default") == 0 and real_redis.smembers("rq:workers") == set()
+    assert Job.fetch(held.id, real_redis).get_status() == "failed"
+    assert Job.fetch(finished.id, real_redis).get_status() == "queued"  # not held in a started registry: untouched
+    assert parse_metrics(real_redis.hgetall(METRICS_KEY))[("t_ok", "default")].outcomes["killed"] == 1

@@ -11,7 +11,7 @@ from werkzeug.wrappers import Response
 from monitor import audit, silences
 from monitor.alert_state import Alert
 from monitor.rates import read_series
-from monitor.snapshot import WORKER_KEY_PREFIX, WORKERS_KEY
+from monitor.workers import forget_dead_worker
 from web.api import silence_from
 from web.charts import sparkline
 from web.pages import operator, viewer
@@ -50,14 +50,9 @@ def forget_worker(name: str) -> Response:
     worker = next((w for w in snapshot.workers if w.name == name), None)
     if worker is None or not worker.dead:
         abort(409, "only a worker flagged dead can be cleaned up")
-    with current.redis.pipeline() as pipe:
-        pipe.srem(WORKERS_KEY, WORKER_KEY_PREFIX + name)
-        for queue in worker.queues:
-            pipe.srem(f"rq:workers:{queue}", WORKER_KEY_PREFIX + name)
-        pipe.delete(WORKER_KEY_PREFIX + name)
-        pipe.execute()
+    failed = forget_dead_worker(current.redis, worker, current.registry.task_name)
     audit.record(current.redis, who.name, "forget worker", name, 1)
-    flash(f"Removed dead worker {name}.")
+    flash(f"Removed dead worker {name}." + (f" Its job {failed} is now failed." if failed else ""))
     return redirect(url_for("dashboard.workers"))
 
 

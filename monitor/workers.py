@@ -1,0 +1,68 @@
+"""Cleaning up after a dead worker: forget its registration and fail the job it still held."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from redis import Redis, WatchError
+from redis.client import Pipeline
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
+from rq.registry import StartedJobRegistry
+from rq.utils import now
+
+from monitor.snapshot import WORKER_KEY_PREFIX, WORKERS_KEY, WorkerState
+from tasks.metrics import record_run
+
+ABANDONED = "Worker {name} died while running the job; it was failed when the dead worker was cleaned up."
+
+
+def forget_dead_worker(redis: Redis, worker: WorkerState, task_name: Callable[[str | None], str | None]) -> str | None:
+    """Remove a dead worker's registration and, in the same transaction, fail the job it held if
+    that job is still in the started registry (counted as a `killed` run). Returns that job's id."""
+    job = _held_job(redis, worker)
+    started = StartedJobRegistry(job.origin, connection=redis) if job is not None else None
+    with redis.pipeline() as pipe:
+        while True:
+            try:
+                entries: list[bytes] = []
+                if job is not None and started is not None:
+                    pipe.watch(started.key)
+                    prefix = f"{job.id}:".encode()
+                    entries = [e for e in pipe.zrange(started.key, 0, -1) if e.startswith(prefix)]  # type: ignore[union-attr]
+                pipe.multi()
+                _unregister(pipe, worker)
+                if job is not None and started is not None and entries:
+                    pipe.zrem(started.key, *entries)
+                    _fail(pipe, job, worker, task_name)
+                pipe.execute()
+                return job.id if job is not None and entries else None
+            except WatchError:
+                continue
+
+
+def _held_job(redis: Redis, worker: WorkerState) -> Job | None:
+    if not worker.current_job:
+        return None
+    try:
+        return Job.fetch(worker.current_job, connection=redis)
+    except NoSuchJobError:
+        return None
+
+
+def _unregister(pipe: Pipeline, worker: WorkerState) -> None:
+    pipe.srem(WORKERS_KEY, WORKER_KEY_PREFIX + worker.name)
+    for queue in worker.queues:
+        pipe.srem(f"rq:workers:{queue}", WORKER_KEY_PREFIX + worker.name)
+    pipe.delete(WORKER_KEY_PREFIX + worker.name)
+
+
+def _fail(pipe: Pipeline, job: Job, worker: WorkerState, task_name: Callable[[str | None], str | None]) -> None:
+    ended = now()
+    job.ended_at = ended
+    job.set_status(JobStatus.FAILED, pipeline=pipe)
+    job._handle_failure(ABANDONED.format(name=worker.name), pipeline=pipe, worker_name=worker.name)
+    task = task_name(job.func_name)
+    if task is not None:
+        duration = (ended - job.started_at).total_seconds() if job.started_at else 0.0
+        record_run(pipe, task, job.origin, "killed", max(0.0, duration))
