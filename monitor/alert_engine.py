@@ -75,6 +75,11 @@ class Delivery:
         return json.dumps(self.__dict__)
 
 
+def parsed(raws: Sequence[bytes]) -> list[Alert]:
+    """Alerts from their stored JSON; an unreadable entry is skipped."""
+    return [a for a in (Alert.from_json(raw) for raw in raws) if a is not None]
+
+
 def changed_at(alert: Alert) -> float:
     return max(alert.since, alert.started_at or 0.0, alert.ended_at or 0.0, alert.last_notified or 0.0)
 
@@ -131,8 +136,7 @@ class AlertEngine:
         return self._led
 
     def load(self) -> dict[str, Alert]:
-        alerts = (Alert.from_json(raw) for raw in self.redis.hvals(STATE_KEY))  # type: ignore[union-attr]
-        return {a.fingerprint: a for a in alerts if a is not None}
+        return {a.fingerprint: a for a in parsed(self.redis.hvals(STATE_KEY))}  # type: ignore[arg-type]
 
     def history(self, limit: int = 100) -> list[tuple[float, str, Alert]]:
         """The newest transitions (firing or resolved), newest first."""
@@ -167,10 +171,10 @@ class AlertEngine:
         try:
             self._silences = all_silences(self.redis)
             series = read_series(self.redis, minutes=61, now=now) if snapshot.redis.up else None
-            stored = self.load()
+            stored, handed_over = self._load_with_handovers()
             # after an outage this process's memory is newer than Redis (which may even be empty),
             # and so is what another process evaluated from memory while it led through the outage
-            self._memory = adopt(self._memory if self._outage else stored, self._take_handovers())
+            self._memory = adopt(self._memory if self._outage else stored, handed_over)
             self._outage = False
         except RedisError as exc:
             self._outage = True
@@ -202,7 +206,8 @@ class AlertEngine:
         """Redis is back and another process leads: give it what this one fired or resolved meanwhile."""
         try:
             with self.redis.pipeline() as pipe:
-                pipe.rpush(HANDOVER_KEY, json.dumps([json.loads(a.to_json()) for a in self._memory.values()]))
+                for alert in self._memory.values():
+                    pipe.rpush(HANDOVER_KEY, alert.to_json())
                 for delivery in self._unsaved:
                     pipe.rpush(OUTBOX_KEY, delivery.to_json())
                 pipe.execute()
@@ -211,18 +216,14 @@ class AlertEngine:
             return
         self._outage, self._unsaved, self._memory = False, [], {}
 
-    def _take_handovers(self) -> list[Alert]:
+    def _load_with_handovers(self) -> tuple[dict[str, Alert], list[Alert]]:
+        """The stored state, and the alerts handed over since (taken, so only once), in one round trip."""
         with self.redis.pipeline() as pipe:
+            pipe.hvals(STATE_KEY)
             pipe.lrange(HANDOVER_KEY, 0, -1)
             pipe.delete(HANDOVER_KEY)
-            raw_entries = pipe.execute()[0]
-        alerts = []
-        for raw in raw_entries:
-            for item in json.loads(raw):
-                alert = Alert.from_json(json.dumps(item))
-                if alert is not None:
-                    alerts.append(alert)
-        return alerts
+            stored_raw, handed_raw, _ = pipe.execute()
+        return {a.fingerprint: a for a in parsed(stored_raw)}, parsed(handed_raw)
 
     def _send(self, delivery: Delivery) -> bool:
         notifier = self.notifiers[delivery.receiver % len(self.notifiers)]

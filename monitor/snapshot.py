@@ -166,11 +166,10 @@ def shape_worker(
         state = "unknown"
     dead = death is not None or age is None or age > ttl
     interval = _float(liveness)
-    if not dead and interval > 0 and key_name not in processes and age is not None and age > 3 * interval:
-        # an rqscope worker whose stats expired and that has not heartbeaten since (a worker back from
-        # a Redis outage heartbeats at once, before its next publication)
-        born = parse_time(birth)
-        dead = born is None or now - born.timestamp() > 3 * interval
+    if interval > 0 and key_name not in processes and age is not None and age > 3 * interval:
+        # an rqscope worker whose stats expired and that has not heartbeaten since (RQ heartbeats at
+        # birth, and a worker back from a Redis outage heartbeats before its next publication)
+        dead = True
     return WorkerState(
         name=key_name,
         hostname=hostname or "unknown",

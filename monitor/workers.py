@@ -21,22 +21,24 @@ def forget_dead_worker(redis: Redis, worker: WorkerState, task_name: Callable[[s
     """Remove a dead worker's registration and, in the same transaction, fail the job it held if
     that job is still in the started registry (counted as a `killed` run). Returns that job's id."""
     job = _held_job(redis, worker)
-    started = StartedJobRegistry(job.origin, connection=redis) if job is not None else None
     with redis.pipeline() as pipe:
+        if job is None:
+            _unregister(pipe, worker)
+            pipe.execute()
+            return None
+        started = StartedJobRegistry(job.origin, connection=redis).key
+        prefix = f"{job.id}:".encode()
         while True:
             try:
-                entries: list[bytes] = []
-                if job is not None and started is not None:
-                    pipe.watch(started.key)
-                    prefix = f"{job.id}:".encode()
-                    entries = [e for e in pipe.zrange(started.key, 0, -1) if e.startswith(prefix)]  # type: ignore[union-attr]
+                pipe.watch(started)
+                entries = [e for e in pipe.zrange(started, 0, -1) if e.startswith(prefix)]  # type: ignore[union-attr]
                 pipe.multi()
                 _unregister(pipe, worker)
-                if job is not None and started is not None and entries:
-                    pipe.zrem(started.key, *entries)
+                if entries:
+                    pipe.zrem(started, *entries)
                     _fail(pipe, job, worker, task_name)
                 pipe.execute()
-                return job.id if job is not None and entries else None
+                return job.id if entries else None
             except WatchError:
                 continue
 

@@ -53,7 +53,6 @@ class InstrumentedWorker(Worker):
         self._forked_at = 0.0
         self._parent_run: Run | None = None
         self._failing = False
-        self._failure_run_added = False
         self.publisher = Publisher(self.connection, "worker", publish_interval, name=self.name)
 
     def bootstrap(self, *args: Any, **kwargs: Any) -> None:
@@ -61,9 +60,9 @@ class InstrumentedWorker(Worker):
         if not self.publisher.is_alive():
             self.publisher.start()
 
-    def register_birth(self) -> None:
-        super().register_birth()
-        self.connection.hset(self.key, LIVENESS_FIELD, str(self.publisher.interval))
+    def serialize(self) -> dict[str, Any]:
+        # written by RQ's register_birth, in its own pipeline
+        return {**super().serialize(), LIVENESS_FIELD: str(self.publisher.interval)}
 
     def teardown(self) -> None:
         self.publisher.stop()
@@ -154,7 +153,7 @@ class InstrumentedWorker(Worker):
             if spec is not None:
                 elapsed = time.monotonic() - self._forked_at
                 self._parent_run = Run(spec.name, job.origin, unrecorded_outcome(elapsed, job.timeout), elapsed)
-        self._failing, self._failure_run_added = True, False
+        self._failing = True
         try:
             super().handle_job_failure(job, queue, started_job_registry, exc_string)
         finally:
@@ -171,7 +170,6 @@ class InstrumentedWorker(Worker):
             # RQ commits a failed job's status in a pipeline of its own before the failed-count one;
             # the run goes with the status, so that an outage between the two cannot lose or repeat it
             self._add_run(pipeline)
-            self._failure_run_added = True
 
     def _add_run(self, pipeline: Pipeline | None) -> None:
         run = pending_run() if self.is_horse else self._parent_run
@@ -188,5 +186,5 @@ class InstrumentedWorker(Worker):
 
     def increment_failed_job_count(self, pipeline: Pipeline | None = None) -> None:
         super().increment_failed_job_count(pipeline)
-        if not (self._failing and self._failure_run_added):
+        if not self._failing:  # handle_job_failure added it with the status (cleanup_execution)
             self._add_run(pipeline)

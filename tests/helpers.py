@@ -10,7 +10,8 @@ from pathlib import Path
 
 from bench.common import stop_process as stop
 from bench.common import wait_until
-from bench.stack import rqscope as rqscope_command  # noqa: F401 - the tests' name for it
+from bench.stack import rqscope as rqscope_command  # noqa: F401 - the tests' names for them
+from bench.stack import status as http_status  # noqa: F401
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -36,14 +37,3 @@ def wait_for(predicate: Callable[[], object], timeout: float = 20.0, interval: f
         return wait_until(predicate, timeout, interval)
     except TimeoutError as exc:
         raise AssertionError(str(exc)) from None
-
-
-def http_status(url: str) -> int:
-    """The status of a GET, or 0 when nothing answers."""
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return int(response.status)
-    except OSError:
-        return 0

@@ -110,3 +110,24 @@ def test_forgetting_a_dead_worker_fails_the_job_it_held(real_client: FlaskClient
     assert Job.fetch(held.id, real_redis).get_status() == "failed"
     assert Job.fetch(finished.id, real_redis).get_status() == "queued"  # not held in a started registry: untouched
     assert parse_metrics(real_redis.hgetall(METRICS_KEY))[("t_ok", "default")].outcomes["killed"] == 1
+
+
+def test_forgetting_an_unknown_live_or_unreachable_worker_is_refused(
+    real_client: FlaskClient, real_redis: Redis, settings: Settings
+) -> None:
+    real_redis.sadd("rq:workers", "rq:worker:alive")
+    beat = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())
+    real_redis.hset("rq:worker:alive", mapping={"state": "idle", "queues": "default", "last_heartbeat": beat})
+    with real_client.session_transaction() as session:
+        session["csrf_token"] = "a-session-token"
+    token = {"csrf_token": "a-session-token"}
+    assert real_client.post("/workers/nobody/forget", data=token).status_code == 404
+    assert real_client.post("/workers/" + "x" * 5000 + "/forget", data=token).status_code == 404
+    assert real_client.post("/workers/alive/forget", data=token).status_code == 409
+    assert real_redis.sismember("rq:workers", "rq:worker:alive")
+    down = create_app(settings.replace(redis_timeout=0.5, redis_connect_timeout=0.5), testing=True).test_client()
+    with down.session_transaction() as session:
+        session["csrf_token"] = "a-session-token"
+    token = {"csrf_token": "a-session-token"}
+    response = down.post("/workers/any/forget", data=token, headers=HTML)
+    assert response.status_code == 503 and "Redis is unavailable" in response.get_data(as_text=True)

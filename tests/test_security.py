@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from redis import Redis
 from werkzeug.security import generate_password_hash
 
+from bench.stack import request
 from monitor.settings import Settings, from_env
 from tasks.registry import REGISTRY, enqueue
 from tests.test_retry import make_failed
@@ -180,11 +181,5 @@ def test_redis_password_appears_in_no_page_log_or_metric(tmp_path: Path) -> None
 
 
 def fetch(url: str) -> str:
-    import urllib.error
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return str(response.read().decode(errors="replace"))
-    except urllib.error.HTTPError as error:
-        return str(error.read().decode(errors="replace"))
+    """The body of a GET, whatever its status."""
+    return request("GET", url, token="")[1].decode(errors="replace")

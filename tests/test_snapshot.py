@@ -181,7 +181,7 @@ def test_rqscope_worker_without_live_process_stats_is_dead_within_three_interval
     assert not shape_worker("w", silent, now, {"w": sample}, 480).dead
     back = fields(state=b"idle", last_heartbeat=utc(1).encode(), birth=utc(60).encode(), **interval)
     assert not shape_worker("w", back, now, {}, 480).dead  # back from a Redis outage, not published yet
-    newborn = fields(state=b"idle", last_heartbeat=utc(20).encode(), birth=utc(1).encode(), **interval)
+    newborn = fields(state=b"idle", last_heartbeat=utc(1).encode(), birth=utc(1).encode(), **interval)
     assert not shape_worker("w", newborn, now, {}, 480).dead
     stock = fields(state=b"busy", last_heartbeat=utc(20).encode(), birth=utc(60).encode())
     assert not shape_worker("w", stock, now, {}, 480).dead  # a stock rq worker publishes nothing

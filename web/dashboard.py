@@ -47,8 +47,12 @@ def forget_worker(name: str) -> Response:
     who = operator()
     current = state()
     snapshot = current.snapshots.get()
+    if not snapshot.redis.up:
+        abort(503, "Redis is unavailable; try again shortly")
     worker = next((w for w in snapshot.workers if w.name == name), None)
-    if worker is None or not worker.dead:
+    if worker is None:
+        abort(404, "no such worker")
+    if not worker.dead:
         abort(409, "only a worker flagged dead can be cleaned up")
     failed = forget_dead_worker(current.redis, worker, current.registry.task_name)
     audit.record(current.redis, who.name, "forget worker", name, 1)
