@@ -91,9 +91,10 @@ def test_redis_restarted_mid_load(persistent_redis: EmbeddedRedis, tmp_path: Pat
         wait_for(lambda: scraper.up[-1] == 1.0, timeout=10)
         scraper.stop()
         alive = {name: process.poll() is None for name, process in stack.workers.items()}
-        # a scrape may serve a snapshot up to RQSCOPE_SNAPSHOT_TTL old
+        # each gunicorn worker serves its own snapshot, up to RQSCOPE_SNAPSHOT_TTL plus one read old:
+        # wait until several scrapes in a row (so every worker) show the final counts
         with contextlib.suppress(AssertionError):
-            wait_for(lambda: sum(exported_runs(stack.url).values()) >= jobs, timeout=10, interval=0.2)
+            wait_for(lambda: all(sum(exported_runs(stack.url).values()) >= jobs for _ in range(6)), timeout=10)
         runs = exported_runs(stack.url)
         timeline = []
         if sum(runs.values()) != jobs:
