@@ -46,12 +46,24 @@ class Reconciliation:
         return not (self.missing or self.duplicated or self.not_terminal)
 
 
-def reconcile(redis: Redis, ids: Sequence[str]) -> Reconciliation:
-    """Where each id ended: exactly one terminal registry is the only right answer."""
+def whereabouts(redis: Redis, queues: Sequence[str] = QUEUES) -> dict[str, list[str]]:
+    """Every place each job id is held in, by id."""
     seen: dict[str, list[str]] = {}
-    for place, members in places(redis).items():
+    for place, members in places(redis, queues).items():
         for job_id in members:
             seen.setdefault(job_id, []).append(place)
+    return seen
+
+
+def misplaced(redis: Redis, ids: Sequence[str], queues: Sequence[str] = QUEUES) -> dict[str, list[str]]:
+    """The ids that are not in exactly one place, with the places they are in."""
+    seen = whereabouts(redis, queues)
+    return {i: seen.get(i, []) for i in ids if len(seen.get(i, ())) != 1}
+
+
+def reconcile(redis: Redis, ids: Sequence[str]) -> Reconciliation:
+    """Where each id ended: exactly one terminal registry is the only right answer."""
+    seen = whereabouts(redis)
     missing = [i for i in ids if i not in seen]
     duplicated = [i for i in ids if len(seen.get(i, ())) > 1]
     not_terminal = [

@@ -1,40 +1,104 @@
-"""Riding out a Redis outage: retry a step with a capped backoff, and keep a job popped as Redis went away."""
+"""Riding out a Redis outage, and a dequeue that never drops a job it has popped.
+
+A worker waits for Redis with a capped backoff instead of quitting. A stop request is honoured
+between attempts and between slices of the blocking wait for a job, never while a popped job is
+in flight: RQ raised it from the signal handler wherever the worker was, including between the
+pop and the fetch of a job, which then was in no queue and no registry.
+"""
 
 from __future__ import annotations
 
 import logging
+import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Queue
+from rq.exceptions import DequeueTimeout, StopRequested
 
 REDIS_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError)
 OUTAGE_BACKOFF_CAP = 30.0
+STOP_CHECK_SECONDS = 1  # the longest a worker waiting for a job (or for Redis) takes to see a stop request
 T = TypeVar("T")
 log = logging.getLogger(__name__)
+_stop_requested: ContextVar[Callable[[], bool] | None] = ContextVar("rqscope_stop_requested", default=None)
 
 
-def wait_out(step: Callable[..., T], *args: Any, log_as: str = "") -> T:
-    """Run a Redis step, retrying with a capped backoff while Redis is unavailable."""
+def never() -> bool:
+    return False
+
+
+def wait_out(step: Callable[..., T], *args: Any, log_as: str = "", give_up: Callable[[], bool] = never) -> T:
+    """Run a Redis step, retrying with a capped backoff while Redis is unavailable.
+
+    `give_up` is asked between attempts; when it answers True the wait ends with StopRequested.
+    """
     wait = 0.5
     while True:
         try:
             return step(*args)
         except REDIS_UNAVAILABLE as exc:
+            if give_up():
+                raise StopRequested() from exc
             log.warning("%sRedis unavailable (%s); retrying in %.1f s", log_as, exc, wait)
-            time.sleep(wait)
+            resume = time.monotonic() + wait
+            while (left := resume - time.monotonic()) > 0:
+                time.sleep(min(left, STOP_CHECK_SECONDS))
+                if give_up():
+                    raise StopRequested() from exc
             wait = min(wait * 2, OUTAGE_BACKOFF_CAP)
 
 
-class ClaimingQueue(Queue):
-    """A Queue whose dequeue keeps a job it has popped even when Redis goes away before the fetch.
+@contextmanager
+def stoppable(stop_requested: Callable[[], bool]) -> Iterator[None]:
+    """Within this block ClaimingQueue's blocking wait for a job ends with StopRequested once
+    `stop_requested()` answers True (checked at least every STOP_CHECK_SECONDS)."""
+    token = _stop_requested.set(stop_requested)
+    try:
+        yield
+    finally:
+        _stop_requested.reset(token)
 
-    With more than one queue RQ pops the id (LPOP) and then reads the job; an outage between the
+
+def _in_slices(pop: Callable[[int | None], Any], timeout: int | None) -> Any:
+    """RQ's blocking pop, as a series of short pops with a stop check before each one.
+
+    A stop request only ever ends the wait before a pop is sent, so nothing popped is dropped.
+    """
+    stop_requested = _stop_requested.get()
+    if timeout is None or stop_requested is None:
+        return pop(timeout)
+    deadline = time.monotonic() + timeout
+    while True:
+        if stop_requested():
+            raise StopRequested()
+        left = deadline - time.monotonic()
+        try:
+            return wait_out(pop, max(1, min(STOP_CHECK_SECONDS, math.ceil(left))), give_up=stop_requested)
+        except DequeueTimeout:
+            if left <= STOP_CHECK_SECONDS:
+                raise
+
+
+class ClaimingQueue(Queue):
+    """A Queue whose dequeue keeps a job it has popped, through a Redis outage or a stop request.
+
+    With more than one queue RQ pops the id (BLPOP) and then reads the job; an outage between the
     two would leave the job in no queue and no registry. Here the fetch waits for Redis instead.
     """
+
+    @classmethod
+    def lpop(cls, queue_keys: Any, timeout: int | None, connection: Any = None) -> Any:
+        return _in_slices(lambda t: super(ClaimingQueue, cls).lpop(queue_keys, t, connection=connection), timeout)
+
+    @classmethod
+    def lmove(cls, connection: Any, queue_key: str, timeout: int | None) -> Any:
+        return _in_slices(lambda t: super(ClaimingQueue, cls).lmove(connection, queue_key, t), timeout)
 
     @classmethod
     def dequeue_any(  # type: ignore[override]

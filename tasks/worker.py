@@ -9,6 +9,11 @@ same transaction as the job's status.
 RQ's worker quits on the first Redis error outside its dequeue loop. This one waits a Redis outage
 out: the parent's bookkeeping steps retry with a capped backoff, and a horse that could not record
 its outcome is settled by the parent once Redis answers (from the job's status, so never twice).
+
+RQ's warm-shutdown signal handler wrote to Redis (when SIGTERM landed while the main thread held
+the connection pool's lock, the worker deadlocked on itself) and raised wherever the worker was
+(between the pop and the fetch of a job, the job was lost). This one's handler only sets a flag,
+which the worker checks where stopping drops nothing (tasks.outage).
 """
 
 from __future__ import annotations
@@ -20,12 +25,13 @@ from typing import Any, TypeVar
 from redis.client import Pipeline
 from redis.exceptions import ConnectionError as RedisConnectionError
 from rq import Queue, Worker
+from rq.exceptions import StopRequested
 from rq.executions import Execution
 from rq.job import Job, JobStatus
-from rq.utils import now
+from rq.utils import now, utcformat
 from rq.worker import WorkerStatus
 
-from tasks.outage import REDIS_UNAVAILABLE, ClaimingQueue, wait_out
+from tasks.outage import REDIS_UNAVAILABLE, ClaimingQueue, stoppable, wait_out
 from tasks.procstats import LIVENESS_FIELD, Publisher
 from tasks.registry import REGISTRY, TaskRegistry
 from tasks.runs import Run, defer_to_worker, pending_run, write
@@ -53,6 +59,8 @@ class InstrumentedWorker(Worker):
         self._forked_at = 0.0
         self._parent_run: Run | None = None
         self._failing = False
+        self._holding_job = False
+        self._shutdown_noted = False
         self.publisher = Publisher(self.connection, "worker", publish_interval, name=self.name)
 
     def bootstrap(self, *args: Any, **kwargs: Any) -> None:
@@ -79,12 +87,48 @@ class InstrumentedWorker(Worker):
         defer_to_worker()
         super().main_work_horse(job, queue)
 
+    # -- stopping: the signal handler only sets a flag (RQ's wrote to Redis and raised anywhere)
+
+    def _shutdown(self) -> None:
+        if self.scheduler:
+            self.stop_scheduler()
+        self._stop_requested = True  # seen between slices of the wait for a job, or after the job
+
+    def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
+        if self._stop_requested:
+            raise StopRequested()
+        with stoppable(self._stopping_idle):
+            return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+
+    def reorder_queues(self, reference_queue: Queue) -> None:
+        self._holding_job = True  # RQ calls this as soon as a job has been dequeued
+        super().reorder_queues(reference_queue)
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        try:
+            super().execute_job(job, queue)
+        finally:
+            self._holding_job = False
+
+    def _stopping_idle(self) -> bool:
+        """A stop was requested and stopping now drops no job: none has been dequeued or is running."""
+        return self._stop_requested and not self._holding_job
+
+    def _heartbeat(self, timeout: int | None, pipeline: Pipeline | None) -> None:
+        super().heartbeat(timeout, pipeline)
+        if self._stop_requested and self._shutdown_requested_date and not self._shutdown_noted:
+            # RQ writes this from its signal handler; here it goes with the next heartbeat
+            date = utcformat(self._shutdown_requested_date)
+            (pipeline if pipeline is not None else self.connection).hset(self.key, "shutdown_requested_date", date)
+            self._shutdown_noted = True
+
     # -- riding out a Redis outage (parent process only; a horse fails fast and the parent settles)
 
     def _patiently(self, step: Callable[..., T], *args: Any) -> T:
-        if self.is_horse or self._stop_requested:
+        """Run a parent's Redis step through an outage; a stop request ends the wait unless a job is held."""
+        if self.is_horse:
             return step(*args)
-        return wait_out(step, *args, log_as=f"Worker {self.name}: ")
+        return wait_out(step, *args, log_as=f"Worker {self.name}: ", give_up=self._stopping_idle)
 
     def check_for_suspension(self, burst: bool) -> None:
         self._patiently(super().check_for_suspension, burst)
@@ -93,7 +137,7 @@ class InstrumentedWorker(Worker):
         self._patiently(super().run_maintenance_tasks)
 
     def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
-        self._patiently(super().heartbeat, timeout, pipeline)
+        self._patiently(self._heartbeat, timeout, pipeline)
 
     def set_state(self, state: str, pipeline: Pipeline | None = None) -> None:
         self._patiently(super().set_state, state, pipeline)

@@ -30,6 +30,7 @@ from bench.load import enqueue_all, job_bodies
 from bench.stack import QUEUES, Scraper, Stack, request
 from monitor.embedded import EmbeddedRedis
 from tasks.metrics import METRICS_KEY, parse_metrics
+from tasks.registry import REGISTRY, enqueue_task
 from tests.conftest import redis_binary
 from tests.helpers import wait_for
 from tests.receivers import Receiver
@@ -59,8 +60,8 @@ def alert_env(tmp_path: Path, receiver: Receiver, rules: str) -> dict[str, str]:
             "RQSCOPE_ALERT_WEBHOOK_URLS": receiver.url, "RQSCOPE_SNAPSHOT_TTL": "0.2"}  # fmt: skip
 
 
-def finished_count(redis: Redis) -> int:
-    return sum(redis.zcard(f"rq:finished:{q}") + redis.zcard(f"rq:failed:{q}") for q in ("high", "default", "low"))
+def finished_count(redis: Redis, queues: tuple[str, ...] = QUEUES) -> int:
+    return sum(redis.zcard(f"rq:finished:{q}") + redis.zcard(f"rq:failed:{q}") for q in queues)
 
 
 @pytest.mark.timeout(300)
@@ -245,12 +246,33 @@ def test_retry_all_while_workers_die_and_redis_pauses(redis_server: EmbeddedRedi
         for process in workers[:2]:
             process.terminate()  # a warm shutdown: each finishes its job, so nothing moves while we count
             process.wait(60)
-    seen: dict[str, list[str]] = {}
-    for place, members in ledger.places(real_redis).items():
-        for job_id in members:
-            seen.setdefault(job_id, []).append(place)
-    assert {i: seen.get(i) for i in ids if len(seen.get(i, ())) != 1} == {}
+    assert ledger.misplaced(real_redis, ids) == {}
     assert sum(retried) >= 10_000 and kills and pauses[0] >= 10 and real_redis.zcard("rq:finished:default") > 0
+
+
+@pytest.mark.timeout(240)
+def test_warm_shutdown_at_random_moments(redis_server: EmbeddedRedis, real_redis: Redis, tmp_path: Path) -> None:
+    """SIGTERM lands anywhere in a busy worker's cycle (RQ's handler could deadlock on the Redis pool
+    lock its own thread held); each worker must finish its job and leave, every job in one place."""
+    t_ok, queues = REGISTRY.get("t_ok"), ("q1", "q2")  # two queues: RQ's BLPOP path
+    ids = [enqueue_task(t_ok, (n,), {}, connection=real_redis, queue=queues[n % 2])[0].id for n in range(3000)]
+    ended = partial(finished_count, real_redis, queues)
+    chooser, exits = random.Random(11), []
+    env = {"RQSCOPE_TASK_MODULES": "tests.sample_tasks"}
+    with Stack(redis_server.url, 0, env, logs=tmp_path) as stack:
+        for n in range(12):
+            worker = stack.start_worker(f"stop-{n}", queues)
+            wait_for(partial(lambda before: ended() > before, ended()), timeout=30)
+            time.sleep(chooser.uniform(0, 0.05))
+            worker.terminate()
+            try:
+                exits.append(worker.wait(30))
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"worker stop-{n} ignored SIGTERM: " + stack.logs_text()[-2000:])
+    found = ledger.places(real_redis, queues)
+    assert exits == [0] * 12
+    assert found["q1:started"] == found["q2:started"] == []
+    assert ledger.misplaced(real_redis, ids, queues) == {}
 
 
 def pause_redis(url: str, duration: float, seconds: float) -> int:

@@ -48,11 +48,7 @@ def places(redis: Redis, queue: str = "default") -> dict[str, list[str]]:
 
 
 def assert_each_once(redis: Redis, ids: list[str]) -> None:
-    seen: dict[str, int] = {}
-    for members in places(redis).values():
-        for job_id in members:
-            seen[job_id] = seen.get(job_id, 0) + 1
-    assert {job_id: seen.get(job_id, 0) for job_id in ids} == dict.fromkeys(ids, 1)
+    assert ledger.misplaced(redis, ids) == {}
 
 
 def test_batches() -> None:

@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
+import threading
+import time
+from collections.abc import Iterator
 
 import psutil
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from redis import Redis
 from rq import Queue
+from rq.exceptions import StopRequested
 from rq.job import JobStatus
+from rq.worker import WorkerStatus
 
 from monitor.cache import SnapshotCache
 from monitor.collectors import build_registry
+from monitor.embedded import EmbeddedRedis
 from tasks.procstats import PROC_KEY_TEMPLATE, PROCS_KEY
 from tasks.registry import REGISTRY, enqueue, enqueue_task
 from tasks.worker import InstrumentedWorker, unrecorded_outcome
+from tests.conftest import redis_binary
 from tests.helpers import REPO, rqscope_command, running, wait_for
 
 pytestmark = pytest.mark.redis
@@ -169,3 +177,76 @@ def test_instrumented_worker_writes_each_run_exactly_once(real_redis: Redis) -> 
     assert runs(scrape(real_redis), "t_ok", "success") == 10
     # one HINCRBYFLOAT for the duration sum and one for the rollup, per job, plus RQ's working time
     assert stats["cmdstat_hincrbyfloat"]["calls"] == 10 * 3
+
+
+@pytest.fixture
+def signal_handlers() -> Iterator[None]:
+    """Restore the test process's SIGINT/SIGTERM handlers, which a worker's stop request replaces."""
+    saved = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)}
+    yield
+    for signum, handler in saved.items():
+        signal.signal(signum, handler)
+
+
+def test_a_stop_signal_landing_while_the_pool_lock_is_held_does_not_deadlock(
+    real_redis: Redis, signal_handlers: None
+) -> None:
+    """SIGTERM can arrive while the main thread is inside redis-py's pool lock; RQ's handler then
+    wrote to Redis and waited for that lock forever. Here the handler only flags the stop."""
+
+    def give_up(signum: int, frame: object) -> None:
+        raise TimeoutError("the stop handler waited for the pool lock its own thread holds")
+
+    worker = InstrumentedWorker(["default"], connection=real_redis, publish_interval=60)
+    worker.set_state(WorkerStatus.BUSY)
+    signal.signal(signal.SIGUSR1, give_up)
+    rescue = threading.Timer(5.0, os.kill, (os.getpid(), signal.SIGUSR1))
+    rescue.start()
+    try:
+        with real_redis.connection_pool._lock:
+            worker.request_stop(signal.SIGTERM, None)
+    finally:
+        rescue.cancel()
+    assert worker._stop_requested
+    assert real_redis.hget(worker.key, "shutdown_requested_date") is None
+    worker.heartbeat()  # the shutdown request is recorded with the next heartbeat
+    assert real_redis.hget(worker.key, "shutdown_requested_date") is not None
+
+
+def test_a_stop_requested_between_jobs_takes_nothing_more_off_the_queues(
+    real_redis: Redis, signal_handlers: None
+) -> None:
+    job = enqueue("t_ok", 1, connection=real_redis)
+    worker = InstrumentedWorker(["high", "default"], connection=real_redis, publish_interval=60)
+    worker.set_state(WorkerStatus.IDLE)
+    worker.request_stop(signal.SIGTERM, None)  # idle but not waiting: a flag, no exception
+    with pytest.raises(StopRequested):
+        worker.dequeue_job_and_maintain_ttl(timeout=1)
+    assert Queue("default", connection=real_redis).get_job_ids() == [job.id]
+
+
+def test_an_idle_worker_stops_at_once_on_sigterm(real_redis: Redis, real_settings) -> None:  # type: ignore[no-untyped-def]
+    env = {"RQSCOPE_REDIS_URL": real_settings.redis_url, "RQSCOPE_TASK_MODULES": "tests.sample_tasks"}
+    with running(rqscope_command("worker", "high", "default", "--name", "idle-stop"), env) as worker:
+        wait_for(lambda: real_redis.hget("rq:worker:idle-stop", "state") == b"idle", timeout=30)
+        time.sleep(0.2)  # inside the blocking wait for a job (405 s by default)
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(10) == 0
+    assert not real_redis.sismember("rq:workers", "rq:worker:idle-stop")
+
+
+@pytest.mark.timeout(120)
+def test_a_worker_waiting_out_a_redis_outage_still_stops_on_sigterm() -> None:
+    server = EmbeddedRedis(binary=redis_binary())
+    server.start()
+    redis = Redis.from_url(server.url)
+    env = {"RQSCOPE_REDIS_URL": server.url, "RQSCOPE_TASK_MODULES": "tests.sample_tasks"}
+    try:
+        with running(rqscope_command("worker", "high", "default", "--name", "outage-stop"), env) as worker:
+            wait_for(lambda: redis.hget("rq:worker:outage-stop", "state") == b"idle", timeout=30)
+            server.halt()
+            time.sleep(2)  # the wait for a job has failed and the worker retries with a backoff
+            worker.send_signal(signal.SIGTERM)
+            assert worker.wait(10) == 0
+    finally:
+        server.stop()
