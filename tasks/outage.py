@@ -9,7 +9,6 @@ pop and the fetch of a job, which then was in no queue and no registry.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -77,11 +76,10 @@ def _in_slices(pop: Callable[[int | None], Any], timeout: int | None) -> Any:
     while True:
         if stop_requested():
             raise StopRequested()
-        left = deadline - time.monotonic()
         try:
-            return wait_out(pop, max(1, min(STOP_CHECK_SECONDS, math.ceil(left))), give_up=stop_requested)
+            return wait_out(pop, STOP_CHECK_SECONDS, give_up=stop_requested)
         except DequeueTimeout:
-            if left <= STOP_CHECK_SECONDS:
+            if time.monotonic() >= deadline:
                 raise
 
 
@@ -89,7 +87,8 @@ class ClaimingQueue(Queue):
     """A Queue whose dequeue keeps a job it has popped, through a Redis outage or a stop request.
 
     With more than one queue RQ pops the id (BLPOP) and then reads the job; an outage between the
-    two would leave the job in no queue and no registry. Here the fetch waits for Redis instead.
+    two would leave the job in no queue and no registry. Here the fetch waits for Redis instead,
+    and inside `stoppable` the blocking pop is sliced so that a stop request is seen before a pop.
     """
 
     @classmethod
