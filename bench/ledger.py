@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from redis import Redis
 
-from bench.stack import QUEUES, TASK, request
+from bench.stack import QUEUES, TASK, request, samples
 
 
 def settled(redis: Redis) -> bool:
@@ -22,14 +22,21 @@ def settled(redis: Redis) -> bool:
 
 
 def places(redis: Redis, queues: Sequence[str] = QUEUES) -> dict[str, list[str]]:
-    """Every job id RQ holds for the queues, by "queue:place"."""
+    """Every job id RQ holds for the queues, by "queue:place", read in one round trip."""
+    registries = ("finished", "failed", "scheduled", "deferred", "canceled")
+    with redis.pipeline(transaction=False) as pipe:
+        for queue in queues:
+            pipe.lrange(f"rq:queue:{queue}", 0, -1)
+            pipe.lrange(f"rq:queue:{queue}:intermediate", 0, -1)
+            pipe.zrange(f"rq:wip:{queue}", 0, -1)  # execution entries: "<job id>:<execution id>"
+            for registry in registries:
+                pipe.zrange(f"rq:{registry}:{queue}", 0, -1)
+        replies = iter(pipe.execute())
     found: dict[str, list[str]] = {}
     for queue in queues:
-        found[f"{queue}:queued"] = [i.decode() for i in redis.lrange(f"rq:queue:{queue}", 0, -1)]
-        found[f"{queue}:dequeuing"] = [i.decode() for i in redis.lrange(f"rq:queue:{queue}:intermediate", 0, -1)]
-        found[f"{queue}:started"] = [e.decode().split(":")[0] for e in redis.zrange(f"rq:wip:{queue}", 0, -1)]
-        for registry in ("finished", "failed", "scheduled", "deferred", "canceled"):
-            found[f"{queue}:{registry}"] = [i.decode() for i in redis.zrange(f"rq:{registry}:{queue}", 0, -1)]
+        for place in ("queued", "dequeuing", "started", *registries):
+            ids = [i.decode() for i in next(replies)]
+            found[f"{queue}:{place}"] = [i.split(":")[0] for i in ids] if place == "started" else ids
     return found
 
 
@@ -79,11 +86,7 @@ def exported_runs(url: str, task: str = TASK, queues: Sequence[str] = QUEUES) ->
     if code != 200:
         raise RuntimeError(f"/metrics answered {code}")
     runs: Counter[str] = Counter()
-    wanted = {f'queue="{queue}"' for queue in queues}
-    for line in body.decode().splitlines():
-        if not (line.startswith("rqscope_task_runs_total{") and f'task="{task}"' in line):
-            continue
-        if any(label in line for label in wanted):
-            outcome = line.split('outcome="', 1)[1].split('"', 1)[0]
-            runs[outcome] += int(float(line.rsplit(" ", 1)[1]))
+    for labels, value in samples(body.decode(), "rqscope_task_runs_total"):
+        if labels["task"] == task and labels["queue"] in queues:
+            runs[labels["outcome"]] += int(value)
     return runs

@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import psutil
+from prometheus_client.parser import text_string_to_metric_families
 from werkzeug.security import generate_password_hash
 
 from bench.common import REPO, stop_process, wait_until
@@ -128,20 +129,16 @@ def send(connection: http.client.HTTPConnection, method: str, path: str, body: A
     return response.status, response.read()
 
 
+def samples(metrics: str, name: str) -> list[tuple[dict[str, str], float]]:
+    """The (labels, value) samples of one series in a /metrics body."""
+    return [(s.labels, s.value) for family in text_string_to_metric_families(metrics)
+            for s in family.samples if s.name == name]  # fmt: skip
+
+
 def in_flight(metrics: str) -> int:
     """Jobs queued or running, from rqscope_queue_jobs in a /metrics body."""
-    total = 0
-    for line in metrics.splitlines():
-        if line.startswith("rqscope_queue_jobs{") and ('state="queued"' in line or 'state="started"' in line):
-            total += int(float(line.rsplit(" ", 1)[1]))
-    return total
-
-
-def metric_value(metrics: str, name: str) -> float | None:
-    for line in metrics.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split(" ", 1)[1])
-    return None
+    jobs = samples(metrics, "rqscope_queue_jobs")
+    return int(sum(value for labels, value in jobs if labels["state"] in ("queued", "started")))
 
 
 class Scraper(threading.Thread):
@@ -170,7 +167,7 @@ class Scraper(threading.Thread):
             if code == 200:
                 text = body.decode()
                 self.latencies.append(elapsed)
-                self.up.append(metric_value(text, "rqscope_redis_up") or 0.0)
+                self.up.append(sum(v for _, v in samples(text, "rqscope_redis_up")))
                 self.max_in_flight = max(self.max_in_flight, in_flight(text))
             else:
                 self.failures += 1

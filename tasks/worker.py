@@ -60,7 +60,6 @@ class InstrumentedWorker(Worker):
         self._parent_run: Run | None = None
         self._failing = False
         self._holding_job = False
-        self._shutdown_noted = False
         self.publisher = Publisher(self.connection, "worker", publish_interval, name=self.name)
 
     def bootstrap(self, *args: Any, **kwargs: Any) -> None:
@@ -74,10 +73,7 @@ class InstrumentedWorker(Worker):
 
     def teardown(self) -> None:
         self.publisher.stop()
-        try:
-            super().teardown()
-        except REDIS_UNAVAILABLE as exc:  # quitting during an outage: RQ's key expires on its own
-            self.log.warning("Worker %s: could not register its death: %s", self.name, exc)
+        self._best_effort("register its death", super().teardown)  # or RQ's key expires on its own
 
     def fork_work_horse(self, job: Job, queue: Queue) -> None:
         self._forked_at = time.monotonic()
@@ -116,11 +112,10 @@ class InstrumentedWorker(Worker):
 
     def _heartbeat(self, timeout: int | None, pipeline: Pipeline | None) -> None:
         super().heartbeat(timeout, pipeline)
-        if self._stop_requested and self._shutdown_requested_date and not self._shutdown_noted:
-            # RQ writes this from its signal handler; here it goes with the next heartbeat
+        if self._stop_requested and self._shutdown_requested_date:
+            # RQ writes this from its signal handler; here it goes with each heartbeat while stopping
             date = utcformat(self._shutdown_requested_date)
             (pipeline if pipeline is not None else self.connection).hset(self.key, "shutdown_requested_date", date)
-            self._shutdown_noted = True
 
     # -- riding out a Redis outage (parent process only; a horse fails fast and the parent settles)
 
@@ -160,17 +155,19 @@ class InstrumentedWorker(Worker):
             pipeline.execute()
         return self.execution
 
-    def maintain_heartbeats(self, job: Job) -> None:
+    def _best_effort(self, what: str, step: Callable[..., object], *args: Any) -> None:
+        """A Redis step that may be skipped during an outage: logged, not retried."""
         try:
-            super().maintain_heartbeats(job)
-        except REDIS_UNAVAILABLE as exc:  # the next monitoring interval tries again
-            self.log.warning("Worker %s: could not send a heartbeat: %s", self.name, exc)
+            step(*args)
+        except REDIS_UNAVAILABLE as exc:
+            self.log.warning("Worker %s: could not %s: %s", self.name, what, exc)
+
+    def maintain_heartbeats(self, job: Job) -> None:
+        self._best_effort("send a heartbeat", super().maintain_heartbeats, job)  # the next interval tries again
 
     def set_current_job_working_time(self, current_job_working_time: float, pipeline: Pipeline | None = None) -> None:
-        try:
-            super().set_current_job_working_time(current_job_working_time, pipeline)
-        except REDIS_UNAVAILABLE as exc:  # informational only
-            self.log.warning("Worker %s: could not record the working time: %s", self.name, exc)
+        self._best_effort("record the working time", super().set_current_job_working_time, current_job_working_time,
+                          pipeline)  # fmt: skip
 
     def monitor_work_horse(self, job: Job, queue: Queue) -> None:
         try:
