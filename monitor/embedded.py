@@ -77,7 +77,9 @@ class EmbeddedRedis:
             "--save", "", "--appendonly", "no", "--daemonize", "no", "--protected-mode", "yes",
             *self.extra_args,
         ]  # fmt: skip
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # its own session: a terminal's Ctrl-C goes to whoever started it, which stops it last
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                        start_new_session=True)  # fmt: skip
         client = Redis(port=self.port, socket_connect_timeout=0.5, socket_timeout=0.5)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

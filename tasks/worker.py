@@ -38,6 +38,8 @@ from tasks.runs import Run, defer_to_worker, pending_run, write
 
 DEFAULT_QUEUES = ("high", "default", "low")
 UNRECORDED = "Work-horse ended without recording the job's outcome (Redis was unavailable)"
+# how long a worker asked to stop still waits for Redis to record the job it holds
+STOP_GRACE_SECONDS = 10.0
 T = TypeVar("T")
 
 
@@ -60,6 +62,7 @@ class InstrumentedWorker(Worker):
         self._parent_run: Run | None = None
         self._failing = False
         self._holding_job = False
+        self._stop_requested_at = 0.0
         self.publisher = Publisher(self.connection, "worker", publish_interval, name=self.name)
 
     def bootstrap(self, *args: Any, **kwargs: Any) -> None:
@@ -88,12 +91,13 @@ class InstrumentedWorker(Worker):
     def _shutdown(self) -> None:
         if self.scheduler:
             self.stop_scheduler()
-        self._stop_requested = True  # seen between slices of the wait for a job, or after the job
+        if not self._stop_requested:
+            self._stop_requested, self._stop_requested_at = True, time.monotonic()
 
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
         if self._stop_requested:
             raise StopRequested()
-        with stoppable(self._stopping_idle):
+        with stoppable(self._may_stop):
             return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
 
     def reorder_queues(self, reference_queue: Queue) -> None:
@@ -103,12 +107,19 @@ class InstrumentedWorker(Worker):
     def execute_job(self, job: Job, queue: Queue) -> None:
         try:
             super().execute_job(job, queue)
+        except StopRequested:
+            self.log.warning("Worker %s: stopped with Redis unavailable; job %s may be left unrecorded", self.name,
+                             job.id)  # fmt: skip
+            raise
         finally:
             self._holding_job = False
 
-    def _stopping_idle(self) -> bool:
-        """A stop was requested and stopping now drops no job: none has been dequeued or is running."""
-        return self._stop_requested and not self._holding_job
+    def _may_stop(self) -> bool:
+        """A stop was requested, and stopping now drops no job (none dequeued or running), or the job
+        held has waited for Redis for the whole grace period."""
+        if not self._stop_requested:
+            return False
+        return not self._holding_job or time.monotonic() - self._stop_requested_at > STOP_GRACE_SECONDS
 
     def _heartbeat(self, timeout: int | None, pipeline: Pipeline | None) -> None:
         super().heartbeat(timeout, pipeline)
@@ -120,10 +131,10 @@ class InstrumentedWorker(Worker):
     # -- riding out a Redis outage (parent process only; a horse fails fast and the parent settles)
 
     def _patiently(self, step: Callable[..., T], *args: Any) -> T:
-        """Run a parent's Redis step through an outage; a stop request ends the wait unless a job is held."""
+        """Run a parent's Redis step through an outage, until a stop request may end it (_may_stop)."""
         if self.is_horse:
             return step(*args)
-        return wait_out(step, *args, log_as=f"Worker {self.name}: ", give_up=self._stopping_idle)
+        return wait_out(step, *args, log_as=f"Worker {self.name}: ", give_up=self._may_stop)
 
     def check_for_suspension(self, burst: bool) -> None:
         self._patiently(super().check_for_suspension, burst)

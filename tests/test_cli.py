@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
 import time
 import urllib.request
+from pathlib import Path
 
 import psutil
 import pytest
@@ -90,14 +92,16 @@ def test_serve_runs_under_gunicorn(redis_server) -> None:  # type: ignore[no-unt
 
 
 @pytest.mark.slow
-def test_demo_serves_processes_jobs_and_stops_cleanly_on_sigint() -> None:
+def test_demo_serves_processes_jobs_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     from monitor.embedded import free_port
 
     port = free_port()
     demo = spawn(
         rqscope_command("demo", "--port", str(port), "--rate", "20"),
+        {"TMPDIR": str(tmp_path)},
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
+        start_new_session=True,  # a terminal of its own: Ctrl-C signals the whole foreground group
     )
     try:
         assert demo.stdout is not None
@@ -110,10 +114,13 @@ def test_demo_serves_processes_jobs_and_stops_cleanly_on_sigint() -> None:
         wait_for(lambda: int(redis.hlen("rqscope:metrics")) > 0 and _finished(redis) >= 5, timeout=40)
         children = psutil.Process(demo.pid).children(recursive=True)
         assert len(children) >= 4  # redis, 2 workers, the sidecar (+ its gunicorn worker)
-        demo.send_signal(signal.SIGINT)
+        os.killpg(demo.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
         assert demo.wait(30) == 0
         time.sleep(0.5)
         assert [c.pid for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE] == []
+        # the workers stopped while Redis was still up: none waited for it or was killed
+        logs = "".join(path.read_text() for path in tmp_path.glob("rqscope-demo-*/worker-*.log"))
+        assert "Redis unavailable" not in logs and "could not connect" not in logs and "cold shut down" not in logs
     finally:
         stop(demo)
 

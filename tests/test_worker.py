@@ -8,6 +8,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import psutil
 import pytest
@@ -23,7 +24,7 @@ from monitor.collectors import build_registry
 from monitor.embedded import EmbeddedRedis
 from tasks.procstats import PROC_KEY_TEMPLATE, PROCS_KEY
 from tasks.registry import REGISTRY, enqueue, enqueue_task
-from tasks.worker import InstrumentedWorker, unrecorded_outcome
+from tasks.worker import STOP_GRACE_SECONDS, InstrumentedWorker, unrecorded_outcome
 from tests.conftest import redis_binary
 from tests.helpers import REPO, rqscope_command, running, wait_for
 
@@ -236,17 +237,25 @@ def test_an_idle_worker_stops_at_once_on_sigterm(real_redis: Redis, real_setting
 
 
 @pytest.mark.timeout(120)
-def test_a_worker_waiting_out_a_redis_outage_still_stops_on_sigterm() -> None:
+@pytest.mark.parametrize("busy", [False, True], ids=["idle", "holding-a-job"])
+def test_a_worker_waiting_out_a_redis_outage_still_stops_on_sigterm(busy: bool, tmp_path: Path) -> None:
+    """Idle, it stops at once; holding a job, it waits STOP_GRACE_SECONDS for Redis, then stops and says so."""
     server = EmbeddedRedis(binary=redis_binary())
     server.start()
     redis = Redis.from_url(server.url)
     env = {"RQSCOPE_REDIS_URL": server.url, "RQSCOPE_TASK_MODULES": "tests.sample_tasks"}
+    log = tmp_path / "worker.log"
     try:
-        with running(rqscope_command("worker", "high", "default", "--name", "outage-stop"), env) as worker:
+        with log.open("wb") as out, running(rqscope_command("worker", "high", "default", "--name", "outage-stop"),
+                                            env, stdout=out, stderr=subprocess.STDOUT) as worker:  # fmt: skip
             wait_for(lambda: redis.hget("rq:worker:outage-stop", "state") == b"idle", timeout=30)
+            if busy:
+                job = enqueue("t_sleep", 1.0, connection=redis)
+                wait_for(lambda: redis.hget("rq:worker:outage-stop", "current_job") == job.id.encode(), timeout=30)
             server.halt()
-            time.sleep(2)  # the wait for a job has failed and the worker retries with a backoff
+            time.sleep(2)  # the worker has met the outage and retries with a backoff
             worker.send_signal(signal.SIGTERM)
-            assert worker.wait(10) == 0
+            assert worker.wait(STOP_GRACE_SECONDS + 10 if busy else 10) == 0
     finally:
         server.stop()
+    assert ("may be left unrecorded" in log.read_text()) == busy

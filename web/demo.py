@@ -56,7 +56,10 @@ class Demo:
         """Start an rqscope command whose output goes to a log file, so the terminal keeps the URL."""
         command = [sys.executable, "-m", "web.cli", *args]
         with open(demo_state_dir() / log_name, "wb") as log_file:
-            self.children.append(subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT))
+            # a session of its own: a terminal's Ctrl-C reaches only the demo, which stops the workers
+            # and the sidecar first and Redis last, so no worker is left holding a job without Redis
+            self.children.append(subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+                                                  start_new_session=True))  # fmt: skip
 
     def start(self) -> str:
         self.redis = EmbeddedRedis().start()
