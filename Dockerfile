@@ -6,9 +6,10 @@ WORKDIR /app
 
 # dependencies first: this layer is rebuilt only when pyproject.toml changes
 COPY pyproject.toml README.md ./
-RUN mkdir -p tasks monitor web && touch tasks/__init__.py monitor/__init__.py web/__init__.py \
+RUN mkdir -p rqscope tasks monitor web && touch rqscope/__init__.py tasks/__init__.py monitor/__init__.py web/__init__.py \
     && pip install . && pip uninstall -y rqscope
 
+COPY rqscope ./rqscope
 COPY tasks ./tasks
 COPY monitor ./monitor
 COPY web ./web

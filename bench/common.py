@@ -17,8 +17,7 @@ from typing import Any
 
 import psutil
 from redis import Connection, ConnectionPool, Redis
-
-from monitor.embedded import EmbeddedRedis
+from rqscope.monitor.embedded import EmbeddedRedis
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -18,18 +18,18 @@ from collections.abc import Callable
 
 from flask.testing import FlaskClient
 from redis import Redis
+from rqscope.monitor.settings import Settings
+from rqscope.web import create_app
 
 from bench.common import count_commands, machine, median, throwaway_redis
 from bench.fill import fill_state
-from monitor.settings import Settings
-from web import create_app
 
 FAILED_QUEUE = "queue-000"
 RETRY_QUEUE = "retry-me"
 
 
 def rqscope_client(url: str) -> FlaskClient:
-    settings = Settings(redis_url=url, snapshot_ttl=1e-9, task_modules=("tasks.examples",))
+    settings = Settings(redis_url=url, snapshot_ttl=1e-9, task_modules=("rqscope.tasks.examples",))
     return create_app(settings, testing=True).test_client()
 
 

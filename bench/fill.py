@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 from redis import Redis
 
-FUNC = "tasks.examples.process_upload"
+FUNC = "rqscope.tasks.examples.process_upload"
 
 
 def utc(seconds_ago: float) -> str:
@@ -21,7 +21,7 @@ TRACEBACK = (
     "Traceback (most recent call last):\n"
     '  File "/app/tasks/examples.py", line 27, in _work\n'
     "    raise error\n"
-    "tasks.examples.CorruptUploadError: upload {id}: bad header at byte 0\n"
+    "rqscope.tasks.examples.CorruptUploadError: upload {id}: bad header at byte 0\n"
 )
 
 

@@ -21,6 +21,9 @@ import urllib.request
 
 from redis import Redis
 from rq import Queue
+from rqscope.monitor.embedded import free_port
+from rqscope.monitor.snapshot import parse_time
+from rqscope.tasks.registry import REGISTRY, enqueue_task
 
 from bench.common import (
     env_with,
@@ -32,9 +35,6 @@ from bench.common import (
     timed_run,
 )
 from bench.noop_tasks import bare_noop
-from monitor.embedded import free_port
-from monitor.snapshot import parse_time
-from tasks.registry import REGISTRY, enqueue_task
 
 
 def fill(client: Redis, jobs: int, instrumented: bool) -> list[str]:
@@ -68,7 +68,7 @@ def worker_throughput(url: str, client: Redis, jobs: int, rounds: int) -> dict[s
     env = env_with(RQSCOPE_REDIS_URL=url, RQSCOPE_TASK_MODULES="bench.noop_tasks", RQSCOPE_LOG_LEVEL="WARNING")
     commands = {
         "rq": ["rq", "worker", "--burst", "--url", url, "--quiet", "-c", "bench.noop_tasks", "default"],
-        "rqscope": python_module("web.cli", "worker", "default", "--burst"),
+        "rqscope": python_module("rqscope.web.cli", "worker", "default", "--burst"),
     }
     times: dict[str, list[float]] = {name: [] for name in commands}
     for round_number in range(rounds):
@@ -115,7 +115,8 @@ def http_enqueue(url: str, client: Redis, requests: int, connections: int) -> di
     port = free_port()
     env = env_with(RQSCOPE_REDIS_URL=url, RQSCOPE_TASK_MODULES="bench.noop_tasks", RQSCOPE_LOG_LEVEL="WARNING")
     server = subprocess.Popen(
-        python_module("web.cli", "serve", "--port", str(port), "--web-workers", "2", "--web-threads", "4"), env=env
+        python_module("rqscope.web.cli", "serve", "--port", str(port), "--web-workers", "2", "--web-threads", "4"),
+        env=env,
     )
     base = f"http://127.0.0.1:{port}"
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from tasks.registry import task
+from rqscope.tasks.registry import task
 
 
 @task(queue="default", queues=("high", "default", "low"))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tasks.registry import task
+from rqscope.tasks.registry import task
 
 
 def bare_noop() -> None:

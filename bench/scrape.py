@@ -15,15 +15,15 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, generate_latest
 from redis import Redis
+from rqscope.monitor.settings import Settings
+from rqscope.web import create_app
 
 from bench.common import CountingConnection, count_commands, counting_client, machine, median, throwaway_redis
 from bench.fill import fill_state
-from monitor.settings import Settings
-from web import create_app
 
 
 def rqscope_scraper(url: str) -> Callable[[], bytes]:
-    settings = Settings(redis_url=url, snapshot_ttl=1e-9, task_modules=("tasks.examples",))
+    settings = Settings(redis_url=url, snapshot_ttl=1e-9, task_modules=("rqscope.tasks.examples",))
     client = create_app(settings, redis=counting_client(url), testing=True).test_client()
 
     def scrape() -> bytes:

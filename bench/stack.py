@@ -19,10 +19,10 @@ from urllib.parse import urlsplit
 
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
+from rqscope.monitor.embedded import free_port
 from werkzeug.security import generate_password_hash
 
 from bench.common import REPO, stop_process, wait_until
-from monitor.embedded import free_port
 
 QUEUES = ("high", "default", "low")
 TASK = "load_step"
@@ -35,7 +35,7 @@ DASHBOARD_PAGES = ("/", "/queues/default/failed", "/workers", "/tasks", "/queues
 
 
 def rqscope(*args: str) -> list[str]:
-    return [sys.executable, "-m", "web.cli", *args]
+    return [sys.executable, "-m", "rqscope.web.cli", *args]
 
 
 class Stack:

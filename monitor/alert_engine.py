@@ -20,14 +20,13 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from redis import Redis, RedisError
-
-from monitor.alert_eval import evaluate
-from monitor.alert_rules import Rule
-from monitor.alert_state import Alert, Notification, advance
-from monitor.notifiers import DeliveryError
-from monitor.rates import read_series
-from monitor.silences import Silence, all_silences, silenced
-from monitor.snapshot import Snapshot
+from rqscope.monitor.alert_eval import evaluate
+from rqscope.monitor.alert_rules import Rule
+from rqscope.monitor.alert_state import Alert, Notification, advance
+from rqscope.monitor.notifiers import DeliveryError
+from rqscope.monitor.rates import read_series
+from rqscope.monitor.silences import Silence, all_silences, silenced
+from rqscope.monitor.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
 

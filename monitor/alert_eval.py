@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
-from monitor.alert_rules import Rule
-from monitor.rates import Series
-from monitor.snapshot import QueueState, Snapshot
+from rqscope.monitor.alert_rules import Rule
+from rqscope.monitor.rates import Series
+from rqscope.monitor.snapshot import QueueState, Snapshot
 
 
 @dataclass(frozen=True)

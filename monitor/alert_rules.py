@@ -9,8 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-from tasks.errors import SettingsError
+from rqscope.tasks.errors import SettingsError
 
 DEFAULT_RULES = Path(__file__).with_name("default_rules.yml")
 

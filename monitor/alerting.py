@@ -7,12 +7,11 @@ from collections.abc import Callable
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from redis import Redis, RedisError
-
-from monitor.alert_engine import AlertEngine, Notifier
-from monitor.alert_rules import DEFAULT_RULES, load_rules
-from monitor.notifiers import Email, PagerDuty, Slack, Webhook
-from monitor.settings import Settings
-from monitor.snapshot import Snapshot
+from rqscope.monitor.alert_engine import AlertEngine, Notifier
+from rqscope.monitor.alert_rules import DEFAULT_RULES, load_rules
+from rqscope.monitor.notifiers import Email, PagerDuty, Slack, Webhook
+from rqscope.monitor.settings import Settings
+from rqscope.monitor.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
 DELIVERY_INTERVAL = 5.0

@@ -7,9 +7,8 @@ import time
 from collections.abc import Callable
 
 from redis import Redis
-
-from monitor.reader import SnapshotReader
-from monitor.snapshot import DEFAULT_WORKER_TTL_SECONDS, Snapshot
+from rqscope.monitor.reader import SnapshotReader
+from rqscope.monitor.snapshot import DEFAULT_WORKER_TTL_SECONDS, Snapshot
 
 
 class SnapshotCache:

@@ -8,9 +8,8 @@ from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import Metric
-
-from monitor.cache import SnapshotCache
-from monitor.families import snapshot_families
+from rqscope.monitor.cache import SnapshotCache
+from rqscope.monitor.families import snapshot_families
 
 log = logging.getLogger(__name__)
 

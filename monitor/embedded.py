@@ -13,9 +13,8 @@ from pathlib import Path
 
 from redis import Redis, RedisError
 from redis.exceptions import AuthenticationError, AuthenticationWrongNumberOfArgsError, ResponseError
-
-from monitor.errors import RqscopeError
-from monitor.settings import Settings
+from rqscope.monitor.errors import RqscopeError
+from rqscope.monitor.settings import Settings
 
 
 def demo_state_dir() -> Path:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tasks.errors import RqscopeError, SettingsError
+from rqscope.tasks.errors import RqscopeError, SettingsError
 
 __all__ = ["RqscopeError", "SettingsError", "RedisUnavailable"]
 

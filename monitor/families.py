@@ -6,10 +6,9 @@ from collections import defaultdict
 from collections.abc import Iterable
 
 from prometheus_client.core import Metric
-
-from monitor.exposition import Rows
-from monitor.snapshot import JOB_STATES, WORKER_STATES, Snapshot
-from tasks.metrics import task_families
+from rqscope.monitor.exposition import Rows
+from rqscope.monitor.snapshot import JOB_STATES, WORKER_STATES, Snapshot
+from rqscope.tasks.metrics import task_families
 
 # per queue, only the states of workers that can serve it; dead and unknown are in rqscope_workers
 SERVING_STATES = ("idle", "busy", "suspended")

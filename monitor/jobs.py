@@ -10,8 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from redis import Redis
-
-from monitor.snapshot import JOB_KEY_TEMPLATE, JOB_STATES, QUEUE_KEY_PREFIX, REGISTRY_KEY_TEMPLATES, as_text
+from rqscope.monitor.snapshot import JOB_KEY_TEMPLATE, JOB_STATES, QUEUE_KEY_PREFIX, REGISTRY_KEY_TEMPLATES, as_text
 
 ORDERS = ("newest", "oldest")
 MAX_PER_PAGE = 500

@@ -7,8 +7,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from redis import Redis
-
-from tasks.metrics import OUTCOMES, ROLLUP_KEY_TEMPLATE, SEP
+from rqscope.tasks.metrics import OUTCOMES, ROLLUP_KEY_TEMPLATE, SEP
 
 FAILED_OUTCOMES = ("failure", "timeout", "killed")
 

@@ -16,8 +16,7 @@ from typing import Any
 
 from redis import Redis, RedisError
 from redis.exceptions import NoPermissionError, ResponseError
-
-from monitor.snapshot import (
+from rqscope.monitor.snapshot import (
     CRON_SCHEDULERS_KEY,
     DEFAULT_WORKER_TTL_SECONDS,
     JOB_KEY_TEMPLATE,
@@ -33,8 +32,8 @@ from monitor.snapshot import (
     as_text,
     build_snapshot,
 )
-from tasks.metrics import METRICS_KEY
-from tasks.procstats import PROC_KEY_TEMPLATE, PROCS_KEY, parse_sample
+from rqscope.tasks.metrics import METRICS_KEY
+from rqscope.tasks.procstats import PROC_KEY_TEMPLATE, PROCS_KEY, parse_sample
 
 log = logging.getLogger(__name__)
 

@@ -6,10 +6,9 @@ from redis import Redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 from redis.sentinel import Sentinel
-
-from monitor.errors import SettingsError
-from monitor.settings import Settings, env_name
-from tasks.procstats import CountingConnectionPool
+from rqscope.monitor.errors import SettingsError
+from rqscope.monitor.settings import Settings, env_name
+from rqscope.tasks.procstats import CountingConnectionPool
 
 
 def make_client(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from monitor.snapshot import JOB_STATES, QueueState, Snapshot, WorkerState
+from rqscope.monitor.snapshot import JOB_STATES, QueueState, Snapshot, WorkerState
 
 
 def iso(moment: datetime | float | None) -> str | None:

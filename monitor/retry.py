@@ -15,8 +15,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from redis import Redis
-
-from monitor.snapshot import JOB_KEY_TEMPLATE, QUEUE_KEY_PREFIX, QUEUES_KEY, REGISTRY_KEY_TEMPLATES
+from rqscope.monitor.snapshot import JOB_KEY_TEMPLATE, QUEUE_KEY_PREFIX, QUEUES_KEY, REGISTRY_KEY_TEMPLATES
 
 BATCH_SIZE = 500
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from monitor.errors import SettingsError
+from rqscope.monitor.errors import SettingsError
 
 PREFIX = "RQSCOPE_"
 
@@ -24,7 +24,7 @@ DEFAULT_MAX_BODY_BYTES = 64 * 1024
 DEFAULT_WEB_WORKERS = 2
 DEFAULT_WEB_THREADS = 4
 DEFAULT_PUBLISH_INTERVAL = 5.0
-DEFAULT_TASK_MODULES = ("tasks.examples",)
+DEFAULT_TASK_MODULES = ("rqscope.tasks.examples",)
 DEFAULT_QUEUES = ("high", "default", "low")
 DEFAULT_ALERT_INTERVAL = 15.0
 DEFAULT_ALERT_REPEAT = 4 * 3600.0
@@ -196,7 +196,7 @@ def _users(name: str, raw: str) -> tuple[User, ...]:
         if not user or role not in ROLES or not password_hash:
             raise SettingsError(
                 f"{name}: each entry must be name:role:hash with role operator or viewer "
-                "(make the hash with `python -m web.passwords`)"
+                "(make the hash with `python -m rqscope.web.passwords`)"
             )
         if not password_hash.startswith(("scrypt:", "pbkdf2:")):
             raise SettingsError(f"{name}: the hash for {user!r} is not a werkzeug scrypt or pbkdf2 hash")

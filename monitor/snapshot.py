@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from tasks.metrics import TaskStats, parse_metrics
-from tasks.procstats import LIVENESS_FIELD, ProcessSample
+from rqscope.tasks.metrics import TaskStats, parse_metrics
+from rqscope.tasks.procstats import LIVENESS_FIELD, ProcessSample
 
 QUEUES_KEY = "rq:queues"
 WORKERS_KEY = "rq:workers"

@@ -10,9 +10,8 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.registry import StartedJobRegistry
 from rq.utils import now
-
-from monitor.snapshot import WORKER_KEY_PREFIX, WORKERS_KEY, WorkerState
-from tasks.metrics import record_run
+from rqscope.monitor.snapshot import WORKER_KEY_PREFIX, WORKERS_KEY, WorkerState
+from rqscope.tasks.metrics import record_run
 
 ABANDONED = "Worker {name} died while running the job; it was failed when the dead worker was cleaned up."
 

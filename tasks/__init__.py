@@ -1,5 +1,5 @@
 """Where metrics are born: the @task registry, run instrumentation and the instrumented worker."""
 
-from tasks.registry import REGISTRY, TaskRegistry, TaskSpec, enqueue, enqueue_task, task
+from rqscope.tasks.registry import REGISTRY, TaskRegistry, TaskSpec, enqueue, enqueue_task, task
 
 __all__ = ["REGISTRY", "TaskRegistry", "TaskSpec", "enqueue", "enqueue_task", "task"]

@@ -10,8 +10,7 @@ import random
 import time
 
 from rq import Retry
-
-from tasks.registry import task
+from rqscope.tasks.registry import task
 
 
 class ReportError(RuntimeError):

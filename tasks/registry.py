@@ -17,10 +17,15 @@ from rq import Queue, Retry, get_current_job
 from rq.exceptions import DuplicateJobError
 from rq.job import Job, validate_job_id
 from rq.timeouts import JobTimeoutException
-
-from tasks.errors import DuplicateTaskError, QueueNotAllowedError, TaskArgumentsError, TaskError, UnknownTaskError
-from tasks.metrics import record_enqueued
-from tasks.runs import Run, finish
+from rqscope.tasks.errors import (
+    DuplicateTaskError,
+    QueueNotAllowedError,
+    TaskArgumentsError,
+    TaskError,
+    UnknownTaskError,
+)
+from rqscope.tasks.metrics import record_enqueued
+from rqscope.tasks.runs import Run, finish
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,7 @@ from dataclasses import dataclass
 
 from redis import Redis, RedisError
 from redis.client import Pipeline
-
-from tasks.metrics import record_run
+from rqscope.tasks.metrics import record_run
 
 log = logging.getLogger(__name__)
 

@@ -30,11 +30,10 @@ from rq.executions import Execution
 from rq.job import Job, JobStatus
 from rq.utils import now, utcformat
 from rq.worker import WorkerStatus
-
-from tasks.outage import REDIS_UNAVAILABLE, ClaimingQueue, stoppable, wait_out
-from tasks.procstats import LIVENESS_FIELD, Publisher
-from tasks.registry import REGISTRY, TaskRegistry
-from tasks.runs import Run, defer_to_worker, pending_run, write
+from rqscope.tasks.outage import REDIS_UNAVAILABLE, ClaimingQueue, stoppable, wait_out
+from rqscope.tasks.procstats import LIVENESS_FIELD, Publisher
+from rqscope.tasks.registry import REGISTRY, TaskRegistry
+from rqscope.tasks.runs import Run, defer_to_worker, pending_run, write
 
 DEFAULT_QUEUES = ("high", "default", "low")
 UNRECORDED = "Work-horse ended without recording the job's outcome (Redis was unavailable)"

@@ -9,15 +9,15 @@ from pathlib import Path
 
 import fakeredis
 import pytest
+import rqscope.tasks.examples  # noqa: F401 - registers the example tasks
 from flask import Flask
 from flask.testing import FlaskClient
 from redis import Redis
+from rqscope.monitor.embedded import EmbeddedRedis
+from rqscope.monitor.settings import Settings
+from rqscope.web import create_app
 
-import tasks.examples  # noqa: F401 - registers the example tasks
 import tests.sample_tasks  # noqa: F401 - registers the test tasks
-from monitor.embedded import EmbeddedRedis
-from monitor.settings import Settings
-from web import create_app
 
 REPO = Path(__file__).resolve().parent.parent
 DEBIAN_REDIS = "/usr/bin/redis-server"
@@ -39,7 +39,7 @@ def redis() -> Iterator[fakeredis.FakeRedis]:
 
 @pytest.fixture
 def settings() -> Settings:
-    return Settings(redis_url="redis://127.0.0.1:1/0", task_modules=("tasks.examples", "tests.sample_tasks"))
+    return Settings(redis_url="redis://127.0.0.1:1/0", task_modules=("rqscope.tasks.examples", "tests.sample_tasks"))
 
 
 @pytest.fixture
@@ -73,7 +73,7 @@ def real_redis(redis_server: EmbeddedRedis) -> Iterator[Redis]:
 
 @pytest.fixture
 def real_settings(redis_server: EmbeddedRedis) -> Settings:
-    return Settings(redis_url=redis_server.url, task_modules=("tasks.examples", "tests.sample_tasks"))
+    return Settings(redis_url=redis_server.url, task_modules=("rqscope.tasks.examples", "tests.sample_tasks"))
 
 
 @pytest.fixture

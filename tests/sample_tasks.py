@@ -7,8 +7,7 @@ import signal
 import time
 
 from rq import Retry
-
-from tasks.registry import task
+from rqscope.tasks.registry import task
 
 
 @task(queue="default", queues=("q1", "q2", "other"))

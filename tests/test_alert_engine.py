@@ -7,11 +7,11 @@ import time
 
 import pytest
 from redis import Redis
+from rqscope.monitor.alert_engine import LEASE_KEY, OUTBOX_KEY, AlertEngine
+from rqscope.monitor.alert_rules import Rule
+from rqscope.monitor.cache import SnapshotCache
+from rqscope.monitor.notifiers import PagerDuty, Slack, Webhook, alertmanager_payload
 
-from monitor.alert_engine import LEASE_KEY, OUTBOX_KEY, AlertEngine
-from monitor.alert_rules import Rule
-from monitor.cache import SnapshotCache
-from monitor.notifiers import PagerDuty, Slack, Webhook, alertmanager_payload
 from tests.receivers import Receiver
 
 pytestmark = pytest.mark.redis
@@ -118,9 +118,8 @@ def test_payload_shapes_for_slack_and_pagerduty(real_redis: Redis) -> None:
 def test_email_through_a_local_smtp_server(real_redis: Redis) -> None:
     from aiosmtpd.controller import Controller
     from aiosmtpd.handlers import Message
-
-    from monitor.embedded import free_port
-    from monitor.notifiers import Email
+    from rqscope.monitor.embedded import free_port
+    from rqscope.monitor.notifiers import Email
 
     received = []
 
@@ -161,7 +160,7 @@ def test_alerts_api_and_pages_show_firing_alerts(real_redis: Redis, real_client)
 
 
 def test_silenced_alert_is_evaluated_but_not_sent(real_redis: Redis) -> None:
-    from monitor import silences
+    from rqscope.monitor import silences
 
     with Receiver() as receiver:
         [engine] = engines(real_redis, receiver, count=1)
@@ -204,7 +203,8 @@ def test_silences_api(real_client, real_redis: Redis) -> None:  # type: ignore[n
 
 
 def test_redis_down_alert_reaches_on_call_while_redis_is_away(real_settings) -> None:  # type: ignore[no-untyped-def]
-    from monitor.embedded import EmbeddedRedis, free_port
+    from rqscope.monitor.embedded import EmbeddedRedis, free_port
+
     from tests.conftest import redis_binary
 
     port = free_port()
@@ -232,7 +232,8 @@ def test_redis_down_alert_reaches_on_call_while_redis_is_away(real_settings) -> 
 
 
 def test_after_an_outage_the_new_leader_resolves_what_the_old_one_fired(real_settings) -> None:  # type: ignore[no-untyped-def]
-    from monitor.embedded import EmbeddedRedis
+    from rqscope.monitor.embedded import EmbeddedRedis
+
     from tests.conftest import redis_binary
 
     server = EmbeddedRedis(binary=redis_binary()).start()

@@ -5,14 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from monitor.alert_eval import evaluate
-from monitor.alert_rules import KINDS, Rule, load_rules, parse_duration
-from monitor.alert_state import FIRING, PENDING, RESOLVED, advance
-from monitor.rates import Minute, Series
-from monitor.snapshot import QueueState, RedisState, Snapshot, WorkerState
-from tasks.errors import SettingsError
-from tasks.procstats import ProcessSample
+from rqscope.monitor.alert_eval import evaluate
+from rqscope.monitor.alert_rules import KINDS, Rule, load_rules, parse_duration
+from rqscope.monitor.alert_state import FIRING, PENDING, RESOLVED, advance
+from rqscope.monitor.rates import Minute, Series
+from rqscope.monitor.snapshot import QueueState, RedisState, Snapshot, WorkerState
+from rqscope.tasks.errors import SettingsError
+from rqscope.tasks.procstats import ProcessSample
 
 
 def queue(name: str = "default", queued: int = 0, latency: float = 0.0, workers: int = 1) -> QueueState:

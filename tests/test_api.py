@@ -6,12 +6,12 @@ import pytest
 from flask.testing import FlaskClient
 from redis import Redis
 from rq import Queue
+from rqscope.monitor.settings import Settings
+from rqscope.tasks.registry import REGISTRY, enqueue, enqueue_task
+from rqscope.tasks.worker import InstrumentedWorker
+from rqscope.web import create_app
 
-from monitor.settings import Settings
-from tasks.registry import REGISTRY, enqueue, enqueue_task
-from tasks.worker import InstrumentedWorker
 from tests.test_retry import make_failed
-from web import create_app
 
 pytestmark = pytest.mark.redis
 OPERATOR = "operator-token-0123456789"
@@ -192,7 +192,7 @@ def test_get_routes_never_mutate(real_client: FlaskClient, real_redis: Redis) ->
 
 
 def test_redis_down_is_503_json(real_settings: Settings) -> None:
-    from monitor.embedded import free_port
+    from rqscope.monitor.embedded import free_port
 
     client = create_app(
         real_settings.replace(redis_url=f"redis://127.0.0.1:{free_port()}/0"), testing=True

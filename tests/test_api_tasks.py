@@ -10,10 +10,9 @@ from flask.testing import FlaskClient
 from redis import Redis
 from rq import Queue
 from rq.job import Job, JobStatus
-
-from monitor.settings import Settings
-from tasks.metrics import METRICS_KEY, field_name
-from web import create_app
+from rqscope.monitor.settings import Settings
+from rqscope.tasks.metrics import METRICS_KEY, field_name
+from rqscope.web import create_app
 
 TOKEN = "operator-token-0123456789"
 
@@ -135,7 +134,7 @@ def test_unknown_job_is_404(client: FlaskClient, job_id: str) -> None:
 
 @pytest.mark.redis
 def test_status_reports_result_and_error_after_a_real_worker_ran(real_client: FlaskClient, real_redis: Redis) -> None:
-    from tasks.worker import InstrumentedWorker
+    from rqscope.tasks.worker import InstrumentedWorker
 
     ok = post(real_client, {"task": "t_ok", "args": [21]}).get_json()["id"]
     bad = post(real_client, {"task": "t_fail", "args": [3]}).get_json()["id"]
@@ -214,7 +213,7 @@ def test_readyz_with_redis_up(client: FlaskClient) -> None:
 
 
 def test_readyz_is_503_within_the_timeout_when_redis_is_stopped(settings: Settings) -> None:
-    from monitor.embedded import free_port
+    from rqscope.monitor.embedded import free_port
 
     down = settings.replace(redis_url=f"redis://127.0.0.1:{free_port()}/0", redis_connect_timeout=0.5)
     client = create_app(down, testing=True).test_client()
@@ -228,7 +227,7 @@ def test_readyz_is_503_within_the_timeout_when_redis_is_stopped(settings: Settin
 
 
 def test_readyz_never_shows_the_redis_password(settings: Settings) -> None:
-    from monitor.embedded import free_port
+    from rqscope.monitor.embedded import free_port
 
     down = settings.replace(redis_url=f"redis://user:hunter2@127.0.0.1:{free_port()}/0")
     client = create_app(down, testing=True).test_client()

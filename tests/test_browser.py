@@ -7,12 +7,12 @@ from collections.abc import Iterator
 
 import pytest
 from redis import Redis
+from rqscope.monitor.embedded import EmbeddedRedis, free_port
+from rqscope.tasks.registry import enqueue
+from rqscope.tasks.worker import InstrumentedWorker
 from werkzeug.security import generate_password_hash
 
 from bench.stack import CHROMIUM, CHROMIUM_ARGS
-from monitor.embedded import EmbeddedRedis, free_port
-from tasks.registry import enqueue
-from tasks.worker import InstrumentedWorker
 from tests.helpers import REPO, http_status, rqscope_command, spawn, stop, wait_for
 from tests.test_retry import make_failed
 
@@ -26,7 +26,7 @@ ARTIFACTS = REPO / "test-artifacts"
 def sidecar(redis_server: EmbeddedRedis) -> Iterator[str]:
     port = free_port()
     users = f"ops:operator:{generate_password_hash(PASSWORD)},watcher:viewer:{generate_password_hash(PASSWORD)}"
-    env = {"RQSCOPE_REDIS_URL": redis_server.url, "RQSCOPE_TASK_MODULES": "tests.sample_tasks,tasks.examples",
+    env = {"RQSCOPE_REDIS_URL": redis_server.url, "RQSCOPE_TASK_MODULES": "tests.sample_tasks,rqscope.tasks.examples",
            "RQSCOPE_USERS": users, "RQSCOPE_SNAPSHOT_TTL": "0.2", "RQSCOPE_LOG_LEVEL": "WARNING"}  # fmt: skip
     process = spawn(rqscope_command("serve", "--port", str(port), "--web-workers", "1"), env)
     url = f"http://127.0.0.1:{port}"

@@ -23,14 +23,14 @@ import psutil
 import pytest
 from redis import Redis
 from rq.job import Job
+from rqscope.monitor.embedded import EmbeddedRedis
+from rqscope.tasks.metrics import METRICS_KEY, parse_metrics
+from rqscope.tasks.registry import REGISTRY, enqueue_task
 
 from bench import ledger
 from bench.ledger import exported_runs, reconcile
 from bench.load import enqueue_all, job_bodies
 from bench.stack import QUEUES, Scraper, Stack, request
-from monitor.embedded import EmbeddedRedis
-from tasks.metrics import METRICS_KEY, parse_metrics
-from tasks.registry import REGISTRY, enqueue_task
 from tests.conftest import redis_binary
 from tests.helpers import wait_for
 from tests.receivers import Receiver

@@ -13,9 +13,9 @@ from pathlib import Path
 import psutil
 import pytest
 from redis import Redis
+from rqscope.web.cli import build_parser, main, settings_from
 
 from tests.helpers import http_status, rqscope_command, spawn, stop, wait_for
-from web.cli import build_parser, main, settings_from
 
 
 @pytest.mark.parametrize("command", [[], ["serve"], ["worker"], ["demo"]])
@@ -73,7 +73,7 @@ def test_password_in_bad_url_is_not_printed(capsys: pytest.CaptureFixture[str]) 
 @pytest.mark.redis
 @pytest.mark.slow
 def test_serve_runs_under_gunicorn(redis_server) -> None:  # type: ignore[no-untyped-def]
-    from monitor.embedded import free_port
+    from rqscope.monitor.embedded import free_port
 
     port = free_port()
     env = {"RQSCOPE_REDIS_URL": redis_server.url, "RQSCOPE_TASK_MODULES": "tests.sample_tasks"}
@@ -93,7 +93,7 @@ def test_serve_runs_under_gunicorn(redis_server) -> None:  # type: ignore[no-unt
 
 @pytest.mark.slow
 def test_demo_serves_processes_jobs_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
-    from monitor.embedded import free_port
+    from rqscope.monitor.embedded import free_port
 
     port = free_port()
     demo = spawn(
@@ -133,7 +133,7 @@ def _finished(redis: Redis) -> int:
 def test_info_shows_queues_latency_and_dead_workers(real_redis: Redis, redis_server, capsys) -> None:  # type: ignore[no-untyped-def]
     import json
 
-    from tasks.registry import enqueue
+    from rqscope.tasks.registry import enqueue
 
     job = enqueue("t_ok", 1, connection=real_redis)
     real_redis.hset(job.key, "enqueued_at", "2020-01-01T00:00:00.000000Z")

@@ -11,13 +11,13 @@ import pytest
 from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 from redis import Redis
+from rqscope.monitor.embedded import EmbeddedRedis, free_port
+from rqscope.monitor.settings import Settings
+from rqscope.tasks.registry import enqueue
+from rqscope.tasks.worker import InstrumentedWorker
+from rqscope.web import create_app
 
-from monitor.embedded import EmbeddedRedis, free_port
-from monitor.settings import Settings
-from tasks.registry import enqueue
-from tasks.worker import InstrumentedWorker
 from tests.conftest import redis_binary
-from web import create_app
 
 pytestmark = pytest.mark.redis
 
@@ -58,7 +58,7 @@ def test_metrics_cover_queues_workers_redis_and_tasks(real_client: FlaskClient, 
 
 
 def test_worker_and_pool_metrics_carry_hostname_and_role_only(real_client: FlaskClient, real_redis: Redis) -> None:
-    from tasks.procstats import publish, sample
+    from rqscope.tasks.procstats import publish, sample
 
     publish(real_redis, sample(real_redis, "worker", name="w-123"), ttl=30)
     real_redis.sadd("rq:workers", "rq:worker:w-123")
@@ -154,8 +154,7 @@ def test_hanging_redis_gives_a_bounded_answer_and_no_thread_leak(
 
 def test_fast_exposition_is_byte_identical_to_prometheus_client(real_client: FlaskClient, real_redis: Redis) -> None:
     from prometheus_client import generate_latest
-
-    from monitor.exposition import render
+    from rqscope.monitor.exposition import render
 
     evil = 'q"\\\n<b>é'
     real_redis.sadd("rq:queues", f"rq:queue:{evil}", "rq:queue:plain")

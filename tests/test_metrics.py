@@ -5,10 +5,9 @@ import math
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from redis import Redis
-
-from monitor.cache import SnapshotCache
-from monitor.collectors import build_registry
-from tasks.metrics import (
+from rqscope.monitor.cache import SnapshotCache
+from rqscope.monitor.collectors import build_registry
+from rqscope.tasks.metrics import (
     BUCKET_LABELS,
     METRICS_KEY,
     OUTCOMES,

@@ -6,12 +6,11 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from redis import Redis
+from rqscope.monitor.embedded import EmbeddedRedis
+from rqscope.monitor.settings import Settings
+from rqscope.tasks.registry import enqueue
+from rqscope.web import create_app
 from schemathesis.specs.openapi.checks import positive_data_acceptance
-
-from monitor.embedded import EmbeddedRedis
-from monitor.settings import Settings
-from tasks.registry import enqueue
-from web import create_app
 
 
 @pytest.fixture(scope="module")
@@ -20,8 +19,8 @@ def api_schema(redis_server: EmbeddedRedis):  # type: ignore[no-untyped-def]
     client.flushall()
     for i in range(3):
         enqueue("t_ok", i, connection=client)
-    app = create_app(Settings(redis_url=redis_server.url, task_modules=("tests.sample_tasks", "tasks.examples")),
-                     testing=True)  # fmt: skip
+    settings = Settings(redis_url=redis_server.url, task_modules=("tests.sample_tasks", "rqscope.tasks.examples"))
+    app = create_app(settings, testing=True)
     return schemathesis.openapi.from_wsgi("/api/openapi.json", app)
 
 

@@ -7,13 +7,13 @@ import time
 import pytest
 from flask.testing import FlaskClient
 from redis import Redis
+from rqscope.monitor.embedded import free_port
+from rqscope.monitor.settings import Settings, User
+from rqscope.tasks.registry import enqueue
+from rqscope.web import create_app
 from werkzeug.security import generate_password_hash
 
-from monitor.embedded import free_port
-from monitor.settings import Settings, User
-from tasks.registry import enqueue
 from tests.test_retry import make_failed
-from web import create_app
 
 HTML = {"Accept": "text/html"}
 PAGES = ["/", "/workers", "/tasks", "/audit", "/alerts", "/queues/default/queued", "/queues/default/failed",
@@ -89,8 +89,7 @@ def test_outage_shows_a_banner_on_every_page_not_a_500(settings: Settings) -> No
 
 def test_forgetting_a_dead_worker_fails_the_job_it_held(real_client: FlaskClient, real_redis: Redis) -> None:
     from rq.job import Job
-
-    from tasks.metrics import METRICS_KEY, parse_metrics
+    from rqscope.tasks.metrics import METRICS_KEY, parse_metrics
 
     held, finished = enqueue("t_ok", 1, connection=real_redis), enqueue("t_ok", 2, connection=real_redis)
     real_redis.delete("rq:queue:default")

@@ -6,8 +6,8 @@ import shutil
 import subprocess
 
 import pytest
+from rqscope.monitor.alert_rules import KINDS, load_rules
 
-from monitor.alert_rules import KINDS, load_rules
 from tests.helpers import REPO
 
 
@@ -54,9 +54,8 @@ def test_alertmanager_example_is_valid() -> None:
 
 def test_compose_commands_and_variables_match_the_cli_and_settings() -> None:
     import yaml
-
-    from monitor.settings import Settings, env_name
-    from web.cli import build_parser
+    from rqscope.monitor.settings import Settings, env_name
+    from rqscope.web.cli import build_parser
 
     compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
     known = {env_name(name) for name in vars(Settings())}

@@ -1,9 +1,8 @@
 from __future__ import annotations
 
 from redis import Redis
-
-from monitor.rates import read_series
-from tasks.metrics import record_run
+from rqscope.monitor.rates import read_series
+from rqscope.tasks.metrics import record_run
 
 
 def test_series_counts_runs_and_failures_per_minute(redis: Redis) -> None:

@@ -3,11 +3,11 @@ from __future__ import annotations
 import pytest
 from redis import Redis
 from rq import Queue
+from rqscope.tasks import examples  # noqa: F401 - registers the example tasks
+from rqscope.tasks.errors import DuplicateTaskError, QueueNotAllowedError, TaskArgumentsError, UnknownTaskError
+from rqscope.tasks.metrics import METRICS_KEY, field_name
+from rqscope.tasks.registry import REGISTRY, TaskRegistry, enqueue, enqueue_task, task
 
-from tasks import examples  # noqa: F401 - registers the example tasks
-from tasks.errors import DuplicateTaskError, QueueNotAllowedError, TaskArgumentsError, UnknownTaskError
-from tasks.metrics import METRICS_KEY, field_name
-from tasks.registry import REGISTRY, TaskRegistry, enqueue, enqueue_task, task
 from tests import sample_tasks
 
 

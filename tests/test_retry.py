@@ -10,11 +10,11 @@ from rq import Queue, Worker
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry
 from rq.results import Result
+from rqscope.monitor.retry import Retrier, batches
+from rqscope.monitor.settings import Settings
+from rqscope.tasks.registry import enqueue
 
 from bench import ledger
-from monitor.retry import Retrier, batches
-from monitor.settings import Settings
-from tasks.registry import enqueue
 from tests.helpers import rqscope_command, running, wait_for
 
 pytestmark = pytest.mark.redis

@@ -15,13 +15,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 from redis import Redis
+from rqscope.monitor.settings import Settings, from_env
+from rqscope.tasks.registry import REGISTRY, enqueue
+from rqscope.web import create_app
 from werkzeug.security import generate_password_hash
 
 from bench.stack import request
-from monitor.settings import Settings, from_env
-from tasks.registry import REGISTRY, enqueue
 from tests.test_retry import make_failed
-from web import create_app
 
 OPERATOR = "operator-token-0123456789"
 VIEWER = "viewer-token-0123456789ab"
@@ -131,7 +131,7 @@ def test_over_long_and_binary_fields_break_no_page_and_no_scrape(real_client: Fl
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(name=st.one_of(st.text(max_size=80), st.sampled_from([
     "os.system", "subprocess.run", "builtins.eval", "__import__", "tests.sample_tasks.t_ok", "t_ok.__globals__",
-    "web.cli.main", "importlib.import_module", "pickle.loads", "../t_ok", "t_ok\x00", "T_OK", " t_ok",
+    "rqscope.web.cli.main", "importlib.import_module", "pickle.loads", "../t_ok", "t_ok\x00", "T_OK", " t_ok",
 ])))  # fmt: skip
 def test_enqueue_never_imports_or_runs_an_unregistered_name(client: FlaskClient, redis: Redis, name: str) -> None:
     modules = set(sys.modules)
@@ -145,7 +145,8 @@ SECRET = "s3cr3t-Pa55word-never-shown"
 
 
 def test_redis_password_appears_in_no_page_log_or_metric(tmp_path: Path) -> None:
-    from monitor.embedded import EmbeddedRedis, free_port
+    from rqscope.monitor.embedded import EmbeddedRedis, free_port
+
     from tests.conftest import redis_binary
     from tests.helpers import http_status, rqscope_command, spawn, stop, wait_for
 

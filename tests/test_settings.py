@@ -1,9 +1,8 @@
 from __future__ import annotations
 
 import pytest
-
-from monitor.settings import DEFAULT_PORT, Settings, from_env, redact_url
-from tasks.errors import SettingsError
+from rqscope.monitor.settings import DEFAULT_PORT, Settings, from_env, redact_url
+from rqscope.tasks.errors import SettingsError
 
 
 def test_defaults_when_nothing_is_set() -> None:

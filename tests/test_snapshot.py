@@ -9,14 +9,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from redis import Redis
 from rq import Queue
+from rqscope.monitor.cache import SnapshotCache
+from rqscope.monitor.reader import SnapshotReader, fetch_snapshot
+from rqscope.monitor.snapshot import WORKER_FIELDS, Snapshot, parse_time, shape_worker
+from rqscope.tasks.procstats import publish, sample
+from rqscope.tasks.registry import enqueue
+from rqscope.tasks.worker import InstrumentedWorker
 
 from bench.common import CountingConnection, counting_client
-from monitor.cache import SnapshotCache
-from monitor.reader import SnapshotReader, fetch_snapshot
-from monitor.snapshot import WORKER_FIELDS, Snapshot, parse_time, shape_worker
-from tasks.procstats import publish, sample
-from tasks.registry import enqueue
-from tasks.worker import InstrumentedWorker
 
 READ_COMMANDS = {"smembers", "info", "hgetall", "hmget", "zrangebyscore", "zcard", "llen", "lindex", "exists", "hget"}
 
@@ -172,7 +172,7 @@ def test_stale_heartbeat_marks_a_worker_dead() -> None:
 
 
 def test_rqscope_worker_without_live_process_stats_is_dead_within_three_intervals() -> None:
-    from tasks.procstats import LIVENESS_FIELD, ProcessSample
+    from rqscope.tasks.procstats import LIVENESS_FIELD, ProcessSample
 
     now, interval = time.time(), {LIVENESS_FIELD: b"5"}
     silent = fields(state=b"busy", last_heartbeat=utc(20).encode(), birth=utc(60).encode(), **interval)
@@ -203,7 +203,7 @@ def test_wrong_type_keys_degrade_instead_of_failing(redis: Redis) -> None:
 
 
 def test_down_redis_gives_a_down_snapshot() -> None:
-    from monitor.embedded import free_port
+    from rqscope.monitor.embedded import free_port
 
     client = Redis(port=free_port(), socket_connect_timeout=0.5)
     snap = fetch_snapshot(client)
@@ -247,10 +247,9 @@ def test_queue_is_counted_from_real_rq_queue_keys(redis: Redis) -> None:
 @pytest.mark.redis
 def test_pool_exhaustion_is_counted_and_published(real_redis: Redis, redis_server) -> None:  # type: ignore[no-untyped-def]
     from redis.exceptions import ConnectionError as RedisConnectionError
-
-    from monitor.redis_client import make_client
-    from monitor.settings import Settings
-    from tasks.procstats import Publisher
+    from rqscope.monitor.redis_client import make_client
+    from rqscope.monitor.settings import Settings
+    from rqscope.tasks.procstats import Publisher
 
     client = make_client(Settings(redis_url=redis_server.url), max_connections=1)
     held = client.connection_pool.get_connection()

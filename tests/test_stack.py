@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 import yaml
 from redis import Redis
+from rqscope.monitor.embedded import EmbeddedRedis, free_port
+from rqscope.tasks.registry import enqueue
 
-from monitor.embedded import EmbeddedRedis, free_port
-from tasks.registry import enqueue
 from tests.helpers import REPO, http_status, rqscope_command, spawn, stop, wait_for
 from tests.receivers import Receiver
 
@@ -45,7 +45,7 @@ def stack(redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory)
     redis = Redis.from_url(redis_server.url)
     redis.flushall()
     web_port, prom_port, am_port = free_port(), free_port(), free_port()
-    env = {"RQSCOPE_REDIS_URL": redis_server.url, "RQSCOPE_TASK_MODULES": "tasks.examples",
+    env = {"RQSCOPE_REDIS_URL": redis_server.url, "RQSCOPE_TASK_MODULES": "rqscope.tasks.examples",
            "RQSCOPE_PUBLISH_INTERVAL": "1", "RQSCOPE_LOG_LEVEL": "WARNING", "RQSCOPE_SNAPSHOT_TTL": "0.5"}  # fmt: skip
     processes = []
     with Receiver() as receiver:

@@ -18,13 +18,13 @@ from rq import Queue
 from rq.exceptions import StopRequested
 from rq.job import JobStatus
 from rq.worker import WorkerStatus
+from rqscope.monitor.cache import SnapshotCache
+from rqscope.monitor.collectors import build_registry
+from rqscope.monitor.embedded import EmbeddedRedis
+from rqscope.tasks.procstats import PROC_KEY_TEMPLATE, PROCS_KEY
+from rqscope.tasks.registry import REGISTRY, enqueue, enqueue_task
+from rqscope.tasks.worker import STOP_GRACE_SECONDS, InstrumentedWorker, unrecorded_outcome
 
-from monitor.cache import SnapshotCache
-from monitor.collectors import build_registry
-from monitor.embedded import EmbeddedRedis
-from tasks.procstats import PROC_KEY_TEMPLATE, PROCS_KEY
-from tasks.registry import REGISTRY, enqueue, enqueue_task
-from tasks.worker import STOP_GRACE_SECONDS, InstrumentedWorker, unrecorded_outcome
 from tests.conftest import redis_binary
 from tests.helpers import REPO, rqscope_command, running, wait_for
 

@@ -10,7 +10,7 @@ if TYPE_CHECKING:
 
 def create_app(*args: Any, **kwargs: Any) -> Flask:
     """Build the sidecar app (see web.app.create_app); imported lazily so `rqscope worker` stays lean."""
-    from web.app import create_app as factory
+    from rqscope.web.app import create_app as factory
 
     return factory(*args, **kwargs)
 

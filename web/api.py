@@ -9,17 +9,16 @@ from dataclasses import asdict
 from typing import Any
 
 from flask import Blueprint, Response, abort, jsonify, request
-
-from monitor import audit, silences
-from monitor.alert_rules import parse_duration
-from monitor.jobs import MAX_PER_PAGE, ORDERS, JobFilter, JobLister, delete_jobs
-from monitor.report import queue_row, redis_row, totals, worker_row
-from monitor.retry import Retrier
-from monitor.snapshot import JOB_STATES
-from web.auth import Identity, require_operator, require_viewer
-from web.bodies import read_body, typed
-from web.jobinfo import detail, fetch_job
-from web.state import state
+from rqscope.monitor import audit, silences
+from rqscope.monitor.alert_rules import parse_duration
+from rqscope.monitor.jobs import MAX_PER_PAGE, ORDERS, JobFilter, JobLister, delete_jobs
+from rqscope.monitor.report import queue_row, redis_row, totals, worker_row
+from rqscope.monitor.retry import Retrier
+from rqscope.monitor.snapshot import JOB_STATES
+from rqscope.web.auth import Identity, require_operator, require_viewer
+from rqscope.web.bodies import read_body, typed
+from rqscope.web.jobinfo import detail, fetch_job
+from rqscope.web.state import state
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 

@@ -6,12 +6,11 @@ from flask import Blueprint, Response, abort, jsonify, url_for
 from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation
 from rq.job import JobStatus
-
-from tasks.registry import enqueue_task
-from web.auth import require_operator
-from web.bodies import read_body, typed
-from web.jobinfo import MAX_ID_LENGTH, describe, fetch_job
-from web.state import state
+from rqscope.tasks.registry import enqueue_task
+from rqscope.web.auth import require_operator
+from rqscope.web.bodies import read_body, typed
+from rqscope.web.jobinfo import MAX_ID_LENGTH, describe, fetch_job
+from rqscope.web.state import state
 
 bp = Blueprint("api_tasks", __name__, url_prefix="/api/tasks")
 

@@ -9,18 +9,17 @@ from datetime import UTC, datetime
 
 from flask import Flask
 from redis import Redis, RedisError
-
-from monitor import alerting
-from monitor.cache import SnapshotCache
-from monitor.collectors import build_registry
-from monitor.embedded import with_default_redis
-from monitor.redis_client import make_client
-from monitor.settings import Settings, from_env
-from monitor.snapshot import JOB_STATES
-from tasks.procstats import Publisher
-from tasks.registry import REGISTRY, TaskRegistry, import_task_modules
-from web import api, api_tasks, dashboard, errors, health, jobs_views, openapi, pages, session_views
-from web.state import EXTENSION, State
+from rqscope.monitor import alerting
+from rqscope.monitor.cache import SnapshotCache
+from rqscope.monitor.collectors import build_registry
+from rqscope.monitor.embedded import with_default_redis
+from rqscope.monitor.redis_client import make_client
+from rqscope.monitor.settings import Settings, from_env
+from rqscope.monitor.snapshot import JOB_STATES
+from rqscope.tasks.procstats import Publisher
+from rqscope.tasks.registry import REGISTRY, TaskRegistry, import_task_modules
+from rqscope.web import api, api_tasks, dashboard, errors, health, jobs_views, openapi, pages, session_views
+from rqscope.web.state import EXTENSION, State
 
 log = logging.getLogger(__name__)
 

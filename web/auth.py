@@ -13,9 +13,8 @@ import secrets
 from dataclasses import dataclass
 
 from flask import abort, request, session
+from rqscope.monitor.settings import Settings, User
 from werkzeug.security import check_password_hash, generate_password_hash
-
-from monitor.settings import Settings, User
 
 OPERATOR = "operator"
 VIEWER = "viewer"

@@ -8,9 +8,9 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 
-from monitor.embedded import with_default_redis
-from monitor.settings import DEFAULT_QUEUES, Settings, env_name, from_env
-from tasks.errors import RqscopeError
+from rqscope.monitor.embedded import with_default_redis
+from rqscope.monitor.settings import DEFAULT_QUEUES, Settings, env_name, from_env
+from rqscope.tasks.errors import RqscopeError
 
 # (flag, settings field, help); every flag has the RQSCOPE_* variable of the same name
 CONNECTION_FLAGS = (
@@ -103,8 +103,8 @@ def configure_logging(settings: Settings) -> None:
 
 
 def run_serve(args: argparse.Namespace, settings: Settings) -> int:
-    from monitor.alert_rules import DEFAULT_RULES, load_rules
-    from web.serve import serve
+    from rqscope.monitor.alert_rules import DEFAULT_RULES, load_rules
+    from rqscope.web.serve import serve
 
     load_rules(settings.alert_rules or DEFAULT_RULES)  # a bad rules file stops here, with file, line and field
 
@@ -112,9 +112,9 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_worker(args: argparse.Namespace, settings: Settings) -> int:
-    from monitor.redis_client import make_client
-    from tasks.registry import import_task_modules
-    from tasks.worker import InstrumentedWorker
+    from rqscope.monitor.redis_client import make_client
+    from rqscope.tasks.registry import import_task_modules
+    from rqscope.tasks.worker import InstrumentedWorker
 
     if args.name is not None and not (0 < len(args.name) <= 200 and args.name.isprintable()):
         raise RqscopeError("--name must be 1 to 200 printable characters")
@@ -131,9 +131,9 @@ def run_info(args: argparse.Namespace, settings: Settings) -> int:
     import json
     import time
 
-    from monitor.reader import fetch_snapshot
-    from monitor.redis_client import make_client
-    from monitor.report import render_text, snapshot_dict
+    from rqscope.monitor.reader import fetch_snapshot
+    from rqscope.monitor.redis_client import make_client
+    from rqscope.monitor.report import render_text, snapshot_dict
 
     if args.interval is not None and not 0.1 <= args.interval <= 3600:
         raise RqscopeError("--interval must be between 0.1 and 3600 seconds")
@@ -156,7 +156,7 @@ def run_info(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from web.demo import Demo
+    from rqscope.web.demo import Demo
 
     if not 1 <= args.workers <= 8:
         raise RqscopeError("--workers must be between 1 and 8")

@@ -6,16 +6,15 @@ import time
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from redis import RedisError
+from rqscope.monitor import audit, silences
+from rqscope.monitor.alert_state import Alert
+from rqscope.monitor.rates import read_series
+from rqscope.monitor.workers import forget_dead_worker
+from rqscope.web.api import silence_from
+from rqscope.web.charts import sparkline
+from rqscope.web.pages import operator, viewer
+from rqscope.web.state import state
 from werkzeug.wrappers import Response
-
-from monitor import audit, silences
-from monitor.alert_state import Alert
-from monitor.rates import read_series
-from monitor.workers import forget_dead_worker
-from web.api import silence_from
-from web.charts import sparkline
-from web.pages import operator, viewer
-from web.state import state
 
 bp = Blueprint("dashboard", __name__)
 SORTS = ("name", "failure_ratio", "runs", "p95")

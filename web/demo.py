@@ -13,12 +13,11 @@ import time
 from types import FrameType
 
 from redis import Redis, RedisError
-
-from monitor.embedded import EmbeddedRedis, demo_state_dir, demo_url_file, free_port
-from monitor.settings import DEFAULT_PORT
-from tasks import examples
-from tasks.errors import RqscopeError
-from tasks.registry import enqueue
+from rqscope.monitor.embedded import EmbeddedRedis, demo_state_dir, demo_url_file, free_port
+from rqscope.monitor.settings import DEFAULT_PORT
+from rqscope.tasks import examples
+from rqscope.tasks.errors import RqscopeError
+from rqscope.tasks.registry import enqueue
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +53,7 @@ class Demo:
 
     def _spawn(self, *args: str, env: dict[str, str], log_name: str) -> None:
         """Start an rqscope command whose output goes to a log file, so the terminal keeps the URL."""
-        command = [sys.executable, "-m", "web.cli", *args]
+        command = [sys.executable, "-m", "rqscope.web.cli", *args]
         with open(demo_state_dir() / log_name, "wb") as log_file:
             # a session of its own: a terminal's Ctrl-C reaches only the demo, which stops the workers
             # and the sidecar first and Redis last, so no worker is left holding a job without Redis

@@ -6,9 +6,8 @@ import logging
 
 from flask import Flask, Response, jsonify, render_template, request
 from redis import RedisError
+from rqscope.tasks.errors import RqscopeError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
-
-from tasks.errors import RqscopeError
 
 log = logging.getLogger(__name__)
 

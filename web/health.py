@@ -5,9 +5,8 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify
 from prometheus_client import CONTENT_TYPE_LATEST
 from redis import RedisError
-
-from monitor.exposition import render
-from web.state import state
+from rqscope.monitor.exposition import render
+from rqscope.web.state import state
 
 bp = Blueprint("health", __name__)
 

@@ -8,10 +8,9 @@ from typing import Any
 from flask import abort
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
-
-from monitor.jobs import split_exception
-from monitor.report import iso
-from web.state import state
+from rqscope.monitor.jobs import split_exception
+from rqscope.monitor.report import iso
+from rqscope.web.state import state
 
 MAX_ID_LENGTH = 128
 

@@ -6,16 +6,15 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation
 from rq.job import JobStatus
+from rqscope.monitor import audit
+from rqscope.monitor.jobs import MAX_PER_PAGE, ORDERS, JobLister, delete_jobs
+from rqscope.monitor.retry import Retrier
+from rqscope.monitor.snapshot import JOB_STATES
+from rqscope.web.api import MAX_PAGE, choice_arg, int_arg, job_filter
+from rqscope.web.jobinfo import detail, fetch_job
+from rqscope.web.pages import operator, viewer
+from rqscope.web.state import state
 from werkzeug.wrappers import Response
-
-from monitor import audit
-from monitor.jobs import MAX_PER_PAGE, ORDERS, JobLister, delete_jobs
-from monitor.retry import Retrier
-from monitor.snapshot import JOB_STATES
-from web.api import MAX_PAGE, choice_arg, int_arg, job_filter
-from web.jobinfo import detail, fetch_job
-from web.pages import operator, viewer
-from web.state import state
 
 bp = Blueprint("jobs", __name__)
 BULK_ACTIONS = ("retry", "empty")

@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, Response, jsonify
-
-from monitor.jobs import MAX_PER_PAGE, ORDERS
-from monitor.snapshot import JOB_STATES
+from rqscope.monitor.jobs import MAX_PER_PAGE, ORDERS
+from rqscope.monitor.snapshot import JOB_STATES
 
 bp = Blueprint("openapi", __name__)
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Flask, Response, g, redirect, request, url_for
-
-from monitor.report import totals
-from web.auth import Identity, csrf_token, identify, require_operator
-from web.state import state
+from rqscope.monitor.report import totals
+from rqscope.web.auth import Identity, csrf_token, identify, require_operator
+from rqscope.web.state import state
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "

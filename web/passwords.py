@@ -1,4 +1,4 @@
-"""`python -m web.passwords`: print a password hash for RQSCOPE_USERS."""
+"""`python -m rqscope.web.passwords`: print a password hash for RQSCOPE_USERS."""
 
 from __future__ import annotations
 

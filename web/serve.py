@@ -1,13 +1,12 @@
-"""`rqscope serve`: the app under gunicorn, with the same settings as `gunicorn 'web:create_app()'`."""
+"""`rqscope serve`: the app under gunicorn, with the same settings as `gunicorn 'rqscope.web:create_app()'`."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
-
-from monitor.settings import Settings
-from tasks.errors import RqscopeError
+from rqscope.monitor.settings import Settings
+from rqscope.tasks.errors import RqscopeError
 
 
 class SidecarServer(BaseApplication):  # type: ignore[misc]
@@ -34,7 +33,7 @@ class SidecarServer(BaseApplication):  # type: ignore[misc]
             self.cfg.set(key, value)
 
     def load(self) -> Any:
-        from web.app import create_app
+        from rqscope.web.app import create_app
 
         return create_app(self.settings)
 

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, session, url_for
+from rqscope.web.auth import check_user, csrf_ok, csrf_token
+from rqscope.web.state import state
 from werkzeug.wrappers import Response
-
-from web.auth import check_user, csrf_ok, csrf_token
-from web.state import state
 
 bp = Blueprint("session_views", __name__)
 

@@ -7,11 +7,10 @@ from dataclasses import dataclass
 from flask import current_app
 from prometheus_client import CollectorRegistry
 from redis import Redis
-
-from monitor.alert_engine import AlertEngine
-from monitor.cache import SnapshotCache
-from monitor.settings import Settings
-from tasks.registry import TaskRegistry
+from rqscope.monitor.alert_engine import AlertEngine
+from rqscope.monitor.cache import SnapshotCache
+from rqscope.monitor.settings import Settings
+from rqscope.tasks.registry import TaskRegistry
 
 EXTENSION = "rqscope"
 

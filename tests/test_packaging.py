@@ -1,0 +1,37 @@
+"""The wheel installs one import namespace, rqscope, so it never shadows a user's `tasks` module."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+def test_wheel_has_one_top_level_package(tmp_path: Path) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)],
+        check=True,
+        cwd=tmp_path,
+    )
+    (wheel,) = tmp_path.glob("rqscope-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    tops = {name.split("/", 1)[0] for name in names if not name.split("/", 1)[0].endswith(".dist-info")}
+    assert tops == {"rqscope"}
+    for module in ("rqscope/__init__.py", "rqscope/tasks/registry.py", "rqscope/monitor/snapshot.py",
+                   "rqscope/web/app.py", "rqscope/web/templates/base.html", "rqscope/monitor/default_rules.yml"):  # fmt: skip
+        assert module in names
+    entry_points = next(n for n in names if n.endswith("entry_points.txt"))
+    assert "rqscope = rqscope.web.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+
+
+def test_a_users_own_tasks_module_is_not_shadowed(tmp_path: Path) -> None:
+    (tmp_path / "tasks.py").write_text("from rqscope import task\n\n@task()\ndef mine(x):\n    return x\n")
+    code = "import tasks, rqscope.tasks; print(tasks.__file__); print(rqscope.tasks.REGISTRY.get('mine').func_path)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True).stdout
+    assert out.splitlines() == [str(tmp_path / "tasks.py"), "tasks.mine"]
