@@ -11,7 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 from redis import Redis
-from rqscope.monitor.alert_engine import LEASE_KEY
+from rqscope.monitor.alerts.engine import LEASE_KEY
 from rqscope.monitor.embedded import EmbeddedRedis, free_port
 
 from tests.helpers import http_status, rqscope_command, spawn, stop, wait_for

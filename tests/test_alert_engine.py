@@ -7,10 +7,10 @@ import time
 
 import pytest
 from redis import Redis
-from rqscope.monitor.alert_engine import LEASE_KEY, OUTBOX_KEY, AlertEngine
-from rqscope.monitor.alert_rules import Rule
+from rqscope.monitor.alerts.engine import LEASE_KEY, OUTBOX_KEY, AlertEngine
+from rqscope.monitor.alerts.notifiers import PagerDuty, Slack, Webhook, alertmanager_payload
+from rqscope.monitor.alerts.rules import Rule
 from rqscope.monitor.cache import SnapshotCache
-from rqscope.monitor.notifiers import PagerDuty, Slack, Webhook, alertmanager_payload
 
 from tests.receivers import Receiver
 
@@ -118,8 +118,8 @@ def test_payload_shapes_for_slack_and_pagerduty(real_redis: Redis) -> None:
 def test_email_through_a_local_smtp_server(real_redis: Redis) -> None:
     from aiosmtpd.controller import Controller
     from aiosmtpd.handlers import Message
+    from rqscope.monitor.alerts.notifiers import Email
     from rqscope.monitor.embedded import free_port
-    from rqscope.monitor.notifiers import Email
 
     received = []
 
@@ -160,7 +160,7 @@ def test_alerts_api_and_pages_show_firing_alerts(real_redis: Redis, real_client)
 
 
 def test_silenced_alert_is_evaluated_but_not_sent(real_redis: Redis) -> None:
-    from rqscope.monitor import silences
+    from rqscope.monitor.alerts import silences
 
     with Receiver() as receiver:
         [engine] = engines(real_redis, receiver, count=1)

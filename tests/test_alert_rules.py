@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from rqscope.monitor.alert_eval import evaluate
-from rqscope.monitor.alert_rules import KINDS, Rule, load_rules, parse_duration
-from rqscope.monitor.alert_state import FIRING, PENDING, RESOLVED, advance
+from rqscope.monitor.alerts.evaluate import evaluate
+from rqscope.monitor.alerts.rules import KINDS, Rule, load_rules, parse_duration
+from rqscope.monitor.alerts.state import FIRING, PENDING, RESOLVED, advance
 from rqscope.monitor.rates import Minute, Series
 from rqscope.monitor.snapshot import QueueState, RedisState, Snapshot, WorkerState
 from rqscope.tasks.errors import SettingsError

@@ -6,7 +6,7 @@ import shutil
 import subprocess
 
 import pytest
-from rqscope.monitor.alert_rules import KINDS, load_rules
+from rqscope.monitor.alerts.rules import KINDS, load_rules
 
 from tests.helpers import REPO
 

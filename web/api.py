@@ -9,8 +9,9 @@ from dataclasses import asdict
 from typing import Any
 
 from flask import Blueprint, Response, abort, jsonify, request
-from rqscope.monitor import audit, silences
-from rqscope.monitor.alert_rules import parse_duration
+from rqscope.monitor import audit
+from rqscope.monitor.alerts import silences
+from rqscope.monitor.alerts.rules import parse_duration
 from rqscope.monitor.jobs import MAX_PER_PAGE, ORDERS, JobFilter, JobLister, delete_jobs
 from rqscope.monitor.report import queue_row, redis_row, totals, worker_row
 from rqscope.monitor.retry import Retrier

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 from flask import Flask
 from redis import Redis, RedisError
-from rqscope.monitor import alerting
+from rqscope.monitor.alerts import runner as alerting
 from rqscope.monitor.cache import SnapshotCache
 from rqscope.monitor.collectors import build_registry
 from rqscope.monitor.embedded import with_default_redis

@@ -103,7 +103,7 @@ def configure_logging(settings: Settings) -> None:
 
 
 def run_serve(args: argparse.Namespace, settings: Settings) -> int:
-    from rqscope.monitor.alert_rules import DEFAULT_RULES, load_rules
+    from rqscope.monitor.alerts.rules import DEFAULT_RULES, load_rules
     from rqscope.web.serve import serve
 
     load_rules(settings.alert_rules or DEFAULT_RULES)  # a bad rules file stops here, with file, line and field

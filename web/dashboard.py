@@ -6,8 +6,9 @@ import time
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from redis import RedisError
-from rqscope.monitor import audit, silences
-from rqscope.monitor.alert_state import Alert
+from rqscope.monitor import audit
+from rqscope.monitor.alerts import silences
+from rqscope.monitor.alerts.state import Alert
 from rqscope.monitor.rates import read_series
 from rqscope.monitor.workers import forget_dead_worker
 from rqscope.web.api import silence_from

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from flask import current_app
 from prometheus_client import CollectorRegistry
 from redis import Redis
-from rqscope.monitor.alert_engine import AlertEngine
+from rqscope.monitor.alerts.engine import AlertEngine
 from rqscope.monitor.cache import SnapshotCache
 from rqscope.monitor.settings import Settings
 from rqscope.tasks.registry import TaskRegistry

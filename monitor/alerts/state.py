@@ -6,7 +6,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, replace
 
-from rqscope.monitor.alert_eval import Observation
+from rqscope.monitor.alerts.evaluate import Observation
 
 PENDING, FIRING, RESOLVED = "pending", "firing", "resolved"
 KEEP_RESOLVED_SECONDS = 24 * 3600

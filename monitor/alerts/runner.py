@@ -7,9 +7,9 @@ from collections.abc import Callable
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from redis import Redis, RedisError
-from rqscope.monitor.alert_engine import AlertEngine, Notifier
-from rqscope.monitor.alert_rules import DEFAULT_RULES, load_rules
-from rqscope.monitor.notifiers import Email, PagerDuty, Slack, Webhook
+from rqscope.monitor.alerts.engine import AlertEngine, Notifier
+from rqscope.monitor.alerts.notifiers import Email, PagerDuty, Slack, Webhook
+from rqscope.monitor.alerts.rules import DEFAULT_RULES, load_rules
 from rqscope.monitor.settings import Settings
 from rqscope.monitor.snapshot import Snapshot
 

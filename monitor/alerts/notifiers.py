@@ -12,7 +12,7 @@ from email.message import EmailMessage
 from typing import Any
 from urllib.parse import quote
 
-from rqscope.monitor.alert_state import FIRING, Notification
+from rqscope.monitor.alerts.state import FIRING, Notification
 
 TIMEOUT_SECONDS = 5.0
 

@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from redis import Redis, RedisError
-from rqscope.monitor.alert_eval import evaluate
-from rqscope.monitor.alert_rules import Rule
-from rqscope.monitor.alert_state import Alert, Notification, advance
-from rqscope.monitor.notifiers import DeliveryError
+from rqscope.monitor.alerts.evaluate import evaluate
+from rqscope.monitor.alerts.notifiers import DeliveryError
+from rqscope.monitor.alerts.rules import Rule
+from rqscope.monitor.alerts.silences import Silence, all_silences, silenced
+from rqscope.monitor.alerts.state import Alert, Notification, advance
 from rqscope.monitor.rates import read_series
-from rqscope.monitor.silences import Silence, all_silences, silenced
 from rqscope.monitor.snapshot import Snapshot
 
 log = logging.getLogger(__name__)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
-from rqscope.monitor.alert_rules import Rule
+from rqscope.monitor.alerts.rules import Rule
 from rqscope.monitor.rates import Series
 from rqscope.monitor.snapshot import QueueState, Snapshot
 

@@ -1,0 +1,1 @@
+"""Alerting: rules, the leased evaluator, alert state, silences and notifiers."""
