@@ -5,14 +5,16 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from flask import Flask
+from flask.sessions import SecureCookieSessionInterface
+from itsdangerous import URLSafeTimedSerializer
 from redis import Redis, RedisError
 from rqscope.monitor.alerts import runner as alerting
 from rqscope.monitor.cache import SnapshotCache
 from rqscope.monitor.collectors import build_registry
-from rqscope.monitor.embedded import with_default_redis
 from rqscope.monitor.redis_client import make_client
 from rqscope.monitor.settings import Settings, from_env
 from rqscope.monitor.snapshot import JOB_STATES
@@ -24,6 +26,7 @@ from rqscope.web.state import EXTENSION, State
 log = logging.getLogger(__name__)
 
 SECRET_KEY = "rqscope:session-key"
+SHARED_SECRET_READY = "RQSCOPE_SHARED_SECRET_READY"
 
 
 def create_app(
@@ -33,27 +36,30 @@ def create_app(
     registry: TaskRegistry = REGISTRY,
     testing: bool = False,
 ) -> Flask:
-    """Build the sidecar app; with no settings, read RQSCOPE_* from the environment."""
+    """Build the sidecar app; with no settings, read RQSCOPE_* from the environment.
+
+    The factory only builds: it starts no thread and writes nothing to Redis. `start(app)` starts the
+    process-stat publisher and the alert scheduler (`rqscope serve` calls it in each gunicorn worker).
+    """
     if settings is None:
-        settings = with_default_redis(from_env(os.environ))
+        settings = from_env(os.environ)
     import_task_modules(settings.task_modules)
     app = Flask(__name__)
     app.config.update(
         TESTING=testing,
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
-        JSON_SORT_KEYS=False,
     )
+    app.json.sort_keys = False  # type: ignore[attr-defined]
     client = redis if redis is not None else make_client(settings, client_name="rqscope-web")
     cache = SnapshotCache(client, ttl=settings.snapshot_ttl)
     app.extensions[EXTENSION] = State(
         settings=settings, redis=client, registry=registry, snapshots=cache, metrics=build_registry(cache)
     )
-    app.secret_key = settings.secret_key or shared_secret(client)
+    app.secret_key = settings.secret_key
+    if not settings.secret_key:
+        app.session_interface = SharedKeySessions()
     app.config.update(SESSION_COOKIE_SAMESITE="Lax", SESSION_COOKIE_HTTPONLY=True)
     app.extensions[EXTENSION].alerts = alerting.build_engine(settings, client, cache.get)
-    if not testing:
-        Publisher(client, "web", settings.publish_interval).start()
-        alerting.start(app.extensions[EXTENSION].alerts)
     errors.register(app)
     pages.register(app)
     pages.register_login_redirect(app)
@@ -64,13 +70,46 @@ def create_app(
     return app
 
 
-def shared_secret(redis: Redis) -> str:
+def start(app: Flask) -> Callable[[], None]:
+    """Start this process's background work (process stats, alert scheduler); returns what stops it."""
+    current = app.extensions[EXTENSION]
+    publisher = Publisher(current.redis, "web", current.settings.publish_interval)
+    publisher.start()
+    scheduler = alerting.start(current.alerts) if current.alerts is not None else None
+
+    def stop() -> None:
+        if scheduler is not None:
+            scheduler.shutdown(wait=True)
+        publisher.stop()
+
+    return stop
+
+
+class SharedKeySessions(SecureCookieSessionInterface):
+    """Signed-cookie sessions whose key, shared through Redis, is fetched when first needed.
+
+    Until Redis answers, a process-local key signs them (sessions then last until the key arrives).
+    """
+
+    def get_signing_serializer(self, app: Flask) -> URLSafeTimedSerializer | None:
+        if not app.config.get(SHARED_SECRET_READY):
+            key = shared_secret(app.extensions[EXTENSION].redis)
+            if key is not None:
+                app.secret_key = key
+                app.config[SHARED_SECRET_READY] = True
+            elif not app.secret_key:
+                app.secret_key = secrets.token_hex(32)
+        return super().get_signing_serializer(app)
+
+
+def shared_secret(redis: Redis) -> str | None:
     """One session key for every gunicorn worker and replica: kept in Redis, made once."""
     try:
         redis.set(SECRET_KEY, secrets.token_hex(32), nx=True)
         value = redis.get(SECRET_KEY)
-        if value:
-            return value.decode() if isinstance(value, bytes) else str(value)
     except RedisError as exc:
-        log.warning("Redis unavailable for the shared session key (%s); sessions last until restart", exc)
-    return secrets.token_hex(32)
+        log.warning("Redis unavailable for the shared session key (%s); a process-local key meanwhile", exc)
+        return None
+    if not value:
+        return None
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -14,7 +14,7 @@ from rqscope.tasks.errors import RqscopeError
 
 # (flag, settings field, help); every flag has the RQSCOPE_* variable of the same name
 CONNECTION_FLAGS = (
-    ("--redis-url", "redis_url", "redis://, rediss:// or unix:// URL (default: the running demo's Redis)"),
+    ("--redis-url", "redis_url", "redis://, rediss:// or unix:// URL (`info` defaults to a running demo's Redis)"),
     ("--sentinel-hosts", "sentinel_hosts", "comma-separated host:port list of Redis Sentinels"),
     ("--sentinel-master", "sentinel_master", "name of the Sentinel-monitored master"),
     ("--redis-connect-timeout", "redis_connect_timeout", "seconds to wait for a Redis connection"),
@@ -49,7 +49,7 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
             merged[env_name(field)] = "true"
         elif value is not None and value is not False:
             merged[env_name(field)] = str(value)
-    return with_default_redis(from_env(merged))
+    return from_env(merged)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -139,7 +139,7 @@ def run_info(args: argparse.Namespace, settings: Settings) -> int:
         raise RqscopeError("--interval must be between 0.1 and 3600 seconds")
     if args.count is not None and args.count < 1:
         raise RqscopeError("--count must be at least 1")
-    client = make_client(settings, client_name="rqscope-info")
+    client = make_client(with_default_redis(settings), client_name="rqscope-info")
     reports = 0
     while True:
         snapshot = fetch_snapshot(client)

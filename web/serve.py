@@ -1,4 +1,4 @@
-"""`rqscope serve`: the app under gunicorn, with the same settings as `gunicorn 'rqscope.web:create_app()'`."""
+"""`rqscope serve`: the app under gunicorn, with the same settings as plain gunicorn and `gunicorn_conf`."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ class SidecarServer(BaseApplication):  # type: ignore[misc]
             "loglevel": self.settings.log_level.lower(),
             "accesslog": None,
             "proc_name": "rqscope-serve",
+            "post_worker_init": post_worker_init,
         }
         for key, value in options.items():
             self.cfg.set(key, value)
@@ -38,8 +39,15 @@ class SidecarServer(BaseApplication):  # type: ignore[misc]
         return create_app(self.settings)
 
 
+def post_worker_init(worker: Any) -> None:
+    """gunicorn's hook, once each worker has loaded the app: start its background work."""
+    from rqscope.web.app import start
+
+    start(worker.wsgi)
+
+
 def serve(settings: Settings) -> int:
     if settings.redis_url is None and not settings.sentinel_hosts:
-        raise RqscopeError("RQSCOPE_REDIS_URL is not set and no `rqscope demo` is running")
+        raise RqscopeError("RQSCOPE_REDIS_URL is not set (run `rqscope demo` for an embedded Redis)")
     SidecarServer(settings).run()
     return 0
