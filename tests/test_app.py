@@ -14,7 +14,8 @@ from rqscope.monitor.errors import SettingsError
 from rqscope.monitor.settings import Settings
 from rqscope.tasks.procstats import PROCS_KEY
 from rqscope.web import create_app
-from rqscope.web.app import SECRET_KEY, start
+from rqscope.web.app import start
+from rqscope.web.session_key import SECRET_KEY, keep_making
 
 from tests.helpers import http_status, spawn, stop, wait_for
 
@@ -29,12 +30,28 @@ def test_factory_starts_no_thread_and_writes_nothing(real_settings: Settings, re
     assert real_redis.dbsize() == 0
 
 
-def test_session_key_is_shared_through_redis_once_needed(real_settings: Settings, real_redis: Redis) -> None:
+def test_session_key_is_made_by_start_and_only_read_by_requests(real_settings: Settings, real_redis: Redis) -> None:
     first, second = create_app(real_settings), create_app(real_settings)
-    assert real_redis.get(SECRET_KEY) is None
     first.test_client().get("/login")
-    second.test_client().get("/login")
-    assert first.secret_key == second.secret_key == real_redis.get(SECRET_KEY).decode()
+    assert real_redis.get(SECRET_KEY) is None  # a request never writes it
+    stop = start(first)
+    try:
+        second.test_client().get("/login")
+        assert second.secret_key == real_redis.get(SECRET_KEY).decode()
+    finally:
+        stop()
+
+
+def test_session_key_is_made_once_redis_answers(real_settings: Settings, real_redis: Redis) -> None:
+    stopped = threading.Event()
+    down = Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
+    assert keep_making(real_redis, stopped) is None  # made at once
+    real_redis.delete(SECRET_KEY)
+    thread = keep_making(down, stopped)
+    assert thread is not None and thread.is_alive()
+    stopped.set()
+    thread.join(timeout=5)
+    assert not thread.is_alive()
 
 
 def test_start_runs_the_publisher_and_the_alert_leader(real_settings: Settings, real_redis: Redis) -> None:

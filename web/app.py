@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 
 from flask import Flask
-from flask.sessions import SecureCookieSessionInterface
-from itsdangerous import URLSafeTimedSerializer
-from redis import Redis, RedisError
+from redis import Redis
 from rqscope.monitor.alerts import runner as alerting
 from rqscope.monitor.cache import SnapshotCache
 from rqscope.monitor.collectors import build_registry
@@ -20,13 +18,21 @@ from rqscope.monitor.settings import Settings, from_env
 from rqscope.monitor.snapshot import JOB_STATES
 from rqscope.tasks.procstats import Publisher
 from rqscope.tasks.registry import REGISTRY, TaskRegistry, import_task_modules
-from rqscope.web import api, api_tasks, dashboard, errors, health, jobs_views, openapi, pages, session_views
+from rqscope.web import (
+    api,
+    api_tasks,
+    dashboard,
+    errors,
+    health,
+    jobs_views,
+    openapi,
+    pages,
+    session_key,
+    session_views,
+)
 from rqscope.web.state import EXTENSION, State
 
 log = logging.getLogger(__name__)
-
-SECRET_KEY = "rqscope:session-key"
-SHARED_SECRET_READY = "RQSCOPE_SHARED_SECRET_READY"
 
 
 def create_app(
@@ -57,7 +63,7 @@ def create_app(
     )
     app.secret_key = settings.secret_key
     if not settings.secret_key:
-        app.session_interface = SharedKeySessions()
+        app.session_interface = session_key.SharedKeySessions()
     app.config.update(SESSION_COOKIE_SAMESITE="Lax", SESSION_COOKIE_HTTPONLY=True)
     app.extensions[EXTENSION].alerts = alerting.build_engine(settings, client, cache.get)
     errors.register(app)
@@ -71,45 +77,19 @@ def create_app(
 
 
 def start(app: Flask) -> Callable[[], None]:
-    """Start this process's background work (process stats, alert scheduler); returns what stops it."""
+    """Start this process's background work (process stats, alerts, the shared session key); returns its stop."""
     current = app.extensions[EXTENSION]
     publisher = Publisher(current.redis, "web", current.settings.publish_interval)
     publisher.start()
     scheduler = alerting.start(current.alerts) if current.alerts is not None else None
+    stopped = threading.Event()
+    if not current.settings.secret_key:
+        session_key.keep_making(current.redis, stopped)
 
     def stop() -> None:
+        stopped.set()
         if scheduler is not None:
             scheduler.shutdown(wait=True)
         publisher.stop()
 
     return stop
-
-
-class SharedKeySessions(SecureCookieSessionInterface):
-    """Signed-cookie sessions whose key, shared through Redis, is fetched when first needed.
-
-    Until Redis answers, a process-local key signs them (sessions then last until the key arrives).
-    """
-
-    def get_signing_serializer(self, app: Flask) -> URLSafeTimedSerializer | None:
-        if not app.config.get(SHARED_SECRET_READY):
-            key = shared_secret(app.extensions[EXTENSION].redis)
-            if key is not None:
-                app.secret_key = key
-                app.config[SHARED_SECRET_READY] = True
-            elif not app.secret_key:
-                app.secret_key = secrets.token_hex(32)
-        return super().get_signing_serializer(app)
-
-
-def shared_secret(redis: Redis) -> str | None:
-    """One session key for every gunicorn worker and replica: kept in Redis, made once."""
-    try:
-        redis.set(SECRET_KEY, secrets.token_hex(32), nx=True)
-        value = redis.get(SECRET_KEY)
-    except RedisError as exc:
-        log.warning("Redis unavailable for the shared session key (%s); a process-local key meanwhile", exc)
-        return None
-    if not value:
-        return None
-    return value.decode() if isinstance(value, bytes) else str(value)
