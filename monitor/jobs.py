@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import binascii
 import zlib
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -195,12 +194,6 @@ class JobLister:
             scan_limit_reached=size > len(ids),
         )
 
-    def exception_summary(self, queue: str, limit: int = SCAN_LIMIT) -> tuple[Counter[str], int, int]:
-        """Exception types among the newest `limit` failed jobs: (counts, scanned, registry size)."""
-        size, ids = self._range(queue, "failed", 0, limit - 1, "newest")
-        counts = Counter(row.exc_type or "unknown" for row in self.rows(ids, True))
-        return counts, len(ids), size
-
     def all_matching(self, queue: str, state: str, filters: JobFilter) -> tuple[list[str], bool]:
         """Ids of every job matching the filter among the newest SCAN_LIMIT: (ids, limit reached)."""
         if not filters.active:
@@ -209,29 +202,6 @@ class JobLister:
         size, ids = self._range(queue, state, 0, SCAN_LIMIT - 1, "newest")
         rows = self.rows(ids, state == "failed" or bool(filters.exc))
         return [row.id for row in rows if _matches(row, filters)], size > len(ids)
-
-
-def delete_jobs(redis: Redis, queue: str, state: str, ids: list[str], batch: int = 500) -> int:
-    """Remove these jobs from the queue or registry and delete their hashes and results; return how many."""
-    if state == "started":
-        raise ValueError("running jobs are stopped, not deleted")
-    key = entry_key(queue, state)
-    removed = 0
-    for start in range(0, len(ids), batch):
-        chunk = ids[start : start + batch]
-        pipe = redis.pipeline()
-        for job_id in chunk:
-            if state == "queued":
-                pipe.lrem(key, 0, job_id)
-            else:
-                pipe.zrem(key, job_id)
-            job_key = JOB_KEY_TEMPLATE.format(id=job_id)
-            pipe.delete(
-                job_key, f"{job_key}:dependents", f"{job_key}:dependencies", RESULTS_KEY_TEMPLATE.format(id=job_id)
-            )
-        replies = pipe.execute()
-        removed += sum(1 for reply in replies[::2] if reply)
-    return removed
 
 
 def _matches(row: JobRow, filters: JobFilter) -> bool:

@@ -12,7 +12,9 @@ from flask import Blueprint, Response, abort, jsonify, request
 from rqscope.monitor import audit
 from rqscope.monitor.alerts import silences
 from rqscope.monitor.alerts.rules import parse_duration
-from rqscope.monitor.jobs import MAX_PER_PAGE, ORDERS, JobFilter, JobLister, delete_jobs
+from rqscope.monitor.delete import empty
+from rqscope.monitor.exceptions import exception_summary
+from rqscope.monitor.jobs import MAX_PER_PAGE, ORDERS, JobFilter, JobLister
 from rqscope.monitor.report import queue_row, redis_row, totals, worker_row
 from rqscope.monitor.retry import Retrier
 from rqscope.monitor.snapshot import JOB_STATES
@@ -110,7 +112,7 @@ def exceptions(queue: str) -> Response:
     current = state()
     require_viewer(current.settings)
     _known_queue(queue)
-    counts, scanned, size = JobLister(current.redis).exception_summary(queue)
+    counts, scanned, size = exception_summary(current.redis, queue)
     return jsonify(exceptions=dict(counts.most_common()), scanned=scanned, failed_total=size)
 
 
@@ -141,8 +143,7 @@ def empty_registry(queue: str, registry: str) -> Response:
     _known_queue(queue)
     if registry == "started":
         abort(409, "running jobs are stopped one by one, not emptied")
-    ids, _ = JobLister(current.redis).all_matching(queue, registry, JobFilter())
-    deleted = delete_jobs(current.redis, queue, registry, ids)
+    deleted = empty(current.redis, queue, registry)
     _audit(who, f"empty {registry}", queue, deleted)
     return jsonify(deleted=deleted)
 

@@ -7,7 +7,9 @@ from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation
 from rq.job import JobStatus
 from rqscope.monitor import audit
-from rqscope.monitor.jobs import MAX_PER_PAGE, ORDERS, JobLister, delete_jobs
+from rqscope.monitor.delete import delete_jobs
+from rqscope.monitor.exceptions import exception_summary
+from rqscope.monitor.jobs import MAX_PER_PAGE, ORDERS, JobLister
 from rqscope.monitor.retry import Retrier
 from rqscope.monitor.snapshot import JOB_STATES
 from rqscope.web.api import MAX_PAGE, choice_arg, int_arg, job_filter
@@ -43,7 +45,7 @@ def job_list(queue: str, state_name: str) -> str:
     filters = job_filter(dict(request.args))
     lister = JobLister(state().redis)
     result = lister.page(queue, state_name, page, per_page, order, filters)
-    summary = lister.exception_summary(queue) if state_name == "failed" else None
+    summary = exception_summary(state().redis, queue) if state_name == "failed" else None
     return render_template(
         "jobs/list.html", queue=queue, state_name=state_name, result=result, filters=filters,
         summary=summary, pages=max(1, -(-result.total // per_page)),
