@@ -1,0 +1,98 @@
+"""Alert annotations: rqscope's summary, a description and the dashboard link, as Prometheus templates."""
+
+from __future__ import annotations
+
+import math
+import string
+import urllib.parse
+
+from rqscope.monitor.alerts.rules import Rule
+
+from prometheus.promql import duration, number, template
+
+# Prometheus scrapes the sidecar on the port that also serves its dashboard, so the target is a usable default
+DASHBOARD_URL = "http://{instance}"
+
+# An annotation is a list of parts: ("text", s), ("label", name), ("path", label name, URL-escaped), ("value", spec)
+Part = tuple[str, str]
+
+
+def parse(text: str, rule: Rule) -> list[Part]:
+    """Parts of an rqscope format string: {queue} and other labels, {value} with an optional .Nf or .N% spec."""
+    parts: list[Part] = []
+    for literal, field, spec, conversion in string.Formatter().parse(text):
+        if literal:
+            parts.append(("text", literal))
+        if field is None:
+            continue
+        if conversion or (field == "value" and spec and not (spec.endswith("%") or spec.endswith("f"))):
+            raise ValueError(f"rule {rule.name}: {{{field}!{conversion}:{spec}}} has no Prometheus template")
+        if field != "value" and (spec or not field.isidentifier()):
+            raise ValueError(f"rule {rule.name}: {{{field}:{spec}}} is not a label or the value")
+        parts.append(("value", spec) if field == "value" else ("label", field))
+    return parts
+
+
+def go_template(parts: list[Part]) -> str:
+    """The parts as a Prometheus annotation template."""
+    out = []
+    for kind, arg in parts:
+        if kind == "text":
+            out.append(arg.replace("{{", '{{ "{{" }}'))
+        elif kind == "label":
+            out.append(f"{{{{ $labels.{arg} }}}}")
+        elif kind == "path":  # urlquery writes a space as +, a path segment wants %20 (a literal + is %2B by then)
+            out.append(f'{{{{ reReplaceAll "\\\\+" "%20" ($labels.{arg} | urlquery) }}}}')
+        elif arg.endswith("%"):
+            out.append("{{ $value | humanizePercentage }}")
+        else:
+            out.append(f'{{{{ printf "%{arg}" $value }}}}' if arg else "{{ $value }}")
+    return "".join(out)
+
+
+def render(parts: list[Part], labels: dict[str, str], value: float) -> str:
+    """What Prometheus writes for go_template(parts), for promtool's expected annotations."""
+    out = []
+    for kind, arg in parts:
+        if kind == "text":
+            out.append(arg)
+        elif kind == "label":
+            out.append(labels.get(arg, ""))
+        elif kind == "path":
+            out.append(urllib.parse.quote(labels.get(arg, ""), safe=""))
+        elif arg.endswith("%"):
+            out.append(f"{value * 100:.4g}%")  # humanizePercentage is Go's %.4g of value * 100
+        elif arg:
+            out.append(format(value, arg))
+        else:
+            out.append(number(value) if math.isfinite(value) else str(value))
+    return "".join(out)
+
+
+def describe(rule: Rule) -> str:
+    spec = template(rule)
+    shown = {
+        "count": number(rule.threshold),
+        "seconds": f"{number(rule.threshold)} s",
+        "ratio": f"{rule.threshold * 100:.10g}%",
+        "": "",
+    }[spec.unit]
+    meaning = spec.meaning.format(threshold=shown, window=duration(rule.window_seconds))
+    held = f", for at least {duration(rule.for_seconds)}" if rule.for_seconds else ""
+    return f"{meaning[0].upper()}{meaning[1:]}{held} (rqscope rule {rule.name}, kind {rule.kind})."
+
+
+def annotations(rule: Rule, dashboard_url: str = DASHBOARD_URL) -> dict[str, list[Part]]:
+    """summary, description and dashboard_url, as parts; the link opens the page rqscope's own alerts link to."""
+    link = parse(dashboard_url.rstrip("/") + "/", rule)
+    page = template(rule).page
+    if "{queue}" in page:
+        before, after = page.split("{queue}")
+        link += [("text", before), ("path", "queue"), ("text", after)]
+    else:
+        link.append(("text", page))
+    return {
+        "summary": parse(rule.summary or rule.name, rule),
+        "description": [("text", describe(rule))],
+        "dashboard_url": link,
+    }
