@@ -78,7 +78,7 @@ def split_exception(text: str) -> tuple[str | None, str | None]:
     return head.rsplit(".", 1)[-1], message.strip()
 
 
-def _decode_exc(raw: Any) -> str:
+def decode_exc(raw: Any) -> str:
     """RQ stores exc_string base64(zlib(text)) in results and zlib(text) in the legacy exc_info field."""
     data = raw if isinstance(raw, bytes) else as_text(raw).encode()
     for attempt in (lambda: zlib.decompress(base64.b64decode(data, validate=True)), lambda: zlib.decompress(data)):
@@ -149,9 +149,9 @@ class JobLister:
         if isinstance(result, list) and result:
             fields = result[0][1]
             if fields.get(b"type") == FAILED_RESULT_TYPE and fields.get(b"exc_string"):
-                exc_text = _decode_exc(fields[b"exc_string"])
+                exc_text = decode_exc(fields[b"exc_string"])
         if not exc_text and data["exc_info"]:
-            exc_text = _decode_exc(data["exc_info"])
+            exc_text = decode_exc(data["exc_info"])
         if exc_text:
             exc_type, exc_message = split_exception(exc_text)
         description = as_text(data["description"])

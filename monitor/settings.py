@@ -70,6 +70,7 @@ class Settings:
     web_threads: int = DEFAULT_WEB_THREADS
     publish_interval: float = DEFAULT_PUBLISH_INTERVAL
     task_modules: tuple[str, ...] = DEFAULT_TASK_MODULES
+    display_pickle_types: tuple[str, ...] = ()  # module.Name types the dashboard may build from job data
     alert_rules: str | None = None
     alert_interval: float = DEFAULT_ALERT_INTERVAL
     alert_repeat: float = DEFAULT_ALERT_REPEAT
@@ -250,6 +251,15 @@ def _alert_settings(get: Any, values: dict[str, object]) -> None:
         raise SettingsError(f"{env_name('smtp_host')} needs {env_name('smtp_from')} and {env_name('smtp_to')}")
 
 
+def _type_names(name: str, raw: str) -> tuple[str, ...]:
+    names = tuple(filter(None, (part.strip() for part in raw.split(","))))
+    for entry in names:
+        module, _, qualname = entry.partition(":") if ":" in entry else entry.rpartition(".")
+        if not module or not qualname:
+            raise SettingsError(f"{name}: {entry!r} is not a module.Name (e.g. myapp.models.Order)")
+    return names
+
+
 def from_env(env: Mapping[str, str]) -> Settings:
     """Build Settings from RQSCOPE_* entries of a mapping; raise SettingsError naming a bad variable."""
     values: dict[str, object] = {}
@@ -302,6 +312,8 @@ def from_env(env: Mapping[str, str]) -> Settings:
         values["web_threads"] = _int(env_name("web_threads"), raw, 1, 256)
     if (raw := get("task_modules")) is not None:
         values["task_modules"] = tuple(filter(None, (m.strip() for m in raw.split(","))))
+    if raw := get("display_pickle_types"):
+        values["display_pickle_types"] = _type_names(env_name("display_pickle_types"), raw)
     _alert_settings(get, values)
     settings = Settings(**values)  # type: ignore[arg-type]
     if settings.no_auth and not settings.bound_to_loopback:

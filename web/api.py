@@ -20,7 +20,7 @@ from rqscope.monitor.retry import Retrier
 from rqscope.monitor.snapshot import JOB_STATES
 from rqscope.web.auth import Identity, require_operator, require_viewer
 from rqscope.web.bodies import read_body, typed
-from rqscope.web.jobinfo import detail, fetch_job
+from rqscope.web.jobinfo import detail, fetch_job, load_view
 from rqscope.web.state import state
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -151,7 +151,7 @@ def empty_registry(queue: str, registry: str) -> Response:
 @bp.get("/jobs/<job_id>")
 def job(job_id: str) -> Response:
     require_viewer(state().settings)
-    return jsonify(detail(fetch_job(job_id)))
+    return jsonify(detail(load_view(job_id)))
 
 
 @bp.post("/jobs/<job_id>/retry")

@@ -1,28 +1,20 @@
-"""Job details for the APIs: fetch by id, and JSON-safe descriptions."""
+"""Job details for the APIs and pages: fetch by id, and JSON-safe descriptions that never run job data."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from flask import abort
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
+from rqscope.monitor.display import DisplaySerializer
 from rqscope.monitor.jobs import split_exception
+from rqscope.monitor.jobview import JobView, read_job
 from rqscope.monitor.report import iso
+from rqscope.monitor.snapshot import parse_time
 from rqscope.web.state import state
 
 MAX_ID_LENGTH = 128
-
-
-def json_safe(value: Any) -> Any:
-    """A value that json.dumps accepts without losing shape; anything else becomes its repr."""
-    try:
-        json.dumps(value, allow_nan=False)
-        return value
-    except (TypeError, ValueError):
-        text = repr(value)
-        return text if len(text) <= 10_000 else text[:10_000] + "…"
 
 
 def parse_exc_string(exc_string: str | None) -> dict[str, str] | None:
@@ -32,62 +24,72 @@ def parse_exc_string(exc_string: str | None) -> dict[str, str] | None:
 
 
 def fetch_job(job_id: str) -> Job:
+    """RQ's Job for acting on it; its results and meta load through the display decoder, never plain pickle."""
     if len(job_id) > MAX_ID_LENGTH:
         abort(404, "no such job")
+    current = state()
+    serializer = DisplaySerializer(current.settings.display_pickle_types)
     try:
-        return Job.fetch(job_id, connection=state().redis)
+        return Job.fetch(job_id, connection=current.redis, serializer=serializer)
     except (NoSuchJobError, ValueError, TypeError):
         abort(404, f"no job with id {job_id!r}")
 
 
-def describe(job: Job) -> dict[str, Any]:
-    status = job.get_status(refresh=False)
-    spec = state().registry.by_func_path(job.func_name)
-    latest = job.latest_result()
-    error = None
-    result = None
-    if latest is not None and latest.type == latest.Type.FAILED:
-        error = parse_exc_string(latest.exc_string)
-    elif latest is not None and latest.type == latest.Type.SUCCESSFUL:
-        result = json_safe(latest.return_value)
+def load_view(job_id: str) -> JobView:
+    """The job as shown to a reader, or abort(404)."""
+    current = state()
+    found = None
+    if len(job_id) <= MAX_ID_LENGTH:
+        found = read_job(current.redis, job_id, current.settings.display_pickle_types)
+    if found is None:
+        abort(404, f"no job with id {job_id[:MAX_ID_LENGTH]!r}")
+    return found
+
+
+def _whole(text: str | None) -> int | None:
+    try:
+        return int(text) if text else None
+    except ValueError:
+        return None
+
+
+def summary(view: JobView) -> dict[str, Any]:
+    """Status, times, result and error: what the enqueue API promises."""
+    spec = state().registry.by_func_path(view.func) if view.func else None
     return {
-        "id": job.id,
-        "task": spec.name if spec else job.func_name,
-        "queue": job.origin,
-        "status": str(status.value if status else "unknown"),
-        "enqueued_at": iso(job.enqueued_at),
-        "started_at": iso(job.started_at),
-        "ended_at": iso(job.ended_at),
-        "result": result,
-        "error": error,
-        "retries_left": job.retries_left,
+        "id": view.id,
+        "task": spec.name if spec else view.func,
+        "queue": view.get("origin"),
+        "status": view.get("status") or "unknown",
+        "enqueued_at": iso(parse_time(view.get("enqueued_at"))),
+        "started_at": iso(parse_time(view.get("started_at"))),
+        "ended_at": iso(parse_time(view.get("ended_at"))),
+        "result": view.result,
+        "error": parse_exc_string(view.traceback),
+        "retries_left": _whole(view.get("retries_left")),
+        "unreadable": view.unreadable,
     }
 
 
-def _safe(getter: Any) -> Any:
-    """A job attribute that needs deserialising; undecodable data is reported, not raised."""
-    try:
-        return json_safe(getter())
-    except Exception as exc:  # a hostile or foreign payload must not break the page
-        return f"<cannot decode: {type(exc).__name__}>"
+def describe(job: Job) -> dict[str, Any]:
+    """The enqueue API's view of a fetched job, read again through the display decoder."""
+    return summary(load_view(job.id))
 
 
-def detail(job: Job) -> dict[str, Any]:
+def detail(view: JobView) -> dict[str, Any]:
     """Everything an operator reads about one job."""
-    latest = job.latest_result()
-    traceback = latest.exc_string if latest is not None and latest.type == latest.Type.FAILED else None
     return {
-        **describe(job),
-        "description": job.description,
-        "func": _safe(lambda: job.func_name),
-        "args": _safe(lambda: list(job.args)),
-        "kwargs": _safe(lambda: job.kwargs),
-        "meta": _safe(lambda: job.meta),
-        "worker_name": job.worker_name,
-        "created_at": iso(job.created_at),
-        "timeout": job.timeout,
-        "result_ttl": job.result_ttl,
-        "failure_ttl": job.failure_ttl,
-        "traceback": traceback,
-        "dependency_ids": list(job._dependency_ids),
+        **summary(view),
+        "description": view.get("description"),
+        "func": view.func,
+        "args": view.args,
+        "kwargs": view.kwargs,
+        "meta": view.meta,
+        "worker_name": view.get("worker_name"),
+        "created_at": iso(parse_time(view.get("created_at"))),
+        "timeout": _whole(view.get("timeout")),
+        "result_ttl": _whole(view.get("result_ttl")),
+        "failure_ttl": _whole(view.get("failure_ttl")),
+        "traceback": view.traceback,
+        "dependency_ids": view.dependency_ids,
     }

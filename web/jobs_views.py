@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation
@@ -13,13 +15,19 @@ from rqscope.monitor.jobs import MAX_PER_PAGE, ORDERS, JobLister
 from rqscope.monitor.retry import Retrier
 from rqscope.monitor.snapshot import JOB_STATES
 from rqscope.web.api import MAX_PAGE, choice_arg, int_arg, job_filter
-from rqscope.web.jobinfo import detail, fetch_job
+from rqscope.web.jobinfo import detail, fetch_job, load_view
 from rqscope.web.pages import operator, viewer
 from rqscope.web.state import state
 from werkzeug.wrappers import Response
 
 bp = Blueprint("jobs", __name__)
 BULK_ACTIONS = ("retry", "empty")
+
+
+@bp.app_template_filter("pretty")
+def pretty(value: object) -> str:
+    """Decoded job data as indented JSON text, escaped by the template like any other text."""
+    return json.dumps(value, indent=1, ensure_ascii=False)
 
 
 def _page_args() -> tuple[int, int, str]:
@@ -64,7 +72,7 @@ def find_job() -> Response:
 @bp.get("/jobs/<job_id>")
 def job_detail(job_id: str) -> str:
     viewer()
-    return render_template("jobs/detail.html", job=detail(fetch_job(job_id)))
+    return render_template("jobs/detail.html", job=detail(load_view(job_id)))
 
 
 def _matching(queue: str, state_name: str) -> tuple[list[str], bool]:
