@@ -11,12 +11,13 @@ from typing import Any
 
 from rqscope.monitor.alerts.rules import Rule
 
-from prometheus.annotations import DASHBOARD_URL, annotations, render
+from prometheus.annotate import DASHBOARD_URL, annotation_parts, render
 from prometheus.promql import ALERT_PREFIX, RUNS, duration, number
 
 HOT = {"job": "rqscope", "instance": "web:9190", "redis": "main"}
 COLD = {"job": "rqscope", "instance": "web-eu:9190", "redis": "eu"}  # same queue names on another Redis
 Values = Callable[[int], float]  # sample index -> value
+Series = tuple[str, dict[str, str], Values]  # metric, labels besides the target's and the queue, values
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ def steady(per_step: float) -> Values:
 
 @dataclass
 class Case:
-    series: list[tuple[str, dict[str, str], Values]]
+    series: list[Series]
     keep: dict[str, str] = field(default_factory=dict)  # labels of the series that the alert keeps
     value: float = 0.0  # the alert's value when it fires
     late: float | None = None  # its value two steps before the window passes the last increase, when exact
@@ -136,13 +137,17 @@ def _workers_below(rule: Rule, tl: Timeline, hot: bool) -> Case:
     return Case([("rqscope_workers", {"state": "idle"}, idle), ("rqscope_workers", {"state": "dead"}, dead)], {}, live)
 
 
+def _half(values: Values, rest: int) -> Values:
+    return lambda i: values(i) - values(i) // 2 if rest else values(i) // 2
+
+
 def _pool_utilisation(rule: Rule, tl: Timeline, hot: bool) -> Case:
     n = above(rule.threshold, 100)
     use = tl.gauge(0, n) if hot else const(at_most(rule.threshold, 100))
-    series = []
-    for host, share in (("a", lambda v: v // 2), ("b", lambda v: v - v // 2)):  # pools add up across hosts
+    series: list[Series] = []
+    for host, half in (("a", 0), ("b", 1)):  # pools add up across hosts: one host holds half, the other the rest
         labels = {"role": "worker", "hostname": host}
-        series.append(("rqscope_redis_pool_connections", {**labels, "state": "in_use"}, lambda i, s=share: s(use(i))))
+        series.append(("rqscope_redis_pool_connections", {**labels, "state": "in_use"}, _half(use, half)))
         series.append(("rqscope_redis_pool_connections", {**labels, "state": "idle"}, const(3)))
         series.append(("rqscope_redis_pool_max_connections", labels, const(50)))
     return Case(series, {"role": "worker"}, n / 100)
@@ -242,7 +247,7 @@ def test_case(rule: Rule, step: int, dashboard_url: str = DASHBOARD_URL) -> dict
     clear = tl.fire + (tl.window if windowed else 1)
     fired = build(rule, tl, True)
     labels = {**HOT, **({"queue": example_queue(rule)} if rule.per_queue else {}), **fired.keep}
-    parts = annotations(rule, dashboard_url)
+    parts = annotation_parts(rule, dashboard_url)
 
     def check(index: int, value: float | None = None) -> dict[str, Any]:
         alerts = (

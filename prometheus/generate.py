@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from rqscope.monitor.alerts.rules import DEFAULT_RULES, Rule, load_rules
 
-from prometheus.annotations import DASHBOARD_URL, annotations, go_template
+from prometheus.annotate import DASHBOARD_URL, annotation_parts, go_template
 from prometheus.cases import step_ms, test_case
 from prometheus.promql import ALERT_PREFIX, duration, expression
 
@@ -31,7 +31,7 @@ def alerting_rule(rule: Rule, dashboard_url: str = DASHBOARD_URL) -> dict[str, A
         "expr": expression(rule),
         "for": duration(rule.for_seconds),
         "labels": {"severity": rule.severity, **dict(rule.labels)},
-        "annotations": {name: go_template(parts) for name, parts in annotations(rule, dashboard_url).items()},
+        "annotations": {name: go_template(parts) for name, parts in annotation_parts(rule, dashboard_url).items()},
     }
 
 

@@ -1,14 +1,26 @@
-"""The shipped Prometheus files pass promtool, and the rules' unit tests pass."""
+"""The shipped Prometheus files: generated from rqscope's rules, equal to them, valid, and their promtool tests pass."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
+import sys
+from pathlib import Path
+from typing import Any
 
 import pytest
-from rqscope.monitor.alerts.rules import KINDS, load_rules
+import yaml
+from rqscope.monitor.alerts.evaluate import Observation
+from rqscope.monitor.alerts.notifiers import dashboard_link
+from rqscope.monitor.alerts.rules import KINDS, Rule, load_rules
+from rqscope.monitor.alerts.state import Alert, Notification, _summary
 
+from prometheus import annotate, cases, generate, promql
 from tests.helpers import REPO
+
+PROMETHEUS = REPO / "prometheus"
+WINDOWED = {"failed_jobs", "failure_ratio"}  # the kinds whose rqscope rules count over `window`
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess[str]:
@@ -21,7 +33,7 @@ def promtool(*args: str) -> subprocess.CompletedProcess[str]:
 def test_rules_file_is_valid() -> None:
     result = promtool("check", "rules", "prometheus/rqscope.rules.yml")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 13 rules found" in result.stdout
+    assert f"SUCCESS: {len(load_rules())} rules found" in result.stdout
 
 
 def test_rules_unit_tests_pass() -> None:
@@ -32,15 +44,153 @@ def test_rules_unit_tests_pass() -> None:
 def test_prometheus_config_is_valid() -> None:
     result = promtool("check", "config", "--syntax-only", "prometheus.yml")
     assert result.returncode == 0, result.stdout + result.stderr
+    config = yaml.safe_load((REPO / "prometheus.yml").read_text())
+    assert config["rule_files"] == ["prometheus/rqscope.rules.yml"]
 
 
-def test_every_prometheus_rule_is_tested_and_matches_a_builtin_kind() -> None:
-    import yaml
+def prometheus_rules() -> dict[str, dict[str, Any]]:
+    groups = yaml.safe_load((PROMETHEUS / "rqscope.rules.yml").read_text())["groups"]
+    return {rule["alert"]: rule for group in groups for rule in group["rules"]}
 
-    rules = yaml.safe_load((REPO / "prometheus/rqscope.rules.yml").read_text())["groups"][0]["rules"]
-    tests = (REPO / "prometheus/rqscope.rules.test.yml").read_text()
-    assert all(f"alertname: {r['alert']}" in tests for r in rules)
-    assert len(rules) == len(KINDS) == len(load_rules())
+
+def prom_seconds(text: str) -> float:
+    """A Prometheus duration (5m, 1m30s, 250ms) in seconds, read independently of the generator."""
+    parts = re.findall(r"(\d+)(ms|s|m|h|d)", text)
+    assert text and "".join(n + u for n, u in parts) == text, f"{text!r} is not a Prometheus duration"
+    return sum(int(n) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}[u] for n, u in parts)
+
+
+def test_checked_in_rules_and_tests_match_the_generator() -> None:
+    for name, text in generate.generate().items():
+        assert (PROMETHEUS / name).read_text() == text, f"prometheus/{name}: run python -m prometheus.generate"
+
+
+def test_every_rule_has_rqscopes_threshold_window_for_severity_and_labels_in_prometheus() -> None:
+    """Both files parsed on their own and compared field by field: a hand edit to either one fails here."""
+    prom = prometheus_rules()
+    ours = load_rules()
+    assert sorted(prom) == sorted(f"Rqscope{rule.name}" for rule in ours)
+    for rule in ours:
+        alert = prom[f"Rqscope{rule.name}"]
+        expr, where = " ".join(alert["expr"].split()), rule.name
+        if "threshold unused" not in KINDS[rule.kind][0]:
+            comparison = re.search(r"(>|<) (-?[0-9.e+]+)$", expr)
+            assert comparison, f"{where}: {expr!r} does not end in a comparison with the threshold"
+            assert float(comparison.group(2)) == rule.threshold, f"{where}: threshold"
+            assert comparison.group(1) == ("<" if rule.kind == "workers_below" else ">"), f"{where}: comparison"
+        ranges = re.findall(r"\[([0-9a-z]+)\]", expr)
+        assert ranges or rule.kind not in WINDOWED, f"{where}: no range over the window"
+        assert all(prom_seconds(r) == rule.window_seconds for r in ranges), f"{where}: window {ranges}"
+        assert prom_seconds(alert.get("for", "0s")) == rule.for_seconds, f"{where}: for"
+        assert alert["labels"] == {"severity": rule.severity, **dict(rule.labels)}, f"{where}: labels"
+        assert {"summary", "description", "dashboard_url"} <= set(alert["annotations"]), f"{where}: annotations"
+
+
+def test_every_rule_fires_in_its_promtool_case_with_its_severity_and_the_redis_label() -> None:
+    tests = yaml.safe_load((PROMETHEUS / "rqscope.rules.test.yml").read_text())
+    assert tests["rule_files"] == ["rqscope.rules.yml"]
+    for rule in load_rules():
+        (case,) = [t for t in tests["tests"] if t["name"] == rule.name]
+        checks = case["alert_rule_test"]
+        assert {c["alertname"] for c in checks} == {f"Rqscope{rule.name}"}
+        firing = [(prom_seconds(c["eval_time"]), c["exp_alerts"]) for c in checks if c["exp_alerts"]]
+        quiet = [prom_seconds(c["eval_time"]) for c in checks if not c["exp_alerts"]]
+        fired_at, (alert,) = firing[0]
+        assert alert["exp_labels"]["severity"] == rule.severity
+        assert alert["exp_labels"]["redis"] == "main"  # the series on Redis `eu` stays at the threshold
+        assert min(quiet) < fired_at < max(quiet), f"{rule.name}: quiet before it fires and after it resolves"
+        if rule.for_seconds:  # still pending one step before `for:` has elapsed
+            assert fired_at - prom_seconds(case["interval"]) in quiet, rule.name
+
+
+def test_every_kind_has_a_promql_template_and_a_promtool_scenario() -> None:
+    assert set(promql.TEMPLATES) == set(KINDS)
+    assert set(cases.SCENARIOS) == set(KINDS)
+    assert {kind for kind, (_, windowed) in cases.SCENARIOS.items() if windowed} == WINDOWED | {
+        "pool_exhausted",
+        "redis_rejected_connections",
+    }
+    with pytest.raises(ValueError, match="no PromQL template"):
+        promql.expression(Rule(name="New", kind="a_new_kind"))
+
+
+def test_summaries_read_as_rqscopes_own_notifications() -> None:
+    labels = {"job": "rqscope", "instance": "web:9190", "redis": "main", "queue": "emails", "role": "worker"}
+    for rule in load_rules():
+        for value in (0.0, 0.25, 0.5, 7.0):  # values on which Python's and Go's formats agree
+            mine = annotate.render(annotate.annotation_parts(rule)["summary"], labels, value)
+            kept = tuple((k, labels[k]) for k in ("queue", "role") if k in labels)
+            assert mine == _summary(Observation(rule, kept, value, True)), rule.name
+
+
+@pytest.mark.parametrize("queue", ["emails", "a b/c+d%é"])
+def test_dashboard_links_open_the_page_rqscopes_own_alerts_link_to(queue: str) -> None:
+    labels = {"instance": "web:9190", "queue": queue}
+    for rule in load_rules():
+        link = annotate.render(annotate.annotation_parts(rule)["dashboard_url"], labels, 1.0)
+        alert = Alert(
+            "f",
+            rule.name,
+            rule.kind,
+            rule.severity,
+            (("queue", queue),) if rule.per_queue else (),
+            "",
+            1.0,
+            "firing",
+            0.0,
+        )
+        assert link == dashboard_link("http://web:9190/", Notification("firing", alert)), rule.name
+
+
+def test_generate_check_fails_on_a_hand_edited_or_missing_file(tmp_path: Path) -> None:
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "prometheus.generate", *args]
+        return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=60)
+
+    assert run("--check").returncode == 0
+    assert run("--check", "--out", str(tmp_path)).returncode == 1
+    assert run("--out", str(tmp_path)).returncode == 0
+    assert run("--check", "--out", str(tmp_path)).returncode == 0
+    rules = tmp_path / "rqscope.rules.yml"
+    rules.write_text(rules.read_text().replace("> 1000", "> 2000"))
+    result = run("--check", "--out", str(tmp_path))
+    assert result.returncode == 1 and "rqscope.rules.yml differs" in result.stderr
+
+
+CUSTOM_RULES = """
+rules:
+  - {name: Backlog, kind: queue_depth, threshold: 10.5, for: 90s, severity: info, queues: ["mail q+1*", sms],
+     labels: {team: mail}, summary: "Queue {queue}: {value} jobs"}
+  - {name: Latency, kind: queue_latency, threshold: 0, summary: "{queue} waited {value:.1f} s"}
+  - {name: Failed, kind: failed_jobs, threshold: 3, window: 2m, for: 1m, queues: ["e[a-m]ails"]}
+  - {name: Ratio, kind: failure_ratio, threshold: 0.5, window: 3m, for: 30s, summary: "{value:.1%} failed"}
+  - {name: Orphans, kind: queue_without_workers}
+  - {name: FewWorkers, kind: workers_below, threshold: 3, for: 2m, summary: "{value:.0f} live"}
+  - {name: Dead, kind: dead_workers, threshold: 2, for: 45s}
+  - {name: Pool, kind: pool_utilisation, threshold: 0.29, summary: "{role} at {value:.0%}"}
+  - {name: Exhausted, kind: pool_exhausted, threshold: 5, window: 1m, for: 1m, summary: "{value:.0f}"}
+  - {name: Clients, kind: redis_clients, threshold: 0.5, for: 1m}
+  - {name: Rejected, kind: redis_rejected_connections, threshold: 2, window: 10m, for: 3m, summary: "{value:.0f}"}
+  - {name: Memory, kind: redis_memory, threshold: 0.755, for: 15s, summary: "{value:.0%} of {{maxmemory}}"}
+  - {name: Down, kind: redis_down, severity: info}
+"""
+
+
+def test_other_thresholds_windows_queue_globs_and_labels_generate_rules_that_pass_their_tests(tmp_path: Path) -> None:
+    """The templates and scenarios hold for any rule, not only the shipped ones: promtool runs the generated cases."""
+    (tmp_path / "rules.yml").write_text(CUSTOM_RULES)
+    files = generate.generate(tmp_path / "rules.yml", "https://rq.example.com/{redis}")
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    check = promtool("check", "rules", str(tmp_path / "rqscope.rules.yml"))
+    assert check.returncode == 0 and "SUCCESS: 13 rules found" in check.stdout, check.stdout + check.stderr
+    result = promtool("test", "rules", str(tmp_path / "rqscope.rules.test.yml"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    backlog = yaml.safe_load(files["rqscope.rules.yml"])["groups"][0]["rules"][0]
+    assert backlog["expr"] == 'rqscope_queue_jobs{state="queued", queue=~"mail\\\\ q\\\\+1.*|sms"} > 10.5'
+    assert backlog["labels"] == {"severity": "info", "team": "mail"}
+    assert "https://rq.example.com/main/queues/mail%20q%2B1/queued" in files["rqscope.rules.test.yml"]
+    assert 'queue="unmatched"' in files["rqscope.rules.test.yml"]  # crosses the threshold outside the globs
 
 
 def test_alertmanager_example_is_valid() -> None:
@@ -53,7 +203,6 @@ def test_alertmanager_example_is_valid() -> None:
 
 
 def test_compose_commands_and_variables_match_the_cli_and_settings() -> None:
-    import yaml
     from rqscope.monitor.settings import Settings, env_name
     from rqscope.web.cli import build_parser
 

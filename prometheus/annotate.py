@@ -29,7 +29,7 @@ def parse(text: str, rule: Rule) -> list[Part]:
             raise ValueError(f"rule {rule.name}: {{{field}!{conversion}:{spec}}} has no Prometheus template")
         if field != "value" and (spec or not field.isidentifier()):
             raise ValueError(f"rule {rule.name}: {{{field}:{spec}}} is not a label or the value")
-        parts.append(("value", spec) if field == "value" else ("label", field))
+        parts.append(("value", spec or "") if field == "value" else ("label", field))
     return parts
 
 
@@ -82,7 +82,7 @@ def describe(rule: Rule) -> str:
     return f"{meaning[0].upper()}{meaning[1:]}{held} (rqscope rule {rule.name}, kind {rule.kind})."
 
 
-def annotations(rule: Rule, dashboard_url: str = DASHBOARD_URL) -> dict[str, list[Part]]:
+def annotation_parts(rule: Rule, dashboard_url: str = DASHBOARD_URL) -> dict[str, list[Part]]:
     """summary, description and dashboard_url, as parts; the link opens the page rqscope's own alerts link to."""
     link = parse(dashboard_url.rstrip("/") + "/", rule)
     page = template(rule).page
