@@ -1,36 +1,180 @@
-"""Deleting jobs from a queue or registry."""
+"""Deleting jobs in bounded steps, with the clean-up RQ's Job.delete does for each job.
+
+Emptying a queue or registry first renames it to a detached key in one O(1) step (new jobs then land
+in a fresh list or set), then deletes its jobs one batch per Lua script: no step holds Redis for more
+than one batch, and the whole is O(N). A detached key is recorded in PENDING_KEY in the same step, so
+an empty cut short by a crash is finished by the next empty of the same queue and state; batches are
+atomic, so two processes draining one key never lose or double-count an entry.
+
+For each job, as RQ's Job.delete (rq 2.12) does: its hash, dependents and dependencies sets (RQ 2.x
+spells the latter "rq:job::<id>:dependencies"), results stream, executions and their "id:execution"
+entries in the started registry, its id in the queue's registries and in its group. Unlike RQ it also
+takes the id out of the dependents sets of the jobs it waited on. It never runs LREM over a whole list:
+ids chosen from a queue are removed with LREM from the tail, where the newest jobs (what a filter
+selects) are.
+"""
 
 from __future__ import annotations
 
+import json
+import uuid
+from collections.abc import Iterator, Sequence
+from typing import Any, cast
+
 from redis import Redis
-from rqscope.monitor.jobs import RESULTS_KEY_TEMPLATE, JobFilter, JobLister, entry_key
-from rqscope.monitor.snapshot import JOB_KEY_TEMPLATE
+from rqscope.monitor.jobs import entry_key
+from rqscope.monitor.snapshot import REGISTRY_KEY_TEMPLATES, as_text
+
+BATCH_SIZE = 500
+PENDING_KEY = "rqscope:emptying"  # hash: detached key -> {"queue", "state"} of an empty in progress
+DETACHED_KEY_PREFIX = "rqscope:emptying:"
+# Registries holding plain job ids; the started registry holds "id:execution" and is cleaned per execution
+ID_REGISTRY_PREFIXES = [REGISTRY_KEY_TEMPLATES[s].format(queue="") for s in REGISTRY_KEY_TEMPLATES if s != "started"]
+STARTED_PREFIX = REGISTRY_KEY_TEMPLATES["started"].format(queue="")
+
+# ARGV: mode ("drain" | "zrem" | "purge"), queue, batch size, ids... ; KEYS[1]: source, KEYS[2]: PENDING_KEY
+DELETE_SCRIPT = """
+local registries = {__REGISTRIES__}
+local started = '__STARTED__'
+local mode, queue, size = ARGV[1], ARGV[2], tonumber(ARGV[3])
+
+local function unregister(prefix_queue, id)
+  for _, prefix in ipairs(registries) do redis.call('ZREM', prefix .. prefix_queue, id) end
+end
+
+local function purge(id)
+  local job = 'rq:job:' .. id
+  local fields = redis.call('HMGET', job, 'origin', 'group_id')
+  local origin, group = fields[1], fields[2]
+  unregister(queue, id)
+  if origin and origin ~= queue then unregister(origin, id) end
+  local executions = 'rq:executions:' .. id
+  for _, execution in ipairs(redis.call('ZRANGE', executions, 0, -1)) do
+    redis.call('UNLINK', 'rq:execution:' .. id .. ':' .. execution)
+    redis.call('ZREM', started .. queue, id .. ':' .. execution)
+    if origin and origin ~= queue then redis.call('ZREM', started .. origin, id .. ':' .. execution) end
+  end
+  local dependencies = 'rq:job::' .. id .. ':dependencies'
+  for _, parent in ipairs(redis.call('SMEMBERS', dependencies)) do
+    redis.call('SREM', 'rq:job:' .. parent .. ':dependents', id)
+  end
+  if group and group ~= '' then
+    redis.call('SREM', 'rq:group:' .. group, id)
+    if redis.call('EXISTS', 'rq:group:' .. group) == 0 then redis.call('SREM', 'rq:groups', group) end
+  end
+  redis.call('UNLINK', job, job .. ':dependents', dependencies, job .. ':dependencies',
+             'rq:results:' .. id, executions)
+end
+
+local ids = {}
+if mode == 'drain' then
+  if redis.call('TYPE', KEYS[1]).ok == 'list' then
+    ids = redis.call('LRANGE', KEYS[1], 0, size - 1)
+    redis.call('LTRIM', KEYS[1], size, -1)
+  else
+    ids = redis.call('ZRANGE', KEYS[1], 0, size - 1)
+    redis.call('ZREMRANGEBYRANK', KEYS[1], 0, size - 1)
+  end
+  if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('HDEL', KEYS[2], KEYS[1]) end
+else
+  for i = 4, #ARGV do
+    if mode == 'purge' or redis.call('ZREM', KEYS[1], ARGV[i]) == 1 then ids[#ids + 1] = ARGV[i] end
+  end
+end
+for _, id in ipairs(ids) do purge(id) end
+return #ids
+""".replace("__REGISTRIES__", ", ".join(f"'{p}'" for p in ID_REGISTRY_PREFIXES)).replace("__STARTED__", STARTED_PREFIX)
+
+# KEYS: source, detached key, PENDING_KEY. ARGV: what the detached key held, as JSON
+DETACH_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('RENAME', KEYS[1], KEYS[2])
+redis.call('HSET', KEYS[3], KEYS[2], ARGV[1])
+return 1
+"""
 
 
-def delete_jobs(redis: Redis, queue: str, state: str, ids: list[str], batch: int = 500) -> int:
-    """Remove these jobs from the queue or registry and delete their hashes and results; return how many."""
+def _raw(queue: str) -> bytes:
+    """A queue name's exact bytes (names that are not UTF-8 arrive decoded with surrogateescape)."""
+    return queue.encode("utf-8", "surrogateescape")
+
+
+def _check(state: str) -> None:
     if state == "started":
         raise ValueError("running jobs are stopped, not deleted")
+
+
+def _batches(ids: Sequence[str], size: int) -> Iterator[list[str]]:
+    unique = list(dict.fromkeys(ids))
+    for start in range(0, len(unique), size):
+        yield unique[start : start + size]
+
+
+def delete_jobs(redis: Redis, queue: str, state: str, ids: Sequence[str], batch: int = BATCH_SIZE) -> int:
+    """Delete these jobs if they are still in the queue or registry; return how many were."""
+    _check(state)
+    script = redis.register_script(DELETE_SCRIPT)
     key = entry_key(queue, state)
     removed = 0
-    for start in range(0, len(ids), batch):
-        chunk = ids[start : start + batch]
-        pipe = redis.pipeline()
+    for chunk in _batches(ids, batch):
+        if state != "queued":
+            removed += int(script(keys=[key, PENDING_KEY], args=["zrem", _raw(queue), batch, *chunk]))  # type: ignore[arg-type]
+            continue
+        # One LREM per id, each its own command so other clients run in between; from the tail,
+        # where the newest jobs are, so a filtered selection costs its distance from the tail
+        pipe = redis.pipeline(transaction=False)
         for job_id in chunk:
-            if state == "queued":
-                pipe.lrem(key, 0, job_id)
-            else:
-                pipe.zrem(key, job_id)
-            job_key = JOB_KEY_TEMPLATE.format(id=job_id)
-            pipe.delete(
-                job_key, f"{job_key}:dependents", f"{job_key}:dependencies", RESULTS_KEY_TEMPLATE.format(id=job_id)
-            )
-        replies = pipe.execute()
-        removed += sum(1 for reply in replies[::2] if reply)
+            pipe.lrem(key, -1, job_id)
+        gone = [job_id for job_id, count in zip(chunk, pipe.execute(), strict=True) if count]
+        if gone:
+            removed += int(script(keys=[key, PENDING_KEY], args=["purge", _raw(queue), batch, *gone]))  # type: ignore[arg-type]
     return removed
 
 
-def empty(redis: Redis, queue: str, state: str) -> int:
-    """Delete every job of the queue or registry; return how many."""
-    ids, _ = JobLister(redis).all_matching(queue, state, JobFilter())
-    return delete_jobs(redis, queue, state, ids)
+def entry_count(redis: Redis, queue: str, state: str) -> int:
+    """How many entries the queue or registry holds: LLEN or ZCARD, never a read of the entries."""
+    key = entry_key(queue, state)
+    return int(cast(int, redis.llen(key) if state == "queued" else redis.zcard(key)))
+
+
+def detach(redis: Redis, queue: str, state: str) -> str | None:
+    """Rename the queue or registry to a fresh key recorded in PENDING_KEY; None when it was empty."""
+    _check(state)
+    detached = f"{DETACHED_KEY_PREFIX}{uuid.uuid4().hex}"
+    meta = json.dumps({"queue": queue, "state": state})
+    moved = redis.register_script(DETACH_SCRIPT)(keys=[entry_key(queue, state), detached, PENDING_KEY], args=[meta])
+    return detached if moved else None
+
+
+def drain(
+    redis: Redis, detached: str, queue: str, state: str, batch: int = BATCH_SIZE, limit: int | None = None
+) -> int:
+    """Delete the jobs of a detached key one atomic batch at a time (at most `limit` entries); return how many."""
+    script = redis.register_script(DELETE_SCRIPT)
+    deleted = 0
+    while limit is None or deleted < limit:
+        size = batch if limit is None else min(batch, limit - deleted)
+        done = int(script(keys=[detached, PENDING_KEY], args=["drain", _raw(queue), size]))  # type: ignore[arg-type]
+        if not done:
+            break
+        deleted += done
+    return deleted
+
+
+def pending(redis: Redis, queue: str, state: str) -> list[str]:
+    """Detached keys of this queue and state that an earlier empty left unfinished."""
+    found = []
+    for key, raw in cast(dict[Any, Any], redis.hgetall(PENDING_KEY)).items():
+        try:
+            meta = json.loads(raw)
+        except ValueError:
+            continue
+        if meta == {"queue": queue, "state": state}:
+            found.append(as_text(key))
+    return found
+
+
+def empty(redis: Redis, queue: str, state: str, batch: int = BATCH_SIZE) -> int:
+    """Delete every job the queue or registry holds now (and any an interrupted empty left); return how many."""
+    detach(redis, queue, state)
+    return sum(drain(redis, key, queue, state, batch) for key in pending(redis, queue, state))

@@ -9,7 +9,7 @@ from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation
 from rq.job import JobStatus
 from rqscope.monitor import audit
-from rqscope.monitor.delete import delete_jobs
+from rqscope.monitor.delete import delete_jobs, empty, entry_count
 from rqscope.monitor.exceptions import exception_summary
 from rqscope.monitor.jobs import MAX_PER_PAGE, ORDERS, JobLister
 from rqscope.monitor.retry import Retrier
@@ -90,9 +90,13 @@ def confirm(queue: str, state_name: str) -> str:
         abort(400, "action must be retry (failed jobs) or empty")
     if action == "empty" and state_name == "started":
         abort(400, "running jobs are stopped one by one, not emptied")
-    ids, limited = _matching(queue, state_name)
+    if job_filter(dict(request.args)).active:
+        ids, limited = _matching(queue, state_name)
+        count = len(ids)
+    else:  # everything: LLEN or ZCARD, never a read of every id
+        count, limited = entry_count(state().redis, queue, state_name), False
     return render_template("jobs/confirm.html", queue=queue, state_name=state_name, action=action,
-                           count=len(ids), limited=limited, filters=job_filter(dict(request.args)))  # fmt: skip
+                           count=count, limited=limited, filters=job_filter(dict(request.args)))  # fmt: skip
 
 
 @bp.post("/queues/<queue>/<state_name>/bulk")
@@ -109,8 +113,10 @@ def bulk(queue: str, state_name: str) -> Response:
         done = Retrier(current.redis).retry(queue, ids)
         message = f"Retried {done:,} job{'s' if done != 1 else ''}."
     elif action == "empty" and not selected and state_name != "started":
-        ids = _matching(queue, state_name)[0]
-        done = delete_jobs(current.redis, queue, state_name, ids)
+        if job_filter(dict(request.values)).active:
+            done = delete_jobs(current.redis, queue, state_name, _matching(queue, state_name)[0])
+        else:
+            done = empty(current.redis, queue, state_name)
         message = f"Deleted {done:,} job{'s' if done != 1 else ''} from {state_name}."
     else:
         abort(400, "action must be retry (failed jobs) or empty")
