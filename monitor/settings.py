@@ -29,6 +29,7 @@ DEFAULT_QUEUES = ("high", "default", "low")
 DEFAULT_ALERT_INTERVAL = 15.0
 DEFAULT_ALERT_REPEAT = 4 * 3600.0
 DEFAULT_PAGERDUTY_URL = "https://events.pagerduty.com/v2/enqueue"
+MAX_TRUSTED_PROXIES = 5
 
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -62,7 +63,10 @@ class Settings:
     viewer_token: str | None = field(default=None, repr=False)
     users: tuple[User, ...] = field(default=(), repr=False)
     secret_key: str | None = field(default=None, repr=False)
+    metrics_token: str | None = field(default=None, repr=False)
     no_auth: bool = False
+    allowed_hosts: tuple[str, ...] = ()
+    trusted_proxies: int = 0
     log_level: str = DEFAULT_LOG_LEVEL
     snapshot_ttl: float = DEFAULT_SNAPSHOT_TTL
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
@@ -207,6 +211,46 @@ def _users(name: str, raw: str) -> tuple[User, ...]:
     return tuple(users)
 
 
+def _hosts(name: str, raw: str) -> tuple[str, ...]:
+    hosts = []
+    for entry in filter(None, (part.strip().lower() for part in raw.split(","))):
+        bare = entry[1:-1] if entry.startswith("[") and entry.endswith("]") else entry
+        if not bare or not all(ch.isalnum() or ch in ".-:_" for ch in bare) or (":" in bare and bare == entry):
+            raise SettingsError(
+                f"{name}: {entry!r} must be a host name or address without scheme or port (IPv6 in brackets)"
+            )
+        hosts.append(bare.rstrip("."))
+    return tuple(hosts)
+
+
+def _auth_settings(get: Any, values: dict[str, object]) -> None:
+    for key in ("api_token", "viewer_token", "metrics_token"):
+        if raw := get(key):
+            if len(raw) < 16:
+                raise SettingsError(f"{env_name(key)} must be at least 16 characters")
+            values[key] = raw
+    if values.get("api_token") and values.get("api_token") == values.get("viewer_token"):
+        raise SettingsError(f"{env_name('viewer_token')} must differ from {env_name('api_token')}")
+    if raw := get("users"):
+        values["users"] = _users(env_name("users"), raw)
+    if raw := get("secret_key"):
+        if len(raw) < 32:
+            raise SettingsError(f"{env_name('secret_key')} must be at least 32 characters")
+        values["secret_key"] = raw
+    if (raw := get("no_auth")) is not None:
+        values["no_auth"] = _bool(env_name("no_auth"), raw)
+    if raw := get("allowed_hosts"):
+        values["allowed_hosts"] = _hosts(env_name("allowed_hosts"), raw)
+    if raw := get("trusted_proxies"):
+        values["trusted_proxies"] = _int(env_name("trusted_proxies"), raw, 0, MAX_TRUSTED_PROXIES)
+    credentials = [env_name(key) for key in ("api_token", "viewer_token", "users") if values.get(key)]
+    if values.get("no_auth") and credentials:
+        raise SettingsError(
+            f"{env_name('no_auth')} (--no-auth) contradicts {', '.join(credentials)}: "
+            "turn authentication off or configure credentials, not both"
+        )
+
+
 def _http_urls(name: str, raw: str) -> tuple[str, ...]:
     urls = tuple(filter(None, (part.strip() for part in raw.split(","))))
     for url in urls:
@@ -285,21 +329,7 @@ def from_env(env: Mapping[str, str]) -> Settings:
         values["host"] = raw
     if raw := get("port"):
         values["port"] = _int(env_name("port"), raw, 1, 65535)
-    for key in ("api_token", "viewer_token"):
-        if raw := get(key):
-            if len(raw) < 16:
-                raise SettingsError(f"{env_name(key)} must be at least 16 characters")
-            values[key] = raw
-    if values.get("api_token") and values.get("api_token") == values.get("viewer_token"):
-        raise SettingsError(f"{env_name('viewer_token')} must differ from {env_name('api_token')}")
-    if raw := get("users"):
-        values["users"] = _users(env_name("users"), raw)
-    if raw := get("secret_key"):
-        if len(raw) < 32:
-            raise SettingsError(f"{env_name('secret_key')} must be at least 32 characters")
-        values["secret_key"] = raw
-    if (raw := get("no_auth")) is not None:
-        values["no_auth"] = _bool(env_name("no_auth"), raw)
+    _auth_settings(get, values)
     if raw := get("log_level"):
         if raw.upper() not in LOG_LEVELS:
             raise SettingsError(f"{env_name('log_level')}={raw!r} must be one of {', '.join(LOG_LEVELS)}")

@@ -23,7 +23,7 @@ from rqscope.tasks.worker import InstrumentedWorker
 from rqscope.web import create_app
 
 from tests.helpers import rqscope_command, spawn
-from tests.test_auth_caller import PASSWORD, TOKEN, USERS, VIEWER, Sidecar, open_sidecar, sidecar, sign_in  # noqa: F401
+from tests.test_auth_caller import PASSWORD, TOKEN, USERS, VIEWER, Sidecar, sidecar, sign_in
 from tests.test_retry import make_failed
 
 pytestmark = pytest.mark.redis
@@ -41,6 +41,13 @@ ANSWERING = {"static", "health.healthz", "health.readyz", "session_views.login_f
 @pytest.fixture(scope="module")
 def secured(redis_server: EmbeddedRedis) -> Iterator[Sidecar]:
     with sidecar(redis_server.url, SECURED_ENV) as served:
+        yield served
+
+
+@pytest.fixture(scope="module")
+def open_sidecar(redis_server: EmbeddedRedis) -> Iterator[Sidecar]:
+    """No credentials, bound to 127.0.0.1."""
+    with sidecar(redis_server.url) as served:
         yield served
 
 

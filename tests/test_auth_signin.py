@@ -154,8 +154,8 @@ def test_a_redis_outage_is_a_503_with_a_message_for_sessions_and_sign_in() -> No
             for path, accept in (("/api/queues", "application/json"), ("/", "text/html")):
                 down = browser.get(served.url + path, headers={"Accept": accept}, allow_redirects=False, timeout=10)
                 assert down.status_code == 503 and "Redis is unavailable" in down.text, (path, down.status_code)
-            again = browser.post(served.url + "/login", timeout=10, allow_redirects=False,
-                                 data={"csrf_token": csrf_of(form.text), "username": "ops", "password": PASSWORD})
+            sign_in_form = {"csrf_token": csrf_of(form.text), "username": "ops", "password": PASSWORD}
+            again = browser.post(served.url + "/login", data=sign_in_form, allow_redirects=False, timeout=10)
             assert again.status_code == 503 and "Redis is unavailable" in again.text
             assert served.get("/api/queues", headers=basic("ops", PASSWORD)).status_code == 503
             assert time.monotonic() - started < 10

@@ -1,4 +1,4 @@
-"""The enqueue API: POST /api/tasks, GET and DELETE /api/tasks/<id>."""
+"""The enqueue API: POST /api/tasks, GET and DELETE /api/tasks/<id>; every change is audited."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from flask import Blueprint, Response, abort, jsonify, url_for
 from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation
 from rq.job import JobStatus
+from rqscope.monitor import audit
 from rqscope.tasks.registry import enqueue_task
 from rqscope.web.auth import require_operator
 from rqscope.web.bodies import read_body, typed
@@ -21,7 +22,7 @@ CANCELLABLE = {JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED}
 @bp.post("")
 def create() -> tuple[Response, int]:
     current = state()
-    require_operator(current.settings)
+    who = require_operator(current.settings)
     body = read_body(BODY_FIELDS, '{"task": "name", "args": [], "kwargs": {}}')
     name = typed(body, "task", str, "a string")
     if name is None:
@@ -34,6 +35,8 @@ def create() -> tuple[Response, int]:
         abort(400, f"'job_id' must be 1 to {MAX_ID_LENGTH} characters")
     spec = current.registry.get(name)
     job, created = enqueue_task(spec, args, kwargs, connection=current.redis, queue=queue, job_id=job_id)
+    if created:
+        audit.record(current.redis, who.name, "enqueue", f"{spec.name} {job.id}", 1)
     status_url = url_for("api_tasks.show", job_id=job.id)
     status = job.get_status(refresh=not created)
     payload = {"id": job.id, "status": str(status.value if status else "queued"), "status_url": status_url}
@@ -50,17 +53,19 @@ def show(job_id: str) -> Response:
 @bp.delete("/<job_id>")
 def cancel(job_id: str) -> tuple[Response, int]:
     current = state()
-    require_operator(current.settings)
+    who = require_operator(current.settings)
     job = fetch_job(job_id)
     status = job.get_status(refresh=False)
     if status in CANCELLABLE:
         job.cancel()
+        audit.record(current.redis, who.name, "cancel", job.id, 1)
         return jsonify(id=job.id, status="canceled"), 200
     if status == JobStatus.STARTED:
         try:
             send_stop_job_command(current.redis, job.id)
         except InvalidJobOperation as exc:
             abort(409, f"job {job.id} cannot be stopped: {exc}")
+        audit.record(current.redis, who.name, "stop", job.id, 1)
         return jsonify(id=job.id, status="stopping"), 202
     abort(
         409,

@@ -19,16 +19,19 @@ from rqscope.monitor.snapshot import JOB_STATES
 from rqscope.tasks.procstats import Publisher
 from rqscope.tasks.registry import REGISTRY, TaskRegistry, import_task_modules
 from rqscope.web import (
+    access,
     api,
     api_tasks,
     dashboard,
     errors,
     health,
+    hosts,
     jobs_views,
     openapi,
     pages,
     session_key,
     session_views,
+    sessions,
 )
 from rqscope.web.state import EXTENSION, State
 
@@ -62,9 +65,10 @@ def create_app(
         settings=settings, redis=client, registry=registry, snapshots=cache, metrics=build_registry(cache)
     )
     app.secret_key = settings.secret_key
-    if not settings.secret_key:
-        app.session_interface = session_key.SharedKeySessions()
+    app.session_interface = sessions.interface(settings)  # Secure cookies over https; the Redis key if unset
     app.config.update(SESSION_COOKIE_SAMESITE="Lax", SESSION_COOKIE_HTTPONLY=True)
+    hosts.trust_proxies(app, settings)
+    access.install(app, settings)  # the first hook: the Host and the caller are checked before anything else
     app.extensions[EXTENSION].alerts = alerting.build_engine(settings, client, cache.get)
     errors.register(app)
     pages.register(app)

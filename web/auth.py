@@ -1,9 +1,10 @@
 """Who is asking, and may they read or act.
 
-Credentials: bearer tokens (operator or viewer), dashboard users with werkzeug password hashes
-(a login session, or HTTP basic auth), or nothing at all while bound to loopback or run with
---no-auth. Secrets are compared in constant time. A mutation also has to come from this site:
-never `Sec-Fetch-Site: cross-site`, and from a browser session it needs the CSRF token.
+Credentials: bearer tokens (operator or viewer), dashboard users with werkzeug password hashes (HTTP
+basic auth), and sessions opened by signing in with either. Without any credential configured, only a
+loopback caller that no proxy relayed is let in, as an anonymous operator. An Authorization header is
+used or refused, never ignored. Secrets are compared in constant time. A mutation also has to come
+from this site: never `Sec-Fetch-Site: cross-site`, and from a browser it needs the CSRF token.
 """
 
 from __future__ import annotations
@@ -12,16 +13,23 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
-from flask import abort, request, session
-from rqscope.monitor.settings import Settings, User
+from flask import abort, g, request, session
+from redis import RedisError
+from rqscope.monitor.settings import Settings, User, env_name
+from rqscope.web import hosts, sessions
+from rqscope.web.ratelimit import SignInLimiter
+from rqscope.web.state import state
+from werkzeug.exceptions import HTTPException, TooManyRequests
 from werkzeug.security import check_password_hash, generate_password_hash
 
 OPERATOR = "operator"
 VIEWER = "viewer"
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
+VERDICT = "rqscope_verdict"
 # checked when a user name is unknown, so that the answer takes as long as for a wrong password
 _DUMMY_HASH = generate_password_hash(secrets.token_hex(8))
+UNUSABLE = "the Authorization header is not usable: send 'Bearer <token>' or 'Basic <user:password>'"
 
 
 @dataclass(frozen=True)
@@ -36,7 +44,16 @@ class Identity:
 
     @property
     def is_browser(self) -> bool:
-        return self.via in ("session", "anonymous")
+        # credentials a browser sends on its own (cookies, cached basic auth) need proof of this site
+        return self.via in ("session", "anonymous", "basic")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Who the caller is, or why they are not let in."""
+
+    identity: Identity | None
+    problem: str = ""
 
 
 def _same(given: str, expected: str | None) -> bool:
@@ -44,44 +61,106 @@ def _same(given: str, expected: str | None) -> bool:
 
 
 def check_user(settings: Settings, name: str, password: str) -> User | None:
+    if not settings.users:
+        return None  # nothing to check against: no hash is worth its cost
     user = next((u for u in settings.users if hmac.compare_digest(u.name.encode(), name.encode())), None)
     valid = check_password_hash(user.password_hash if user else _DUMMY_HASH, password)
     return user if user is not None and valid else None
 
 
-def _from_header(settings: Settings) -> Identity | None | bool:
-    """The identity an Authorization header proves; False when there is no header."""
-    header = request.headers.get("Authorization", "")
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() == "bearer" and value.strip():
-        token = value.strip()
-        operator, viewer = _same(token, settings.api_token), _same(token, settings.viewer_token)
-        if operator:
-            return Identity("api-token", OPERATOR, "token")
-        return Identity("viewer-token", VIEWER, "token") if viewer else None
+def token_role(settings: Settings, token: str) -> str | None:
+    operator, viewer = _same(token, settings.api_token), _same(token, settings.viewer_token)
+    return OPERATOR if operator else VIEWER if viewer else None
+
+
+def token_name(role: str) -> str:
+    return "api-token" if role == OPERATOR else "viewer-token"
+
+
+def too_many(wait: int) -> TooManyRequests:
+    return TooManyRequests(f"Too many failed sign-ins from this address or for this user; try again in {wait} s.",
+                           retry_after=wait)  # fmt: skip
+
+
+def _basic(settings: Settings) -> Verdict:
+    if not settings.users:
+        return Verdict(None, f"HTTP basic auth needs users, and {env_name('users')} is not set")
+    auth = request.authorization
+    if auth is None or auth.type != "basic" or auth.username is None:
+        return Verdict(None, UNUSABLE)
+    limiter, address = SignInLimiter(state().redis), request.remote_addr or ""
+    wait = limiter.retry_after(address, auth.username)
+    if wait:
+        raise too_many(wait)
+    user = check_user(settings, auth.username, auth.password or "")
+    if user is None:
+        limiter.failed(address, auth.username)
+        return Verdict(None, "unknown user or wrong password")
+    return Verdict(Identity(user.name, user.role, "basic"))
+
+
+def _from_header(settings: Settings, header: str) -> Verdict:
+    scheme, _, value = header.strip().partition(" ")
+    value = value.strip()
+    if scheme.lower() == "bearer":
+        if not value or " " in value:
+            return Verdict(None, UNUSABLE)
+        role = token_role(settings, value)
+        return Verdict(Identity(token_name(role), role, "token")) if role else Verdict(None, "wrong token")
     if scheme.lower() == "basic":
-        auth = request.authorization
-        if auth is None:  # unreadable credentials are refused like wrong ones
-            return None
-        user = check_user(settings, auth.username or "", auth.password or "")
-        return Identity(user.name, user.role, "basic") if user else None
-    return False
+        return _basic(settings)
+    return Verdict(None, UNUSABLE)
+
+
+def session_identity(settings: Settings, record: sessions.SessionRecord) -> Identity | None:
+    """The identity a session record still proves: its credential must be unchanged in the settings."""
+    if record.kind == "token":
+        token = settings.api_token if record.role == OPERATOR else settings.viewer_token
+        valid = token is not None and _same(record.credential, sessions.fingerprint(token))
+        return Identity(token_name(record.role), record.role, "session") if valid else None
+    user = next((u for u in settings.users if u.name == record.name and u.role == record.role), None)
+    if user is None or not _same(record.credential, sessions.fingerprint(user.password_hash)):
+        return None
+    return Identity(user.name, user.role, "session")
+
+
+def _judge(settings: Settings) -> Verdict:
+    if "Authorization" in request.headers:
+        return _from_header(settings, request.headers.get("Authorization", ""))
+    sid = session.get(sessions.SID_FIELD)
+    if sid:
+        record = sessions.load(state().redis, sid)
+        who = session_identity(settings, record) if record else None
+        if who is not None:
+            return Verdict(who)
+    if not settings.has_credentials:
+        if hosts.local_caller(request):
+            return Verdict(Identity("anonymous", OPERATOR, "anonymous"))
+        return Verdict(None, "credentials required: none are configured, so only a loopback caller that no proxy "
+                             f"relayed may use this sidecar; set {env_name('api_token')}, "
+                             f"{env_name('viewer_token')} or {env_name('users')}")  # fmt: skip
+    return Verdict(None, "credentials required: sign in, or send Authorization: Bearer <token>")
+
+
+def verdict(settings: Settings) -> Verdict:
+    """The caller's verdict, worked out once per request."""
+    found = g.get(VERDICT)
+    if found is None:
+        try:
+            found = _judge(settings)
+        except HTTPException as exc:
+            g.setdefault(VERDICT, Verdict(None, exc.description or ""))
+            raise
+        except RedisError:
+            g.setdefault(VERDICT, Verdict(None, "Redis is unavailable"))
+            raise
+        setattr(g, VERDICT, found)
+    return found  # type: ignore[no-any-return]
 
 
 def identify(settings: Settings) -> Identity | None:
     """The caller's identity, or None when it presented no valid credential."""
-    from_header = _from_header(settings)
-    if from_header is not False:
-        # a header that does not check out is refused, never ignored in favour of a session
-        return from_header if isinstance(from_header, Identity) else None
-    name, role = session.get("user"), session.get("role")
-    if name is not None:
-        user = next((u for u in settings.users if u.name == name and u.role == role), None)
-        if user is not None:
-            return Identity(user.name, user.role, "session")
-    if settings.no_auth or (not settings.has_credentials and settings.bound_to_loopback):
-        return Identity("anonymous", OPERATOR, "anonymous")
-    return None
+    return verdict(settings).identity
 
 
 def csrf_token() -> str:
@@ -98,13 +177,11 @@ def csrf_ok() -> bool:
 
 
 def require_viewer(settings: Settings) -> Identity:
-    """Abort with 401/403 unless the caller may read."""
-    who = identify(settings)
-    if who is None:
-        if not settings.has_credentials and not settings.bound_to_loopback:
-            abort(403, "no credentials are configured on this non-loopback sidecar; set RQSCOPE_API_TOKEN")
-        abort(401, "sign in, or send Authorization: Bearer <token>")
-    return who
+    """Abort with 401 unless the caller may read."""
+    found = verdict(settings)
+    if found.identity is None:
+        abort(401, found.problem)
+    return found.identity
 
 
 def require_operator(settings: Settings, form: bool = False) -> Identity:
@@ -119,6 +196,16 @@ def require_operator(settings: Settings, form: bool = False) -> Identity:
         if cookie_session and not csrf_ok():
             abort(403, "the form is missing its CSRF token or it expired; reload the page and try again")
         if not cookie_session and request.method == "POST" and not request.is_json:
-            # a scripted client on an open sidecar: a cross-site form can POST, but not JSON without CORS
+            # a scripted client: a cross-site form can POST, but not JSON without CORS
             abort(415, "send Content-Type: application/json")
     return who
+
+
+def require_metrics(settings: Settings) -> None:
+    """/metrics: open unless RQSCOPE_METRICS_TOKEN is set; then that token, or any reader."""
+    if not settings.metrics_token:
+        return
+    scheme, _, value = request.headers.get("Authorization", "").strip().partition(" ")
+    if scheme.lower() == "bearer" and _same(value.strip(), settings.metrics_token):
+        return
+    require_viewer(settings)

@@ -32,6 +32,8 @@ SERVE_FLAGS = (
     ("--alert-rules", "alert_rules", "YAML file of alert rules (default: the shipped rules)"),
     ("--alert-interval", "alert_interval", "seconds between alert evaluations"),
     ("--public-url", "public_url", "the dashboard's URL as on-call engineers reach it, for alert links"),
+    ("--allowed-hosts", "allowed_hosts", "comma-separated Host names accepted besides localhost and the bound address"),
+    ("--trusted-proxies", "trusted_proxies", "reverse proxies in front whose X-Forwarded-* headers are trusted (0-5)"),
 )
 
 
@@ -62,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-auth",
         action="store_true",
         default=None,
-        help="run without authentication; refused unless bound to loopback [RQSCOPE_NO_AUTH]",
+        help="no credentials, anonymous loopback callers only; refused off loopback or with credentials [RQSCOPE_NO_AUTH]",
     )
     serve.set_defaults(run=run_serve)
 
@@ -104,9 +106,12 @@ def configure_logging(settings: Settings) -> None:
 
 def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     from rqscope.monitor.alerts.rules import DEFAULT_RULES, load_rules
+    from rqscope.web.hosts import exposure_warnings
     from rqscope.web.serve import serve
 
     load_rules(settings.alert_rules or DEFAULT_RULES)  # a bad rules file stops here, with file, line and field
+    for warning in exposure_warnings(settings):
+        logging.getLogger("rqscope.serve").warning("%s", warning)
 
     return serve(settings)
 

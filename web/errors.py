@@ -42,9 +42,9 @@ def register(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:
         response = error_response(exc.code or 500, exc.description or exc.name)
-        allow = exc.get_response().headers.get("Allow")
-        if allow:
-            response.headers["Allow"] = allow
+        for header in ("Allow", "Retry-After"):
+            if value := exc.get_response().headers.get(header):
+                response.headers[header] = value
         if exc.code == 401:
             response.headers["WWW-Authenticate"] = AUTHENTICATE
         return response

@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Flask, Response, g, redirect, request, url_for
+from redis import RedisError
 from rqscope.monitor.report import totals
 from rqscope.web.auth import Identity, csrf_token, identify, require_operator
 from rqscope.web.state import state
+from werkzeug.exceptions import HTTPException
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -19,7 +21,10 @@ def register(app: Flask) -> None:
     @app.context_processor
     def page_context() -> dict[str, Any]:
         current = state()
-        who = getattr(g, "who", None) or identify(current.settings)
+        try:
+            who = getattr(g, "who", None) or identify(current.settings)
+        except (HTTPException, RedisError):
+            who = None  # an error page for a caller who could not be identified
         snapshot = current.snapshots.get()
         return {
             "who": who,
@@ -62,4 +67,5 @@ def operator() -> Identity:
 def register_login_redirect(app: Flask) -> None:
     @app.errorhandler(LoginRequired)
     def to_login(exc: LoginRequired) -> Response:
-        return redirect(url_for("session_views.login_form", next=request.full_path.rstrip("?")))  # type: ignore[return-value]
+        target = request.script_root + request.full_path.rstrip("?")
+        return redirect(url_for("session_views.login_form", next=target))  # type: ignore[return-value]

@@ -1,0 +1,68 @@
+"""Auth declared once for the whole app: every route needs a viewer, every mutation an operator,
+unless its view is explicitly marked open. A route added later is guarded without doing anything."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+from flask import Flask, redirect, request, url_for
+from rqscope.monitor.settings import Settings
+from rqscope.web.auth import require_metrics, require_operator, verdict
+from rqscope.web.hosts import allowed_hosts, check_host
+from werkzeug.exceptions import Unauthorized
+from werkzeug.wrappers import Response
+
+View = TypeVar("View", bound=Callable[..., object])
+
+ACCESS = "rqscope_access"
+OPEN = "open"
+METRICS = "metrics"
+OPEN_ENDPOINTS = frozenset({"static"})  # Flask's own view, which cannot carry a marker
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def public(view: View) -> View:
+    """Mark a view open to anyone (health checks, the sign-in form)."""
+    setattr(view, ACCESS, OPEN)
+    return view
+
+
+def metrics_endpoint(view: View) -> View:
+    """Mark a view open unless RQSCOPE_METRICS_TOKEN is set; then it needs that token or a reader."""
+    setattr(view, ACCESS, METRICS)
+    return view
+
+
+def declared(app: Flask, endpoint: str | None) -> str | None:
+    """The access a route declared: OPEN, METRICS, or None for the default (viewer, operator to mutate)."""
+    if endpoint in OPEN_ENDPOINTS:
+        return OPEN
+    view = app.view_functions.get(endpoint) if endpoint else None
+    return getattr(view, ACCESS, None)
+
+
+def install(app: Flask, settings: Settings) -> None:
+    """Check the Host of every request, then the caller against what its route declared."""
+    allowed = allowed_hosts(settings)
+
+    @app.before_request
+    def guard() -> Response | None:
+        check_host(allowed)
+        access = declared(app, request.endpoint)
+        if access == OPEN:
+            return None
+        if access == METRICS:
+            require_metrics(settings)
+            return None
+        if request.method not in SAFE_METHODS:
+            require_operator(settings, form=not request.path.startswith("/api/"))
+            return None
+        found = verdict(settings)
+        if found.identity is not None:
+            return None
+        if settings.has_credentials and "Authorization" not in request.headers and not request.path.startswith("/api/"):
+            # a browser asking for a page: the sign-in form can help, a bare 401 cannot
+            target = request.script_root + request.full_path.rstrip("?")
+            return redirect(url_for("session_views.login_form", next=target))
+        raise Unauthorized(found.problem)
