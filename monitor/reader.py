@@ -19,6 +19,7 @@ from redis.exceptions import NoPermissionError, ResponseError
 from rqscope.monitor.snapshot import (
     CRON_SCHEDULERS_KEY,
     DEFAULT_WORKER_TTL_SECONDS,
+    EXECUTION_VALUES,
     JOB_KEY_TEMPLATE,
     QUEUE_KEY_PREFIX,
     QUEUES_KEY,
@@ -34,6 +35,7 @@ from rqscope.monitor.snapshot import (
 )
 from rqscope.tasks.metrics import METRICS_KEY
 from rqscope.tasks.procstats import PROC_KEY_TEMPLATE, PROCS_KEY, parse_sample
+from rqscope.tasks.rq_internals.keys import KEYS
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +74,14 @@ for i = 3 + nq, 2 + nq + nw do
   local reply = redis.pcall('HMGET', '$worker_prefix' .. ARGV[i], unpack(worker_fields))
   local ok = type(reply) == 'table' and not reply.err
   for j = 1, width do out[n + j] = ok and reply[j] or false end
-  n = n + width
+  local execution = redis.pcall('SRANDMEMBER', '$worker_prefix' .. ARGV[i] .. ':executions')
+  if type(execution) ~= 'string' then execution = false end
+  local created = false
+  if execution then created = redis.pcall('HGET', '$execution_prefix' .. execution, 'created_at') end
+  if type(created) ~= 'string' then created = false end
+  out[n + width + 1] = execution
+  out[n + width + 2] = created
+  n = n + width + 2
 end
 for i = 3 + nq + nw, #ARGV do
   local reply = redis.pcall('HGETALL', '$proc_prefix' .. ARGV[i])
@@ -89,6 +98,7 @@ return out
     lock_prefix=SCHEDULER_LOCK_TEMPLATE.format(queue=""),
     worker_prefix=WORKER_KEY_PREFIX,
     proc_prefix=PROC_KEY_TEMPLATE.format(id=""),
+    execution_prefix=KEYS.execution(""),
 )
 
 # A script blocks Redis while it runs; chunks keep each run short (about 0.6 ms here) and are
@@ -148,7 +158,7 @@ def _read_by_script(
     for (chunk_queues, chunk_workers, _), reply in zip(chunks, pipe.execute(raise_on_error=False), strict=True):
         if isinstance(reply, (NoPermissionError, ResponseError)):
             raise _ScriptsRefused(str(reply))
-        queue_width, worker_width = 4 + len(REGISTRY_PREFIXES), len(WORKER_FIELDS)
+        queue_width, worker_width = 4 + len(REGISTRY_PREFIXES), len(WORKER_FIELDS) + EXECUTION_VALUES
         queue_end = len(chunk_queues) * queue_width
         worker_end = queue_end + len(chunk_workers) * worker_width
         queue_rows.extend(reply[i : i + queue_width] for i in range(0, queue_end, queue_width))
@@ -169,6 +179,7 @@ def _read_by_pipeline(
             pipe.zcard(prefix + name)
     for name in workers:
         pipe.hmget(WORKER_KEY_PREFIX + name, list(WORKER_FIELDS))
+        pipe.srandmember(KEYS.worker_executions(name))
     for proc in procs:
         pipe.hgetall(PROC_KEY_TEMPLATE.format(id=proc))
     replies = iter(pipe.execute(raise_on_error=False))
@@ -177,15 +188,18 @@ def _read_by_pipeline(
         queued, head, locked = (_or_empty(next(replies), None) for _ in range(3))
         counts = [_count(_or_empty(next(replies), 0)) for _ in REGISTRY_PREFIXES]
         queue_rows.append([_count(queued), head or b"", b"", _count(locked), *counts])
-    worker_rows = [_or_empty(next(replies), []) for _ in workers]
+    worker_rows = [[*(_or_empty(next(replies), None) or [None] * len(WORKER_FIELDS)),
+                    _or_empty(next(replies), None), None] for _ in workers]  # fmt: skip
     proc_rows = [_or_empty(next(replies), {}) for _ in procs]
-    heads = [(row, row[1]) for row in queue_rows if row[1]]
+    # second round: each queue head's enqueued_at and each running execution's created_at
+    heads = [(row, 2, JOB_KEY_TEMPLATE.format(id=as_text(row[1])), "enqueued_at") for row in queue_rows if row[1]]
+    heads += [(row, -1, KEYS.execution(as_text(row[-2])), "created_at") for row in worker_rows if row[-2]]
     if heads:
         pipe = redis.pipeline(transaction=False)
-        for _, head in heads:
-            pipe.hget(JOB_KEY_TEMPLATE.format(id=as_text(head)), "enqueued_at")
-        for (row, _), value in zip(heads, pipe.execute(raise_on_error=False), strict=True):
-            row[2] = _or_empty(value, None) or b""
+        for _, _, key, field in heads:
+            pipe.hget(key, field)
+        for (row, index, _, _), value in zip(heads, pipe.execute(raise_on_error=False), strict=True):
+            row[index] = _or_empty(value, None) or b""
     return queue_rows, worker_rows, proc_rows
 
 
@@ -238,7 +252,7 @@ class SnapshotReader:
                 trips += 1
         if rows is None:
             rows = _read_by_pipeline(self.redis, queues, workers, procs)
-            trips += 2 if any(r[1] for r in rows[0]) else 1
+            trips += 2 if any(r[1] for r in rows[0]) or any(r[-2] for r in rows[1]) else 1
         queue_rows, worker_rows, proc_rows = rows
         snapshot = build_snapshot(
             now=now,

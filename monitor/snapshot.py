@@ -11,22 +11,19 @@ from typing import Any
 
 from rqscope.tasks.metrics import TaskStats, parse_metrics
 from rqscope.tasks.procstats import LIVENESS_FIELD, ProcessSample
+from rqscope.tasks.rq_internals.keys import KEYS, REGISTRY_NAMES
 
-QUEUES_KEY = "rq:queues"
-WORKERS_KEY = "rq:workers"
-QUEUE_KEY_PREFIX = "rq:queue:"
-WORKER_KEY_PREFIX = "rq:worker:"
-JOB_KEY_TEMPLATE = "rq:job:{id}"
-SCHEDULER_LOCK_TEMPLATE = "rq:scheduler-lock:{queue}"
-CRON_SCHEDULERS_KEY = "rq:cron_schedulers"
-REGISTRY_KEY_TEMPLATES = {
-    "started": "rq:wip:{queue}",
-    "deferred": "rq:deferred:{queue}",
-    "scheduled": "rq:scheduled:{queue}",
-    "finished": "rq:finished:{queue}",
-    "failed": "rq:failed:{queue}",
-    "canceled": "rq:canceled:{queue}",
-}
+# RQ's key names follow its key prefix (RQ_KEY_PREFIX), as RQ's own classes do
+QUEUES_KEY = KEYS.queues
+WORKERS_KEY = KEYS.workers
+QUEUE_KEY_PREFIX = KEYS.queue_prefix
+WORKER_KEY_PREFIX = KEYS.worker_prefix
+CRON_SCHEDULERS_KEY = KEYS.cron_schedulers
+# templates for str.format: a prefix such as `{rq}` (a Redis Cluster hash tag) has its braces doubled
+JOB_KEY_TEMPLATE = KEYS.for_format().job("{id}")
+RESULTS_KEY_TEMPLATE = KEYS.for_format().results("{id}")
+SCHEDULER_LOCK_TEMPLATE = KEYS.for_format().scheduler_lock("{queue}")
+REGISTRY_KEY_TEMPLATES = {state: KEYS.for_format().registry(state, "{queue}") for state in REGISTRY_NAMES}
 JOB_STATES = ("queued", *REGISTRY_KEY_TEMPLATES)
 WORKER_STATES = ("idle", "busy", "suspended", "unknown", "dead")
 # RQ expires a worker's key worker_ttl + 60 s after its last heartbeat (420 + 60 by default)
@@ -36,6 +33,8 @@ WORKER_FIELDS = (
     "state", "queues", "hostname", "pid", "last_heartbeat", "birth", "current_job", "successful_job_count",
     "failed_job_count", "total_working_time", "current_job_working_time", "death", LIVENESS_FIELD,
 )  # fmt: skip
+# what the snapshot reads beside those fields: one of RQ 3's executions set, and when it was created
+EXECUTION_VALUES = 2
 REDIS_INFO_FIELDS = (
     "connected_clients", "blocked_clients", "maxclients", "rejected_connections", "used_memory", "maxmemory",
 )  # fmt: skip
@@ -153,11 +152,16 @@ def shape_worker(
     key_name: str, values: Sequence[Any], now: float, processes: Mapping[str, ProcessSample], ttl: float
 ) -> WorkerState:
     """A WorkerState from its hash fields in WORKER_FIELDS order; garbage becomes unknown, never an error."""
-    if len(values) != len(WORKER_FIELDS):
-        values = [None] * len(WORKER_FIELDS)
+    if len(values) != len(WORKER_FIELDS) + EXECUTION_VALUES:
+        values = [None] * (len(WORKER_FIELDS) + EXECUTION_VALUES)
     texts = (v.decode("utf-8", "replace") if v.__class__ is bytes else v for v in values)
     (state, queues, hostname, pid, heartbeat_text, birth, current_job, successes, failures, working,
-     current_working, death, liveness) = texts  # fmt: skip
+     current_working, death, liveness, execution, execution_created) = texts  # fmt: skip
+    if not current_job and execution:
+        # RQ 3 keeps a worker's running jobs in its executions set instead of `current_job`
+        current_job = execution.rsplit(":", 1)[0]
+        created = parse_time(execution_created)
+        current_working = str(max(0.0, now - created.timestamp())) if created else None
     heartbeat = parse_time(heartbeat_text)
     age = max(0.0, now - heartbeat.timestamp()) if heartbeat else None
     if state == "started":

@@ -7,11 +7,12 @@ from collections.abc import Callable
 from redis import Redis, WatchError
 from redis.client import Pipeline
 from rq.exceptions import NoSuchJobError
-from rq.job import Job, JobStatus
+from rq.job import Job
 from rq.registry import StartedJobRegistry
 from rq.utils import now
 from rqscope.monitor.snapshot import WORKER_KEY_PREFIX, WORKERS_KEY, WorkerState
 from rqscope.tasks.metrics import record_run
+from rqscope.tasks.rq_internals import KEYS, fail_job
 
 ABANDONED = "Worker {name} died while running the job; it was failed when the dead worker was cleaned up."
 
@@ -54,15 +55,14 @@ def _held_job(redis: Redis, worker: WorkerState) -> Job | None:
 def _unregister(pipe: Pipeline, worker: WorkerState) -> None:
     pipe.srem(WORKERS_KEY, WORKER_KEY_PREFIX + worker.name)
     for queue in worker.queues:
-        pipe.srem(f"rq:workers:{queue}", WORKER_KEY_PREFIX + worker.name)
+        pipe.srem(KEYS.workers_of(queue), WORKER_KEY_PREFIX + worker.name)
     pipe.delete(WORKER_KEY_PREFIX + worker.name)
 
 
 def _fail(pipe: Pipeline, job: Job, worker: WorkerState, task_name: Callable[[str | None], str | None]) -> None:
     ended = now()
     job.ended_at = ended
-    job.set_status(JobStatus.FAILED, pipeline=pipe)
-    job._handle_failure(ABANDONED.format(name=worker.name), pipeline=pipe, worker_name=worker.name)
+    fail_job(job, ABANDONED.format(name=worker.name), worker.name, pipe)
     task = task_name(job.func_name)
     if task is not None:
         duration = (ended - job.started_at).total_seconds() if job.started_at else 0.0

@@ -1,4 +1,4 @@
-"""Riding out a Redis outage, and a dequeue that never drops a job it has popped.
+"""Riding out a Redis outage, and a blocking wait for a job that a stop request can end.
 
 A worker waits for Redis with a capped backoff instead of quitting. A stop request is honoured
 between attempts and between slices of the blocking wait for a job, never while a popped job is
@@ -17,7 +17,6 @@ from typing import Any, TypeVar
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from rq import Queue
 from rq.exceptions import DequeueTimeout, StopRequested
 
 REDIS_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError)
@@ -55,7 +54,7 @@ def wait_out(step: Callable[..., T], *args: Any, log_as: str = "", give_up: Call
 
 @contextmanager
 def stoppable(stop_requested: Callable[[], bool]) -> Iterator[None]:
-    """Within this block ClaimingQueue's blocking wait for a job ends with StopRequested once
+    """Within this block StoppableQueue's blocking wait for a job ends with StopRequested once
     `stop_requested()` answers True (checked at least every STOP_CHECK_SECONDS)."""
     token = _stop_requested.set(stop_requested)
     try:
@@ -64,7 +63,7 @@ def stoppable(stop_requested: Callable[[], bool]) -> Iterator[None]:
         _stop_requested.reset(token)
 
 
-def _in_slices(pop: Callable[[int | None], Any], timeout: int | None) -> Any:
+def in_slices(pop: Callable[[int | None], Any], timeout: int | None) -> Any:
     """RQ's blocking pop, as a series of short pops with a stop check before each one.
 
     A stop request only ever ends the wait before a pop is sent, so nothing popped is dropped.
@@ -81,34 +80,3 @@ def _in_slices(pop: Callable[[int | None], Any], timeout: int | None) -> Any:
         except DequeueTimeout:
             if time.monotonic() >= deadline:
                 raise
-
-
-class ClaimingQueue(Queue):
-    """A Queue whose dequeue keeps a job it has popped, through a Redis outage or a stop request.
-
-    With more than one queue RQ pops the id (BLPOP) and then reads the job; an outage between the
-    two would leave the job in no queue and no registry. Here the fetch waits for Redis instead,
-    and inside `stoppable` the blocking pop is sliced so that a stop request is seen before a pop.
-    """
-
-    @classmethod
-    def lpop(cls, queue_keys: Any, timeout: int | None, connection: Any = None) -> Any:
-        return _in_slices(lambda t: super(ClaimingQueue, cls).lpop(queue_keys, t, connection=connection), timeout)
-
-    @classmethod
-    def lmove(cls, connection: Any, queue_key: str, timeout: int | None) -> Any:
-        return _in_slices(lambda t: super(ClaimingQueue, cls).lmove(connection, queue_key, t), timeout)
-
-    @classmethod
-    def dequeue_any(  # type: ignore[override]
-        cls, queues: Any, timeout: int | None, connection: Any, *args: Any, **kwargs: Any
-    ) -> Any:
-        try:
-            return super().dequeue_any(queues, timeout, connection, *args, **kwargs)
-        except REDIS_UNAVAILABLE as exc:
-            job_id, queue = getattr(exc, "job_id", None), getattr(exc, "queue", None)
-            if job_id is None or queue is None:
-                raise  # nothing was popped
-            log.warning("Redis went away while job %s was being dequeued; keeping it", job_id)
-            job = wait_out(queue.fetch_job, job_id, log_as=f"dequeued job {job_id}: ")
-            return (job, queue) if job is not None else None

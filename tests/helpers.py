@@ -8,6 +8,8 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
+from redis import Redis
+
 from bench.common import stop_process as stop
 from bench.common import wait_until
 from bench.stack import rqscope as rqscope_command  # noqa: F401 - the tests' names for them
@@ -37,3 +39,10 @@ def wait_for(predicate: Callable[[], object], timeout: float = 20.0, interval: f
         return wait_until(predicate, timeout, interval)
     except TimeoutError as exc:
         raise AssertionError(str(exc)) from None
+
+
+def current_job(redis: Redis, worker: str) -> str | None:
+    """The job a worker is running, as the sidecar reads it (RQ 2's `current_job`, RQ 3's executions)."""
+    from rqscope.monitor.reader import fetch_snapshot
+
+    return next((w.current_job for w in fetch_snapshot(redis).workers if w.name == worker), None)

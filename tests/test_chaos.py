@@ -32,7 +32,7 @@ from bench.ledger import exported_runs, reconcile
 from bench.load import enqueue_all, job_bodies
 from bench.stack import QUEUES, Scraper, Stack, request
 from tests.conftest import redis_binary
-from tests.helpers import wait_for
+from tests.helpers import current_job, wait_for
 from tests.receivers import Receiver
 from tests.test_retry import make_failed
 
@@ -172,7 +172,7 @@ def test_horses_and_a_whole_worker_killed(redis_server: EmbeddedRedis, real_redi
         kills: list[int] = []
         killer = threading.Thread(target=lambda: kills.extend(kill_horses(pair, stop)))
         killer.start()
-        running_job = wait_for(lambda: horses(solo) and real_redis.hget("rq:worker:solo", "current_job"), timeout=60)
+        running_job = wait_for(lambda: horses(solo) and current_job(real_redis, "solo"), timeout=60)
         kill_whole_worker(solo)  # its job takes 2 s: the one it holds when killed
         wait_for(lambda: not (real_redis.llen("rq:queue:high") or real_redis.llen("rq:queue:default")), timeout=120)
         stop.set()
@@ -198,8 +198,9 @@ def test_horses_and_a_whole_worker_killed(redis_server: EmbeddedRedis, real_redi
             result = job.latest_result() if job is not None else None
             assert result is not None and "Work-horse terminated unexpectedly" in (result.exc_string or "")
     # the job the dead worker held was failed when it was cleaned up; nothing else on its queue moved
-    assert real_redis.zrange("rq:wip:low", 0, -1) == [] and real_redis.zrange("rq:failed:low", 0, -1) == [running_job]
-    assert Job.fetch(running_job.decode(), real_redis).get_status() == "failed"
+    assert real_redis.zrange("rq:wip:low", 0, -1) == []
+    assert real_redis.zrange("rq:failed:low", 0, -1) == [running_job.encode()]
+    assert Job.fetch(running_job, real_redis).get_status() == "failed"
     assert real_redis.llen("rq:queue:low") == len(lonely) - 1 - real_redis.zcard("rq:finished:low")
     assert not real_redis.sismember("rq:workers", "rq:worker:solo")
     assert [

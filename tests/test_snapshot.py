@@ -18,7 +18,8 @@ from rqscope.tasks.worker import InstrumentedWorker
 
 from bench.common import CountingConnection, counting_client
 
-READ_COMMANDS = {"smembers", "info", "hgetall", "hmget", "zrangebyscore", "zcard", "llen", "lindex", "exists", "hget"}
+READ_COMMANDS = {"smembers", "info", "hgetall", "hmget", "zrangebyscore", "zcard", "llen", "lindex", "exists", "hget",
+                 "srandmember"}  # fmt: skip
 
 
 def utc(seconds_ago: float) -> str:
@@ -130,7 +131,7 @@ def test_snapshot_of_real_rq_state(real_redis: Redis) -> None:
     assert snap.redis.up and snap.redis.info["maxclients"] > 0
     default = snap.queue("default")
     assert default is not None
-    assert default.counts == {"queued": 1, "started": 0, "deferred": 0, "scheduled": 0,
+    assert default.counts == {"queued": 1, "started": 0, "deferred": 0, "ready": 0, "scheduled": 0,
                               "finished": 3, "failed": 1, "canceled": 0}  # fmt: skip
     assert 41 <= default.latency_seconds <= 60
     by_name = {w.name: w for w in snap.workers}
@@ -152,8 +153,17 @@ def test_live_worker_is_counted_as_serving_its_queues(real_redis: Redis) -> None
     assert 2 <= (snap.workers[0].heartbeat_age or 0) < 30
 
 
-def fields(**values: bytes) -> list[bytes | None]:
-    return [values.get(name) for name in WORKER_FIELDS]
+def fields(execution: bytes | None = None, created: bytes | None = None, **values: bytes) -> list[bytes | None]:
+    return [*(values.get(name) for name in WORKER_FIELDS), execution, created]
+
+
+def test_rq3_worker_names_its_job_through_its_executions_set() -> None:
+    now = time.time()
+    started = datetime.fromtimestamp(now - 7, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ").encode()
+    values = fields(execution=b"job-1:0f3a", created=started, state=b"busy", last_heartbeat=utc(1).encode())
+    worker = shape_worker("w", values, now, {}, 480)
+    assert worker.current_job == "job-1"
+    assert 6.5 < worker.current_job_seconds < 8
 
 
 def test_worker_with_garbage_fields_is_unknown_not_an_error() -> None:

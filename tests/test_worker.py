@@ -26,7 +26,7 @@ from rqscope.tasks.registry import REGISTRY, enqueue, enqueue_task
 from rqscope.tasks.worker import STOP_GRACE_SECONDS, InstrumentedWorker, unrecorded_outcome
 
 from tests.conftest import redis_binary
-from tests.helpers import REPO, rqscope_command, running, wait_for
+from tests.helpers import REPO, current_job, rqscope_command, running, wait_for
 
 pytestmark = pytest.mark.redis
 
@@ -251,7 +251,7 @@ def test_a_worker_waiting_out_a_redis_outage_still_stops_on_sigterm(busy: bool, 
             wait_for(lambda: redis.hget("rq:worker:outage-stop", "state") == b"idle", timeout=30)
             if busy:
                 job = enqueue("t_sleep", 1.0, connection=redis)
-                wait_for(lambda: redis.hget("rq:worker:outage-stop", "current_job") == job.id.encode(), timeout=30)
+                wait_for(lambda: current_job(redis, "outage-stop") == job.id, timeout=30)
             server.halt()
             time.sleep(2)  # the worker has met the outage and retries with a backoff
             worker.send_signal(signal.SIGTERM)

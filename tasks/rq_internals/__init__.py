@@ -1,0 +1,60 @@
+"""Every place rqscope relies on RQ beyond its public API, in one package.
+
+`verify_rq()` runs when a worker starts: a changed signature of any hooked method stops it with an
+error naming the method and the rq version (tests/test_rq_internals.py checks each one). Each hook's
+behaviour has a test on a real redis-server and RQ's forking Worker, run in CI against the lowest
+and the highest supported rq (2.11 and 3.0; also verified with 2.12).
+
+Hooks (what they rely on; why no public API does it; the test that breaks when RQ changes):
+- `keys.Keys`: RQ's key layout under `RQ_KEY_PREFIX` (`rq` before 3.0). The sidecar reads every key
+  in one Lua call, with no RQ objects. test_rq_internals::test_keys_are_rqs_own
+- `worker.HookedWorker._shutdown`: RQ's warm-shutdown handler calls `_shutdown()` and the work loop
+  reads `_stop_requested`. RQ's handler writes to Redis and raises from the signal handler.
+  test_worker::test_a_stop_signal_landing_while_the_pool_lock_is_held_does_not_deadlock
+- `dequeue_job_and_maintain_ttl` and `queue.StoppableQueue.lpop/lmove`: RQ's blocking pop goes
+  through these classmethods; no hook lies between the pop and the job fetch.
+  test_chaos::test_warm_shutdown_at_random_moments
+- `StoppableQueue.dequeue_any`: RQ attaches `job_id` and `queue` to the error it raises after a pop;
+  otherwise a job popped as Redis went away is lost. test_chaos::test_redis_restarted_mid_load
+- `reorder_queues`: RQ calls it right after a job is dequeued; RQ has no "job dequeued" event.
+  test_worker::test_a_stop_requested_between_jobs_takes_nothing_more_off_the_queues
+- `prepare_execution`: a copy of RQ's (`Execution.create(worker_name=)`, state BUSY) that also takes
+  the job off RQ's intermediate list in the same transaction; RQ leaves that LREM to the horse.
+  test_chaos::test_horses_and_a_whole_worker_killed
+- `fork_work_horse`, `main_work_horse`: the parent forks, the horse runs `main_work_horse`.
+  test_worker::test_mixed_outcomes_are_counted_exactly_on_the_forking_worker
+- `increment_successful_job_count(pipeline)`, `increment_failed_job_count(pipeline)`: called inside
+  the pipeline that records a job's outcome; no outcome hook shares RQ's transaction.
+  test_worker::test_instrumented_worker_writes_each_run_exactly_once
+- `handle_job_failure(..., execution)` with `cleanup_execution(..., execution)`: the clean-up runs
+  in the same pipeline as the failed status. test_worker::test_externally_killed_horse_is_counted_and_failed
+- `monitor_work_horse(job, queue[, execution])`: the parent waits for the horse here; an outage while
+  it waits would otherwise quit the worker. test_chaos::test_redis_restarted_mid_load
+- `heartbeat`, `set_state`, `check_for_suspension`, `run_maintenance_tasks`: the parent's Redis steps;
+  RQ quits on the first Redis error. test_worker::test_a_worker_waiting_out_a_redis_outage_still_stops_on_sigterm
+- `maintain_heartbeats(job[, execution])`, `set_current_job_working_time` (rq 2 only): skipped
+  during an outage. test_chaos::test_redis_restarted_mid_load
+- `jobs.fail_job`: `FailedJobRegistry.add` and `Result.create_failure` in a caller's pipeline, as
+  RQ's private `Job._handle_failure` does. test_rq_internals::test_fail_job_records_what_rq_records
+"""
+
+from rqscope.tasks.rq_internals.checks import SUPPORTED, verify_rq, verify_worker
+from rqscope.tasks.rq_internals.jobs import fail_job
+from rqscope.tasks.rq_internals.keys import KEYS, REGISTRY_NAMES, Keys, rq_key_prefix
+from rqscope.tasks.rq_internals.queue import StoppableQueue
+from rqscope.tasks.rq_internals.worker import STOP_GRACE_SECONDS, UNRECORDED, HookedWorker
+
+__all__ = [
+    "KEYS",
+    "REGISTRY_NAMES",
+    "STOP_GRACE_SECONDS",
+    "SUPPORTED",
+    "UNRECORDED",
+    "HookedWorker",
+    "Keys",
+    "StoppableQueue",
+    "fail_job",
+    "rq_key_prefix",
+    "verify_rq",
+    "verify_worker",
+]

@@ -1,0 +1,105 @@
+"""RQ's key layout under its key prefix (`RQ_KEY_PREFIX` from rq 3.0 on, `rq` before)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+def rq_key_prefix() -> str:
+    """The prefix of every RQ key, as RQ itself reads it (RQ_KEY_PREFIX from 3.0 on, `rq` before)."""
+    from rq import defaults
+
+    return str(getattr(defaults, "RQ_KEY_PREFIX", "rq"))
+
+
+@dataclass(frozen=True)
+class Keys:
+    """RQ's key names under one prefix."""
+
+    prefix: str = "rq"
+
+    def for_format(self) -> Keys:
+        """The same keys with the prefix's braces doubled, for templates filled with str.format."""
+        return Keys(self.prefix.replace("{", "{{").replace("}", "}}"))
+
+    @property
+    def queues(self) -> str:
+        return f"{self.prefix}:queues"
+
+    @property
+    def workers(self) -> str:
+        return f"{self.prefix}:workers"
+
+    @property
+    def queue_prefix(self) -> str:
+        return f"{self.prefix}:queue:"
+
+    @property
+    def worker_prefix(self) -> str:
+        return f"{self.prefix}:worker:"
+
+    @property
+    def job_prefix(self) -> str:
+        return f"{self.prefix}:job:"
+
+    @property
+    def suspended(self) -> str:
+        return f"{self.prefix}:suspended"
+
+    @property
+    def cron_schedulers(self) -> str:
+        return f"{self.prefix}:cron_schedulers"
+
+    @property
+    def rate_limit_keys(self) -> str:
+        return f"{self.prefix}:rl-keys"
+
+    def rate_limit(self, key: str, state: str) -> str:
+        return f"{self.prefix}:rl:{key}:{state}"
+
+    def queue(self, name: str) -> str:
+        return self.queue_prefix + name
+
+    def worker(self, name: str) -> str:
+        return self.worker_prefix + name
+
+    def worker_executions(self, name: str) -> str:
+        """RQ 3's set of a worker's running executions, as `job_id:execution_id` members."""
+        return f"{self.worker(name)}:executions"
+
+    def execution(self, composite: str) -> str:
+        return f"{self.prefix}:execution:{composite}"
+
+    def job(self, job_id: str) -> str:
+        return self.job_prefix + job_id
+
+    def intermediate(self, queue: str) -> str:
+        return f"{self.queue(queue)}:intermediate"
+
+    def results(self, job_id: str) -> str:
+        return f"{self.prefix}:results:{job_id}"
+
+    def workers_of(self, queue: str) -> str:
+        return f"{self.prefix}:workers:{queue}"
+
+    def scheduler_lock(self, queue: str) -> str:
+        return f"{self.prefix}:scheduler-lock:{queue}"
+
+    def registry(self, state: str, queue: str) -> str:
+        return f"{self.prefix}:{REGISTRY_NAMES[state]}:{queue}"
+
+
+# job state -> the word in its registry's key (RQ names the started registry `wip`)
+# (`ready`, from rq 3.0 on, holds dependents whose dependencies finished, waiting for a rate limit slot;
+# before 3.0 it is always empty)
+REGISTRY_NAMES = {
+    "started": "wip",
+    "deferred": "deferred",
+    "ready": "ready",
+    "scheduled": "scheduled",
+    "finished": "finished",
+    "failed": "failed",
+    "canceled": "canceled",
+}
+
+KEYS = Keys(rq_key_prefix())

@@ -1,0 +1,153 @@
+"""Each hook on RQ's internals breaks loudly, at start-up or here, when RQ changes underneath it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+import rq
+from redis import Redis
+from rq import Queue, Worker
+from rq.intermediate_queue import IntermediateQueue
+from rq.job import Job, JobStatus
+from rq.registry import (
+    CanceledJobRegistry,
+    DeferredJobRegistry,
+    FailedJobRegistry,
+    FinishedJobRegistry,
+    ScheduledJobRegistry,
+    StartedJobRegistry,
+)
+from rq.results import Result
+from rqscope.tasks.errors import RqscopeError
+from rqscope.tasks.registry import enqueue
+from rqscope.tasks.rq_internals import KEYS, REGISTRY_NAMES, Keys, fail_job, verify_rq
+from rqscope.tasks.rq_internals.checks import OPTIONAL_SIGNATURES, SIGNATURES
+from rqscope.tasks.worker import InstrumentedWorker
+
+from tests.helpers import REPO
+
+RQ3 = tuple(int(p) for p in rq.__version__.split(".")[:2]) >= (3, 0)
+
+
+def test_the_installed_rq_has_every_hooked_signature() -> None:
+    verify_rq()
+
+
+@pytest.mark.parametrize(("cls", "name"), sorted(SIGNATURES, key=lambda k: (k[0].__name__, k[1])),
+                         ids=lambda v: getattr(v, "__name__", v))  # fmt: skip
+def test_a_changed_signature_stops_the_worker_naming_the_method(
+    cls: type, name: str, redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def changed(self: Any, renamed: Any, *, new_flag: bool = False) -> None:  # not a shape any hook accepts
+        raise AssertionError("never called")
+
+    monkeypatch.setattr(cls, name, changed)
+    with pytest.raises(RqscopeError, match=rf"changed {cls.__name__}\.{name}\b.*rqscope supports rq"):
+        InstrumentedWorker(["default"], connection=redis)
+
+
+def test_a_missing_method_is_named() -> None:
+    with pytest.raises(RqscopeError, match=r"Worker\.dequeue_gone \(missing\)"):
+        verify_rq({(Worker, "dequeue_gone"): (("self",),)})
+
+
+def test_optional_hooks_are_checked_where_rq_has_them(redis: Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    for cls, name in OPTIONAL_SIGNATURES:
+        if hasattr(cls, name):
+            monkeypatch.setattr(cls, name, lambda self, other: None)
+            with pytest.raises(RqscopeError, match=name):
+                InstrumentedWorker(["default"], connection=redis)
+
+
+def test_a_worker_without_the_private_attributes_is_refused(redis: Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    original = Worker.__init__
+
+    def without_flag(self: Worker, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        del self._horse_pid
+
+    monkeypatch.setattr(Worker, "__init__", without_flag)
+    with pytest.raises(RqscopeError, match="_horse_pid"):
+        InstrumentedWorker(["default"], connection=redis)
+
+
+def test_keys_are_rqs_own(redis: Redis) -> None:
+    queue = Queue("team/a", connection=redis)
+    worker = Worker([queue], connection=redis, name="w1")
+    job = Job.create(print, id="j1", connection=redis)
+    assert KEYS.queues == Queue.redis_queues_keys
+    assert KEYS.queue("team/a") == queue.key
+    assert KEYS.intermediate("team/a") == IntermediateQueue(queue.key, redis).key
+    assert KEYS.workers == Worker.redis_workers_keys
+    assert KEYS.worker("w1") == worker.key
+    assert KEYS.job("j1") == job.key
+    assert KEYS.results("j1") == Result.get_key("j1")
+    registries: dict[str, type] = {
+        "started": StartedJobRegistry,
+        "deferred": DeferredJobRegistry,
+        "scheduled": ScheduledJobRegistry,
+        "finished": FinishedJobRegistry,
+        "failed": FailedJobRegistry,
+        "canceled": CanceledJobRegistry,
+    }
+    if RQ3:
+        from rq.registry import ReadyJobRegistry  # type: ignore[attr-defined]
+
+        registries["ready"] = ReadyJobRegistry
+    for state, registry in registries.items():
+        assert KEYS.registry(state, "team/a") == registry("team/a", connection=redis).key, state
+    assert set(registries) <= set(REGISTRY_NAMES)
+
+
+def test_keys_follow_a_prefix() -> None:
+    keys = Keys("{billing}")
+    assert keys.queue("q") == "{billing}:queue:q"
+    assert keys.registry("started", "q") == "{billing}:wip:q"
+    assert keys.rate_limit("k", "allowed") == "{billing}:rl:k:allowed"
+
+
+def test_fail_job_records_what_rq_records(real_redis: Redis) -> None:
+    job = enqueue("t_ok", 1, connection=real_redis)
+    with real_redis.pipeline() as pipe:
+        fail_job(job, "Traceback: it died", "w1", pipe)
+        pipe.execute()
+    job.refresh()
+    assert job.get_status() == JobStatus.FAILED
+    assert job.id in FailedJobRegistry(job.origin, connection=real_redis).get_job_ids()
+    (result,) = Result.all(job, serializer=job.serializer)
+    assert result.type == Result.Type.FAILED
+    assert result.exc_string == "Traceback: it died"
+
+
+@pytest.mark.skipif(not RQ3, reason="RQ_KEY_PREFIX arrived in rq 3.0")
+def test_worker_and_sidecar_see_the_same_state_under_a_key_prefix(redis_server, real_redis: Redis) -> None:  # type: ignore[no-untyped-def]
+    code = """
+import json, sys
+from redis import Redis
+from rqscope.monitor.reader import fetch_snapshot
+from rqscope.tasks.registry import enqueue
+from rqscope.tasks.worker import InstrumentedWorker
+import tests.sample_tasks
+redis = Redis.from_url(sys.argv[1])
+for i in range(3):
+    enqueue("t_ok", i, connection=redis)
+enqueue("t_fail", 0, connection=redis)
+InstrumentedWorker(["default"], connection=redis, publish_interval=60).work(burst=True, logging_level="ERROR")
+snapshot = fetch_snapshot(redis)
+(queue,) = [q for q in snapshot.queues if q.name == "default"]
+runs = {f"{t}/{o}": n for (t, q), stats in snapshot.tasks.items() for o, n in stats.outcomes.items() if n}
+print(json.dumps({"counts": queue.counts, "runs": runs}))
+"""
+    env = {**os.environ, "RQ_KEY_PREFIX": "{rq}", "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, "-c", code, redis_server.url], env=env, cwd=REPO, capture_output=True,
+                         text=True, check=True, timeout=60).stdout  # fmt: skip
+    import json
+
+    seen = json.loads(out)
+    assert seen["counts"]["finished"] == 3 and seen["counts"]["failed"] == 1
+    assert seen["runs"] == {"t_ok/success": 3, "t_fail/failure": 1}
+    assert real_redis.exists("{rq}:queues") and not real_redis.exists("rq:queues")
