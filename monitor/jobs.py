@@ -9,13 +9,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from redis import Redis
-from rqscope.monitor.snapshot import JOB_KEY_TEMPLATE, JOB_STATES, QUEUE_KEY_PREFIX, REGISTRY_KEY_TEMPLATES, as_text
+from rqscope.monitor.snapshot import (
+    JOB_KEY_TEMPLATE,
+    JOB_STATES,
+    QUEUE_KEY_PREFIX,
+    REGISTRY_KEY_TEMPLATES,
+    RESULTS_KEY_TEMPLATE,
+    as_text,
+)
 
 ORDERS = ("newest", "oldest")
 MAX_PER_PAGE = 500
 SCAN_LIMIT = 10_000  # newest entries a filtered list or an exception summary looks at
 FETCH_CHUNK = 1_000
-RESULTS_KEY_TEMPLATE = "rq:results:{id}"
 JOB_FIELDS = ("description", "status", "origin", "enqueued_at", "started_at", "ended_at", "worker_name", "exc_info")
 FAILED_RESULT_TYPE = b"2"
 
@@ -89,10 +95,10 @@ def decode_exc(raw: Any) -> str:
     return as_text(raw)
 
 
-def entry_key(queue: str, state: str) -> str:
-    if state == "queued":
-        return QUEUE_KEY_PREFIX + queue
-    return REGISTRY_KEY_TEMPLATES[state].format(queue=queue)
+def entry_key(queue: str, state: str) -> bytes:
+    """The queue's list or registry key; a name decoded with surrogateescape keys its exact bytes."""
+    key = QUEUE_KEY_PREFIX + queue if state == "queued" else REGISTRY_KEY_TEMPLATES[state].format(queue=queue)
+    return key.encode("utf-8", "surrogateescape")
 
 
 def _job_id(state: str, entry: Any) -> str:

@@ -127,12 +127,20 @@ def test_queues_and_workers(real_client: FlaskClient, real_redis: Redis) -> None
 @pytest.mark.parametrize(
     "query",
     ["page=0", "page=abc", "page=-1", "per_page=501", "per_page=0", "order=sideways", "state=bogus",
-     "func=" + "x" * 201, "q=%00", "page=99999999999"],
+     "func=" + "x" * 201, "q=%00", "page=99999999999", "page=%C2%B2", "per_page=%D9%A3", "page=", "page=+1",
+     "page=1%20", "order=", "state=", "page=" + "9" * 5000],
+    ids=lambda v: v[:20],
 )  # fmt: skip
 def test_bad_list_parameters_are_400(real_client: FlaskClient, real_redis: Redis, query: str) -> None:
     enqueue("t_ok", 1, connection=real_redis)
     response = real_client.get(f"/api/queues/default/jobs?{query}")
     assert response.status_code == 400 and response.get_json()["error"]
+
+
+@pytest.mark.parametrize("limit", ["%C2%B2", "", "abc", "0", "1001", "1.5", "9" * 5000], ids=lambda v: v[:12])
+def test_bad_audit_limits_are_400(real_client: FlaskClient, limit: str) -> None:
+    response = real_client.get(f"/api/audit?limit={limit}")
+    assert response.status_code == 400 and "limit must be a whole number" in response.get_json()["error"]
 
 
 @pytest.mark.parametrize("body", [[], {"exc": 5}, {"ids": "x"}, {"ids": [1]}, {"bogus": 1}, {"ids": ["x" * 200]}])
@@ -200,4 +208,28 @@ def test_redis_down_is_503_json(real_settings: Settings) -> None:
     for path in ("/api/queues/default/jobs", "/api/jobs/x"):
         response = client.get(path)
         assert response.status_code == 503 and "Redis is unavailable" in response.get_json()["error"]
-    assert client.get("/api/queues").get_json()["redis"]["up"] is False
+    queues = client.get("/api/queues")
+    assert queues.status_code == 503 and queues.get_json()["redis"]["up"] is False
+
+
+def test_a_redis_that_stops_answering_gives_503_within_the_timeout(real_settings: Settings, real_redis: Redis) -> None:
+    import threading
+    import time
+
+    enqueue("t_ok", 1, connection=real_redis)
+    client = create_app(real_settings.replace(redis_timeout=0.3, snapshot_ttl=0), testing=True).test_client()
+    assert client.get("/api/queues").status_code == 200
+    other = Redis.from_url(str(real_settings.redis_url), socket_timeout=10)
+    sleeper = threading.Thread(target=other.execute_command, args=("DEBUG", "SLEEP", 5))
+    sleeper.start()
+    time.sleep(0.2)  # the sleep has begun: Redis answers nobody for 5 s
+    try:
+        for path in ("/api/queues", "/api/workers", "/api/queues/default/jobs", "/api/audit"):
+            started = time.monotonic()
+            response = client.get(path)
+            assert response.status_code == 503, path
+            assert "Redis is unavailable" in response.get_json()["error"] and time.monotonic() - started < 1.5
+    finally:
+        sleeper.join()
+        other.close()
+    assert client.get("/api/queues").status_code == 200  # recovers on its own

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import time
 from dataclasses import asdict
 from typing import Any
@@ -14,77 +13,65 @@ from rqscope.monitor.alerts import silences
 from rqscope.monitor.alerts.rules import parse_duration
 from rqscope.monitor.delete import empty
 from rqscope.monitor.exceptions import exception_summary
-from rqscope.monitor.jobs import MAX_PER_PAGE, ORDERS, JobFilter, JobLister
+from rqscope.monitor.jobs import MAX_PER_PAGE, ORDERS, JobLister
 from rqscope.monitor.report import queue_row, redis_row, totals, worker_row
 from rqscope.monitor.retry import Retrier
-from rqscope.monitor.snapshot import JOB_STATES
+from rqscope.monitor.snapshot import JOB_STATES, QUEUE_KEY_PREFIX, QUEUES_KEY, Snapshot
+from rqscope.web import names
+from rqscope.web.args import MAX_FILTER_LENGTH, MAX_PAGE, choice_arg, int_arg, job_filter
 from rqscope.web.auth import Identity, require_operator, require_viewer
 from rqscope.web.bodies import read_body, typed
 from rqscope.web.jobinfo import detail, fetch_job, load_view
 from rqscope.web.state import state
 
 bp = Blueprint("api", __name__, url_prefix="/api")
+bp.record_once(names.install)
 
-MAX_PAGE = 1_000_000
-MAX_FILTER_LENGTH = 200
 FILTER_FIELDS = {"func", "exc", "q", "ids"}
 MAX_IDS = 10_000
-CONTROL = re.compile("[\x00-\x1f\x7f]")
-
-
-def int_arg(name: str, default: int, low: int, high: int) -> int:
-    raw = request.args.get(name)
-    if raw is None or raw == "":
-        return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
-        abort(400, f"{name} must be a whole number from {low} to {high}, not {raw[:40]!r}")
-    return int(raw)
-
-
-def choice_arg(name: str, default: str, choices: tuple[str, ...]) -> str:
-    value = request.args.get(name) or default
-    if value not in choices:
-        abort(400, f"{name} must be one of {', '.join(choices)}, not {value[:40]!r}")
-    return value
-
-
-def _filter_text(source: dict[str, Any], name: str) -> str:
-    value = source.get(name) or ""
-    if not isinstance(value, str) or len(value) > MAX_FILTER_LENGTH or CONTROL.search(value):
-        abort(400, f"{name} must be text of at most {MAX_FILTER_LENGTH} characters, without control characters")
-    return value
-
-
-def job_filter(source: dict[str, Any]) -> JobFilter:
-    return JobFilter(func=_filter_text(source, "func"), exc=_filter_text(source, "exc"), text=_filter_text(source, "q"))
 
 
 def _known_queue(name: str) -> None:
-    if len(name) > MAX_FILTER_LENGTH or not state().redis.sismember("rq:queues", f"rq:queue:{name}"):
-        abort(404, f"no queue named {name[:MAX_FILTER_LENGTH]!r}")
+    if not state().redis.sismember(QUEUES_KEY, names.to_bytes(QUEUE_KEY_PREFIX + name)):
+        abort(404, f"no queue named {names.label(name)[:MAX_FILTER_LENGTH]!r}")
+
+
+def retry_in(queue: str, ids: list[str]) -> int:
+    """Retry these failed jobs of the queue; a name that is not UTF-8 gets a 422, not a 500."""
+    try:
+        return Retrier(state().redis).retry(queue, ids)
+    except UnicodeEncodeError:  # Retrier builds text keys, which redis-py encodes as strict UTF-8
+        abort(422, f"retry cannot yet address the queue {names.label(queue)!r}: its name is not UTF-8")
 
 
 def _audit(who: Identity, action: str, target: str, count: int) -> None:
     audit.record(state().redis, who.name, action, target, count)
 
 
+def _snapshot_answer(snapshot: Snapshot, **body: Any) -> tuple[Response, int]:
+    """The snapshot's rows; while Redis is unreachable a 503 that still carries them, stale but labelled."""
+    if not snapshot.redis.up:
+        return jsonify(error="Redis is unavailable; try again shortly", redis=redis_row(snapshot), **body), 503
+    return jsonify(redis=redis_row(snapshot), **body), 200
+
+
 @bp.get("/queues")
-def queues() -> Response:
+def queues() -> tuple[Response, int]:
     current = state()
     require_viewer(current.settings)
     snapshot = current.snapshots.get()
-    return jsonify(redis=redis_row(snapshot), totals=totals(snapshot), queues=[queue_row(q) for q in snapshot.queues])
+    return _snapshot_answer(snapshot, totals=totals(snapshot), queues=[queue_row(q) for q in snapshot.queues])
 
 
 @bp.get("/workers")
-def workers() -> Response:
+def workers() -> tuple[Response, int]:
     current = state()
     require_viewer(current.settings)
     snapshot = current.snapshots.get()
-    return jsonify(redis=redis_row(snapshot), workers=[worker_row(w) for w in snapshot.workers])
+    return _snapshot_answer(snapshot, workers=[worker_row(w) for w in snapshot.workers])
 
 
-@bp.get("/queues/<queue>/jobs")
+@bp.get("/queues/<name:queue>/jobs")
 def jobs(queue: str) -> Response:
     current = state()
     require_viewer(current.settings)
@@ -107,7 +94,7 @@ def jobs(queue: str) -> Response:
     )
 
 
-@bp.get("/queues/<queue>/exceptions")
+@bp.get("/queues/<name:queue>/exceptions")
 def exceptions(queue: str) -> Response:
     current = state()
     require_viewer(current.settings)
@@ -116,7 +103,7 @@ def exceptions(queue: str) -> Response:
     return jsonify(exceptions=dict(counts.most_common()), scanned=scanned, failed_total=size)
 
 
-@bp.post("/queues/<queue>/retry")
+@bp.post("/queues/<name:queue>/retry")
 def retry_queue(queue: str) -> Response:
     current = state()
     who = require_operator(current.settings)
@@ -129,12 +116,12 @@ def retry_queue(queue: str) -> Response:
         chosen, limited = list(ids), False
     else:
         chosen, limited = JobLister(current.redis).all_matching(queue, "failed", job_filter(body))
-    retried = Retrier(current.redis).retry(queue, chosen)
-    _audit(who, "retry", queue, retried)
+    retried = retry_in(queue, chosen)
+    _audit(who, "retry", names.label(queue), retried)
     return jsonify(retried=retried, scan_limit_reached=limited)
 
 
-@bp.delete("/queues/<queue>/registries/<registry>")
+@bp.delete("/queues/<name:queue>/registries/<registry>")
 def empty_registry(queue: str, registry: str) -> Response:
     current = state()
     who = require_operator(current.settings)
@@ -144,7 +131,7 @@ def empty_registry(queue: str, registry: str) -> Response:
     if registry == "started":
         abort(409, "running jobs are stopped one by one, not emptied")
     deleted = empty(current.redis, queue, registry)
-    _audit(who, f"empty {registry}", queue, deleted)
+    _audit(who, f"empty {registry}", names.label(queue), deleted)
     return jsonify(deleted=deleted)
 
 
@@ -159,7 +146,7 @@ def retry_job(job_id: str) -> tuple[Response, int]:
     current = state()
     who = require_operator(current.settings)
     found = fetch_job(job_id)
-    if not Retrier(current.redis).retry(found.origin, [found.id]):
+    if not retry_in(found.origin, [found.id]):
         abort(409, f"job {found.id} is not in the failed registry of {found.origin!r}")
     _audit(who, "retry", found.id, 1)
     return jsonify(id=found.id, status="queued"), 200

@@ -11,6 +11,7 @@ from rqscope.monitor.alerts import silences
 from rqscope.monitor.alerts.state import Alert
 from rqscope.monitor.rates import read_series
 from rqscope.monitor.workers import forget_dead_worker
+from rqscope.web import names
 from rqscope.web.api import silence_from
 from rqscope.web.charts import sparkline
 from rqscope.web.pages import operator, viewer
@@ -18,6 +19,7 @@ from rqscope.web.state import state
 from werkzeug.wrappers import Response
 
 bp = Blueprint("dashboard", __name__)
+bp.record_once(names.install)
 SORTS = ("name", "failure_ratio", "runs", "p95")
 
 
@@ -42,7 +44,7 @@ def workers() -> str:
     return render_template("dashboard/workers.html")
 
 
-@bp.post("/workers/<name>/forget")
+@bp.post("/workers/<name:name>/forget")
 def forget_worker(name: str) -> Response:
     who = operator()
     current = state()
@@ -55,8 +57,8 @@ def forget_worker(name: str) -> Response:
     if not worker.dead:
         abort(409, "only a worker flagged dead can be cleaned up")
     failed = forget_dead_worker(current.redis, worker, current.registry.task_name)
-    audit.record(current.redis, who.name, "forget worker", name, 1)
-    flash(f"Removed dead worker {name}." + (f" Its job {failed} is now failed." if failed else ""))
+    audit.record(current.redis, who.name, "forget worker", names.label(name), 1)
+    flash(f"Removed dead worker {names.label(name)}." + (f" Its job {failed} is now failed." if failed else ""))
     return redirect(url_for("dashboard.workers"))
 
 

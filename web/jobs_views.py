@@ -12,15 +12,17 @@ from rqscope.monitor import audit
 from rqscope.monitor.delete import delete_jobs, empty, entry_count
 from rqscope.monitor.exceptions import exception_summary
 from rqscope.monitor.jobs import MAX_PER_PAGE, ORDERS, JobLister
-from rqscope.monitor.retry import Retrier
 from rqscope.monitor.snapshot import JOB_STATES
-from rqscope.web.api import MAX_PAGE, choice_arg, int_arg, job_filter
+from rqscope.web import names
+from rqscope.web.api import retry_in
+from rqscope.web.args import MAX_PAGE, choice_arg, int_arg, job_filter
 from rqscope.web.jobinfo import detail, fetch_job, load_view
 from rqscope.web.pages import operator, viewer
 from rqscope.web.state import state
 from werkzeug.wrappers import Response
 
 bp = Blueprint("jobs", __name__)
+bp.record_once(names.install)
 BULK_ACTIONS = ("retry", "empty")
 
 
@@ -41,11 +43,9 @@ def _page_args() -> tuple[int, int, str]:
 def _check_state(queue: str, state_name: str) -> None:
     if state_name not in JOB_STATES:
         abort(404, f"no registry {state_name[:40]!r}; registries are {', '.join(JOB_STATES)}")
-    if len(queue) > 200:
-        abort(404, "no such queue")
 
 
-@bp.get("/queues/<queue>/<state_name>")
+@bp.get("/queues/<name:queue>/<state_name>")
 def job_list(queue: str, state_name: str) -> str:
     viewer()
     _check_state(queue, state_name)
@@ -81,7 +81,7 @@ def _matching(queue: str, state_name: str) -> tuple[list[str], bool]:
     return ids, limited
 
 
-@bp.get("/queues/<queue>/<state_name>/confirm")
+@bp.get("/queues/<name:queue>/<state_name>/confirm")
 def confirm(queue: str, state_name: str) -> str:
     viewer()
     _check_state(queue, state_name)
@@ -99,7 +99,7 @@ def confirm(queue: str, state_name: str) -> str:
                            count=count, limited=limited, filters=job_filter(dict(request.args)))  # fmt: skip
 
 
-@bp.post("/queues/<queue>/<state_name>/bulk")
+@bp.post("/queues/<name:queue>/<state_name>/bulk")
 def bulk(queue: str, state_name: str) -> Response:
     who = operator()
     _check_state(queue, state_name)
@@ -110,7 +110,7 @@ def bulk(queue: str, state_name: str) -> Response:
         abort(400, f"select at most {MAX_PER_PAGE} jobs at once")
     if action == "retry" and state_name == "failed":
         ids = selected or _matching(queue, state_name)[0]
-        done = Retrier(current.redis).retry(queue, ids)
+        done = retry_in(queue, ids)
         message = f"Retried {done:,} job{'s' if done != 1 else ''}."
     elif action == "empty" and not selected and state_name != "started":
         if job_filter(dict(request.values)).active:
@@ -120,7 +120,7 @@ def bulk(queue: str, state_name: str) -> Response:
         message = f"Deleted {done:,} job{'s' if done != 1 else ''} from {state_name}."
     else:
         abort(400, "action must be retry (failed jobs) or empty")
-    audit.record(current.redis, who.name, action, f"{queue}/{state_name}", done)
+    audit.record(current.redis, who.name, action, f"{names.label(queue)}/{state_name}", done)
     flash(message)
     return redirect(url_for("jobs.job_list", queue=queue, state_name=state_name))
 
@@ -132,7 +132,7 @@ def job_action(job_id: str, action: str) -> Response:
     job = fetch_job(job_id)
     status = job.get_status(refresh=False)
     if action == "retry":
-        if not Retrier(current.redis).retry(job.origin, [job.id]):
+        if not retry_in(job.origin, [job.id]):
             abort(409, "this job is not in the failed registry")
         flash(f"Retried job {job.id}.")
     elif action == "delete":

@@ -70,7 +70,8 @@
   function poll(url) {
     fetch(url, { credentials: "same-origin", headers: { "Accept": "application/json" } })
       .then(function (response) {
-        if (!response.ok) { throw new Error("HTTP " + response.status); }
+        // 503 means Redis is unreachable: the body still says so, and apply() shows that banner
+        if (!response.ok && response.status !== 503) { throw new Error("HTTP " + response.status); }
         return response.json();
       })
       .then(apply)
