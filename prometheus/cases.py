@@ -1,21 +1,15 @@
-"""promtool test cases for the generated rules: per rule, a series that crosses the threshold and one that does not."""
+"""What each kind's promtool case feeds Prometheus: series that cross the threshold, and series that stay at it."""
 
 from __future__ import annotations
 
-import json
 import math
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from rqscope.monitor.alerts.rules import Rule
 
-from prometheus.annotate import DASHBOARD_URL, annotation_parts, render
-from prometheus.promql import ALERT_PREFIX, RUNS, duration, number
+from prometheus.promql import RUNS
 
-HOT = {"job": "rqscope", "instance": "web:9190", "redis": "main"}
-COLD = {"job": "rqscope", "instance": "web-eu:9190", "redis": "eu"}  # same queue names on another Redis
 Values = Callable[[int], float]  # sample index -> value
 Series = tuple[str, dict[str, str], Values]  # metric, labels besides the target's and the queue, values
 
@@ -40,8 +34,8 @@ class Timeline:
         return lambda i: per_step * min(max(i - self.start + 1, 0), self.hold + 1)
 
     def increase(self, per_step: float) -> float:
-        """increase() over the window at the firing sample: the counter's first sample in the window is 0 or it
-        grew every step, so Prometheus's extrapolation gives exactly this."""
+        """increase() over the window at the firing sample."""
+        # the counter's first sample in the window is 0, or it grew every step: extrapolation gives exactly this
         return per_step * min(self.hold + 1, self.window)
 
 
@@ -182,89 +176,3 @@ SCENARIOS: dict[str, tuple[Callable[[Rule, Timeline, bool], Case], bool]] = {
     "redis_memory": (_share("rqscope_redis_memory_used_bytes", "rqscope_redis_memory_max_bytes"), False),
     "redis_down": (_redis_down, False),
 }
-
-
-def step_ms(rules: tuple[Rule, ...]) -> int:
-    """One sample and evaluation step dividing every `for:` and window (at most 1m, windows of 2+ steps)."""
-    spans = [round(r.for_seconds * 1000) for r in rules]
-    for rule in rules:
-        if SCENARIOS[rule.kind][1]:
-            window = round(rule.window_seconds * 1000)
-            spans += [window, window // 2]
-    return math.gcd(60_000, *spans)
-
-
-def encode(values: list[float]) -> str:
-    """promtool's expanding notation: each run of a constant step as `a+bxn` (a, a+b, ..., a+n*b)."""
-    out, i = [], 0
-    while i < len(values):
-        j = i
-        diff = values[i + 1] - values[i] if i + 1 < len(values) else 0.0
-        while j + 1 < len(values) and values[j + 1] - values[j] == diff:
-            j += 1
-        if diff and j - i < 2:  # two values with a step read better as they are
-            j = i
-        first = number(values[i])
-        if j == i:
-            out.append(first)
-        elif diff == 0:
-            out.append(f"{first}x{j - i}")
-        else:
-            out.append(f"{first}{'+' if diff > 0 else '-'}{number(abs(diff))}x{j - i}")
-        i = j + 1
-    return " ".join(out)
-
-
-def example_queue(rule: Rule) -> str:
-    if not rule.queues:
-        return "emails"
-    name = re.sub(r"\[!?(.).*?\]", r"\1", rule.queues[0]).replace("*", "").replace("?", "x") or "q"
-    if not rule.applies_to(name):
-        raise ValueError(f"rule {rule.name}: cannot derive a queue name matching {rule.queues[0]!r}")
-    return name
-
-
-def input_series(rule: Rule, tl: Timeline, samples: int) -> list[dict[str, str]]:
-    """The hot series on Redis `main`, the cold ones on Redis `eu`, and a hot one in a queue the rule leaves out."""
-    queue = example_queue(rule) if rule.per_queue else None
-    targets = [(HOT, queue, True), (COLD, queue, False)]
-    if rule.queues and not rule.applies_to("unmatched"):
-        targets.append((HOT, "unmatched", True))
-    out = []
-    for target, name, hot in targets:
-        for metric, labels, values in SCENARIOS[rule.kind][0](rule, tl, hot).series:
-            labels = {**target, **({"queue": name} if name else {}), **labels}
-            body = ",".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in labels.items())
-            out.append({"series": f"{metric}{{{body}}}", "values": encode([values(i) for i in range(samples)])})
-    return out
-
-
-def test_case(rule: Rule, step: int, dashboard_url: str = DASHBOARD_URL) -> dict[str, Any]:
-    """Quiet before the condition and while pending, fires for the hot series once `for:` has elapsed (never for
-    the cold ones), still fires while the window holds the increase, and resolves."""
-    build, windowed = SCENARIOS[rule.kind]
-    tl = Timeline(hold=round(rule.for_seconds * 1000) // step, window=round(rule.window_seconds * 1000) // step)
-    clear = tl.fire + (tl.window if windowed else 1)
-    fired = build(rule, tl, True)
-    labels = {**HOT, **({"queue": example_queue(rule)} if rule.per_queue else {}), **fired.keep}
-    parts = annotation_parts(rule, dashboard_url)
-
-    def check(index: int, value: float | None = None) -> dict[str, Any]:
-        alerts = (
-            []
-            if value is None
-            else [
-                {
-                    "exp_labels": {**labels, "severity": rule.severity, **dict(rule.labels)},
-                    "exp_annotations": {key: render(p, labels, value) for key, p in parts.items()},
-                }
-            ]
-        )
-        return {"eval_time": duration(index * step / 1000), "alertname": ALERT_PREFIX + rule.name, "exp_alerts": alerts}
-
-    checks = [check(tl.start - 1)] + ([check(tl.fire - 1)] if tl.hold else []) + [check(tl.fire, fired.value)]
-    if windowed and fired.late is not None and clear - 2 > tl.fire:
-        checks.append(check(clear - 2, fired.late))
-    checks.append(check(clear))
-    series = input_series(rule, tl, clear + 1)
-    return {"name": rule.name, "interval": duration(step / 1000), "input_series": series, "alert_rule_test": checks}

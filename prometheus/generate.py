@@ -1,8 +1,9 @@
 """Generate the Prometheus alert rules and their promtool tests from rqscope's rules: `python -m prometheus.generate`.
 
 Each rule of monitor/alerts/default_rules.yml becomes one alerting rule through its kind's PromQL template
-(prometheus/promql.py) and one promtool test case (prometheus/cases.py). A test regenerates both files and compares,
-so the YAML and rqscope's rules cannot drift apart; `--check` does the same from the command line.
+(prometheus/promql.py, annotations in prometheus/annotate.py) and one promtool test case (prometheus/cases.py,
+prometheus/testfile.py). A test regenerates both files and compares, so the YAML and rqscope's rules cannot drift
+apart; `--check` does the same from the command line.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import yaml
 from rqscope.monitor.alerts.rules import DEFAULT_RULES, Rule, load_rules
 
 from prometheus.annotate import DASHBOARD_URL, annotation_parts, go_template
-from prometheus.cases import step_ms, test_case
 from prometheus.promql import ALERT_PREFIX, duration, expression
+from prometheus.testfile import promtool_case, step_ms
 
 OUT = Path(__file__).resolve().parent
 RULES_FILE = "rqscope.rules.yml"
@@ -54,7 +55,7 @@ def tests_yaml(rules: tuple[Rule, ...], source: str, dashboard_url: str = DASHBO
     body = {
         "rule_files": [RULES_FILE],
         "evaluation_interval": duration(step / 1000),
-        "tests": [test_case(rule, step, dashboard_url) for rule in rules],
+        "tests": [promtool_case(rule, step, dashboard_url) for rule in rules],
     }
     what = (
         f"`promtool test rules {TESTS_FILE}`: per rule, a series on Redis `main` crosses the threshold and\n"
