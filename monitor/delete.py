@@ -6,12 +6,11 @@ than one batch, and the whole is O(N). A detached key is recorded in PENDING_KEY
 an empty cut short by a crash is finished by the next empty of the same queue and state; batches are
 atomic, so two processes draining one key never lose or double-count an entry.
 
-For each job, as RQ's Job.delete (rq 2.12) does: its hash, dependents and dependencies sets (RQ 2.x
-spells the latter "rq:job::<id>:dependencies"), results stream, executions and their "id:execution"
-entries in the started registry, its id in the queue's registries and in its group. Unlike RQ it also
-takes the id out of the dependents sets of the jobs it waited on. It never runs LREM over a whole list:
-ids chosen from a queue are removed with LREM from the tail, where the newest jobs (what a filter
-selects) are.
+For each job, what RQ's Job.delete (rq 2.12) removes: its hash, dependents and dependencies sets,
+results stream, executions and their "id:execution" entries in the started registry, its id in the
+queue's registries and in its group. Unlike RQ it also takes the id out of the dependents sets of the
+jobs it waited on. It never runs LREM over a whole list: ids chosen from a queue are removed with LREM
+from the tail, where the newest jobs (what a filter selects) are.
 """
 
 from __future__ import annotations
@@ -24,46 +23,59 @@ from typing import Any, cast
 from redis import Redis
 from rqscope.monitor.jobs import entry_key
 from rqscope.monitor.snapshot import REGISTRY_KEY_TEMPLATES, as_text
+from rqscope.tasks.rq_internals.keys import KEYS
 
 BATCH_SIZE = 500
 PENDING_KEY = "rqscope:emptying"  # hash: detached key -> {"queue", "state"} of an empty in progress
 DETACHED_KEY_PREFIX = "rqscope:emptying:"
-# Registries holding plain job ids; the started registry holds "id:execution" and is cleaned per execution
-ID_REGISTRY_PREFIXES = [REGISTRY_KEY_TEMPLATES[s].format(queue="") for s in REGISTRY_KEY_TEMPLATES if s != "started"]
-STARTED_PREFIX = REGISTRY_KEY_TEMPLATES["started"].format(queue="")
+# RQ's key layout as the script needs it (rq 2.12: Job.delete, ExecutionRegistry, Group), passed as ARGV.
+# The started registry holds "id:execution" and is cleaned per execution; the others hold plain ids.
+LAYOUT = [
+    KEYS.job_prefix,
+    KEYS.results(""),
+    KEYS.execution(""),
+    f"{KEYS.prefix}:executions:",
+    f"{KEYS.prefix}:group:",
+    f"{KEYS.prefix}:groups",
+    REGISTRY_KEY_TEMPLATES["started"].format(queue=""),
+    *[template.format(queue="") for state, template in REGISTRY_KEY_TEMPLATES.items() if state != "started"],
+]
 
-# ARGV: mode ("drain" | "zrem" | "purge"), queue, batch size, ids... ; KEYS[1]: source, KEYS[2]: PENDING_KEY
+# KEYS[1]: source, KEYS[2]: PENDING_KEY. ARGV: mode ("drain" | "zrem" | "purge"), queue, batch size,
+# the number of LAYOUT entries, LAYOUT..., then the ids (zrem, purge)
 DELETE_SCRIPT = """
-local registries = {__REGISTRIES__}
-local started = '__STARTED__'
-local mode, queue, size = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local mode, queue, size, layout = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local job_prefix, results, execution, executions_prefix, group_prefix, groups, started =
+  ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11]
+local registries = {}
+for i = 12, 4 + layout do registries[#registries + 1] = ARGV[i] end
 
-local function unregister(prefix_queue, id)
-  for _, prefix in ipairs(registries) do redis.call('ZREM', prefix .. prefix_queue, id) end
+local function unregister(registry_queue, id)
+  for _, prefix in ipairs(registries) do redis.call('ZREM', prefix .. registry_queue, id) end
 end
 
 local function purge(id)
-  local job = 'rq:job:' .. id
+  local job = job_prefix .. id
   local fields = redis.call('HMGET', job, 'origin', 'group_id')
   local origin, group = fields[1], fields[2]
   unregister(queue, id)
   if origin and origin ~= queue then unregister(origin, id) end
-  local executions = 'rq:executions:' .. id
-  for _, execution in ipairs(redis.call('ZRANGE', executions, 0, -1)) do
-    redis.call('UNLINK', 'rq:execution:' .. id .. ':' .. execution)
-    redis.call('ZREM', started .. queue, id .. ':' .. execution)
-    if origin and origin ~= queue then redis.call('ZREM', started .. origin, id .. ':' .. execution) end
+  local executions = executions_prefix .. id
+  for _, execution_id in ipairs(redis.call('ZRANGE', executions, 0, -1)) do
+    redis.call('UNLINK', execution .. id .. ':' .. execution_id)
+    redis.call('ZREM', started .. queue, id .. ':' .. execution_id)
+    if origin and origin ~= queue then redis.call('ZREM', started .. origin, id .. ':' .. execution_id) end
   end
-  local dependencies = 'rq:job::' .. id .. ':dependencies'
+  -- RQ 2.x names it "<job prefix>:<id>:dependencies" (a doubled colon); the plain spelling goes too
+  local dependencies = job_prefix .. ':' .. id .. ':dependencies'
   for _, parent in ipairs(redis.call('SMEMBERS', dependencies)) do
-    redis.call('SREM', 'rq:job:' .. parent .. ':dependents', id)
+    redis.call('SREM', job_prefix .. parent .. ':dependents', id)
   end
   if group and group ~= '' then
-    redis.call('SREM', 'rq:group:' .. group, id)
-    if redis.call('EXISTS', 'rq:group:' .. group) == 0 then redis.call('SREM', 'rq:groups', group) end
+    redis.call('SREM', group_prefix .. group, id)
+    if redis.call('EXISTS', group_prefix .. group) == 0 then redis.call('SREM', groups, group) end
   end
-  redis.call('UNLINK', job, job .. ':dependents', dependencies, job .. ':dependencies',
-             'rq:results:' .. id, executions)
+  redis.call('UNLINK', job, job .. ':dependents', dependencies, job .. ':dependencies', results .. id, executions)
 end
 
 local ids = {}
@@ -77,13 +89,13 @@ if mode == 'drain' then
   end
   if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('HDEL', KEYS[2], KEYS[1]) end
 else
-  for i = 4, #ARGV do
+  for i = 5 + layout, #ARGV do
     if mode == 'purge' or redis.call('ZREM', KEYS[1], ARGV[i]) == 1 then ids[#ids + 1] = ARGV[i] end
   end
 end
 for _, id in ipairs(ids) do purge(id) end
 return #ids
-""".replace("__REGISTRIES__", ", ".join(f"'{p}'" for p in ID_REGISTRY_PREFIXES)).replace("__STARTED__", STARTED_PREFIX)
+"""
 
 # KEYS: source, detached key, PENDING_KEY. ARGV: what the detached key held, as JSON
 DETACH_SCRIPT = """
@@ -97,6 +109,12 @@ return 1
 def _raw(queue: str) -> bytes:
     """A queue name's exact bytes (names that are not UTF-8 arrive decoded with surrogateescape)."""
     return queue.encode("utf-8", "surrogateescape")
+
+
+def _run(redis: Redis, source: str | bytes, mode: str, queue: str, size: int, ids: Sequence[str] = ()) -> int:
+    """One atomic batch of the delete script; return how many jobs it deleted."""
+    args = [mode, _raw(queue), size, len(LAYOUT), *LAYOUT, *ids]
+    return int(redis.register_script(DELETE_SCRIPT)(keys=[source, PENDING_KEY], args=args))  # type: ignore[arg-type]
 
 
 def _check(state: str) -> None:
@@ -113,12 +131,11 @@ def _batches(ids: Sequence[str], size: int) -> Iterator[list[str]]:
 def delete_jobs(redis: Redis, queue: str, state: str, ids: Sequence[str], batch: int = BATCH_SIZE) -> int:
     """Delete these jobs if they are still in the queue or registry; return how many were."""
     _check(state)
-    script = redis.register_script(DELETE_SCRIPT)
     key = entry_key(queue, state)
     removed = 0
     for chunk in _batches(ids, batch):
         if state != "queued":
-            removed += int(script(keys=[key, PENDING_KEY], args=["zrem", _raw(queue), batch, *chunk]))  # type: ignore[arg-type]
+            removed += _run(redis, key, "zrem", queue, batch, chunk)
             continue
         # One LREM per id, each its own command so other clients run in between; from the tail,
         # where the newest jobs are, so a filtered selection costs its distance from the tail
@@ -127,7 +144,7 @@ def delete_jobs(redis: Redis, queue: str, state: str, ids: Sequence[str], batch:
             pipe.lrem(key, -1, job_id)
         gone = [job_id for job_id, count in zip(chunk, pipe.execute(), strict=True) if count]
         if gone:
-            removed += int(script(keys=[key, PENDING_KEY], args=["purge", _raw(queue), batch, *gone]))  # type: ignore[arg-type]
+            removed += _run(redis, key, "purge", queue, batch, gone)
     return removed
 
 
@@ -150,11 +167,10 @@ def drain(
     redis: Redis, detached: str, queue: str, state: str, batch: int = BATCH_SIZE, limit: int | None = None
 ) -> int:
     """Delete the jobs of a detached key one atomic batch at a time (at most `limit` entries); return how many."""
-    script = redis.register_script(DELETE_SCRIPT)
     deleted = 0
     while limit is None or deleted < limit:
         size = batch if limit is None else min(batch, limit - deleted)
-        done = int(script(keys=[detached, PENDING_KEY], args=["drain", _raw(queue), size]))  # type: ignore[arg-type]
+        done = _run(redis, detached, "drain", queue, size)
         if not done:
             break
         deleted += done

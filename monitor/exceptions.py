@@ -1,16 +1,115 @@
-"""Exception types among a queue's failed jobs."""
+"""Exception types among a queue's newest failed jobs, counted incrementally so a view stays cheap.
+
+A failed registry entry (id, score) stands for one failure: RQ scores it by when the failure expires,
+so a job that fails again comes back with a new score. Each process remembers the exception type of
+the entries it has read, and a view reads only the entries it has not seen, at most `step` of them,
+newest first. It counts the longest run of newest entries whose types are known and says how many
+that was: a cold start at a million failed jobs shows the newest 2,500, and each later view extends
+the count by up to 2,500 more until it covers the newest `limit` (10,000). One view therefore costs
+one ZREVRANGE of at most `limit` entries plus at most `step` result reads, whatever the registry's size.
+"""
 
 from __future__ import annotations
 
-from collections import Counter
+import threading
+from collections import Counter, OrderedDict
+from collections.abc import MutableMapping
+from typing import Any, NamedTuple, cast
 
 from redis import Redis
-from rqscope.monitor.jobs import SCAN_LIMIT, JobLister
+from rqscope.monitor.jobs import FAILED_RESULT_TYPE, RESULTS_KEY_TEMPLATE, decode_exc, entry_key, split_exception
+from rqscope.monitor.snapshot import JOB_KEY_TEMPLATE
+
+SUMMARY_LIMIT = 10_000  # newest failed jobs a summary covers
+SUMMARY_STEP = 2_500  # entries one view reads at most: about 7 ms of Redis time
+MAX_QUEUES = 16  # queues whose entries a process remembers, least recently viewed forgotten first
+EXTENSION = "rqscope.exception_summaries"
+UNKNOWN = "unknown"
+RESULTS_PREFIX = RESULTS_KEY_TEMPLATE.format(id="").encode()  # ids stay bytes: any id keys its exact bytes
+JOB_PREFIX = JOB_KEY_TEMPLATE.format(id="").encode()
 
 
-def exception_summary(redis: Redis, queue: str, limit: int = SCAN_LIMIT) -> tuple[Counter[str], int, int]:
-    """Exception types among the newest `limit` failed jobs: (counts, scanned, registry size)."""
-    lister = JobLister(redis)
-    size, ids = lister._range(queue, "failed", 0, limit - 1, "newest")
-    counts = Counter(row.exc_type or "unknown" for row in lister.rows(ids, True))
-    return counts, len(ids), size
+class ExceptionSummary(NamedTuple):
+    counts: Counter[str]
+    scanned: int  # the newest failed jobs counted
+    total: int  # the failed registry's size
+
+
+def exception_type(result: Any, exc_info: Any) -> str:
+    """The type from the latest result when it is a failure, else from the job hash's legacy exc_info."""
+    text = ""
+    if isinstance(result, list) and result:
+        fields = result[0][1]
+        if fields.get(b"type") == FAILED_RESULT_TYPE and fields.get(b"exc_string"):
+            text = decode_exc(fields[b"exc_string"])
+    if not text and exc_info:
+        text = decode_exc(exc_info)
+    return (split_exception(text)[0] if text else None) or UNKNOWN
+
+
+class ExceptionSummaries:
+    """Per-process memory of failed entries' exception types, for one Redis."""
+
+    def __init__(
+        self, redis: Redis, limit: int = SUMMARY_LIMIT, step: int = SUMMARY_STEP, max_queues: int = MAX_QUEUES
+    ) -> None:
+        self.redis = redis
+        self.limit = limit
+        self.step = step
+        self.max_queues = max_queues
+        self._known: OrderedDict[str, dict[bytes, tuple[float, str]]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, queue: str) -> ExceptionSummary:
+        """Counts per exception type over the newest failed jobs this view could cover."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zcard(entry_key(queue, "failed"))
+        pipe.zrevrange(entry_key(queue, "failed"), 0, self.limit - 1, withscores=True)
+        total, window = cast(tuple[int, list[tuple[bytes, float]]], pipe.execute())
+        with self._lock:
+            known = self._known.get(queue, {})  # never changed in place: a new dict replaces it below
+        unseen = [job_id for job_id, score in window if known.get(job_id, (None,))[0] != score][: self.step]
+        types = self._read(unseen)
+        scores = dict(window)
+        known = {job_id: known[job_id] for job_id in scores if job_id in known}  # forget what left the window
+        known.update((job_id, (scores[job_id], kind)) for job_id, kind in types.items())
+        counts: Counter[str] = Counter()
+        scanned = 0
+        for job_id, score in window:
+            entry = known.get(job_id)
+            if entry is None or entry[0] != score:
+                break  # not read yet: a later view continues from here
+            counts[entry[1]] += 1
+            scanned += 1
+        with self._lock:
+            self._known[queue] = known
+            self._known.move_to_end(queue)
+            while len(self._known) > self.max_queues:
+                self._known.popitem(last=False)
+        return ExceptionSummary(counts, scanned, int(total))
+
+    def _read(self, ids: list[bytes]) -> dict[bytes, str]:
+        """Exception types of these jobs: their latest results in one round trip, exc_info where there is none."""
+        if not ids:
+            return {}
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.xrevrange(RESULTS_PREFIX + job_id, count=1)
+        results = dict(zip(ids, pipe.execute(raise_on_error=False), strict=True))
+        types = {job_id: exception_type(result, None) for job_id, result in results.items()}
+        legacy = [job_id for job_id, kind in types.items() if kind == UNKNOWN]
+        if legacy:
+            pipe = self.redis.pipeline(transaction=False)
+            for job_id in legacy:
+                pipe.hget(JOB_PREFIX + job_id, "exc_info")
+            for job_id, exc_info in zip(legacy, pipe.execute(raise_on_error=False), strict=True):
+                types[job_id] = exception_type(None, exc_info if isinstance(exc_info, bytes) else None)
+        return types
+
+
+def summaries(extensions: MutableMapping[str, Any], redis: Redis) -> ExceptionSummaries:
+    """The app's summaries, created on first use; `extensions` is the app's per-app state (app.extensions)."""
+    found = extensions.get(EXTENSION)
+    if found is None:
+        found = extensions.setdefault(EXTENSION, ExceptionSummaries(redis))
+    return cast(ExceptionSummaries, found)

@@ -7,12 +7,12 @@ import time
 from dataclasses import asdict
 from typing import Any
 
-from flask import Blueprint, Response, abort, jsonify, request
+from flask import Blueprint, Response, abort, current_app, jsonify, request
 from rqscope.monitor import audit
 from rqscope.monitor.alerts import silences
 from rqscope.monitor.alerts.rules import parse_duration
 from rqscope.monitor.delete import empty
-from rqscope.monitor.exceptions import exception_summary
+from rqscope.monitor.exceptions import summaries
 from rqscope.monitor.jobs import MAX_PER_PAGE, ORDERS, JobLister
 from rqscope.monitor.report import queue_row, redis_row, totals, worker_row
 from rqscope.monitor.retry import Retrier
@@ -99,7 +99,7 @@ def exceptions(queue: str) -> Response:
     current = state()
     require_viewer(current.settings)
     _known_queue(queue)
-    counts, scanned, size = exception_summary(current.redis, queue)
+    counts, scanned, size = summaries(current_app.extensions, current.redis).get(queue)
     return jsonify(exceptions=dict(counts.most_common()), scanned=scanned, failed_total=size)
 
 

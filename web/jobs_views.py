@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation
 from rq.job import JobStatus
 from rqscope.monitor import audit
 from rqscope.monitor.delete import delete_jobs, empty, entry_count
-from rqscope.monitor.exceptions import exception_summary
+from rqscope.monitor.exceptions import summaries
 from rqscope.monitor.jobs import MAX_PER_PAGE, ORDERS, JobLister
 from rqscope.monitor.snapshot import JOB_STATES
 from rqscope.web import names
@@ -53,7 +53,7 @@ def job_list(queue: str, state_name: str) -> str:
     filters = job_filter(dict(request.args))
     lister = JobLister(state().redis)
     result = lister.page(queue, state_name, page, per_page, order, filters)
-    summary = exception_summary(state().redis, queue) if state_name == "failed" else None
+    summary = summaries(current_app.extensions, state().redis).get(queue) if state_name == "failed" else None
     return render_template(
         "jobs/list.html", queue=queue, state_name=state_name, result=result, filters=filters,
         summary=summary, pages=max(1, -(-result.total // per_page)),
