@@ -197,10 +197,12 @@ class TestAuth:
         ok = token_client.delete(f"/api/tasks/{job_id}", headers={"Authorization": f"Bearer {TOKEN}"})
         assert ok.status_code == 200
 
-    def test_without_token_mutations_are_refused_off_loopback(self, settings: Settings, redis: Redis) -> None:
-        app = create_app(settings.replace(host="0.0.0.0"), redis=redis, testing=True)
-        response = post(app.test_client(), {"task": "t_ok"})
-        assert response.status_code == 403 and "RQSCOPE_API_TOKEN" in response.get_json()["error"]
+    def test_without_token_a_non_loopback_caller_is_refused(self, settings: Settings, redis: Redis) -> None:
+        # the caller's address decides, not the bound one (tests/test_auth_caller.py has the rest)
+        client = create_app(settings.replace(host="0.0.0.0"), redis=redis, testing=True).test_client()
+        client.environ_base["REMOTE_ADDR"] = "10.0.0.7"
+        response = post(client, {"task": "t_ok"})
+        assert response.status_code == 401 and "RQSCOPE_API_TOKEN" in response.get_json()["error"]
         assert redis.keys("rq:*") == []
 
 

@@ -35,7 +35,7 @@ def mutating_routes(app: Flask, job_id: str) -> list[tuple[str, str]]:
     routes = []
     for rule in app.url_map.iter_rules():
         for method in sorted((rule.methods or set()) - {"GET", "HEAD", "OPTIONS"}):
-            if rule.endpoint in ("session.login", "session.logout"):
+            if rule.endpoint in ("session_views.login", "session_views.logout"):
                 continue  # signing in and out change only the caller's own session
             path = re.sub(r"<(?:\w+:)?(\w+)>", lambda m: VALUES.get(m.group(1), job_id), rule.rule)
             routes.append((method, path))
@@ -65,10 +65,10 @@ def test_every_mutating_route_refuses_every_caller_that_may_not_act(secured: Fla
     ids = make_failed(real_redis, 3)
     enqueue("t_ok", 1, connection=real_redis)
     real_redis.sadd("rq:workers", "rq:worker:w1")
-    digest = real_redis.execute_command("DEBUG", "DIGEST")
     routes = mutating_routes(secured, ids[0])
     assert len(routes) >= 12, routes
     anonymous, browser = secured.test_client(), signed_in(secured)
+    digest = real_redis.execute_command("DEBUG", "DIGEST")  # signing in stored a session record
     callers = {
         "anonymous": (anonymous, {}, {401, 403}),
         "viewer": (anonymous, {"Authorization": f"Bearer {VIEWER}"}, {403}),
