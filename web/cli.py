@@ -64,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-auth",
         action="store_true",
         default=None,
-        help="no credentials, anonymous loopback callers only; refused off loopback or with credentials [RQSCOPE_NO_AUTH]",
+        help="no credentials: anonymous loopback callers only; refused off loopback or with credentials "
+        "[RQSCOPE_NO_AUTH]",
     )
     serve.set_defaults(run=run_serve)
 

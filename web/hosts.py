@@ -88,7 +88,6 @@ def trust_proxies(app: Flask, settings: Settings) -> None:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops, x_prefix=hops)  # type: ignore[method-assign]
 
 
-
 def exposure_warnings(settings: Settings) -> list[str]:
     """What an operator should hear at start-up about how exposed this configuration is."""
     found = []
