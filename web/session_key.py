@@ -9,9 +9,10 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
+import time
 
-from flask import Flask
-from flask.sessions import SecureCookieSessionInterface
+from flask import Flask, Request
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from itsdangerous import URLSafeTimedSerializer
 from redis import Redis, RedisError
 from rqscope.tasks.backoff import backoff
@@ -20,6 +21,7 @@ log = logging.getLogger(__name__)
 
 SECRET_KEY = "rqscope:session-key"
 READY = "RQSCOPE_SHARED_SECRET_READY"
+RETRY_READ_SECONDS = 5.0
 
 
 def read_shared_secret(redis: Redis) -> str | None:
@@ -56,14 +58,29 @@ def keep_making(redis: Redis, stopped: threading.Event) -> threading.Thread | No
 
 
 class SharedKeySessions(SecureCookieSessionInterface):
-    """Signed-cookie sessions whose key is read from Redis when first needed."""
+    """Signed-cookie sessions whose key is read from Redis when a cookie is first read or written.
+
+    A request without a session cookie (a scrape, a health check, an API call) needs no key, so it
+    never waits on Redis for one; while the key is unreadable it is asked for at most every few seconds.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._next_read = 0.0
+
+    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
+        if not request.cookies.get(self.get_cookie_name(app)):
+            return self.session_class()
+        return super().open_session(app, request)
 
     def get_signing_serializer(self, app: Flask) -> URLSafeTimedSerializer | None:
-        if not app.config.get(READY):
-            key = read_shared_secret(app.extensions["rqscope"].redis)
-            if key:
-                app.secret_key = key
-                app.config[READY] = True
-            elif not app.secret_key:
-                app.secret_key = secrets.token_hex(32)
+        if not app.config.get(READY) and time.monotonic() >= self._next_read:
+            with self._lock:
+                self._next_read = time.monotonic() + RETRY_READ_SECONDS
+                key = read_shared_secret(app.extensions["rqscope"].redis)
+                if key:
+                    app.secret_key = key
+                    app.config[READY] = True
+        if not app.secret_key:
+            app.secret_key = secrets.token_hex(32)
         return super().get_signing_serializer(app)
