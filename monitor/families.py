@@ -105,6 +105,28 @@ def pool_families(snapshot: Snapshot) -> Iterable[Metric]:
     return [connections, maximum, exhausted]
 
 
+def rate_limit_families(snapshot: Snapshot) -> Iterable[Metric]:
+    jobs = Rows(
+        "rqscope_rate_limit_jobs",
+        "Jobs under each RQ concurrency limit: allowed (queued or running) and held back",
+        "gauge",
+        ("key", "state"),
+    )
+    concurrency = Rows("rqscope_rate_limit_concurrency", "Slots of each RQ concurrency limit", "gauge", ("key",))
+    oldest = Rows(
+        "rqscope_rate_limit_oldest_held_seconds",
+        "How long the oldest job held back by each limit has waited (0 when none)",
+        "gauge",
+        ("key",),
+    )
+    for limit in snapshot.rate_limits:
+        jobs.add((limit.key, "allowed"), limit.allowed)
+        jobs.add((limit.key, "held"), limit.held)
+        concurrency.add((limit.key,), limit.concurrency)
+        oldest.add((limit.key,), limit.oldest_held_seconds)
+    return [jobs, concurrency, oldest]
+
+
 REDIS_FIGURES = (
     ("rqscope_redis_connected_clients", "connected_clients", "gauge", "Clients connected to Redis"),
     ("rqscope_redis_blocked_clients", "blocked_clients", "gauge", "Clients blocked on a Redis command"),
@@ -144,4 +166,5 @@ def snapshot_families(snapshot: Snapshot) -> Iterable[Metric]:
     yield from queue_families(snapshot)
     yield from worker_families(snapshot)
     yield from pool_families(snapshot)
+    yield from rate_limit_families(snapshot)
     yield from task_families(snapshot.tasks)

@@ -15,6 +15,7 @@ from string import Template
 from typing import Any
 
 from redis import Redis, RedisError
+from redis.client import Pipeline
 from redis.exceptions import NoPermissionError, ResponseError
 from rqscope.monitor.snapshot import (
     CRON_SCHEDULERS_KEY,
@@ -107,7 +108,7 @@ SCRIPT_QUEUES = 64
 SCRIPT_WORKERS = 128
 
 # What a reply stands for when Redis answers it with an error (a disabled INFO, a key of the wrong type)
-FIRST_DEFAULTS: tuple[Any, ...] = (set(), set(), {}, {}, [], 0)
+FIRST_DEFAULTS: tuple[Any, ...] = (set(), set(), {}, {}, [], 0, set())
 
 
 def _or_empty(reply: Any, default: Any) -> Any:
@@ -127,6 +128,25 @@ def _pairs(flat: list[Any]) -> dict[bytes | str, Any]:
     return dict(zip(flat[::2], flat[1::2], strict=False))
 
 
+def _read_rate_limits(pipe: Pipeline, keys: list[str]) -> int:
+    """Queue each RQ 3 rate limit's reads on a pipeline; returns how many replies they add."""
+    for key in keys:
+        pipe.hget(KEYS.rate_limit_config(key), "concurrency")
+        pipe.zcard(KEYS.rate_limit(key, "allowed"))
+        pipe.zcard(KEYS.rate_limit(key, "rate_limited"))
+        pipe.zrange(KEYS.rate_limit(key, "rate_limited"), 0, 0, withscores=True)
+    return 4 * len(keys)
+
+
+def _rate_limit_rows(keys: list[str], replies: list[Any]) -> list[tuple[str, list[Any]]]:
+    values = [_or_empty(reply, None) for reply in replies]
+    rows = []
+    for i, key in enumerate(keys):
+        concurrency, allowed, held, oldest = values[4 * i : 4 * i + 4]
+        rows.append((key, [concurrency, allowed, held, list(oldest[0]) if oldest else None]))
+    return rows
+
+
 class _ScriptsRefused(Exception):
     """This Redis will not run the read script; use pipelines."""
 
@@ -143,19 +163,22 @@ def _chunks(queues: list[str], workers: list[str], procs: list[str]) -> list[tup
     ]  # fmt: skip
 
 
-def _read_by_script(
-    redis: Redis, queues: list[str], workers: list[str], procs: list[str]
-) -> tuple[list[list[Any]], list[list[Any]], list[dict[bytes | str, Any]]]:
+Rows = tuple[list[list[Any]], list[list[Any]], list[dict[bytes | str, Any]], list[tuple[str, list[Any]]]]
+
+
+def _read_by_script(redis: Redis, queues: list[str], workers: list[str], procs: list[str], limits: list[str]) -> Rows:
     chunks = _chunks(queues, workers, procs)
     pipe = redis.pipeline(transaction=False)
     for chunk_queues, chunk_workers, chunk_procs in chunks:
         pipe.eval(
             READ_SCRIPT, 0, str(len(chunk_queues)), str(len(chunk_workers)), *chunk_queues, *chunk_workers, *chunk_procs
         )
+    _read_rate_limits(pipe, limits)
+    replies = pipe.execute(raise_on_error=False)
     queue_rows: list[list[Any]] = []
     worker_rows: list[list[Any]] = []
     proc_rows: list[dict[bytes | str, Any]] = []
-    for (chunk_queues, chunk_workers, _), reply in zip(chunks, pipe.execute(raise_on_error=False), strict=True):
+    for (chunk_queues, chunk_workers, _), reply in zip(chunks, replies, strict=False):
         if isinstance(reply, (NoPermissionError, ResponseError)):
             raise _ScriptsRefused(str(reply))
         queue_width, worker_width = 4 + len(REGISTRY_PREFIXES), len(WORKER_FIELDS) + EXECUTION_VALUES
@@ -164,12 +187,10 @@ def _read_by_script(
         queue_rows.extend(reply[i : i + queue_width] for i in range(0, queue_end, queue_width))
         worker_rows.extend(reply[i : i + worker_width] for i in range(queue_end, worker_end, worker_width))
         proc_rows.extend(_pairs(r) for r in reply[worker_end:])
-    return queue_rows, worker_rows, proc_rows
+    return queue_rows, worker_rows, proc_rows, _rate_limit_rows(limits, replies[len(chunks) :])
 
 
-def _read_by_pipeline(
-    redis: Redis, queues: list[str], workers: list[str], procs: list[str]
-) -> tuple[list[list[Any]], list[list[Any]], list[dict[bytes | str, Any]]]:
+def _read_by_pipeline(redis: Redis, queues: list[str], workers: list[str], procs: list[str], limits: list[str]) -> Rows:
     pipe = redis.pipeline(transaction=False)
     for name in queues:
         pipe.llen(QUEUE_KEY_PREFIX + name)
@@ -182,7 +203,10 @@ def _read_by_pipeline(
         pipe.srandmember(KEYS.worker_executions(name))
     for proc in procs:
         pipe.hgetall(PROC_KEY_TEMPLATE.format(id=proc))
-    replies = iter(pipe.execute(raise_on_error=False))
+    extra = _read_rate_limits(pipe, limits)
+    all_replies = pipe.execute(raise_on_error=False)
+    limit_rows = _rate_limit_rows(limits, all_replies[len(all_replies) - extra :])
+    replies = iter(all_replies)
     queue_rows = []
     for _ in queues:
         queued, head, locked = (_or_empty(next(replies), None) for _ in range(3))
@@ -200,7 +224,7 @@ def _read_by_pipeline(
             pipe.hget(key, field)
         for (row, index, _, _), value in zip(heads, pipe.execute(raise_on_error=False), strict=True):
             row[index] = _or_empty(value, None) or b""
-    return queue_rows, worker_rows, proc_rows
+    return queue_rows, worker_rows, proc_rows, limit_rows
 
 
 class SnapshotReader:
@@ -233,27 +257,29 @@ class SnapshotReader:
         pipe.hgetall(METRICS_KEY)
         pipe.zrangebyscore(PROCS_KEY, now, "+inf")
         pipe.zcard(CRON_SCHEDULERS_KEY)
+        pipe.smembers(KEYS.rate_limit_keys)
         first = pipe.execute(raise_on_error=False)
-        queue_keys, worker_keys, info, metrics, proc_ids, cron = (
+        queue_keys, worker_keys, info, metrics, proc_ids, cron, limit_keys = (
             _or_empty(reply, default) for reply, default in zip(first, FIRST_DEFAULTS, strict=True)
         )
         queues = sorted(_strip(QUEUE_KEY_PREFIX, k) for k in queue_keys)
         workers = sorted(_strip(WORKER_KEY_PREFIX, k) for k in worker_keys)
         procs = sorted(as_text(p) for p in proc_ids)
+        limits = sorted(as_text(k) for k in limit_keys)
         trips = 1
         rows = None
         if self.use_script and (queues or workers or procs):
             try:
-                rows = _read_by_script(self.redis, queues, workers, procs)
+                rows = _read_by_script(self.redis, queues, workers, procs, limits)
                 trips += 1
             except _ScriptsRefused as exc:
                 log.warning("Redis refused the read script (%s); reading with pipelines from now on", exc)
                 self.use_script = False
                 trips += 1
         if rows is None:
-            rows = _read_by_pipeline(self.redis, queues, workers, procs)
+            rows = _read_by_pipeline(self.redis, queues, workers, procs, limits)
             trips += 2 if any(r[1] for r in rows[0]) or any(r[-2] for r in rows[1]) else 1
-        queue_rows, worker_rows, proc_rows = rows
+        queue_rows, worker_rows, proc_rows, limit_rows = rows
         snapshot = build_snapshot(
             now=now,
             info=info,
@@ -273,6 +299,7 @@ class SnapshotReader:
             metrics=metrics,
             cron=_count(cron),
             worker_ttl=self.worker_ttl,
+            rate_limits=limit_rows,
         )
         return snapshot, trips
 

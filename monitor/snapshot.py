@@ -78,6 +78,17 @@ class WorkerState:
 
 
 @dataclass(frozen=True)
+class RateLimitState:
+    """One RQ 3 concurrency limit: its slots, the jobs let through and the jobs held back."""
+
+    key: str
+    concurrency: int
+    allowed: int
+    held: int
+    oldest_held_seconds: float
+
+
+@dataclass(frozen=True)
 class RedisState:
     up: bool
     error: str = ""
@@ -96,6 +107,7 @@ class Snapshot:
     processes: tuple[ProcessSample, ...] = ()
     tasks: Mapping[tuple[str, str], TaskStats] = field(default_factory=dict)
     cron_schedulers: int = 0
+    rate_limits: tuple[RateLimitState, ...] = ()
     round_trips: int = 0
     duration_seconds: float = 0.0
 
@@ -211,6 +223,7 @@ def build_snapshot(
     metrics: Mapping[bytes | str, bytes | str],
     cron: int,
     worker_ttl: float,
+    rate_limits: Sequence[tuple[str, Sequence[Any]]] = (),
 ) -> Snapshot:
     """Assemble a Snapshot from raw replies: (name, queued, head id, head enqueued_at, locked, registries)."""
     by_worker_name = {s.name: s for s in samples if s.role == "worker" and s.name}
@@ -233,4 +246,18 @@ def build_snapshot(
         processes=tuple(samples),
         tasks=parse_metrics(metrics),
         cron_schedulers=int(cron or 0),
+        rate_limits=tuple(shape_rate_limit(key, values, now) for key, values in rate_limits),
+    )
+
+
+def shape_rate_limit(key: str, values: Sequence[Any], now: float) -> RateLimitState:
+    """A RateLimitState from (concurrency, allowed ZCARD, held ZCARD, oldest held [id, score])."""
+    concurrency, allowed, held, oldest = (list(values) + [None] * 4)[:4]
+    since = _float(oldest[1]) if isinstance(oldest, list | tuple) and len(oldest) == 2 else 0.0
+    return RateLimitState(
+        key=key,
+        concurrency=_int(as_text(concurrency)),
+        allowed=allowed if isinstance(allowed, int) else 0,
+        held=held if isinstance(held, int) else 0,
+        oldest_held_seconds=max(0.0, now - since) if since else 0.0,
     )

@@ -10,8 +10,9 @@ import pytest
 from redis import Redis
 from rq import Queue
 from rqscope.monitor.cache import SnapshotCache
+from rqscope.monitor.families import snapshot_families
 from rqscope.monitor.reader import SnapshotReader, fetch_snapshot
-from rqscope.monitor.snapshot import WORKER_FIELDS, Snapshot, parse_time, shape_worker
+from rqscope.monitor.snapshot import WORKER_FIELDS, Snapshot, parse_time, shape_rate_limit, shape_worker
 from rqscope.tasks.procstats import publish, sample
 from rqscope.tasks.registry import enqueue
 from rqscope.tasks.worker import InstrumentedWorker
@@ -273,3 +274,28 @@ def test_pool_exhaustion_is_counted_and_published(real_redis: Redis, redis_serve
     publisher.publish_once()
     [sample] = fetch_snapshot(real_redis).processes
     assert sample.pool_exhausted == 1 and sample.pool_exhausted_recent == 0
+
+
+@pytest.mark.redis
+@pytest.mark.skipif(not hasattr(Queue, "_enqueue_rate_limited_job"), reason="concurrency limits arrived in rq 3.0")
+def test_rate_limits_are_read_with_their_slots_and_held_jobs(real_redis: Redis) -> None:
+    from rq.rate_limit import RateLimit  # type: ignore[import-not-found]
+
+    queue = Queue("default", connection=real_redis)
+    for i in range(5):
+        queue.enqueue(len, [i], rate_limit=RateLimit("partner-api", 2))
+    snapshot = fetch_snapshot(real_redis, now=time.time() + 30)
+    (limit,) = snapshot.rate_limits
+    assert (limit.key, limit.concurrency, limit.allowed, limit.held) == ("partner-api", 2, 2, 3)
+    assert 29 < limit.oldest_held_seconds < 40
+    assert snapshot.queue("default").queued == 2
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in snapshot_families(snapshot) for s in family.samples}  # fmt: skip
+    assert samples[("rqscope_rate_limit_jobs", (("key", "partner-api"), ("state", "held")))] == 3
+    assert samples[("rqscope_rate_limit_jobs", (("key", "partner-api"), ("state", "allowed")))] == 2
+    assert samples[("rqscope_rate_limit_concurrency", (("key", "partner-api"),))] == 2
+
+
+def test_rate_limit_rows_degrade_on_garbage() -> None:
+    limit = shape_rate_limit("k", [b"x", "no", None, [b"id"]], time.time())
+    assert (limit.concurrency, limit.allowed, limit.held, limit.oldest_held_seconds) == (0, 0, 0, 0.0)

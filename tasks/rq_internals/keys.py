@@ -54,6 +54,9 @@ class Keys:
     def rate_limit_keys(self) -> str:
         return f"{self.prefix}:rl-keys"
 
+    def rate_limit_config(self, key: str) -> str:
+        return f"{self.prefix}:rl:{key}"
+
     def rate_limit(self, key: str, state: str) -> str:
         return f"{self.prefix}:rl:{key}:{state}"
 
