@@ -20,7 +20,7 @@ from tests.test_retry import make_failed
 
 pytestmark = pytest.mark.redis
 HTML = {"Accept": "text/html"}
-BATCH = 500
+BATCH = delete.BATCH_SIZE
 
 
 def every_state(redis: Redis, queue: str = "default") -> dict[str, list[str]]:
@@ -216,5 +216,5 @@ def test_an_interrupted_empty_is_finished_by_the_next(real_redis: Redis) -> None
     assert delete.drain(real_redis, detached, "default", "queued", limit=BATCH) == BATCH  # then the process dies
     later = fill_queue(real_redis, 2)
     assert Queue("default", connection=real_redis).job_ids == later
-    assert empty(real_redis, "default", "queued") == 600 + 2
+    assert empty(real_redis, "default", "queued") == 1_100 - BATCH + 2
     assert traces(real_redis, ids + later) == [] and real_redis.hlen(delete.PENDING_KEY) == 0
