@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import asdict
 from typing import Any
@@ -185,6 +186,12 @@ def alerts() -> Response:
 
 
 SILENCE_FIELDS = {"matchers", "duration", "comment"}
+# bounded so that every string the pattern (stated in the OpenAPI spec) admits is at most 30 days
+DURATION_PATTERN = (
+    r"^(?:[1-9][0-9]{0,5}s|[1-9][0-9]{0,3}m"  # up to 999999 s, 9999 m
+    r"|(?:(?:[1-9][0-9]?|[1-6][0-9]{2}|7[01][0-9])(?:\.[0-9]{1,3})?|720)h)$"  # up to 720 h
+)
+DURATION = re.compile(DURATION_PATTERN)
 
 
 def silence_from(body: dict[str, Any]) -> tuple[dict[str, str], float, str]:
@@ -194,8 +201,11 @@ def silence_from(body: dict[str, Any]) -> tuple[dict[str, str], float, str]:
             or not all(isinstance(k, str) and isinstance(v, str) and 0 < len(k) <= 100 and len(v) <= 200
                        for k, v in matchers.items())):  # fmt: skip
         abort(400, 'matchers must be a non-empty object of label names to values, e.g. {"queue": "emails"}')
+    duration = body.get("duration", "1h")
+    if isinstance(duration, str) and not DURATION.fullmatch(duration):
+        abort(400, "duration must be like 90s, 30m or 2h (at most 720h), or a number of seconds")
     try:
-        seconds = parse_duration(body.get("duration", "1h"))
+        seconds = parse_duration(duration)
     except ValueError as exc:
         abort(400, f"duration: {exc}")
     if not 0 < seconds <= 30 * 86400:

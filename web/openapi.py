@@ -7,6 +7,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify
 from rqscope.monitor.jobs import MAX_PER_PAGE, ORDERS
 from rqscope.monitor.snapshot import JOB_STATES
+from rqscope.web.api import DURATION_PATTERN
 
 bp = Blueprint("openapi", __name__)
 
@@ -25,7 +26,8 @@ def _errors(*codes: int) -> dict[str, Any]:
 
 
 OBJECT = {"type": "object"}
-QUEUE = {"name": "queue", "in": "path", "required": True, "schema": {"type": "string", "maxLength": 200}}
+QUEUE = {"name": "queue", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1},
+         "description": "percent-encode every byte but A-Z a-z 0-9 - _ ~; write the names . and .. as %2E; and %2E%2E;"}
 JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string", "maxLength": 128}}
 TEXT = {"type": "string", "maxLength": 200, "pattern": "^[^\\x00-\\x1f\\x7f]*$"}
 FILTER_SCHEMA = {
@@ -42,7 +44,7 @@ READ = _errors(401, 403, 503)
 ACT = _errors(400, 401, 403, 415, 503)
 
 SPEC: dict[str, Any] = {
-    "openapi": "3.0.3",
+    "openapi": "3.1.0",
     "info": {"title": "rqscope", "version": "1", "description": "Observability sidecar and dashboard for RQ."},
     "components": {
         "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}, "basic": {"type": "http", "scheme": "basic"}},
@@ -56,7 +58,8 @@ SPEC: dict[str, Any] = {
                 "requestBody": {"required": True, "content": {"application/json": {"schema": {
                     "type": "object", "required": ["task"], "additionalProperties": False,
                     "properties": {"task": {"type": "string"}, "args": {"type": "array"}, "kwargs": {"type": "object"},
-                                   "queue": {"type": "string"}, "job_id": {"type": "string"}}}}}},
+                                   "queue": {"type": "string"},
+                                   "job_id": {"type": "string", "minLength": 1, "maxLength": 128}}}}}},
                 "responses": {"202": _json(OBJECT, "enqueued"), "200": _json(OBJECT, "already enqueued"),
                               **ACT},
             }
@@ -122,8 +125,11 @@ SPEC: dict[str, Any] = {
                      "requestBody": {"required": True, "content": {"application/json": {"schema": {
                          "type": "object", "required": ["matchers"], "additionalProperties": False,
                          "properties": {"matchers": {"type": "object", "minProperties": 1, "maxProperties": 20,
+                                                     "propertyNames": {"minLength": 1, "maxLength": 100},
                                                      "additionalProperties": {"type": "string", "maxLength": 200}},
-                                        "duration": {"type": "string", "example": "2h"},
+                                        "duration": {"anyOf": [
+                                            {"type": "string", "pattern": DURATION_PATTERN, "example": "2h"},
+                                            {"type": "number", "exclusiveMinimum": 0, "maximum": 30 * 86400}]},
                                         "comment": {"type": "string", "maxLength": 1000}}}}}},
                      "responses": {"201": _json(OBJECT), **ACT}},
         },
