@@ -128,3 +128,24 @@ def test_retry_all_of_10k_while_a_forking_worker_consumes(real_redis: Redis, rea
     assert len(found["finished"]) > 20
     assert len(found["queued"]) + len(found["dequeuing"]) + len(found["finished"]) == 10_000
     assert_each_once(real_redis, ids)
+
+
+@pytest.mark.skipif(not hasattr(Queue, "_enqueue_rate_limited_job"), reason="concurrency limits arrived in rq 3.0")
+def test_a_retried_job_still_respects_its_concurrency_limit(real_redis: Redis) -> None:
+    from rq.rate_limit import RateLimit, RateLimitRegistry  # type: ignore[import-not-found]
+
+    queue = Queue("default", connection=real_redis)
+    jobs = [queue.enqueue("tests.sample_tasks.t_fail", i, rate_limit=RateLimit("partner", 1)) for i in range(3)]
+    Worker([queue], connection=real_redis).work(burst=True)
+    assert places(real_redis)["failed"] and len(places(real_redis)["failed"]) == 3
+
+    assert Retrier(real_redis).retry_all("default") == 3
+    limit = RateLimitRegistry("partner", connection=real_redis)
+    assert limit.get_allowed_job_count() == 1 and limit.get_rate_limited_job_count() == 2
+    assert len(places(real_redis)["queued"]) == 1  # one slot: one job on the queue, two held back
+    statuses = sorted(Job.fetch(job.id, connection=real_redis).get_status() for job in jobs)
+    assert statuses == [JobStatus.QUEUED, JobStatus.RATE_LIMITED, JobStatus.RATE_LIMITED]
+
+    Worker([queue], connection=real_redis).work(burst=True)  # RQ's limiter promotes each as a slot frees
+    assert sorted(places(real_redis)["failed"]) == sorted(job.id for job in jobs)
+    assert limit.get_allowed_job_count() == 0 and limit.get_rate_limited_job_count() == 0
