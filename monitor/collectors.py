@@ -8,8 +8,10 @@ from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import Metric
+from redis import Redis, RedisError
+from rqscope.monitor.alerts.outbox import notification_counts
 from rqscope.monitor.cache import SnapshotCache
-from rqscope.monitor.families import snapshot_families
+from rqscope.monitor.families import notification_family, snapshot_families
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +52,28 @@ class SnapshotCollector:
         return families
 
 
-def build_registry(cache: SnapshotCache) -> CollectorRegistry:
+class NotificationCollector:
+    """Alert delivery outcomes, counted in Redis by whichever process sent (any of them may lead)."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+
+    def collect(self) -> Iterable[Metric]:
+        try:
+            counts = notification_counts(self.redis)
+        except RedisError as exc:  # Redis is away: no value rather than a counter reset to 0
+            log.warning("alert notification counts unavailable: %s", exc)
+            return []
+        return [notification_family(counts)]
+
+
+def build_registry(cache: SnapshotCache, redis: Redis | None = None) -> CollectorRegistry:
     """A private registry: the snapshot collector first, so self-metrics describe this scrape."""
     registry = CollectorRegistry(auto_describe=False)
     holder = CollectorRegistry(auto_describe=False)
     self_metrics = SelfMetrics(holder)
     registry.register(SnapshotCollector(cache, self_metrics))
+    if redis is not None:
+        registry.register(NotificationCollector(redis))
     registry.register(holder)  # type: ignore[arg-type]
     return registry

@@ -158,6 +158,23 @@ def redis_families(snapshot: Snapshot) -> Iterable[Metric]:
     ]
 
 
+NOTIFICATION_RESULTS = ("sent", "retried", "dropped")
+
+
+def notification_family(counts: dict[tuple[str, str], float]) -> Rows:
+    """Alert delivery outcomes per receiver; every result of a known receiver is present, 0 if none yet."""
+    family = Rows(
+        "rqscope_alert_notifications",
+        "Alert notification attempts by receiver and result (sent, retried, dropped)",
+        "counter",
+        ("receiver", "result"),
+    )
+    for receiver in sorted({receiver for receiver, _ in counts}):
+        for result in NOTIFICATION_RESULTS:
+            family.add((receiver, result), counts.get((receiver, result), 0.0))
+    return family
+
+
 def snapshot_families(snapshot: Snapshot) -> Iterable[Metric]:
     """Every family the exporter serves for one snapshot."""
     yield from redis_families(snapshot)

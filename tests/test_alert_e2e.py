@@ -30,15 +30,31 @@ RULES = """rules:
 """
 
 
+REDIS_DOWN = """
+  - name: RedisDown
+    kind: redis_down
+    for: 0s
+    severity: critical
+    summary: "Redis is down"
+"""
+
+
 @pytest.fixture
-def sidecars(redis_server: EmbeddedRedis, real_redis: Redis, tmp_path: Path) -> Iterator[tuple[Receiver, list]]:
+def sidecars(
+    request: pytest.FixtureRequest, redis_server: EmbeddedRedis, real_redis: Redis, tmp_path: Path
+) -> Iterator[tuple[Receiver, list]]:
+    """Three `rqscope serve` processes (two gunicorn workers each) and the webhook they page.
+
+    Parametrize indirectly with extra rules (YAML list items) or extra environment to change them.
+    """
+    extra = getattr(request, "param", {})
     rules = tmp_path / "rules.yml"
-    rules.write_text(RULES)
+    rules.write_text(RULES + extra.get("rules", ""))
     with Receiver() as receiver:
         env = {"RQSCOPE_REDIS_URL": redis_server.url, "RQSCOPE_ALERT_RULES": str(rules),
                "RQSCOPE_ALERT_INTERVAL": str(INTERVAL), "RQSCOPE_ALERT_WEBHOOK_URLS": receiver.url,
                "RQSCOPE_SNAPSHOT_TTL": "0.1", "RQSCOPE_TASK_MODULES": "tests.sample_tasks",
-               "RQSCOPE_LOG_LEVEL": "WARNING"}  # fmt: skip
+               "RQSCOPE_LOG_LEVEL": "WARNING", **extra.get("env", {})}  # fmt: skip
         processes = []
         try:
             for _ in range(3):
@@ -92,10 +108,42 @@ def test_receiver_down_for_two_minutes_gets_the_notification_once(sidecars, real
     receiver, _ = sidecars
     receiver.down = True
     fill(real_redis, 10)
-    wait_for(lambda: real_redis.llen("rqscope:alerts:outbox") == 1, timeout=30)
+    wait_for(lambda: real_redis.zcard("rqscope:alerts:outbox") == 1, timeout=30)
     time.sleep(120)
     assert receiver.statuses() == []
     receiver.down = False
     wait_for(lambda: receiver.statuses(), timeout=90)
     time.sleep(3)
-    assert receiver.statuses() == ["firing"] and real_redis.llen("rqscope:alerts:outbox") == 0
+    assert receiver.statuses() == ["firing"] and real_redis.zcard("rqscope:alerts:outbox") == 0
+
+
+BACKLOG = ("Backlog", (("alertname", "Backlog"), ("queue", "default"), ("severity", "critical")))
+DOWN = ("RedisDown", (("alertname", "RedisDown"), ("severity", "critical")))
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("sidecars", [{"rules": REDIS_DOWN, "env": {"RQSCOPE_REDIS_TIMEOUT": "1"}}], indirect=True)
+def test_redis_paused_longer_than_the_lease_pages_each_transition_once(sidecars, redis_server, real_redis) -> None:  # type: ignore[no-untyped-def]
+    receiver, _ = sidecars
+    sleeper = Redis.from_url(redis_server.url, socket_timeout=30)
+
+    def ended(alert: tuple[str, tuple[tuple[str, str], ...]], count: int) -> bool:
+        statuses = receiver.transitions().get(alert, [])
+        return len(statuses) >= count and statuses[-1] == "resolved"
+
+    fill(real_redis, 10)
+    wait_for(lambda: receiver.statuses() == ["firing"], timeout=30)
+    # the backlog clears, and every process's Redis stalls for more than three leases (1.5 s each)
+    real_redis.delete("rq:queue:default")
+    sleeper.execute_command("DEBUG", "SLEEP", 5)
+    wait_for(lambda: ended(BACKLOG, 2) and ended(DOWN, 2), timeout=60)
+    # a new backlog is pending (`for: 2s`) when Redis stalls again; it fires after, then clears
+    fill(real_redis, 10)
+    time.sleep(1.5)
+    sleeper.execute_command("DEBUG", "SLEEP", 5)
+    wait_for(lambda: receiver.transitions().get(BACKLOG, [])[2:] == ["firing"], timeout=60)
+    real_redis.delete("rq:queue:default")
+    wait_for(lambda: ended(BACKLOG, 4) and ended(DOWN, 4), timeout=60)
+    time.sleep(3)  # six more evaluation and delivery rounds: nothing else arrives
+    assert receiver.transitions() == {BACKLOG: ["firing", "resolved"] * 2, DOWN: ["firing", "resolved"] * 2}
+    sleeper.close()

@@ -86,15 +86,15 @@ def test_receiver_down_then_back_gets_every_notification_once(real_redis: Redis)
         engine.evaluate_once()
         time.sleep(0.6)
         engine.evaluate_once()  # firing, queued in the outbox
-        assert engine.deliver() == 0 and real_redis.llen(OUTBOX_KEY) == 1
+        assert engine.deliver() == 0 and real_redis.zcard(OUTBOX_KEY) == 1
         real_redis.delete("rq:queue:default")
         started = time.monotonic()
         engine.evaluate_once()  # resolved: queued behind the firing, evaluation did not wait
-        assert time.monotonic() - started < 1 and real_redis.llen(OUTBOX_KEY) == 2
+        assert time.monotonic() - started < 1 and real_redis.zcard(OUTBOX_KEY) == 2
         receiver.down = False
         engine.clock = lambda: time.time() + 10  # past the backoff
         assert engine.deliver() == 2
-        assert receiver.statuses() == ["firing", "resolved"] and real_redis.llen(OUTBOX_KEY) == 0
+        assert receiver.statuses() == ["firing", "resolved"] and real_redis.zcard(OUTBOX_KEY) == 0
         assert engine.deliver() == 0
 
 

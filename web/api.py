@@ -182,6 +182,7 @@ def alerts() -> Response:
         alerts=[asdict(a) | {"labels": dict(a.labels)} for a in found],
         history=[{"at": at, "status": status, "rule": a.rule, "labels": dict(a.labels), "summary": a.summary}
                  for at, status, a in history],
+        dead_letters=[letter.as_dict() for letter in engine.dead_letters()] if engine else [],
     )  # fmt: skip
 
 

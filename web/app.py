@@ -62,7 +62,7 @@ def create_app(
     client = redis if redis is not None else make_client(settings, client_name="rqscope-web")
     cache = SnapshotCache(client, ttl=settings.snapshot_ttl)
     app.extensions[EXTENSION] = State(
-        settings=settings, redis=client, registry=registry, snapshots=cache, metrics=build_registry(cache)
+        settings=settings, redis=client, registry=registry, snapshots=cache, metrics=build_registry(cache, client)
     )
     app.secret_key = settings.secret_key
     app.session_interface = sessions.interface(settings)  # Secure cookies over https; the Redis key if unset

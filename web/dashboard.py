@@ -105,7 +105,8 @@ def alerts() -> str:
     engine = current.alerts
     return render_template("dashboard/alerts.html", alerts=_alerts(), rules=engine.rules if engine else (),
                            silences=silences.all_silences(current.redis), now=time.time(),
-                           history=engine.history() if engine else [])  # fmt: skip
+                           history=engine.history() if engine else [],
+                           dead_letters=engine.dead_letters() if engine else [])  # fmt: skip
 
 
 @bp.post("/alerts/silences")

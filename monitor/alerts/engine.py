@@ -1,10 +1,14 @@
 """The alert evaluator: one leader at a time (a Redis lease), state and outbox kept in Redis.
 
-Any number of sidecar processes run it; only the lease holder evaluates, so three replicas with
-four gunicorn workers each still evaluate once per interval. State lives in Redis, so a restarted
-or new leader continues where the last one stopped. Notifications go to an outbox list and are
-sent by a separate step with capped exponential backoff: a receiver that is down never delays
-evaluation, and gets every notification once it is back.
+Any number of sidecar processes run it; only the lease holder evaluates, and every state write is
+fenced by its lease token. A restarted or new leader continues where the last one stopped.
+Notifications go to an outbox and are claimed before they are sent, with capped backoff on failure:
+a receiver that is down never delays evaluation, and a notification that can never be delivered
+goes to a dead-letter list instead of holding the ones behind it.
+
+While Redis is away nobody can take the lease, so the process that led when it went away keeps
+watch: it evaluates RedisDown from memory, pages directly, and hands its memory to whoever leads
+once Redis is back.
 """
 
 from __future__ import annotations
@@ -13,84 +17,27 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
 
 from redis import Redis, RedisError
 from rqscope.monitor.alerts.evaluate import evaluate
-from rqscope.monitor.alerts.notifiers import DeliveryError
+from rqscope.monitor.alerts.keys import COUNTS_KEY, DEAD_KEY, LEASE_KEY, OUTBOX_KEY, RESULTS, STATE_KEY, count_field
+from rqscope.monitor.alerts.lease import Lease
+from rqscope.monitor.alerts.outbox import DEAD_LETTER_MAX, DeadLetter, Delivery, Outbox, dead_letter_json
 from rqscope.monitor.alerts.rules import Rule
+from rqscope.monitor.alerts.sending import DROPPED, RETRIED, SENT, Notifier, Outcome, attempt
 from rqscope.monitor.alerts.silences import Silence, all_silences, silenced
 from rqscope.monitor.alerts.state import Alert, Notification, advance
+from rqscope.monitor.alerts.store import Store, parsed
 from rqscope.monitor.rates import read_series
 from rqscope.monitor.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
-
-STATE_KEY = "rqscope:alerts:state"
-OUTBOX_KEY = "rqscope:alerts:outbox"
-LEASE_KEY = "rqscope:alerts:leader"
-HISTORY_KEY = "rqscope:alerts:history"
-# what a process evaluated from memory during an outage, for whoever leads once Redis is back
-HANDOVER_KEY = "rqscope:alerts:handover"
-HISTORY_MAXLEN = 1000
-MAX_BACKOFF_SECONDS = 60.0
-
-# renew when we hold the lease, take it when nobody does
-LEASE_SCRIPT = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
-end
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
-return 0
-"""
-
-
-class Notifier(Protocol):
-    @property
-    def kind(self) -> str: ...
-
-    @property
-    def severities(self) -> tuple[str, ...]: ...
-
-    def send(self, note: Notification, base_url: str) -> None: ...
-
-
-@dataclass
-class Delivery:
-    """One notification for one receiver, waiting in the outbox."""
-
-    receiver: int
-    status: str
-    alert: dict[str, Any]
-    attempts: int = 0
-    next_attempt: float = 0.0
-
-    def to_json(self) -> str:
-        return json.dumps(self.__dict__)
-
-
-def parsed(raws: Sequence[bytes]) -> list[Alert]:
-    """Alerts from their stored JSON; an unreadable entry is skipped."""
-    return [a for a in (Alert.from_json(raw) for raw in raws) if a is not None]
-
-
-def changed_at(alert: Alert) -> float:
-    return max(alert.since, alert.started_at or 0.0, alert.ended_at or 0.0, alert.last_notified or 0.0)
-
-
-def adopt(current: dict[str, Alert], newer: Sequence[Alert]) -> dict[str, Alert]:
-    """`current`, with each alert replaced by a handed-over version that changed more recently."""
-    merged = dict(current)
-    for alert in newer:
-        known = merged.get(alert.fingerprint)
-        if known is None or changed_at(alert) > changed_at(known):
-            merged[alert.fingerprint] = alert
-    return merged
+__all__ = ["LEASE_KEY", "OUTBOX_KEY", "STATE_KEY", "AlertEngine", "Notifier", "parsed"]
 
 
 class AlertEngine:
@@ -106,6 +53,8 @@ class AlertEngine:
         base_url: str = "http://127.0.0.1:9190/",
         holder: str | None = None,
         clock: Callable[[], float] = time.time,
+        claim_seconds: float = 60.0,
+        give_up_seconds: float = 24 * 3600.0,
     ) -> None:
         self.redis = redis
         self.rules = tuple(rules)
@@ -117,34 +66,31 @@ class AlertEngine:
         # the lease value names the process, so that an operator (or a test) can see who leads
         self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.clock = clock
-        self.lease_ms = int(interval * 3 * 1000)
+        self.give_up_seconds = give_up_seconds
         self.evaluations = 0
-        self._lease = redis.register_script(LEASE_SCRIPT)
-        self._led = False
+        # three intervals, renewed every interval; acting stops one interval before Redis could end it
+        self.lease = Lease(redis, self.holder, interval * 3, interval)
+        self.store = Store(redis)
+        self.outbox = Outbox(redis, claim_seconds, give_up_seconds)
         self._memory: dict[str, Alert] = {}
-        self._outage = False
+        self._outage = False  # this process's memory is newer than Redis
+        self._watching = False  # led when Redis went away, and keeps watch until it answers
         self._silences: list[Silence] = []
-        self._unsaved: list[Delivery] = []  # deliveries not yet in the outbox (Redis away)
-
-    def is_leader(self) -> bool:
-        try:
-            self._led = bool(self._lease(keys=[LEASE_KEY], args=[self.holder, self.lease_ms]))
-        except RedisError as exc:
-            # nobody can take the lease while Redis is away: the last holder goes on, from memory
-            log.warning("alert lease unavailable: %s", exc)
-        return self._led
+        self._unsaved: dict[str, Delivery] = {}  # for the outbox, not yet known to be in it
+        self._unsent: list[tuple[Delivery, float]] = []  # to send from memory (Redis away), with when
+        self._unrecorded: list[tuple[Delivery, Outcome, float]] = []  # results Redis did not take yet
+        self._counts: Counter[tuple[str, str]] = Counter()  # results of sends from memory
+        self._dead: list[str] = []
+        self._sending = threading.Lock()  # the scheduler runs one delivery at a time; so do direct callers
 
     def load(self) -> dict[str, Alert]:
-        return {a.fingerprint: a for a in parsed(self.redis.hvals(STATE_KEY))}  # type: ignore[arg-type]
+        return self.store.load()
 
     def history(self, limit: int = 100) -> list[tuple[float, str, Alert]]:
-        """The newest transitions (firing or resolved), newest first."""
-        entries = []
-        for _, fields in self.redis.xrevrange(HISTORY_KEY, count=limit):  # type: ignore[union-attr]
-            alert = Alert.from_json(fields.get(b"alert", b""))
-            if alert is not None:
-                entries.append((float(fields.get(b"at", b"0")), fields.get(b"status", b"").decode(), alert))
-        return entries
+        return self.store.history(limit)
+
+    def dead_letters(self, limit: int = 50) -> list[DeadLetter]:
+        return self.outbox.dead_letters(limit)
 
     def _deliveries(self, notes: list[Notification], now: float) -> list[Delivery]:
         found = []
@@ -152,28 +98,41 @@ class AlertEngine:
             labels = {"alertname": note.alert.rule, "severity": note.alert.severity, **dict(note.alert.labels)}
             if silenced(self._silences, labels, now):
                 continue  # evaluated and kept in state, but not sent
-            for index, notifier in enumerate(self.notifiers):
+            for notifier in self.notifiers:
                 if notifier.severities and note.alert.severity not in notifier.severities:
                     continue
-                found.append(Delivery(index, note.status, json.loads(note.alert.to_json())))
+                alert = json.loads(note.alert.to_json())
+                found.append(Delivery(uuid.uuid4().hex, notifier.name, note.status, alert, now))
         return found
 
     def evaluate_once(self) -> list[Notification] | None:
-        """Evaluate if this process leads; return the new notifications, or None when it does not lead."""
-        if not self.is_leader():
-            if self._outage:
+        """Evaluate if this process leads (or keeps watch); the new notifications, or None when it does not."""
+        acted = self.lease.held() or self._watching
+        leading = self.lease.renew()
+        if not self.lease.reachable:
+            self._watching = acted  # nobody can lead without Redis: the last one to act keeps watch
+        elif self._watching or (self._outage and not leading):
+            self._watching = False
+            if not leading:
                 self._hand_over()
-            return None
+        if leading:
+            return self._lead()
+        if self._watching:
+            return self._keep_watch()
+        return None
+
+    def _lead(self) -> list[Notification]:
         now = self.clock()
         snapshot = self.snapshot()
-        series = None
+        series, taken = None, (0, 0)
         try:
             self._silences = all_silences(self.redis)
             series = read_series(self.redis, minutes=61, now=now) if snapshot.redis.up else None
-            stored, handed_over = self._load_with_handovers()
+            stored, handed, deliveries, taken = self.store.load_with_handovers()
             # after an outage this process's memory is newer than Redis (which may even be empty),
-            # and so is what another process evaluated from memory while it led through the outage
-            self._memory = adopt(self._memory if self._outage else stored, handed_over)
+            # and so is what another process evaluated from memory while it kept watch
+            self._memory = self.store.adopt(self._memory if self._outage else stored, handed)
+            self._unsaved.update((d.id, d) for d in deliveries)
             self._outage = False
         except RedisError as exc:
             self._outage = True
@@ -182,80 +141,128 @@ class AlertEngine:
         current, notes = advance(self._memory, evaluate(self.rules, snapshot, series, now), evaluated, now,
                                  self.repeat_seconds)  # fmt: skip
         self._memory = current
-        self._unsaved += self._deliveries(notes, now)
+        fresh = self._deliveries(notes, now)
+        if snapshot.redis.up:
+            self._unsaved.update((d.id, d) for d in fresh + [d for d, _ in self._unsent])
+            self._unsent = []
+        else:  # Redis is away (the RedisDown alert itself): these go from memory, never through the outbox
+            self._unsent += [(d, 0.0) for d in fresh]
+        fields = [count_field(n.name, result) for n in self.notifiers for result in RESULTS]
         try:
-            with self.redis.pipeline() as pipe:
-                pipe.delete(STATE_KEY)
-                if current:
-                    pipe.hset(STATE_KEY, mapping={fp: a.to_json() for fp, a in current.items()})
-                for delivery in self._unsaved:
-                    pipe.rpush(OUTBOX_KEY, delivery.to_json())
-                for note in notes:
-                    entry = {"at": repr(now), "status": note.status, "alert": note.alert.to_json()}
-                    pipe.xadd(HISTORY_KEY, entry, maxlen=HISTORY_MAXLEN, approximate=True)  # type: ignore[arg-type]
-                pipe.execute()
-            self._unsaved = []
-        except RedisError:
-            # Redis is away (the RedisDown alert itself): send straight from this process
-            self._unsaved = [d for d in self._unsaved if not self._send(d)]
+            if not self.store.commit(self.holder, current, notes, list(self._unsaved.values()), taken, fields, now):
+                log.warning("alert lease lost to another process; this one stops evaluating")
+                self.lease.drop()
+                self._memory, self._unsaved, self._unsent = {}, {}, []
+                return []
+            self._unsaved = {}
+        except RedisError as exc:
+            self._outage = True
+            log.warning("alert state not saved: %s", exc)
+        self._send_from_memory(now)
         self.evaluations += 1
         return notes
 
+    def _keep_watch(self) -> list[Notification]:
+        """Redis is away: evaluate RedisDown from memory and page directly."""
+        now = self.clock()
+        snapshot = self.snapshot()
+        if snapshot.redis.up:
+            return []  # Redis answers reads again: the lease will say who leads
+        evaluated = {r.name for r in self.rules if r.kind == "redis_down"}
+        current, notes = advance(self._memory, evaluate(self.rules, snapshot, None, now), evaluated, now,
+                                 self.repeat_seconds)  # fmt: skip
+        self._memory, self._outage = current, True
+        self._unsent += [(d, 0.0) for d in self._deliveries(notes, now)]
+        self._send_from_memory(now)
+        self.evaluations += 1
+        return notes
+
+    def _send_from_memory(self, now: float) -> None:
+        by_name = {n.name: n for n in self.notifiers}
+        waiting: list[tuple[Delivery, float]] = []
+        held: set[tuple[str, str]] = set()  # a lane's notifications go in order
+        for delivery, due in self._unsent:
+            notifier = by_name.get(delivery.receiver)
+            if notifier is None or delivery.lane in held or due > now:
+                held.add(delivery.lane)
+                waiting.append((delivery, due))
+                continue
+            outcome = attempt(notifier, delivery, self.base_url, now, self.give_up_seconds)
+            self._counts[(delivery.receiver, outcome.result)] += 1
+            if outcome.result == RETRIED:
+                held.add(delivery.lane)
+                waiting.append((delivery, outcome.next_due))
+            elif outcome.result == DROPPED:
+                self._dead.append(dead_letter_json(delivery, outcome.reason, now))
+        self._unsent = waiting
+
     def _hand_over(self) -> None:
-        """Redis is back and another process leads: give it what this one fired or resolved meanwhile."""
+        """Redis is back and another process leads: give it what this one evaluated and could not send."""
+        deliveries = list(self._unsaved.values()) + [d for d, _ in self._unsent]
         try:
-            with self.redis.pipeline() as pipe:
-                for alert in self._memory.values():
-                    pipe.rpush(HANDOVER_KEY, alert.to_json())
-                for delivery in self._unsaved:
-                    pipe.rpush(OUTBOX_KEY, delivery.to_json())
-                pipe.execute()
+            self.store.hand_over(list(self._memory.values()), deliveries)
         except RedisError as exc:
             log.warning("alert hand-over postponed: %s", exc)
             return
-        self._outage, self._unsaved, self._memory = False, [], {}
+        self._outage, self._memory, self._unsaved, self._unsent = False, {}, {}, []
 
-    def _load_with_handovers(self) -> tuple[dict[str, Alert], list[Alert]]:
-        """The stored state, and the alerts handed over since (taken, so only once), in one round trip."""
-        with self.redis.pipeline() as pipe:
-            pipe.hvals(STATE_KEY)
-            pipe.lrange(HANDOVER_KEY, 0, -1)
-            pipe.delete(HANDOVER_KEY)
-            stored_raw, handed_raw, _ = pipe.execute()
-        return {a.fingerprint: a for a in parsed(stored_raw)}, parsed(handed_raw)
+    def _flush_local(self) -> None:
+        """Counts and dead letters of sends from memory, into Redis."""
+        if not self._counts and not self._dead:
+            return
+        with self.redis.pipeline(transaction=False) as pipe:
+            for (receiver, result), count in self._counts.items():
+                pipe.hincrby(COUNTS_KEY, count_field(receiver, result), count)
+            if self._dead:
+                pipe.lpush(DEAD_KEY, *self._dead)
+                pipe.ltrim(DEAD_KEY, 0, DEAD_LETTER_MAX - 1)
+            pipe.execute()
+        self._counts, self._dead = Counter(), []
 
-    def _send(self, delivery: Delivery) -> bool:
-        notifier = self.notifiers[delivery.receiver % len(self.notifiers)]
-        note = Notification(delivery.status, Alert.from_json(json.dumps(delivery.alert)))  # type: ignore[arg-type]
+    def _record(self, delivery: Delivery, outcome: Outcome, at: float) -> None:
         try:
-            notifier.send(note, self.base_url)
-        except DeliveryError as exc:
-            delivery.attempts += 1
-            delivery.next_attempt = self.clock() + min(MAX_BACKOFF_SECONDS, 2.0**delivery.attempts)
-            log.warning("%s delivery failed (attempt %d): %s", notifier.kind, delivery.attempts, exc)
-            return False
-        return True
+            self.outbox.finish(self.holder, delivery, outcome.result, at, outcome.next_due, outcome.reason)
+        except RedisError as exc:  # kept, and recorded before anything else is claimed
+            log.warning("alert delivery result not recorded yet: %s", exc)
+            self._unrecorded.append((delivery, outcome, at))
 
     def deliver(self, limit: int = 100) -> int:
-        """Send what the outbox holds, oldest first; failures wait with capped exponential backoff."""
-        if not self.notifiers or not self.is_leader():
+        """Claim due outbox entries and send them, oldest first; returns how many were sent."""
+        if not self.notifiers or not self._sending.acquire(blocking=False):
             return 0
-        sent = 0
-        now = self.clock()
-        waiting: set[int] = set()  # a receiver gets its notifications in order, so one wait holds the rest
-        for raw in self.redis.lrange(OUTBOX_KEY, 0, limit - 1):  # type: ignore[union-attr]
-            delivery = Delivery(**json.loads(raw))
-            if delivery.receiver in waiting or delivery.next_attempt > now:
-                waiting.add(delivery.receiver)
-                continue
-            if not self._send(delivery):
-                self.redis.lset(OUTBOX_KEY, self._index(raw), delivery.to_json())
-                waiting.add(delivery.receiver)
-                continue
-            self.redis.lrem(OUTBOX_KEY, 1, raw)
-            sent += 1
-        return sent
+        try:
+            return self._deliver(limit)
+        finally:
+            self._sending.release()
 
-    def _index(self, raw: bytes) -> int:
-        items = self.redis.lrange(OUTBOX_KEY, 0, -1)
-        return items.index(raw)  # type: ignore[union-attr]
+    def _deliver(self, limit: int) -> int:
+        try:
+            self._flush_local()
+            while self._unrecorded:  # only after an outage: one by one, so each recorded one is done
+                delivery, outcome, at = self._unrecorded[0]
+                self.outbox.finish(self.holder, delivery, outcome.result, at, outcome.next_due, outcome.reason)
+                self._unrecorded.pop(0)
+            if not self.lease.renew():
+                return 0
+            by_name = {n.name: n for n in self.notifiers}
+            claimed = self.outbox.claim(self.holder, list(by_name), self.clock(), limit)
+        except RedisError as exc:
+            log.warning("alert delivery skipped: %s", exc)
+            return 0
+        sent, held, unused = 0, set(), []
+        for delivery in claimed:
+            # a lane waits behind its failed entry; and nothing is sent once the lease may have ended
+            if delivery.lane in held or not self.lease.held():
+                unused.append(delivery)
+                continue
+            now = self.clock()
+            outcome = attempt(by_name[delivery.receiver], delivery, self.base_url, now, self.give_up_seconds)
+            sent += outcome.result == SENT
+            if outcome.result == RETRIED:
+                held.add(delivery.lane)
+            self._record(delivery, outcome, self.clock())  # at once: a crash here is what re-sends an entry
+        try:
+            self.outbox.release(self.holder, unused, self.clock())
+        except RedisError as exc:  # their claims end by themselves
+            log.warning("alert claims not released: %s", exc)
+        return sent

@@ -1,24 +1,42 @@
-"""Where alerts go: a generic webhook (Alertmanager's webhook v4 shape), Slack, PagerDuty Events v2, email."""
+"""Where alerts go: a generic webhook (Alertmanager's webhook v4 shape), Slack, PagerDuty Events v2, email.
+
+Each notifier builds its payload first, then transmits it. A payload that cannot be built never will
+be, and a receiver's 4xx (other than 408 and 429) says the same payload will never be taken: both
+are permanent failures. Everything else is worth trying again.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import http.client
 import json
 import smtplib
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
+from rqscope.monitor.alerts.escape import PAGERDUTY_SUMMARY_LENGTH, header_text, shortened, slack_text, valid_text
 from rqscope.monitor.alerts.state import FIRING, Notification
 
 TIMEOUT_SECONDS = 5.0
+RETRYABLE_4XX = (408, 429)  # request timeout, too many requests: the receiver asks to be tried again
 
 
 class DeliveryError(Exception):
     """A receiver did not take the notification; it will be tried again."""
+
+
+class PermanentDeliveryError(DeliveryError):
+    """The receiver will never take this notification: it goes to the dead-letter list."""
+
+
+def digest(secret: str) -> str:
+    """A short, stable name for a target whose text is secret (a Slack URL, a PagerDuty key)."""
+    return hashlib.sha256(secret.encode()).hexdigest()[:8]
 
 
 def _iso(ts: float | None) -> str:
@@ -34,7 +52,7 @@ def dashboard_link(base_url: str, note: Notification) -> str:
     if queue is None:
         return f"{base}/workers" if "worker" in note.alert.kind else f"{base}/"
     state = "failed" if note.alert.kind in ("failed_jobs", "failure_ratio") else "queued"
-    return f"{base}/queues/{quote(queue, safe='')}/{state}"
+    return f"{base}/queues/{quote(valid_text(queue), safe='')}/{state}"
 
 
 def alertmanager_payload(note: Notification, base_url: str) -> dict[str, Any]:
@@ -64,49 +82,75 @@ def alertmanager_payload(note: Notification, base_url: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _post_json(url: str, body: dict[str, Any]) -> None:
-    request = urllib.request.Request(
-        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
-    )
+def post_json(url: str, body: dict[str, Any]) -> None:
+    """POST one JSON body; errors name the status or cause, never the URL (it may hold a secret)."""
+    data = json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"}, method="POST")
     try:
         with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as response:
             if not 200 <= response.status < 300:
-                raise DeliveryError(f"{url} answered {response.status}")
-    except (urllib.error.URLError, OSError) as exc:
-        raise DeliveryError(f"{url}: {exc}") from None
+                raise DeliveryError(f"answered HTTP {response.status}")
+    except urllib.error.HTTPError as exc:
+        if 400 <= exc.code < 500 and exc.code not in RETRYABLE_4XX:
+            raise PermanentDeliveryError(f"answered HTTP {exc.code}") from None
+        raise DeliveryError(f"answered HTTP {exc.code}") from None
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+        raise DeliveryError(f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}") from None
 
 
 @dataclass(frozen=True)
 class Webhook:
     url: str
     severities: tuple[str, ...] = ()  # empty: every severity
+    name: str = ""  # stable across restarts and reorderings; derived from the target when empty
     kind: str = "webhook"
 
-    def send(self, note: Notification, base_url: str) -> None:
-        _post_json(self.url, alertmanager_payload(note, base_url))
+    def __post_init__(self) -> None:
+        if not self.name:
+            host = urlsplit(self.url).netloc.rpartition("@")[2]  # never user:password
+            object.__setattr__(self, "name", f"webhook:{host}")
+
+    def build(self, note: Notification, base_url: str) -> Any:
+        return alertmanager_payload(note, base_url)
+
+    def transmit(self, payload: Any) -> None:
+        post_json(self.url, payload)
 
 
 @dataclass(frozen=True)
 class Slack:
-    url: str
-    severities: tuple[str, ...] = ()  # empty: every severity
+    url: str = field(repr=False)  # the path is the secret
+    severities: tuple[str, ...] = ()
+    name: str = ""
     kind: str = "slack"
 
-    def send(self, note: Notification, base_url: str) -> None:
+    def __post_init__(self) -> None:
+        if not self.name:
+            object.__setattr__(self, "name", f"slack:{digest(self.url)}")
+
+    def build(self, note: Notification, base_url: str) -> Any:
         icon = ":red_circle:" if note.status == FIRING else ":large_green_circle:"
         alert = note.alert
-        text = f"{icon} [{note.status.upper()}] {alert.rule} ({alert.severity}): {alert.summary}"
-        _post_json(self.url, {"text": f"{text}\n<{dashboard_link(base_url, note)}|Open in rqscope>"})
+        text = f"{icon} [{note.status.upper()}] {slack_text(alert.rule)} ({slack_text(alert.severity)}): "
+        return {"text": f"{text}{slack_text(alert.summary)}\n<{dashboard_link(base_url, note)}|Open in rqscope>"}
+
+    def transmit(self, payload: Any) -> None:
+        post_json(self.url, payload)
 
 
 @dataclass(frozen=True)
 class PagerDuty:
-    routing_key: str
+    routing_key: str = field(repr=False)
     url: str = "https://events.pagerduty.com/v2/enqueue"
     severities: tuple[str, ...] = ()
+    name: str = ""
     kind: str = "pagerduty"
 
-    def send(self, note: Notification, base_url: str) -> None:
+    def __post_init__(self) -> None:
+        if not self.name:
+            object.__setattr__(self, "name", f"pagerduty:{digest(self.routing_key)}")
+
+    def build(self, note: Notification, base_url: str) -> Any:
         alert = note.alert
         body: dict[str, Any] = {
             "routing_key": self.routing_key,
@@ -115,11 +159,14 @@ class PagerDuty:
         }
         if note.status == FIRING:
             body["payload"] = {
-                "summary": alert.summary[:1000], "source": "rqscope", "severity": alert.severity,
-                "custom_details": dict(alert.labels),
+                "summary": shortened(valid_text(alert.summary), PAGERDUTY_SUMMARY_LENGTH), "source": "rqscope",
+                "severity": alert.severity, "custom_details": dict(alert.labels),
             }  # fmt: skip
             body["links"] = [{"href": dashboard_link(base_url, note), "text": "rqscope"}]
-        _post_json(self.url, body)
+        return body
+
+    def transmit(self, payload: Any) -> None:
+        post_json(self.url, payload)
 
 
 @dataclass(frozen=True)
@@ -130,24 +177,33 @@ class Email:
     recipients: tuple[str, ...]
     starttls: bool = False
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
     severities: tuple[str, ...] = ()
+    name: str = ""
     kind: str = "email"
 
-    def send(self, note: Notification, base_url: str) -> None:
+    def __post_init__(self) -> None:
+        if not self.name:
+            object.__setattr__(self, "name", f"email:{self.host}:{self.port}")
+
+    def build(self, note: Notification, base_url: str) -> Any:
         alert = note.alert
         message = EmailMessage()
-        message["Subject"] = f"[{note.status.upper()}] {alert.rule}: {alert.summary}"[:200]
+        message["Subject"] = header_text(f"[{note.status.upper()}] {alert.rule}: {alert.summary}")
         message["From"] = self.sender
         message["To"] = ", ".join(self.recipients)
-        message.set_content(f"{alert.summary}\n\nSeverity: {alert.severity}\nLabels: {dict(alert.labels)}\n"
-                            f"Dashboard: {dashboard_link(base_url, note)}\n")  # fmt: skip
+        message.set_content(valid_text(f"{alert.summary}\n\nSeverity: {alert.severity}\nLabels: {dict(alert.labels)}\n"
+                                       f"Dashboard: {dashboard_link(base_url, note)}\n"))  # fmt: skip
+        message.as_bytes()  # a message that cannot be written fails here, as a payload never to be sent
+        return message
+
+    def transmit(self, payload: Any) -> None:
         try:
             with smtplib.SMTP(self.host, self.port, timeout=TIMEOUT_SECONDS) as smtp:
                 if self.starttls:
                     smtp.starttls()
                 if self.username:
                     smtp.login(self.username, self.password or "")
-                smtp.send_message(message)
+                smtp.send_message(payload)
         except (smtplib.SMTPException, OSError) as exc:
             raise DeliveryError(f"smtp {self.host}:{self.port}: {exc}") from None

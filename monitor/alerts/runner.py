@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from redis import Redis, RedisError
-from rqscope.monitor.alerts.engine import AlertEngine, Notifier
-from rqscope.monitor.alerts.notifiers import Email, PagerDuty, Slack, Webhook
+from rqscope.monitor.alerts.engine import AlertEngine
+from rqscope.monitor.alerts.notifiers import Email, PagerDuty, Slack, Webhook, digest
 from rqscope.monitor.alerts.rules import DEFAULT_RULES, load_rules
+from rqscope.monitor.alerts.sending import Notifier
 from rqscope.monitor.settings import Settings
 from rqscope.monitor.snapshot import Snapshot
 
@@ -27,7 +30,14 @@ def notifiers_from(settings: Settings) -> list[Notifier]:
     if settings.smtp_host and settings.smtp_from:
         notifiers.append(Email(settings.smtp_host, settings.smtp_port, settings.smtp_from, settings.smtp_to,
                                starttls=settings.smtp_starttls, severities=settings.smtp_severities))  # fmt: skip
-    return notifiers
+    return distinct_names(notifiers)
+
+
+def distinct_names(notifiers: list[Notifier]) -> list[Notifier]:
+    """Two receivers on one host (say two webhook paths) get a digest of their whole target in their name."""
+    taken = Counter(n.name for n in notifiers)
+    return [replace(n, name=f"{n.name}-{digest(repr(n))}") if taken[n.name] > 1 else n  # type: ignore[type-var]
+            for n in notifiers]  # fmt: skip
 
 
 def build_engine(settings: Settings, redis: Redis, snapshot: Callable[[], Snapshot]) -> AlertEngine:
@@ -44,6 +54,8 @@ def _guarded(step: Callable[[], object], name: str) -> Callable[[], None]:
             step()
         except RedisError as exc:  # the next run tries again; evaluation never stops over one failure
             log.warning("alert %s skipped: %s", name, exc)
+        except Exception:  # a bug: logged with its traceback, and the next run goes on
+            log.exception("alert %s failed", name)
 
     return run
 
