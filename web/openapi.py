@@ -41,6 +41,18 @@ FILTER_SCHEMA = {
     },
 }
 READ = _errors(401, 403, 503)
+DEAD_LETTER = {
+    "type": "object",
+    "description": "a notification that was never delivered: receiver name, alert, status, reason, time (epoch s)",
+    "properties": {"receiver": {"type": "string"}, "status": {"type": "string", "enum": ["firing", "resolved"]},
+                   "alert": OBJECT, "reason": {"type": "string"}, "at": {"type": "number"},
+                   "attempts": {"type": "integer"}},
+}
+ALERTS = {
+    "type": "object",
+    "properties": {"alerts": {"type": "array", "items": OBJECT}, "history": {"type": "array", "items": OBJECT},
+                   "dead_letters": {"type": "array", "items": DEAD_LETTER}},
+}
 ACT = _errors(400, 401, 403, 415, 503)
 
 SPEC: dict[str, Any] = {
@@ -118,7 +130,9 @@ SPEC: dict[str, Any] = {
                      "requestBody": {"required": True, "content": {"application/json": {"schema": OBJECT}}},
                      "responses": {"200": _json(OBJECT), **ACT, **_errors(404, 409)}},
         },
-        "/api/alerts": {"get": {"summary": "Pending, firing and recently resolved alerts", "responses": {"200": _json(OBJECT), **READ}}},
+        "/api/alerts": {"get": {"summary": "Pending, firing and recently resolved alerts, their history, and the "
+                                           "notifications that could never be delivered",
+                                "responses": {"200": _json(ALERTS), **READ}}},
         "/api/silences": {
             "get": {"summary": "Silences", "responses": {"200": _json(OBJECT), **READ}},
             "post": {"summary": "Silence alerts whose labels match, for a duration",
