@@ -36,10 +36,12 @@ class SnapshotCollector:
     def __init__(self, cache: SnapshotCache, self_metrics: SelfMetrics) -> None:
         self.cache = cache
         self.self_metrics = self_metrics
+        self.redis_up = True  # as this scrape's snapshot found it
 
     def collect(self) -> Iterable[Metric]:
         started = time.perf_counter()
         snapshot = self.cache.get()
+        self.redis_up = snapshot.redis.up
         if not snapshot.redis.up:
             self.self_metrics.errors.labels("redis").inc()
         try:
@@ -55,10 +57,13 @@ class SnapshotCollector:
 class NotificationCollector:
     """Alert delivery outcomes, counted in Redis by whichever process sent (any of them may lead)."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, snapshots: SnapshotCollector) -> None:
         self.redis = redis
+        self.snapshots = snapshots
 
     def collect(self) -> Iterable[Metric]:
+        if not self.snapshots.redis_up:  # this scrape already waited for Redis once: not twice
+            return []
         try:
             counts = notification_counts(self.redis)
         except RedisError as exc:  # Redis is away: no value rather than a counter reset to 0
@@ -72,8 +77,9 @@ def build_registry(cache: SnapshotCache, redis: Redis | None = None) -> Collecto
     registry = CollectorRegistry(auto_describe=False)
     holder = CollectorRegistry(auto_describe=False)
     self_metrics = SelfMetrics(holder)
-    registry.register(SnapshotCollector(cache, self_metrics))
+    snapshots = SnapshotCollector(cache, self_metrics)
+    registry.register(snapshots)
     if redis is not None:
-        registry.register(NotificationCollector(redis))
+        registry.register(NotificationCollector(redis, snapshots))
     registry.register(holder)  # type: ignore[arg-type]
     return registry
