@@ -16,6 +16,7 @@ from rqscope.monitor.snapshot import (
     REGISTRY_KEY_TEMPLATES,
     RESULTS_KEY_TEMPLATE,
     as_text,
+    exact,
 )
 
 ORDERS = ("newest", "oldest")
@@ -98,7 +99,7 @@ def decode_exc(raw: Any) -> str:
 def entry_key(queue: str, state: str) -> bytes:
     """The queue's list or registry key; a name decoded with surrogateescape keys its exact bytes."""
     key = QUEUE_KEY_PREFIX + queue if state == "queued" else REGISTRY_KEY_TEMPLATES[state].format(queue=queue)
-    return key.encode("utf-8", "surrogateescape")
+    return exact(key)
 
 
 def _job_id(state: str, entry: Any) -> str:

@@ -20,7 +20,14 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from redis import Redis
-from rqscope.monitor.snapshot import JOB_KEY_TEMPLATE, QUEUE_KEY_PREFIX, QUEUES_KEY, REGISTRY_KEY_TEMPLATES, as_text
+from rqscope.monitor.snapshot import (
+    JOB_KEY_TEMPLATE,
+    QUEUE_KEY_PREFIX,
+    QUEUES_KEY,
+    REGISTRY_KEY_TEMPLATES,
+    as_text,
+    exact,
+)
 from rqscope.tasks.rq_internals import KEYS, promote_held
 
 BATCH_SIZE = 500
@@ -91,15 +98,16 @@ class Retrier:
 
     def retry(self, queue: str, ids: Sequence[str]) -> int:
         """Move these ids from the queue's failed registry back onto the queue; return how many moved."""
+        # bytes, so that a queue name that is not UTF-8 keys its exact bytes
         keys = [
-            REGISTRY_KEY_TEMPLATES["failed"].format(queue=queue),
-            QUEUE_KEY_PREFIX + queue,
+            exact(REGISTRY_KEY_TEMPLATES["failed"].format(queue=queue)),
+            exact(QUEUE_KEY_PREFIX + queue),
             QUEUES_KEY,
             KEYS.rate_limit_keys,
         ]
         moved = 0
         for batch in batches(dict.fromkeys(ids), self.batch_size):
-            args = [JOB_KEY_TEMPLATE.format(id=""), QUEUE_KEY_PREFIX + queue, rq_timestamp(),
+            args = [JOB_KEY_TEMPLATE.format(id=""), exact(QUEUE_KEY_PREFIX + queue), rq_timestamp(),
                     KEYS.rate_limit_config(""), time.time(), *batch]  # fmt: skip
             reply = self.script(keys=keys, args=args)  # type: ignore[arg-type]
             moved += int(reply[0])
@@ -109,7 +117,7 @@ class Retrier:
 
     def failed_ids(self, queue: str) -> list[str]:
         """Every id in the failed registry now: the bound for "retry all", so it cannot run forever."""
-        raw = cast(list[Any], self.redis.zrange(REGISTRY_KEY_TEMPLATES["failed"].format(queue=queue), 0, -1))
+        raw = cast(list[Any], self.redis.zrange(exact(REGISTRY_KEY_TEMPLATES["failed"].format(queue=queue)), 0, -1))
         return [item.decode() if isinstance(item, bytes) else str(item) for item in raw]
 
     def retry_all(self, queue: str) -> int:

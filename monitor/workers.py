@@ -10,6 +10,7 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from rq.registry import StartedJobRegistry
 from rq.utils import now
+from rqscope.monitor.display import DisplaySerializer
 from rqscope.monitor.snapshot import WORKER_KEY_PREFIX, WORKERS_KEY, WorkerState
 from rqscope.tasks.metrics import record_run
 from rqscope.tasks.rq_internals import KEYS, fail_job
@@ -47,7 +48,8 @@ def _held_job(redis: Redis, worker: WorkerState) -> Job | None:
     if not worker.current_job:
         return None
     try:
-        return Job.fetch(worker.current_job, connection=redis)
+        # the restricted serializer: reading the job's function name never runs code from Redis
+        return Job.fetch(worker.current_job, connection=redis, serializer=DisplaySerializer())
     except NoSuchJobError:
         return None
 

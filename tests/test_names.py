@@ -49,10 +49,7 @@ def test_the_url_encoding_round_trips_every_name(raw: bytes) -> None:
     assert decode_segment(encoded(raw)) == text(raw) or raw in (b"", b".", b"..")
 
 
-RETRY_NOT_UTF8 = pytest.mark.xfail(
-    strict=True, reason="monitor/retry.py builds text keys that redis-py encodes as strict UTF-8: the route answers 422"
-)
-RETRY_NAMES = [pytest.param(raw, marks=RETRY_NOT_UTF8) if raw == b"q\xff" else raw for raw in RAW_NAMES]
+RETRY_NAMES = RAW_NAMES
 
 
 def reads(client: FlaskClient, name: str, ids: list[str]) -> None:

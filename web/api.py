@@ -38,11 +38,8 @@ def _known_queue(name: str) -> None:
 
 
 def retry_in(queue: str, ids: list[str]) -> int:
-    """Retry these failed jobs of the queue; a name that is not UTF-8 gets a 422, not a 500."""
-    try:
-        return Retrier(state().redis).retry(queue, ids)
-    except UnicodeEncodeError:  # Retrier builds text keys, which redis-py encodes as strict UTF-8
-        abort(422, f"retry cannot yet address the queue {names.label(queue)!r}: its name is not UTF-8")
+    """Retry these failed jobs of the queue."""
+    return Retrier(state().redis).retry(queue, ids)
 
 
 def _audit(who: Identity, action: str, target: str, count: int) -> None:

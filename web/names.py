@@ -20,6 +20,7 @@ from urllib.parse import quote, unquote_to_bytes, urlsplit
 
 from flask import Flask
 from flask.sansio.blueprints import BlueprintSetupState
+from rqscope.monitor.snapshot import exact
 from werkzeug.routing import BaseConverter
 
 KEEP_ENCODED = frozenset(b"%/;")  # decoding these would change how the path splits or decodes
@@ -30,9 +31,7 @@ SURROGATE = re.compile("[\udc80-\udcff]")
 INSTALLED = "rqscope.names"
 
 
-def to_bytes(name: str) -> bytes:
-    """The exact bytes of a name decoded with surrogateescape, as Redis keys need them."""
-    return name.encode("utf-8", "surrogateescape")
+to_bytes = exact  # the exact bytes of a name decoded with surrogateescape, as Redis keys need them
 
 
 def from_bytes(raw: bytes) -> str:
