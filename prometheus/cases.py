@@ -175,4 +175,5 @@ SCENARIOS: dict[str, tuple[Callable[[Rule, Timeline, bool], Case], bool]] = {
     "redis_rejected_connections": (_counter("rqscope_redis_rejected_connections_total", {}), True),
     "redis_memory": (_share("rqscope_redis_memory_used_bytes", "rqscope_redis_memory_max_bytes"), False),
     "redis_down": (_redis_down, False),
+    "rate_limit_held": (_gauge("rqscope_rate_limit_oldest_held_seconds", {"key": "partner-api"}), False),
 }

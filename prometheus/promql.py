@@ -173,6 +173,13 @@ TEMPLATES: dict[str, Template] = {
         "",
     ),
     "redis_down": Template(lambda q, w: "rqscope_redis_up == 0", None, "", "Redis is unreachable from rqscope", ""),
+    "rate_limit_held": Template(
+        lambda q, w: "rqscope_rate_limit_oldest_held_seconds",
+        ">",
+        "seconds",
+        "a job held back by the concurrency limit has waited more than {threshold} for a slot",
+        "",
+    ),
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,7 @@ from rqscope.monitor.alerts.evaluate import evaluate
 from rqscope.monitor.alerts.rules import KINDS, Rule, load_rules, parse_duration
 from rqscope.monitor.alerts.state import FIRING, PENDING, RESOLVED, advance
 from rqscope.monitor.rates import Minute, Series
-from rqscope.monitor.snapshot import QueueState, RedisState, Snapshot, WorkerState
+from rqscope.monitor.snapshot import QueueState, RateLimitState, RedisState, Snapshot, WorkerState
 from rqscope.tasks.errors import SettingsError
 from rqscope.tasks.procstats import ProcessSample
 
@@ -73,6 +74,11 @@ def rule(kind: str, threshold: float = 0.0, **kwargs) -> Rule:  # type: ignore[n
     return Rule(name=kind, kind=kind, threshold=threshold, **kwargs)
 
 
+def held_back(*waits: float) -> Snapshot:
+    limits = tuple(RateLimitState(f"key-{i}", 2, 2, 3, wait) for i, wait in enumerate(waits))
+    return dataclasses.replace(snapshot(), rate_limits=limits)
+
+
 def series_for(queue_name: str, runs: int, failed: int) -> Series:
     minute = Minute(0, outcomes={"success": runs - failed, "failure": failed, "retried": 0, "timeout": 0, "killed": 0})
     return Series([0], [minute], {}, {queue_name: [minute]})
@@ -97,6 +103,7 @@ def series_for(queue_name: str, runs: int, failed: int) -> Series:
         (rule("redis_memory", 0.9), snapshot(info={"maxmemory": 100.0, "used_memory": 95.0}), None, [True]),
         (rule("redis_memory", 0.9), snapshot(info={"maxmemory": 0.0, "used_memory": 95.0}), None, []),
         (rule("redis_down"), snapshot(up=False), None, [True]),
+        (rule("rate_limit_held", 600), held_back(601, 599), None, [True, False]),
         (rule("queue_depth", 0), snapshot([queue(queued=5)], up=False), None, []),
     ],
 )  # fmt: skip

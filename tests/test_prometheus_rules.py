@@ -115,11 +115,12 @@ def test_every_kind_has_a_promql_template_and_a_promtool_scenario() -> None:
 
 
 def test_summaries_read_as_rqscopes_own_notifications() -> None:
-    labels = {"job": "rqscope", "instance": "web:9190", "redis": "main", "queue": "emails", "role": "worker"}
+    labels = {"job": "rqscope", "instance": "web:9190", "redis": "main", "queue": "emails", "role": "worker",
+              "key": "partner-api"}  # fmt: skip
     for rule in load_rules():
         for value in (0.0, 0.25, 0.5, 7.0):  # values on which Python's and Go's formats agree
             mine = annotate.render(annotate.annotation_parts(rule)["summary"], labels, value)
-            kept = tuple((k, labels[k]) for k in ("queue", "role") if k in labels)
+            kept = tuple((k, labels[k]) for k in ("queue", "role", "key") if k in labels)
             assert mine == _summary(Observation(rule, kept, value, True)), rule.name
 
 

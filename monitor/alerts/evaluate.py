@@ -95,6 +95,10 @@ def evaluate(rules: tuple[Rule, ...], snapshot: Snapshot, series: Series | None,
         elif rule.kind == "redis_rejected_connections":
             rejected = info.get("rejected_connections", 0.0)
             observations += _global(rule, rejected, rejected > rule.threshold)
+        elif rule.kind == "rate_limit_held":
+            for limit in snapshot.rate_limits:
+                waited = limit.oldest_held_seconds
+                observations.append(Observation(rule, (("key", limit.key),), waited, waited > rule.threshold))
         elif rule.kind == "redis_memory" and info.get("maxmemory"):
             ratio = info.get("used_memory", 0.0) / info["maxmemory"]
             observations += _global(rule, ratio, ratio > rule.threshold)

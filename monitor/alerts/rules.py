@@ -28,6 +28,7 @@ KINDS: dict[str, tuple[str, bool]] = {
     "redis_rejected_connections": ("Redis rejected connections since start above N", False),
     "redis_memory": ("Redis used memory above R of maxmemory", False),
     "redis_down": ("Redis unreachable (threshold unused)", False),
+    "rate_limit_held": ("a job held back by an rq concurrency limit has waited more than S seconds", False),
 }
 SEVERITIES = ("critical", "warning", "info")
 DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")

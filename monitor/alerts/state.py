@@ -56,7 +56,8 @@ class Notification:
 def _summary(observation: Observation) -> str:
     template = observation.rule.summary or observation.rule.name
     try:
-        return template.format(**{"queue": "", "role": "", **dict(observation.labels), "value": observation.value})
+        labels = {"queue": "", "role": "", "key": "", **dict(observation.labels)}
+        return template.format(**labels, value=observation.value)
     except (KeyError, ValueError, IndexError, AttributeError):
         return template
 
