@@ -54,11 +54,11 @@ def traces(redis: Redis, ids: list[str]) -> list[str]:
         b"zset": lambda k: redis.zrange(k, 0, -1),
     }
     for key in redis.scan_iter(count=1000):
-        text = key.decode()
+        text = key.decode("utf-8", "replace")
         if text.endswith(":dependencies") and not any(job_id in text for job_id in ids):
             continue  # a job still waiting on a deleted one keeps naming it, as after RQ's Job.delete
         read = members.get(redis.type(key))
-        values = [m.decode() for m in read(key)] if read else []
+        values = [m.decode("utf-8", "replace") for m in read(key)] if read else []
         for job_id in ids:
             if job_id in text or any(job_id in value for value in values):
                 found.append(f"{text} ({job_id})")
@@ -218,3 +218,14 @@ def test_an_interrupted_empty_is_finished_by_the_next(real_redis: Redis) -> None
     assert Queue("default", connection=real_redis).job_ids == later
     assert empty(real_redis, "default", "queued") == 1_100 - BATCH + 2
     assert traces(real_redis, ids + later) == [] and real_redis.hlen(delete.PENDING_KEY) == 0
+
+
+def test_a_queue_whose_name_is_not_utf8(real_redis: Redis) -> None:
+    name = b"q\xff/..%\n".decode("utf-8", "surrogateescape")
+    ids = [f"job-{i}" for i in range(3)]
+    for job_id in ids:
+        real_redis.hset(f"rq:job:{job_id}", mapping={"origin": b"q\xff/..%\n", "status": "queued"})
+    real_redis.rpush(b"rq:queue:q\xff/..%\n", *ids)
+    assert delete_jobs(real_redis, name, "queued", ids[:1]) == 1
+    assert empty(real_redis, name, "queued") == 2
+    assert traces(real_redis, ids) == [] and real_redis.hlen(delete.PENDING_KEY) == 0
