@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from rqscope.monitor.snapshot import JOB_STATES, QueueState, Snapshot, WorkerState
+from rqscope.monitor.snapshot import JOB_STATES, QueueState, RateLimitState, Snapshot, WorkerState
 
 
 def iso(moment: datetime | float | None) -> str | None:
@@ -52,6 +52,16 @@ def worker_row(worker: WorkerState) -> dict[str, Any]:
     }
 
 
+def rate_limit_row(limit: RateLimitState) -> dict[str, Any]:
+    return {
+        "key": limit.key,
+        "concurrency": limit.concurrency,
+        "allowed": limit.allowed,
+        "held": limit.held,
+        "oldest_held_seconds": round(limit.oldest_held_seconds, 3),
+    }
+
+
 def redis_row(snapshot: Snapshot) -> dict[str, Any]:
     info = snapshot.redis.info
     return {
@@ -74,6 +84,7 @@ def snapshot_dict(snapshot: Snapshot) -> dict[str, Any]:
         "queues": [queue_row(q) for q in snapshot.queues],
         "workers": [worker_row(w) for w in snapshot.workers],
         "cron_schedulers": snapshot.cron_schedulers,
+        "rate_limits": [rate_limit_row(limit) for limit in snapshot.rate_limits],
     }
 
 

@@ -233,3 +233,21 @@ def test_a_redis_that_stops_answering_gives_503_within_the_timeout(real_settings
         sleeper.join()
         other.close()
     assert client.get("/api/queues").status_code == 200  # recovers on its own
+
+
+@pytest.mark.skipif(not hasattr(Queue, "_enqueue_rate_limited_job"), reason="concurrency limits arrived in rq 3.0")
+def test_concurrency_limits_and_the_ready_registry_are_shown(real_client: FlaskClient, real_redis: Redis) -> None:
+    from rq.rate_limit import RateLimit  # type: ignore[import-not-found]
+
+    queue = Queue("default", connection=real_redis)
+    for i in range(4):
+        queue.enqueue(len, [i], rate_limit=RateLimit("partner <api>", 1))
+    body = real_client.get("/api/queues").get_json()
+    assert [(r["key"], r["concurrency"], r["allowed"], r["held"]) for r in body["rate_limits"]] == [
+        ("partner <api>", 1, 1, 3)
+    ]
+    assert body["queues"][0]["counts"]["ready"] == 0 and "ready" in body["totals"]
+    page = real_client.get("/", headers={"Accept": "text/html"}).get_data(as_text=True)
+    assert "Concurrency limits" in page and "partner &lt;api&gt;" in page and "<api>" not in page
+    listed = real_client.get("/api/queues/default/jobs?state=ready").get_json()
+    assert listed["total"] == 0 and listed["jobs"] == []

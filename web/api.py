@@ -15,7 +15,7 @@ from rqscope.monitor.alerts.rules import parse_duration
 from rqscope.monitor.delete import empty
 from rqscope.monitor.exceptions import summaries
 from rqscope.monitor.jobs import MAX_PER_PAGE, ORDERS, JobLister
-from rqscope.monitor.report import queue_row, redis_row, totals, worker_row
+from rqscope.monitor.report import queue_row, rate_limit_row, redis_row, totals, worker_row
 from rqscope.monitor.retry import Retrier
 from rqscope.monitor.snapshot import JOB_STATES, QUEUE_KEY_PREFIX, QUEUES_KEY, Snapshot
 from rqscope.web import names
@@ -58,7 +58,12 @@ def queues() -> tuple[Response, int]:
     current = state()
     require_viewer(current.settings)
     snapshot = current.snapshots.get()
-    return _snapshot_answer(snapshot, totals=totals(snapshot), queues=[queue_row(q) for q in snapshot.queues])
+    return _snapshot_answer(
+        snapshot,
+        totals=totals(snapshot),
+        queues=[queue_row(q) for q in snapshot.queues],
+        rate_limits=[rate_limit_row(limit) for limit in snapshot.rate_limits],
+    )
 
 
 @bp.get("/workers")
