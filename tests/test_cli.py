@@ -14,6 +14,7 @@ import psutil
 import pytest
 from redis import Redis
 from rqscope.web.cli import build_parser, main, settings_from
+from werkzeug.security import generate_password_hash
 
 from tests.helpers import http_status, rqscope_command, spawn, stop, wait_for
 
@@ -98,7 +99,9 @@ def test_demo_serves_processes_jobs_and_stops_cleanly_on_ctrl_c(tmp_path: Path) 
     port = free_port()
     demo = spawn(
         rqscope_command("demo", "--port", str(port), "--rate", "20"),
-        {"TMPDIR": str(tmp_path)},
+        # credentials in the user's environment do not reach the demo's --no-auth sidecar
+        {"TMPDIR": str(tmp_path), "RQSCOPE_VIEWER_TOKEN": "viewer-token-0123456789ab",
+         "RQSCOPE_USERS": f"ops:operator:{generate_password_hash('pw')}"},  # fmt: skip
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         start_new_session=True,  # a terminal of its own: Ctrl-C signals the whole foreground group

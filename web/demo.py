@@ -68,7 +68,8 @@ class Demo:
             "RQSCOPE_PUBLISH_INTERVAL": "2",
             "RQSCOPE_LOG_LEVEL": "WARNING",
         }
-        env.pop("RQSCOPE_API_TOKEN", None)
+        for credential in ("RQSCOPE_API_TOKEN", "RQSCOPE_VIEWER_TOKEN", "RQSCOPE_USERS", "RQSCOPE_METRICS_TOKEN"):
+            env.pop(credential, None)  # the demo's sidecar runs --no-auth, which refuses to start beside credentials
         demo_state_dir().mkdir(mode=0o700, exist_ok=True)
         demo_url_file().write_text(self.redis.url)
         for n in range(self.workers):
