@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -79,6 +80,10 @@ class Server:
             )
         try:
             wait_until(self._ready, 90, interval=0.2, what=f"{self.name} answering on {self.url}")
+        except TimeoutError as exc:
+            tail = self.log_tail()
+            self.close()
+            raise RuntimeError(f"{exc}; its log ends:\n{tail}") from exc
         except BaseException:
             self.close()
             raise
@@ -88,11 +93,16 @@ class Server:
         self.close()
 
     def close(self) -> None:
+        """Stop the server and what it started, by pid; its log goes too (a failed start quotes it)."""
         if self.process is not None:
             stop_process(self.process)
+        shutil.rmtree(self.log.parent, ignore_errors=True)
 
     def log_tail(self, lines: int = 30) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
 
 
 def rqscope_env(redis_url: str, base: Mapping[str, str] | None = None) -> dict[str, str]:

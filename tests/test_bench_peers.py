@@ -18,7 +18,7 @@ from bench import peers
 from bench.fill import fill_state
 from bench.peers import MARKER, REQUIREMENTS, PeersEnv, peers_root
 from bench.scrape import queued_total
-from bench.servers import Reply, alternate, rqscope_env, rqscope_serve, timed_request
+from bench.servers import Reply, Server, alternate, rqscope_env, rqscope_serve, timed_request
 
 REPO = Path(__file__).resolve().parent.parent
 PEER_ONLY = {"rq", "redis", "rq-exporter", "rq-dashboard", "six"}
@@ -125,3 +125,10 @@ def test_bench_scripts_load_in_the_products_environment_without_the_peers() -> N
     code = f"import sys, bench.scrape, bench.dashboard; print({peers_loaded})"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_a_server_that_dies_at_start_is_reported_with_its_log_and_cleaned_up() -> None:
+    server = Server("broken", lambda port: [sys.executable, "-c", f"print('no port {port} for you'); exit(3)"], {}, "/")
+    with pytest.raises(RuntimeError, match=r"(?s)broken exited with 3.*no port \d+ for you"):
+        server.__enter__()
+    assert not server.log.parent.exists()
