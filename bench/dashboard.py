@@ -23,7 +23,7 @@ from redis import Redis
 from bench.common import count_commands, machine, throwaway_redis
 from bench.fill import fill_state
 from bench.peers import peers_env, rq_dashboard_command
-from bench.servers import Reply, Server, Summary, alternate, rqscope_serve, timed_request
+from bench.servers import Reply, Server, Summary, alternate, cold_gap, rqscope_serve, timed_request
 
 PEER = "rq-dashboard"
 FAILED_QUEUE = "queue-000"
@@ -128,7 +128,7 @@ def _clear(admin: Redis) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7, help="timed requests of each server per read")
-    parser.add_argument("--gap", type=float, default=1.2, help="seconds between the starts of two requests")
+    parser.add_argument("--gap", type=cold_gap, default=1.2, help="seconds between the starts of two requests")
     parser.add_argument("--retry-jobs", type=int, default=10_000)
     parser.add_argument("--scale", type=float, default=1.0, help="multiply job counts (for a quick run)")
     args = parser.parse_args()

@@ -25,7 +25,7 @@ from rqscope.web import create_app
 from bench.common import CountingConnection, count_commands, counting_client, machine, median, throwaway_redis
 from bench.fill import fill_state
 from bench.peers import PeersEnv, peers_env, rq_exporter_command
-from bench.servers import Reply, Server, Summary, alternate, rqscope_serve, timed_request
+from bench.servers import Reply, Server, Summary, alternate, cold_gap, rqscope_serve, timed_request
 
 PEER = "rq-exporter"
 WARM_UP_ROUNDS = 4  # enough for both gunicorn workers to load their scripts and connections before timing
@@ -118,7 +118,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=30, help="timed scrapes of each exporter")
     parser.add_argument("--tenfold-rounds", type=int, default=10, help="the same at 10x queues and workers (0: skip)")
-    parser.add_argument("--gap", type=float, default=1.2, help="seconds between the starts of two scrapes")
+    parser.add_argument("--gap", type=cold_gap, default=1.2, help="seconds between the starts of two scrapes")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply job counts (for a quick run)")
     args = parser.parse_args()
     peers = peers_env().ensure()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import http.client
 import os
 import shutil
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rqscope.monitor.embedded import free_port
+from rqscope.monitor.settings import DEFAULT_SNAPSHOT_TTL
 
 from bench.common import REPO, stop_process, wait_until
 
@@ -130,6 +132,16 @@ def rqscope_serve(redis_url: str) -> Server:
         ]
 
     return Server("rqscope serve", command, rqscope_env(redis_url), "/readyz")
+
+
+def cold_gap(text: str | float) -> float:
+    """A gap between requests after which rqscope's snapshot cache has expired by its next turn of two."""
+    gap = float(text)
+    if 2 * gap <= DEFAULT_SNAPSHOT_TTL:
+        raise argparse.ArgumentTypeError(
+            f"{gap} s apart, rqscope is asked again within its {DEFAULT_SNAPSHOT_TTL} s cache"
+        )
+    return gap
 
 
 def alternate(requests: Mapping[str, Callable[[], Reply]], rounds: int, gap: float) -> dict[str, list[float]]:

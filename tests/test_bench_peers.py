@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 import time
@@ -18,7 +19,7 @@ from bench import peers
 from bench.fill import fill_state
 from bench.peers import MARKER, REQUIREMENTS, PeersEnv, peers_root
 from bench.scrape import queued_total
-from bench.servers import Reply, Server, alternate, rqscope_env, rqscope_serve, timed_request
+from bench.servers import Reply, Server, alternate, cold_gap, rqscope_env, rqscope_serve, timed_request
 
 REPO = Path(__file__).resolve().parent.parent
 PEER_ONLY = {"rq", "redis", "rq-exporter", "rq-dashboard", "six"}
@@ -132,3 +133,9 @@ def test_a_server_that_dies_at_start_is_reported_with_its_log_and_cleaned_up() -
     with pytest.raises(RuntimeError, match=r"(?s)broken exited with 3.*no port \d+ for you"):
         server.__enter__()
     assert not server.log.parent.exists()
+
+
+def test_a_gap_short_enough_to_hit_rqscopes_cache_is_refused() -> None:
+    assert cold_gap("1.2") == 1.2
+    with pytest.raises(argparse.ArgumentTypeError, match="within its 1.0 s cache"):
+        cold_gap("0.5")
