@@ -133,12 +133,19 @@ def main() -> None:
     }
     with throwaway_redis() as (server, admin):
         fill_state(admin, queues=50, workers=100, **jobs)
-        run_state(server.url, admin, peers, "50 queues, 100 workers, 140k jobs:", args.rounds, args.gap)
+        run_state(
+            server.url, admin, peers, f"50 queues, 100 workers, {sum(jobs.values()):,} jobs:", args.rounds, args.gap
+        )
         if args.tenfold_rounds:
             admin.flushall()
             fill_state(admin, queues=500, workers=1000, **jobs)
             run_state(
-                server.url, admin, peers, "500 queues, 1000 workers (10x), 140k jobs:", args.tenfold_rounds, args.gap
+                server.url,
+                admin,
+                peers,
+                f"500 queues, 1000 workers (10x), {sum(jobs.values()):,} jobs:",
+                args.tenfold_rounds,
+                args.gap,
             )
 
 
