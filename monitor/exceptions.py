@@ -5,15 +5,18 @@ so a job that fails again comes back with a new score. Each process remembers th
 the entries it has read, and a view reads only the entries it has not seen, at most `step` of them,
 newest first. It counts the longest run of newest entries whose types are known and says how many
 that was: a cold start at a million failed jobs shows the newest 2,000, and each later view extends
-the count by up to 2,000 more until it covers the newest `limit` (10,000). One view therefore costs
+the count by up to 2,000 more until it covers the newest `limit` (10,000). A view costs three
+O(log N) reads while the registry's size, newest entry and window's last entry stay the same, else
 one ZREVRANGE of at most `limit` entries plus at most `step` result reads, whatever the registry's size.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter, OrderedDict
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple, cast
 
 from redis import Redis
@@ -22,6 +25,7 @@ from rqscope.monitor.snapshot import JOB_KEY_TEMPLATE
 
 SUMMARY_LIMIT = 10_000  # newest failed jobs a summary covers
 SUMMARY_STEP = 2_000  # entries one view reads at most: about 5 ms of Redis time when idle
+REREAD_SECONDS = 30.0  # an unchanged-looking registry's window is read again after this long
 MAX_QUEUES = 16  # queues whose entries a process remembers, least recently viewed forgotten first
 EXTENSION = "rqscope.exception_summaries"
 UNKNOWN = "unknown"
@@ -47,27 +51,47 @@ def exception_type(result: Any, exc_info: Any) -> str:
     return (split_exception(text)[0] if text else None) or UNKNOWN
 
 
+@dataclass
+class _Memory:
+    """What a process knows of one queue's failed registry."""
+
+    known: dict[bytes, tuple[float, str]] = field(default_factory=dict)  # id -> (score, exception type)
+    fingerprint: tuple[Any, ...] = ()
+    summary: ExceptionSummary | None = None  # set once it covered the whole window
+    read_at: float = 0.0
+
+
 class ExceptionSummaries:
     """Per-process memory of failed entries' exception types, for one Redis."""
 
     def __init__(
-        self, redis: Redis, limit: int = SUMMARY_LIMIT, step: int = SUMMARY_STEP, max_queues: int = MAX_QUEUES
-    ) -> None:
+        self, redis: Redis, limit: int = SUMMARY_LIMIT, step: int = SUMMARY_STEP, max_queues: int = MAX_QUEUES,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:  # fmt: skip
         self.redis = redis
         self.limit = limit
         self.step = step
         self.max_queues = max_queues
-        self._known: OrderedDict[str, dict[bytes, tuple[float, str]]] = OrderedDict()
+        self.clock = clock
+        self._memory: OrderedDict[str, _Memory] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, queue: str) -> ExceptionSummary:
         """Counts per exception type over the newest failed jobs this view could cover."""
+        key = entry_key(queue, "failed")
         pipe = self.redis.pipeline(transaction=False)
-        pipe.zcard(entry_key(queue, "failed"))
-        pipe.zrevrange(entry_key(queue, "failed"), 0, self.limit - 1, withscores=True)
-        total, window = cast(tuple[int, list[tuple[bytes, float]]], pipe.execute())
+        pipe.zcard(key)
+        pipe.zrevrange(key, 0, 0, withscores=True)
+        pipe.zrevrange(key, self.limit - 1, self.limit - 1, withscores=True)
+        fingerprint = tuple(cast(list[Any], pipe.execute()))
         with self._lock:
-            known = self._known.get(queue, {})  # never changed in place: a new dict replaces it below
+            memory = self._memory.get(queue) or _Memory()  # never changed in place: a new one replaces it
+        # Same size, newest and last entry of the window: the window is unchanged, short of a removal and
+        # an insertion inside it between two views, which a re-read every REREAD_SECONDS catches
+        if memory.summary and memory.fingerprint == fingerprint and self.clock() - memory.read_at < REREAD_SECONDS:
+            return memory.summary
+        window = cast(list[tuple[bytes, float]], self.redis.zrevrange(key, 0, self.limit - 1, withscores=True))
+        known = memory.known
         unseen = [job_id for job_id, score in window if known.get(job_id, (None,))[0] != score][: self.step]
         types = self._read(unseen)
         scores = dict(window)
@@ -81,12 +105,14 @@ class ExceptionSummaries:
                 break  # not read yet: a later view continues from here
             counts[entry[1]] += 1
             scanned += 1
+        summary = ExceptionSummary(counts, scanned, int(fingerprint[0]))
+        complete = summary if scanned == len(window) else None
         with self._lock:
-            self._known[queue] = known
-            self._known.move_to_end(queue)
-            while len(self._known) > self.max_queues:
-                self._known.popitem(last=False)
-        return ExceptionSummary(counts, scanned, int(total))
+            self._memory[queue] = _Memory(known, fingerprint, complete, self.clock())
+            self._memory.move_to_end(queue)
+            while len(self._memory) > self.max_queues:
+                self._memory.popitem(last=False)
+        return summary
 
     def _read(self, ids: list[bytes]) -> dict[bytes, str]:
         """Exception types of these jobs: their latest results in one round trip, exc_info where there is none."""

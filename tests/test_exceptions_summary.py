@@ -83,6 +83,21 @@ def test_each_view_reads_only_the_failures_it_has_not_seen(real_redis: Redis) ->
     assert commands(real_redis)["xrevrange"] == 2 + 1  # two older entries moved into the window, one re-failed
 
 
+def test_an_unchanged_registry_is_not_read_again(real_redis: Redis) -> None:
+    fail(real_redis, 30, "RuntimeError: old")
+    now = [0.0]
+    summaries = exceptions.ExceptionSummaries(real_redis, limit=20, clock=lambda: now[0])
+    first = summaries.get("default")
+    commands(real_redis)
+    assert summaries.get("default") == first == (Counter({"RuntimeError": 20}), 20, 30)
+    assert commands(real_redis) == Counter({"zcard": 1, "zrevrange": 2, "config|resetstat": 1})
+    now[0] += exceptions.REREAD_SECONDS
+    assert summaries.get("default") == first and commands(real_redis)["zrevrange"] == 3  # the window, once more
+    real_redis.zrem("rq:failed:default", real_redis.zrevrange("rq:failed:default", 3, 3)[0])
+    assert summaries.get("default") == (Counter({"RuntimeError": 20}), 20, 29)
+    assert commands(real_redis)["xrevrange"] == 1  # the entry that moved into the window
+
+
 def test_the_failed_page_reads_a_bounded_number_of_jobs(
     real_client: FlaskClient, real_redis: Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
