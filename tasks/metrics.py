@@ -47,17 +47,49 @@ def rollup_key(epoch_seconds: float) -> str:
     return ROLLUP_KEY_TEMPLATE.format(minute=int(epoch_seconds // 60))
 
 
+# KEYS: the run's marker, the metrics hash, the minute's rollup. ARGV: marker TTL, rollup TTL, outcome
+# field, sum field, bucket field, duration. A run whose marker exists was counted: a replayed write adds nothing.
+RECORD_ONCE = """
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 0 end
+redis.call('HINCRBY', KEYS[2], ARGV[3], 1)
+redis.call('HINCRBYFLOAT', KEYS[2], ARGV[4], ARGV[6])
+redis.call('HINCRBY', KEYS[2], ARGV[5], 1)
+redis.call('HINCRBY', KEYS[3], ARGV[3], 1)
+redis.call('HINCRBYFLOAT', KEYS[3], ARGV[4], ARGV[6])
+redis.call('EXPIRE', KEYS[3], ARGV[2])
+return 1
+"""
+RUN_MARKER_TEMPLATE = "rqscope:run:{id}"
+RUN_MARKER_TTL_SECONDS = 24 * 3600
+
+
 def record_run(
-    pipeline: Pipeline, task: str, queue: str, outcome: str, duration: float, now: float | None = None
+    pipeline: Pipeline,
+    task: str,
+    queue: str,
+    outcome: str,
+    duration: float,
+    now: float | None = None,
+    run_id: str | None = None,
 ) -> None:
-    """Queue the writes for one finished run on `pipeline`; the caller executes it once."""
+    """Queue the writes for one finished run on `pipeline`.
+
+    With a `run_id` (one per execution) they are one script that counts the run only once, however
+    often the write is replayed (a retried transaction after a lost reply); without, plain increments.
+    """
     if outcome not in OUTCOMES:
         raise ValueError(f"unknown outcome {outcome!r}")
     duration = max(0.0, float(duration)) if math.isfinite(duration) else 0.0
+    key = rollup_key(time.time() if now is None else now)
+    if run_id is not None:
+        keys = [RUN_MARKER_TEMPLATE.format(id=run_id), METRICS_KEY, key]
+        fields = [field_name(task, queue, kind) for kind in ("o:" + outcome, "sum", "b:" + bucket_for(duration))]
+        args = [RUN_MARKER_TTL_SECONDS, ROLLUP_TTL_SECONDS, *fields, repr(duration)]
+        pipeline.register_script(RECORD_ONCE)(keys=keys, args=args)
+        return
     pipeline.hincrby(METRICS_KEY, field_name(task, queue, "o:" + outcome), 1)
     pipeline.hincrbyfloat(METRICS_KEY, field_name(task, queue, "sum"), duration)
     pipeline.hincrby(METRICS_KEY, field_name(task, queue, "b:" + bucket_for(duration)), 1)
-    key = rollup_key(time.time() if now is None else now)
     pipeline.hincrby(key, field_name(task, queue, "o:" + outcome), 1)
     pipeline.hincrbyfloat(key, field_name(task, queue, "sum"), duration)
     pipeline.expire(key, ROLLUP_TTL_SECONDS)

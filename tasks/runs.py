@@ -25,8 +25,9 @@ class Run:
     outcome: str
     duration: float
 
-    def add_to(self, pipeline: Pipeline) -> None:
-        record_run(pipeline, self.task, self.queue, self.outcome, self.duration)
+    def add_to(self, pipeline: Pipeline, run_id: str | None = None) -> None:
+        """Queue this run's writes; with a run id, a replay of them counts nothing twice."""
+        record_run(pipeline, self.task, self.queue, self.outcome, self.duration, run_id=run_id)
 
 
 class _Handoff:

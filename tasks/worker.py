@@ -70,6 +70,6 @@ class InstrumentedWorker(HookedWorker):
         if run is None:
             return
         if pipeline is not None:
-            run.add_to(pipeline)
+            run.add_to(pipeline, run_id=self.run_id)
         else:
             write(self.connection, run)

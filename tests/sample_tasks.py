@@ -51,3 +51,27 @@ def t_fail_first(key: str) -> str:
     if job.connection.incr(key) == 1:
         raise RuntimeError("first run fails")
     return "second run ok"
+
+
+def _mark_run() -> int:
+    """Count this job's runs in the Redis named by RQSCOPE_TEST_MARK_URL, on a link of its own."""
+    from redis import Redis
+    from rq import get_current_job
+
+    job = get_current_job()
+    assert job is not None
+    with Redis.from_url(os.environ["RQSCOPE_TEST_MARK_URL"]) as redis:
+        return int(redis.incr(f"ran:{job.id}"))
+
+
+@task(queue="default")
+def t_marked() -> str:
+    _mark_run()
+    return "ok"
+
+
+@task(queue="default", retry=Retry(max=1))
+def t_marked_fails_once() -> str:
+    if _mark_run() == 1:
+        raise RuntimeError("first run fails; RQ retries it")
+    return "second run ok"

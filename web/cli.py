@@ -126,7 +126,9 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
         raise RqscopeError("--name must be 1 to 200 printable characters")
     import_task_modules(settings.task_modules)
     # no client name: every forked horse opens fresh connections, and naming costs each a round trip
-    client = make_client(settings, client_name=None, retries=1)
+    # no client-side retries: a transaction resent after a lost reply would record a job's outcome twice
+    # (a failure's Retry pushed twice); the worker waits an outage out at its own steps instead
+    client = make_client(settings, client_name=None, retries=0)
     queues = args.queues or list(DEFAULT_QUEUES)
     worker = InstrumentedWorker(queues, connection=client, name=args.name, publish_interval=settings.publish_interval)
     worker.work(burst=args.burst, with_scheduler=args.with_scheduler, logging_level=settings.log_level)

@@ -38,6 +38,10 @@ STOP_GRACE_SECONDS = 10.0
 T = TypeVar("T")
 
 
+def _execution_id(execution: Execution | None) -> str | None:
+    return execution.id if execution is not None else None
+
+
 class HookedWorker(Worker):
     """A forking RQ Worker that waits out Redis outages, stops safely and exposes its outcome pipelines."""
 
@@ -48,6 +52,7 @@ class HookedWorker(Worker):
         super().__init__(*args, **kwargs)
         verify_worker(self)
         self.forked_at = 0.0
+        self.run_id: str | None = None  # the execution whose outcome is being recorded
         self.failing = False
         self.holding_job = False
         self.stop_requested_at = 0.0
@@ -70,6 +75,7 @@ class HookedWorker(Worker):
         super().fork_work_horse(job, queue)
 
     def main_work_horse(self, job: Job, queue: Queue) -> None:
+        self.run_id = _execution_id(self.execution)
         self.in_horse()
         super().main_work_horse(job, queue)
 
@@ -180,8 +186,9 @@ class HookedWorker(Worker):
             self.patiently(self._settle, job, queue, *execution)
 
     def _settle(self, job: Job, queue: Queue, *execution: Execution) -> None:
-        """Fail a job whose horse is gone without an outcome; a recorded outcome is left as it is."""
-        if job.get_status() in (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED):
+        """Fail a job whose horse is gone without an outcome; a recorded outcome (finished, failed,
+        stopped, or requeued or scheduled by a retry) is left as it is."""
+        if job.get_status() != JobStatus.STARTED:
             return
         job.ended_at = now()
         self.handle_job_failure(job, queue, None, UNRECORDED, *execution)
@@ -191,6 +198,9 @@ class HookedWorker(Worker):
     def handle_job_failure(self, job: Job, queue: Queue, started_job_registry=None, exc_string: str = "",  # type: ignore[no-untyped-def]
                            *args: Any, **kwargs: Any) -> None:  # fmt: skip
         if not self.is_horse:
+            # RQ 3 passes the execution (and has already dropped it from self.executions); RQ 2 keeps it
+            passed = [a for a in (*args, *kwargs.values()) if isinstance(a, Execution)]
+            self.run_id = _execution_id(passed[0] if passed else self.execution)
             self.parent_run(job)  # the parent fails a job only when its horse died before RQ's bookkeeping
         self.failing = True
         try:
