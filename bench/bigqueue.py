@@ -162,12 +162,15 @@ def page_figures(url: str, admin: Redis, jobs: int, views: int) -> None:
     client = create_app(settings(url), testing=True).test_client()
     path = f"/queues/{FAILED_QUEUE}/failed"
     pages: list[str] = []
-    for view in range(1, views + 1):
+    for view in range(1, views + 2):
+        if view == views + 1:
+            fill(admin, 100, FAILED_QUEUE, failed=True)
         began = time.perf_counter()
         command_s, cpu_s, commands = redis_costs(admin, lambda: pages.append(client.get(path, headers=HTML).text))
         wall = time.perf_counter() - began
-        print(f"failed page, view {view}: {wall * 1000:6.0f} ms wall, Redis {command_s * 1000:5.1f} ms command time "
-              f"/ {cpu_s * 1000:5.0f} ms CPU, {commands:,} commands; summary: {summary_label(pages[-1])}")  # fmt: skip
+        name = f"view {view}" if view <= views else "after 100 new failures"
+        print(f"failed page, {name}: {wall * 1000:4.0f} ms wall, Redis {command_s * 1000:4.1f} ms command time "
+              f"/ {cpu_s * 1000:3.0f} ms CPU, {commands:,} commands; summary: {summary_label(pages[-1])}")  # fmt: skip
     ids = admin.zrevrange(f"rq:failed:{FAILED_QUEUE}", 0, 9_999)
     began = time.perf_counter()
     command_s, cpu_s, commands = redis_costs(admin, lambda: JobLister(admin).rows([i.decode() for i in ids], True))
