@@ -182,7 +182,7 @@ def page_figures(url: str, admin: Redis, jobs: int, views: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=1_000_000)
-    parser.add_argument("--views", type=int, default=6)
+    parser.add_argument("--views", type=int, default=8)
     parser.add_argument("--part", choices=("empty", "page", "both"), default="both")
     args = parser.parse_args()
     print(f"machine: {machine()}; date: {time.strftime('%Y-%m-%d')}")

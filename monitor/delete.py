@@ -163,9 +163,7 @@ def detach(redis: Redis, queue: str, state: str) -> str | None:
     return detached if moved else None
 
 
-def drain(
-    redis: Redis, detached: str, queue: str, state: str, batch: int = BATCH_SIZE, limit: int | None = None
-) -> int:
+def drain(redis: Redis, detached: str, queue: str, batch: int = BATCH_SIZE, limit: int | None = None) -> int:
     """Delete the jobs of a detached key one atomic batch at a time (at most `limit` entries); return how many."""
     deleted = 0
     while limit is None or deleted < limit:
@@ -193,4 +191,4 @@ def pending(redis: Redis, queue: str, state: str) -> list[str]:
 def empty(redis: Redis, queue: str, state: str, batch: int = BATCH_SIZE) -> int:
     """Delete every job the queue or registry holds now (and any an interrupted empty left); return how many."""
     detach(redis, queue, state)
-    return sum(drain(redis, key, queue, state, batch) for key in pending(redis, queue, state))
+    return sum(drain(redis, key, queue, batch) for key in pending(redis, queue, state))

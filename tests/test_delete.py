@@ -213,7 +213,7 @@ def test_a_filtered_delete_from_a_long_queue_is_bounded(real_client: FlaskClient
 def test_an_interrupted_empty_is_finished_by_the_next(real_redis: Redis) -> None:
     ids = fill_queue(real_redis, 1_100)
     detached = delete.detach(real_redis, "default", "queued")
-    assert delete.drain(real_redis, detached, "default", "queued", limit=BATCH) == BATCH  # then the process dies
+    assert delete.drain(real_redis, detached, "default", limit=BATCH) == BATCH  # then the process dies
     later = fill_queue(real_redis, 2)
     assert Queue("default", connection=real_redis).job_ids == later
     assert empty(real_redis, "default", "queued") == 1_100 - BATCH + 2
