@@ -64,7 +64,7 @@ def _mark_run() -> int:
         return int(redis.incr(f"ran:{job.id}"))
 
 
-@task(queue="default")
+@task(queue="default", queues=("high",))
 def t_marked() -> str:
     _mark_run()
     return "ok"

@@ -6,12 +6,14 @@ transaction that records a job's outcome has reached Redis, before its reply get
 
 from __future__ import annotations
 
+import itertools
 import subprocess
+from collections.abc import Callable
 
 import pytest
 from redis import Redis
 from rqscope.monitor.reader import fetch_snapshot
-from rqscope.tasks.registry import enqueue
+from rqscope.tasks.registry import REGISTRY, enqueue, enqueue_task
 
 from bench import ledger
 from tests.helpers import rqscope_command, spawn, stop
@@ -68,3 +70,27 @@ def test_a_retried_failure_whose_reply_is_lost_is_requeued_once(redis_server, re
     assert ran(real_redis, ids) == [2] * 6  # the failed run and its one retry, never a third
     assert runs(real_redis) == {"retried": 6, "success": 6}
     assert ledger.misplaced(real_redis, ids) == {}
+
+
+def every_other_dequeue() -> Callable[[bytes], bool]:
+    """Every other time the worker takes a job off its queues (RQ's BLPOP or LPOP, or rqscope's claim)."""
+    seen = itertools.count()
+
+    def matches(data: bytes) -> bool:
+        dequeue = any(command in data for command in (b"BLPOP", b"LPOP", b"LMOVE", b"rqscope-claim"))
+        return dequeue and next(seen) % 2 == 0
+
+    return matches
+
+
+def test_a_dequeue_whose_reply_is_lost_keeps_the_job(redis_server, real_redis: Redis) -> None:  # type: ignore[no-untyped-def]
+    spec = REGISTRY.get("t_marked")
+    ids = [enqueue_task(spec, (), {}, connection=real_redis, queue=queue)[0].id for queue in ("high", "default") * 10]
+    with TcpProxy(redis_server.port) as proxy:
+        proxy.cut_after(every_other_dequeue(), times=5)
+        run_burst_through(proxy, redis_server, "high", "default")
+        assert proxy.cuts == 5
+    assert ran(real_redis, ids) == [1] * 20  # every job ran, once
+    assert runs(real_redis) == {"success": 20}
+    assert ledger.misplaced(real_redis, ids, queues=("high", "default")) == {}
+    assert not real_redis.keys("rq:worker:*:rqscope-claim")  # every claim was cleared as its job started

@@ -11,15 +11,16 @@ Hooks (what they rely on; why no public API does it; the test that breaks when R
 - `worker.HookedWorker._shutdown`: RQ's warm-shutdown handler calls `_shutdown()` and the work loop
   reads `_stop_requested`. RQ's handler writes to Redis and raises from the signal handler.
   test_worker::test_a_stop_signal_landing_while_the_pool_lock_is_held_does_not_deadlock
-- `dequeue_job_and_maintain_ttl` and `queue.StoppableQueue.lpop/lmove`: RQ's blocking pop goes
-  through these classmethods; no hook lies between the pop and the job fetch.
+- `dequeue_job_and_maintain_ttl` and `queue.StoppableQueue.dequeue_any`: the worker's dequeue goes
+  through this classmethod with RQ's signature, and RQ's intermediate list (`<queue key>:intermediate`)
+  is where RQ's maintenance looks for stuck jobs. RQ pops from several queues with BLPOP, which loses
+  the job when the reply is lost; here a claim script moves it, and a stop request ends the wait.
+  test_replay::test_a_dequeue_whose_reply_is_lost_keeps_the_job,
   test_chaos::test_warm_shutdown_at_random_moments
-- `StoppableQueue.dequeue_any`: RQ attaches `job_id` and `queue` to the error it raises after a pop;
-  otherwise a job popped as Redis went away is lost. test_chaos::test_redis_restarted_mid_load
 - `reorder_queues`: RQ calls it right after a job is dequeued; RQ has no "job dequeued" event.
   test_worker::test_a_stop_requested_between_jobs_takes_nothing_more_off_the_queues
 - `prepare_execution`: a copy of RQ's (`Execution.create(worker_name=)`, state BUSY) that also takes
-  the job off RQ's intermediate list in the same transaction; RQ leaves that LREM to the horse.
+  the job off its claim (the intermediate list) in the same transaction; RQ leaves that to the horse.
   test_chaos::test_horses_and_a_whole_worker_killed
 - `fork_work_horse`, `main_work_horse`: the parent forks, the horse runs `main_work_horse`.
   test_worker::test_mixed_outcomes_are_counted_exactly_on_the_forking_worker

@@ -37,8 +37,6 @@ SIGNATURES: dict[tuple[type, str], tuple[tuple[str, ...], ...]] = {
     (Worker, "cleanup_execution"): (("self", "job", "pipeline"), ("self", "job", "pipeline", "execution")),
     (Worker, "increment_successful_job_count"): (("self", "pipeline"),),
     (Worker, "increment_failed_job_count"): (("self", "pipeline"),),
-    (Queue, "lpop"): (("queue_keys", "timeout", "connection"),),
-    (Queue, "lmove"): (("connection", "queue_key", "timeout"),),
     (Queue, "dequeue_any"): (("queues", "timeout", "connection", "job_class", "serializer", "death_penalty_class"),),
     (Execution, "create"): (("job", "ttl", "pipeline", "worker_name"),),
 }

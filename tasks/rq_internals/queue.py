@@ -1,43 +1,137 @@
-"""RQ's Queue, whose dequeue keeps a job it has popped through a Redis outage or a stop request."""
+"""RQ's Queue, whose dequeue never loses a job: a job is claimed atomically into a place that survives.
+
+RQ pops from several queues with BLPOP: when the reply is lost (a dropped connection, a Redis
+restart in the same instant), the job is in no queue and no registry. Here every dequeue, from one
+queue or several, is one script that moves the first job of the first non-empty queue, in priority
+order, into that queue's intermediate list (RQ's own dequeuing list) and records the claim in the
+worker's claim hash. Sending the script again after a lost reply returns the same job. The worker
+clears the claim in the transaction that starts the job (HookedWorker._prepare_execution); a job
+left there by a worker that died is failed by RQ's intermediate-list maintenance, never lost.
+
+The blocking wait pops nothing: it rotates the first queue onto itself (BLMOVE LEFT LEFT) for at
+most a second, then claims again, so a stop request is seen within a second, and a job on a
+lower-priority queue waits at most that long when the worker is idle.
+"""
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
+from redis import Redis
 from rq import Queue
-from rqscope.tasks.outage import REDIS_UNAVAILABLE, in_slices, wait_out
+from rq.exceptions import DequeueTimeout, NoSuchJobError, StopRequested
+from rqscope.tasks.outage import STOP_CHECK_SECONDS, never, wait_out
 
 log = logging.getLogger(__name__)
+CLAIM_TTL_SECONDS = 24 * 3600
+
+# KEYS[1]: the worker's claim hash; then, per queue in priority order, its list and its intermediate list.
+# ARGV[1]: the claim's TTL. Returns {queue key, job id}, or false when every queue is empty.
+CLAIM_SCRIPT = """
+local held = redis.call('HMGET', KEYS[1], 'queue', 'id')
+if held[1] and held[2] then
+  for i = 2, #KEYS, 2 do
+    if KEYS[i] == held[1] and redis.call('LPOS', KEYS[i + 1], held[2]) then return {held[1], held[2]} end
+  end
+  redis.call('DEL', KEYS[1])
+end
+for i = 2, #KEYS, 2 do
+  local id = redis.call('LMOVE', KEYS[i], KEYS[i + 1], 'LEFT', 'RIGHT')
+  if id then
+    redis.call('HSET', KEYS[1], 'queue', KEYS[i], 'id', id)
+    redis.call('EXPIRE', KEYS[1], ARGV[1])
+    return {KEYS[i], id}
+  end
+end
+return false
+"""
+
+
+@dataclass(frozen=True)
+class Claiming:
+    """Who is dequeuing: the worker's claim hash, and when a stop request may end the wait."""
+
+    claim_key: str
+    stop_requested: Callable[[], bool] = never
+
+
+_claiming: ContextVar[Claiming | None] = ContextVar("rqscope_claiming", default=None)
+
+
+@contextmanager
+def claiming(claim_key: str, stop_requested: Callable[[], bool]) -> Iterator[None]:
+    """Within this block StoppableQueue.dequeue_any claims into `claim_key` and honours stop requests."""
+    token = _claiming.set(Claiming(claim_key, stop_requested))
+    try:
+        yield
+    finally:
+        _claiming.reset(token)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class StoppableQueue(Queue):
-    """A Queue whose blocking wait for a job ends on a stop request, and whose dequeue keeps a popped job.
-
-    With more than one queue RQ pops the id (BLPOP) and then reads the job; an outage between the
-    two would leave the job in no queue and no registry. Here the fetch waits for Redis instead, and
-    inside `outage.stoppable` the blocking pop is sliced so that a stop request is seen before a pop.
-    """
-
-    @classmethod
-    def lpop(cls, queue_keys: Any, timeout: int | None, connection: Any = None) -> Any:
-        return in_slices(lambda t: super(StoppableQueue, cls).lpop(queue_keys, t, connection=connection), timeout)
-
-    @classmethod
-    def lmove(cls, connection: Any, queue_key: str, timeout: int | None) -> Any:
-        return in_slices(lambda t: super(StoppableQueue, cls).lmove(connection, queue_key, t), timeout)
+    """A Queue whose dequeue claims a job atomically, and whose blocking wait a stop request can end."""
 
     @classmethod
     def dequeue_any(  # type: ignore[override]
-        cls, queues: Any, timeout: int | None, connection: Any, *args: Any, **kwargs: Any
+        cls,
+        queues: Sequence[Queue],
+        timeout: int | None,
+        connection: Redis,
+        job_class: Any = None,
+        serializer: Any = None,
+        death_penalty_class: Any = None,
     ) -> Any:
-        try:
-            return super().dequeue_any(queues, timeout, connection, *args, **kwargs)
-        except REDIS_UNAVAILABLE as exc:
-            # RQ attaches what it had popped to the error it raises while fetching the job
-            job_id, queue = getattr(exc, "job_id", None), getattr(exc, "queue", None)
-            if job_id is None or queue is None:
-                raise  # nothing was popped
-            log.warning("Redis went away while job %s was being dequeued; keeping it", job_id)
-            job = wait_out(queue.fetch_job, job_id, log_as=f"dequeued job {job_id}: ")
-            return (job, queue) if job is not None else None
+        context = _claiming.get()
+        if context is None:
+            return super().dequeue_any(queues, timeout, connection, job_class, serializer, death_penalty_class)
+        queues = list(queues)
+        by_key = {queue.key: queue for queue in queues}
+        keys = [context.claim_key, *(key for queue in queues for key in (queue.key, queue.intermediate_queue_key))]
+        script = connection.register_script(CLAIM_SCRIPT)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            claimed = wait_out(script, keys, [CLAIM_TTL_SECONDS], log_as="claiming a job: ",
+                               give_up=context.stop_requested)  # fmt: skip
+            if claimed:
+                queue = by_key[_text(claimed[0])]
+                job_id = _text(claimed[1])
+                try:
+                    job = wait_out(queue.job_class.fetch, job_id, queue.connection, queue.serializer,
+                                   log_as=f"claimed job {job_id}: ")  # fmt: skip
+                except NoSuchJobError:  # the job's hash expired while it waited: drop the claim, take the next
+                    wait_out(_drop_claim, connection, context.claim_key, queue.intermediate_queue_key, job_id)
+                    continue
+                return job, queue
+            if deadline is None:
+                return None
+            _wait_for_work(connection, queues[0].key, deadline, timeout, context.stop_requested)
+
+
+def _wait_for_work(
+    connection: Redis, first_key: str, deadline: float, timeout: int | None, stop_requested: Callable[[], bool]
+) -> None:
+    """Block for at most a second until the first queue has a job, taking nothing off it."""
+    if stop_requested():
+        raise StopRequested()
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise DequeueTimeout(timeout, first_key)
+    wait = max(0.01, min(float(STOP_CHECK_SECONDS), left))
+    wait_out(connection.blmove, first_key, first_key, wait, "LEFT", "LEFT", give_up=stop_requested)
+
+
+def _drop_claim(connection: Redis, claim_key: str, intermediate_key: str, job_id: str) -> None:
+    with connection.pipeline() as pipe:
+        pipe.lrem(intermediate_key, 1, job_id)
+        pipe.delete(claim_key)
+        pipe.execute()

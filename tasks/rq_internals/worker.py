@@ -28,9 +28,9 @@ from rq.executions import Execution
 from rq.job import Job, JobStatus
 from rq.utils import now, utcformat
 from rq.worker import WorkerStatus
-from rqscope.tasks.outage import REDIS_UNAVAILABLE, stoppable, wait_out
+from rqscope.tasks.outage import REDIS_UNAVAILABLE, wait_out
 from rqscope.tasks.rq_internals.checks import verify_rq, verify_worker
-from rqscope.tasks.rq_internals.queue import StoppableQueue
+from rqscope.tasks.rq_internals.queue import StoppableQueue, claiming
 
 UNRECORDED = "Work-horse ended without recording the job's outcome (Redis was unavailable)"
 # how long a worker asked to stop still waits for Redis to record the job it holds
@@ -90,7 +90,7 @@ class HookedWorker(Worker):
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
         if self._stop_requested:
             raise StopRequested()
-        with stoppable(self.may_stop):
+        with claiming(self.claim_key, self.may_stop):
             return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
 
     def reorder_queues(self, reference_queue: Queue) -> None:
@@ -106,6 +106,11 @@ class HookedWorker(Worker):
             raise
         finally:
             self.holding_job = False
+
+    @property
+    def claim_key(self) -> str:
+        """Where this worker records the job it has claimed and not yet started (StoppableQueue)."""
+        return f"{self.key}:rqscope-claim"  # beside RQ's worker key, so in the same cluster slot
 
     def may_stop(self) -> bool:
         """A stop was requested, and stopping now drops no job (none dequeued or running), or the job
@@ -152,21 +157,28 @@ class HookedWorker(Worker):
         self.patiently(super().set_state, state, pipeline)
 
     def prepare_execution(self, job: Job) -> Execution:
-        return self.patiently(self._prepare_execution, job)
+        attempts: list[Execution] = []
+        return self.patiently(self._prepare_execution, job, attempts)
 
-    def _prepare_execution(self, job: Job) -> Execution:
-        """RQ's prepare_execution, which also takes the job off RQ's intermediate (dequeuing) list.
+    def _prepare_execution(self, job: Job, attempts: list[Execution]) -> Execution:
+        """RQ's prepare_execution, which also takes the job off its claim (the intermediate list).
 
         RQ leaves that to the horse, so a worker or horse killed in between left the job both there
-        and in the started or failed registry; here it moves in one transaction.
+        and in the started or failed registry; here it moves in one transaction. An earlier attempt
+        whose reply was lost may have been applied: the retry undoes it in the same transaction.
         """
         with self.connection.pipeline() as pipeline:
+            for earlier in attempts:
+                earlier.delete(job=job, pipeline=pipeline)
             execution = Execution.create(job, self.get_heartbeat_ttl(job), pipeline=pipeline, worker_name=self.name)
-            self.execution = execution
+            attempts.append(execution)
             self.set_state(WorkerStatus.BUSY, pipeline=pipeline)
-            if len(self.queues) == 1:  # RQ dequeues through the intermediate list only from one queue
-                pipeline.lrem(self.queues[0].intermediate_queue_key, 1, job.id)
+            for queue in self.queues:  # the claim's place: the job's queue's intermediate list
+                if queue.name == job.origin:
+                    pipeline.lrem(queue.intermediate_queue_key, 1, job.id)
+            pipeline.delete(self.claim_key)
             pipeline.execute()
+        self.execution = execution
         return execution
 
     def maintain_heartbeats(self, job: Job, *execution: Execution) -> None:
