@@ -4,8 +4,4 @@ from __future__ import annotations
 
 from rqscope.tasks.errors import RqscopeError, SettingsError
 
-__all__ = ["RqscopeError", "SettingsError", "RedisUnavailable"]
-
-
-class RedisUnavailable(RqscopeError):
-    """Redis could not be reached within the client timeout."""
+__all__ = ["RqscopeError", "SettingsError"]

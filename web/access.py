@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
-from flask import Flask, redirect, request, url_for
+from flask import Flask, g, redirect, request, url_for
 from rqscope.monitor.settings import Settings
-from rqscope.web.auth import require_metrics, require_operator, verdict
+from rqscope.web.auth import Identity, require_metrics, require_operator, verdict
 from rqscope.web.hosts import allowed_hosts, check_host
 from werkzeug.exceptions import Unauthorized
 from werkzeug.wrappers import Response
@@ -34,6 +34,11 @@ def metrics_endpoint(view: View) -> View:
     return view
 
 
+def caller() -> Identity:
+    """Who is asking, as the app's guard found them (it refused everyone else before the view ran)."""
+    return g.who  # type: ignore[no-any-return]
+
+
 def declared(app: Flask, endpoint: str | None) -> str | None:
     """The access a route declared: OPEN, METRICS, or None for the default (viewer, operator to mutate)."""
     if endpoint in OPEN_ENDPOINTS:
@@ -56,10 +61,11 @@ def install(app: Flask, settings: Settings) -> None:
             require_metrics(settings)
             return None
         if request.method not in SAFE_METHODS:
-            require_operator(settings, form=not request.path.startswith("/api/"))
+            g.who = require_operator(settings, form=not request.path.startswith("/api/"))
             return None
         found = verdict(settings)
         if found.identity is not None:
+            g.who = found.identity
             return None
         if settings.has_credentials and "Authorization" not in request.headers and not request.path.startswith("/api/"):
             # a browser asking for a page: the sign-in form can help, a bare 401 cannot

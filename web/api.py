@@ -19,8 +19,9 @@ from rqscope.monitor.report import queue_row, rate_limit_row, redis_row, totals,
 from rqscope.monitor.retry import Retrier
 from rqscope.monitor.snapshot import JOB_STATES, QUEUE_KEY_PREFIX, QUEUES_KEY, Snapshot
 from rqscope.web import names
+from rqscope.web.access import caller
 from rqscope.web.args import MAX_FILTER_LENGTH, MAX_PAGE, choice_arg, int_arg, job_filter
-from rqscope.web.auth import Identity, require_operator, require_viewer
+from rqscope.web.auth import Identity
 from rqscope.web.bodies import read_body, typed
 from rqscope.web.jobinfo import detail, fetch_job, load_view
 from rqscope.web.state import state
@@ -56,7 +57,6 @@ def _snapshot_answer(snapshot: Snapshot, **body: Any) -> tuple[Response, int]:
 @bp.get("/queues")
 def queues() -> tuple[Response, int]:
     current = state()
-    require_viewer(current.settings)
     snapshot = current.snapshots.get()
     return _snapshot_answer(
         snapshot,
@@ -69,7 +69,6 @@ def queues() -> tuple[Response, int]:
 @bp.get("/workers")
 def workers() -> tuple[Response, int]:
     current = state()
-    require_viewer(current.settings)
     snapshot = current.snapshots.get()
     return _snapshot_answer(snapshot, workers=[worker_row(w) for w in snapshot.workers])
 
@@ -77,7 +76,6 @@ def workers() -> tuple[Response, int]:
 @bp.get("/queues/<name:queue>/jobs")
 def jobs(queue: str) -> Response:
     current = state()
-    require_viewer(current.settings)
     state_name = choice_arg("state", "queued", JOB_STATES)
     page = int_arg("page", 1, 1, MAX_PAGE)
     per_page = int_arg("per_page", 20, 1, MAX_PER_PAGE)
@@ -100,7 +98,6 @@ def jobs(queue: str) -> Response:
 @bp.get("/queues/<name:queue>/exceptions")
 def exceptions(queue: str) -> Response:
     current = state()
-    require_viewer(current.settings)
     _known_queue(queue)
     counts, scanned, size = summaries(current_app.extensions, current.redis).get(queue)
     return jsonify(exceptions=dict(counts.most_common()), scanned=scanned, failed_total=size)
@@ -109,7 +106,7 @@ def exceptions(queue: str) -> Response:
 @bp.post("/queues/<name:queue>/retry")
 def retry_queue(queue: str) -> Response:
     current = state()
-    who = require_operator(current.settings)
+    who = caller()
     body = read_body(FILTER_FIELDS, '{"exc": "ValueError"} or {} for every failed job')
     _known_queue(queue)
     ids = typed(body, "ids", list, "a list of job ids")
@@ -127,7 +124,7 @@ def retry_queue(queue: str) -> Response:
 @bp.delete("/queues/<name:queue>/registries/<registry>")
 def empty_registry(queue: str, registry: str) -> Response:
     current = state()
-    who = require_operator(current.settings)
+    who = caller()
     if registry not in JOB_STATES:
         abort(404, f"no registry {registry[:40]!r}; registries are {', '.join(JOB_STATES)}")
     _known_queue(queue)
@@ -140,14 +137,12 @@ def empty_registry(queue: str, registry: str) -> Response:
 
 @bp.get("/jobs/<job_id>")
 def job(job_id: str) -> Response:
-    require_viewer(state().settings)
     return jsonify(detail(load_view(job_id)))
 
 
 @bp.post("/jobs/<job_id>/retry")
 def retry_job(job_id: str) -> tuple[Response, int]:
-    current = state()
-    who = require_operator(current.settings)
+    who = caller()
     found = fetch_job(job_id)
     if not retry_in(found.origin, [found.id]):
         abort(409, f"job {found.id} is not in the failed registry of {found.origin!r}")
@@ -157,8 +152,7 @@ def retry_job(job_id: str) -> tuple[Response, int]:
 
 @bp.delete("/jobs/<job_id>")
 def delete_job(job_id: str) -> Response:
-    current = state()
-    who = require_operator(current.settings)
+    who = caller()
     found = fetch_job(job_id)
     found.delete()
     _audit(who, "delete", found.id, 1)
@@ -168,7 +162,6 @@ def delete_job(job_id: str) -> Response:
 @bp.get("/audit")
 def audit_log() -> Response:
     current = state()
-    require_viewer(current.settings)
     limit = int_arg("limit", 100, 1, 1000)
     return jsonify(entries=[asdict(e) for e in audit.recent(current.redis, limit)])
 
@@ -176,7 +169,6 @@ def audit_log() -> Response:
 @bp.get("/alerts")
 def alerts() -> Response:
     current = state()
-    require_viewer(current.settings)
     engine = current.alerts
     found = sorted(engine.load().values(), key=lambda a: (a.state != "firing", a.rule)) if engine else []
     history = engine.history() if engine else []
@@ -222,7 +214,6 @@ def silence_from(body: dict[str, Any]) -> tuple[dict[str, str], float, str]:
 @bp.get("/silences")
 def list_silences() -> Response:
     current = state()
-    require_viewer(current.settings)
     now = time.time()
     return jsonify(silences=[asdict(s) | {"active": s.active(now)} for s in silences.all_silences(current.redis)])
 
@@ -230,7 +221,7 @@ def list_silences() -> Response:
 @bp.post("/silences")
 def create_silence() -> tuple[Response, int]:
     current = state()
-    who = require_operator(current.settings)
+    who = caller()
     matchers, seconds, comment = silence_from(
         read_body(SILENCE_FIELDS, '{"matchers": {"queue": "emails"}, "duration": "2h"}')
     )
@@ -243,7 +234,7 @@ def create_silence() -> tuple[Response, int]:
 @bp.delete("/silences/<silence_id>")
 def expire_silence(silence_id: str) -> Response:
     current = state()
-    who = require_operator(current.settings)
+    who = caller()
     if len(silence_id) > 64 or not silences.expire(current.redis, silence_id, time.time()):
         abort(404, "no such silence")
     _audit(who, "expire silence", silence_id, 1)

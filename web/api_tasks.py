@@ -8,7 +8,7 @@ from rq.exceptions import InvalidJobOperation
 from rq.job import JobStatus
 from rqscope.monitor import audit
 from rqscope.tasks.registry import enqueue_task
-from rqscope.web.auth import require_operator
+from rqscope.web.access import caller
 from rqscope.web.bodies import read_body, typed
 from rqscope.web.jobinfo import MAX_ID_LENGTH, describe, fetch_job
 from rqscope.web.state import state
@@ -22,7 +22,7 @@ CANCELLABLE = {JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED}
 @bp.post("")
 def create() -> tuple[Response, int]:
     current = state()
-    who = require_operator(current.settings)
+    who = caller()
     body = read_body(BODY_FIELDS, '{"task": "name", "args": [], "kwargs": {}}')
     name = typed(body, "task", str, "a string")
     if name is None:
@@ -53,7 +53,7 @@ def show(job_id: str) -> Response:
 @bp.delete("/<job_id>")
 def cancel(job_id: str) -> tuple[Response, int]:
     current = state()
-    who = require_operator(current.settings)
+    who = caller()
     job = fetch_job(job_id)
     status = job.get_status(refresh=False)
     if status in CANCELLABLE:

@@ -72,7 +72,6 @@ def create_app(
     app.extensions[EXTENSION].alerts = alerting.build_engine(settings, client, cache.get)
     errors.register(app)
     pages.register(app)
-    pages.register_login_redirect(app)
     app.jinja_env.filters["utc"] = lambda ts: datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
     app.jinja_env.globals["job_states"] = list(JOB_STATES)
     for blueprint in (health.bp, api_tasks.bp, api.bp, openapi.bp, session_views.bp, dashboard.bp, jobs_views.bp):

@@ -12,9 +12,9 @@ from rqscope.monitor.alerts.state import Alert
 from rqscope.monitor.rates import read_series
 from rqscope.monitor.workers import forget_dead_worker
 from rqscope.web import names
+from rqscope.web.access import caller
 from rqscope.web.api import silence_from
 from rqscope.web.charts import sparkline
-from rqscope.web.pages import operator, viewer
 from rqscope.web.state import state
 from werkzeug.wrappers import Response
 
@@ -25,7 +25,6 @@ SORTS = ("name", "failure_ratio", "runs", "p95")
 
 @bp.get("/")
 def overview() -> str:
-    viewer()
     current = state()
     series = read_series(current.redis, minutes=16)
     runs, failed, seconds = series.window(None, 15)
@@ -40,13 +39,12 @@ def overview() -> str:
 
 @bp.get("/workers")
 def workers() -> str:
-    viewer()
     return render_template("dashboard/workers.html")
 
 
 @bp.post("/workers/<name:name>/forget")
 def forget_worker(name: str) -> Response:
-    who = operator()
+    who = caller()
     current = state()
     snapshot = current.snapshots.get()
     if not snapshot.redis.up:
@@ -64,7 +62,6 @@ def forget_worker(name: str) -> Response:
 
 @bp.get("/tasks")
 def tasks() -> str:
-    viewer()
     current = state()
     sort = request.args.get("sort", "failure_ratio")
     if sort not in SORTS:
@@ -100,7 +97,6 @@ def _alerts() -> list[Alert]:
 
 @bp.get("/alerts")
 def alerts() -> str:
-    viewer()
     current = state()
     engine = current.alerts
     return render_template("dashboard/alerts.html", alerts=_alerts(), rules=engine.rules if engine else (),
@@ -111,7 +107,7 @@ def alerts() -> str:
 
 @bp.post("/alerts/silences")
 def create_silence() -> Response:
-    who = operator()
+    who = caller()
     current = state()
     matchers = {}
     for part in filter(None, (p.strip() for p in request.form.get("matchers", "").split(","))):
@@ -131,7 +127,7 @@ def create_silence() -> Response:
 
 @bp.post("/alerts/silences/<silence_id>/expire")
 def expire_silence(silence_id: str) -> Response:
-    who = operator()
+    who = caller()
     current = state()
     if len(silence_id) > 64 or not silences.expire(current.redis, silence_id, time.time()):
         abort(404, "no such silence")
@@ -142,5 +138,4 @@ def expire_silence(silence_id: str) -> Response:
 
 @bp.get("/audit")
 def audit_log() -> str:
-    viewer()
     return render_template("dashboard/audit.html", entries=audit.recent(state().redis, 200))

@@ -14,10 +14,10 @@ from rqscope.monitor.exceptions import summaries
 from rqscope.monitor.jobs import MAX_PER_PAGE, ORDERS, JobLister
 from rqscope.monitor.snapshot import JOB_STATES
 from rqscope.web import names
+from rqscope.web.access import caller
 from rqscope.web.api import retry_in
 from rqscope.web.args import MAX_PAGE, choice_arg, int_arg, job_filter
 from rqscope.web.jobinfo import detail, fetch_job, load_view
-from rqscope.web.pages import operator, viewer
 from rqscope.web.state import state
 from werkzeug.wrappers import Response
 
@@ -47,7 +47,6 @@ def _check_state(queue: str, state_name: str) -> None:
 
 @bp.get("/queues/<name:queue>/<state_name>")
 def job_list(queue: str, state_name: str) -> str:
-    viewer()
     _check_state(queue, state_name)
     page, per_page, order = _page_args()
     filters = job_filter(dict(request.args))
@@ -62,7 +61,6 @@ def job_list(queue: str, state_name: str) -> str:
 
 @bp.get("/jobs")
 def find_job() -> Response:
-    viewer()
     job_id = (request.args.get("id") or "").strip()
     if not job_id:
         abort(400, "type a job id to look up")
@@ -71,7 +69,6 @@ def find_job() -> Response:
 
 @bp.get("/jobs/<job_id>")
 def job_detail(job_id: str) -> str:
-    viewer()
     return render_template("jobs/detail.html", job=detail(load_view(job_id)))
 
 
@@ -83,7 +80,6 @@ def _matching(queue: str, state_name: str) -> tuple[list[str], bool]:
 
 @bp.get("/queues/<name:queue>/<state_name>/confirm")
 def confirm(queue: str, state_name: str) -> str:
-    viewer()
     _check_state(queue, state_name)
     action = request.args.get("action", "")
     if action not in BULK_ACTIONS or (action == "retry" and state_name != "failed"):
@@ -101,7 +97,7 @@ def confirm(queue: str, state_name: str) -> str:
 
 @bp.post("/queues/<name:queue>/<state_name>/bulk")
 def bulk(queue: str, state_name: str) -> Response:
-    who = operator()
+    who = caller()
     _check_state(queue, state_name)
     action = request.form.get("action", "")
     current = state()
@@ -127,7 +123,7 @@ def bulk(queue: str, state_name: str) -> Response:
 
 @bp.post("/jobs/<job_id>/<action>")
 def job_action(job_id: str, action: str) -> Response:
-    who = operator()
+    who = caller()
     current = state()
     job = fetch_job(job_id)
     status = job.get_status(refresh=False)

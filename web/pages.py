@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Flask, Response, g, redirect, request, url_for
+from flask import Flask, Response, g, request
 from redis import RedisError
 from rqscope.monitor.report import totals
-from rqscope.web.auth import Identity, csrf_token, identify, require_operator
+from rqscope.web.auth import csrf_token, identify
 from rqscope.web.state import state
 from werkzeug.exceptions import HTTPException
 
@@ -42,30 +42,3 @@ def register(app: Flask) -> None:
         if request.path.startswith("/api/") or response.mimetype == "text/html":
             response.headers.setdefault("Cache-Control", "no-store")
         return response
-
-
-class LoginRequired(Exception):
-    """A page was asked for without credentials: send the browser to the sign-in form."""
-
-
-def viewer() -> Identity:
-    """The signed-in reader of a page; raises LoginRequired for an anonymous browser."""
-    who = identify(state().settings)
-    if who is None:
-        raise LoginRequired()
-    g.who = who
-    return who
-
-
-def operator() -> Identity:
-    """The operator submitting a dashboard form (CSRF checked)."""
-    viewer()
-    g.who = require_operator(state().settings, form=True)
-    return g.who
-
-
-def register_login_redirect(app: Flask) -> None:
-    @app.errorhandler(LoginRequired)
-    def to_login(exc: LoginRequired) -> Response:
-        target = request.script_root + request.full_path.rstrip("?")
-        return redirect(url_for("session_views.login_form", next=target))  # type: ignore[return-value]
