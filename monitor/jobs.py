@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from redis import Redis
+from rqscope.monitor.names import exact
 from rqscope.monitor.snapshot import (
     JOB_KEY_TEMPLATE,
     JOB_STATES,
@@ -16,7 +17,6 @@ from rqscope.monitor.snapshot import (
     REGISTRY_KEY_TEMPLATES,
     RESULTS_KEY_TEMPLATE,
     as_text,
-    exact,
 )
 
 ORDERS = ("newest", "oldest")

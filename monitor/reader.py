@@ -17,6 +17,7 @@ from typing import Any
 from redis import Redis, RedisError
 from redis.client import Pipeline
 from redis.exceptions import NoPermissionError, ResponseError
+from rqscope.monitor.names import as_name, exact
 from rqscope.monitor.snapshot import (
     CRON_SCHEDULERS_KEY,
     DEFAULT_WORKER_TTL_SECONDS,
@@ -120,8 +121,9 @@ def _count(value: Any) -> int:
 
 
 def _strip(prefix: str, key: Any) -> str:
-    text = as_text(key)
-    return text[len(prefix) :] if text.startswith(prefix) else text
+    """A queue or worker name from its key, exact (names need not be UTF-8: see monitor.names)."""
+    name = as_name(key)
+    return name[len(prefix) :] if name.startswith(prefix) else name
 
 
 def _pairs(flat: list[Any]) -> dict[bytes | str, Any]:
@@ -171,7 +173,13 @@ def _read_by_script(redis: Redis, queues: list[str], workers: list[str], procs: 
     pipe = redis.pipeline(transaction=False)
     for chunk_queues, chunk_workers, chunk_procs in chunks:
         pipe.eval(
-            READ_SCRIPT, 0, str(len(chunk_queues)), str(len(chunk_workers)), *chunk_queues, *chunk_workers, *chunk_procs
+            READ_SCRIPT,
+            0,
+            str(len(chunk_queues)),
+            str(len(chunk_workers)),
+            *map(exact, chunk_queues),
+            *map(exact, chunk_workers),
+            *chunk_procs,
         )
     _read_rate_limits(pipe, limits)
     replies = pipe.execute(raise_on_error=False)
@@ -193,14 +201,14 @@ def _read_by_script(redis: Redis, queues: list[str], workers: list[str], procs: 
 def _read_by_pipeline(redis: Redis, queues: list[str], workers: list[str], procs: list[str], limits: list[str]) -> Rows:
     pipe = redis.pipeline(transaction=False)
     for name in queues:
-        pipe.llen(QUEUE_KEY_PREFIX + name)
-        pipe.lindex(QUEUE_KEY_PREFIX + name, 0)
-        pipe.exists(SCHEDULER_LOCK_TEMPLATE.format(queue=name))
+        pipe.llen(exact(QUEUE_KEY_PREFIX + name))
+        pipe.lindex(exact(QUEUE_KEY_PREFIX + name), 0)
+        pipe.exists(exact(SCHEDULER_LOCK_TEMPLATE.format(queue=name)))
         for prefix in REGISTRY_PREFIXES:
-            pipe.zcard(prefix + name)
+            pipe.zcard(exact(prefix + name))
     for name in workers:
-        pipe.hmget(WORKER_KEY_PREFIX + name, list(WORKER_FIELDS))
-        pipe.srandmember(KEYS.worker_executions(name))
+        pipe.hmget(exact(WORKER_KEY_PREFIX + name), list(WORKER_FIELDS))
+        pipe.srandmember(exact(KEYS.worker_executions(name)))
     for proc in procs:
         pipe.hgetall(PROC_KEY_TEMPLATE.format(id=proc))
     extra = _read_rate_limits(pipe, limits)

@@ -20,13 +20,13 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from redis import Redis
+from rqscope.monitor.names import exact
 from rqscope.monitor.snapshot import (
     JOB_KEY_TEMPLATE,
     QUEUE_KEY_PREFIX,
     QUEUES_KEY,
     REGISTRY_KEY_TEMPLATES,
     as_text,
-    exact,
 )
 from rqscope.tasks.rq_internals import KEYS, promote_held
 

@@ -133,11 +133,6 @@ def as_text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
-def exact(text: str) -> bytes:
-    """A name's exact bytes for a Redis key: a non-UTF-8 name arrives decoded with surrogateescape."""
-    return text.encode("utf-8", "surrogateescape")
-
-
 def _int(text: str) -> int:
     try:
         return int(text) if text.isdigit() else int(float(text))

@@ -11,6 +11,7 @@ from rq.job import Job
 from rq.registry import StartedJobRegistry
 from rq.utils import now
 from rqscope.monitor.display import DisplaySerializer
+from rqscope.monitor.names import exact
 from rqscope.monitor.snapshot import WORKER_KEY_PREFIX, WORKERS_KEY, WorkerState
 from rqscope.tasks.metrics import record_run
 from rqscope.tasks.rq_internals import KEYS, fail_job
@@ -55,10 +56,11 @@ def _held_job(redis: Redis, worker: WorkerState) -> Job | None:
 
 
 def _unregister(pipe: Pipeline, worker: WorkerState) -> None:
-    pipe.srem(WORKERS_KEY, WORKER_KEY_PREFIX + worker.name)
+    key = exact(WORKER_KEY_PREFIX + worker.name)  # the worker's exact name: it need not be UTF-8
+    pipe.srem(WORKERS_KEY, key)
     for queue in worker.queues:
-        pipe.srem(KEYS.workers_of(queue), WORKER_KEY_PREFIX + worker.name)
-    pipe.delete(WORKER_KEY_PREFIX + worker.name)
+        pipe.srem(KEYS.workers_of(queue), key)
+    pipe.delete(key)
 
 
 def _fail(pipe: Pipeline, job: Job, worker: WorkerState, task_name: Callable[[str | None], str | None]) -> None:

@@ -102,13 +102,31 @@ def test_every_retry_route_reaches_the_named_queue(real_client: FlaskClient, rea
     assert real_redis.llen(b"rq:queue:" + raw) == 0
 
 
-@pytest.mark.parametrize("raw", [b"team/a", b"..", b".", b"%41", b"x\ny", b"a;"], ids=str)
+@pytest.mark.parametrize("raw", [b"team/a", b"..", b".", b"%41", b"x\ny", b"a;", b"q\xff", b"caf\xc3\xa9"], ids=str)
 def test_overview_links_lead_to_the_queue(real_client: FlaskClient, real_redis: Redis, raw: bytes) -> None:
     [job_id] = failed_in(real_redis, raw, 1)
     overview = real_client.get("/", headers=HTML).get_data(as_text=True)
     links = re.findall(r'href="(/queues/[^"]+/failed)"', overview)
     assert len(links) == 1
     assert job_id in real_client.get(unescape(links[0]), headers=HTML).get_data(as_text=True)
+    queues = real_client.get("/api/queues").get_json()["queues"]
+    assert [q["counts"]["failed"] for q in queues] == [1]  # counted from the queue's exact key
+
+
+def test_a_name_that_is_not_utf8_is_scraped_and_alerted_on(real_client: FlaskClient, real_redis: Redis) -> None:
+    failed_in(real_redis, b"q\xff", 1)
+    real_redis.rpush(b"rq:queue:q\xff", b"job-x")
+    scrape = real_client.get("/metrics")
+    assert scrape.status_code == 200
+    text = scrape.get_data(as_text=True)
+    assert 'rqscope_queue_jobs{queue="q\ufffd",state="queued"} 1' in text
+    assert 'rqscope_scrape_errors_total{cause="shaping"} 0.0' in text
+    from rqscope.monitor.alerts.notifiers import dashboard_link
+    from rqscope.monitor.alerts.state import Alert, Notification
+
+    labels = (("queue", "q\udcff"),)
+    alert = Alert("f", "Backlog", "queue_depth", "warning", labels, "q\udcff backs up", 1.0, "firing", 0.0)
+    assert dashboard_link("http://h/", Notification("firing", alert)) == "http://h/queues/q%FF/queued"
 
 
 def test_an_unknown_name_is_still_404(real_client: FlaskClient, real_redis: Redis) -> None:
@@ -117,10 +135,10 @@ def test_an_unknown_name_is_still_404(real_client: FlaskClient, real_redis: Redi
         assert real_client.get(path).status_code == 404, path
 
 
-WORKER_NAMES = [b"team/a", b"..", b"x\ny", b"%41", b"w" * 5000, b"a b"]
+WORKER_NAMES = [b"team/a", b"..", b"x\ny", b"%41", b"w" * 5000, b"a b", b"w\xff"]
 
 
-@pytest.mark.parametrize("raw", WORKER_NAMES, ids=["slash", "dotdot", "newline", "percent", "5000", "space"])
+@pytest.mark.parametrize("raw", WORKER_NAMES, ids=["slash", "dotdot", "newline", "percent", "5000", "space", "not-utf8"])
 def test_a_dead_worker_with_a_hostile_name_can_be_forgotten(
     real_client: FlaskClient, real_redis: Redis, raw: bytes
 ) -> None:

@@ -16,43 +16,20 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import quote, unquote_to_bytes, urlsplit
+from urllib.parse import urlsplit
 
 from flask import Flask
 from flask.sansio.blueprints import BlueprintSetupState
-from rqscope.monitor.snapshot import exact
+from rqscope.monitor.names import decode_segment, encode_segment, exact, from_bytes, label
 from werkzeug.routing import BaseConverter
 
 KEEP_ENCODED = frozenset(b"%/;")  # decoding these would change how the path splits or decodes
-MARKER = ";"
-DOT_NAMES = ("", ".", "..")
 HEX = re.compile(rb"%[0-9A-Fa-f]{2}")
 SURROGATE = re.compile("[\udc80-\udcff]")
 INSTALLED = "rqscope.names"
 
 
-to_bytes = exact  # the exact bytes of a name decoded with surrogateescape, as Redis keys need them
-
-
-def from_bytes(raw: bytes) -> str:
-    return raw.decode("utf-8", "surrogateescape")
-
-
-def label(name: str) -> str:
-    """A name as printable text: bytes that are not UTF-8 shown as \\xff escapes."""
-    return to_bytes(name).decode("utf-8", "backslashreplace")
-
-
-def encode_segment(name: str) -> str:
-    if name in DOT_NAMES:
-        return "%2E" * len(name) + MARKER
-    return quote(to_bytes(name), safe="")
-
-
-def decode_segment(segment: str) -> str:
-    if segment.endswith(MARKER) and (head := unquote_to_bytes(segment[:-1]).decode("latin-1")) in DOT_NAMES:
-        return head
-    return from_bytes(unquote_to_bytes(segment))
+to_bytes = exact
 
 
 class NameConverter(BaseConverter):

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import unicodedata
 
+from rqscope.monitor.names import display
+
 SUBJECT_LENGTH = 200
 PAGERDUTY_SUMMARY_LENGTH = 1024  # PagerDuty Events v2 rejects a longer summary
 
 
-def valid_text(text: str) -> str:
-    """`text` without lone surrogates (undecodable bytes from Redis), which no encoder accepts."""
-    return text.encode("utf-8", "replace").decode("utf-8")
+valid_text = display  # `text` without lone surrogates (undecodable bytes from Redis), which no encoder accepts
 
 
 def shortened(text: str, limit: int) -> str:

@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 from rqscope.monitor.alerts.escape import PAGERDUTY_SUMMARY_LENGTH, header_text, shortened, slack_text, valid_text
 from rqscope.monitor.alerts.state import FIRING, Notification
+from rqscope.monitor.names import encode_segment
 
 TIMEOUT_SECONDS = 5.0
 RETRYABLE_4XX = (408, 429)  # request timeout, too many requests: the receiver asks to be tried again
@@ -52,7 +53,7 @@ def dashboard_link(base_url: str, note: Notification) -> str:
     if queue is None:
         return f"{base}/workers" if "worker" in note.alert.kind else f"{base}/"
     state = "failed" if note.alert.kind in ("failed_jobs", "failure_ratio") else "queued"
-    return f"{base}/queues/{quote(valid_text(queue), safe='')}/{state}"
+    return f"{base}/queues/{encode_segment(queue)}/{state}"
 
 
 def alertmanager_payload(note: Notification, base_url: str) -> dict[str, Any]:

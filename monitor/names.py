@@ -1,0 +1,52 @@
+"""Queue and worker names as RQ stores them: any bytes. One exact form for keys, one safe form to show.
+
+A name read from Redis is decoded with surrogateescape, so bytes that are not UTF-8 survive as lone
+surrogates and `exact()` gives the key's bytes back. Text that leaves the process (HTML, metric
+labels, notifications, a terminal) goes through `display()` or `label()` first: no encoder accepts
+a lone surrogate. In a URL path a name is one percent-encoded segment (`encode_segment`); the names
+that browsers would drop ('', '.', '..') are written with their dots encoded and a ';' after them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote, unquote_to_bytes
+
+MARKER = ";"
+DOT_NAMES = ("", ".", "..")
+
+
+def exact(name: str) -> bytes:
+    """A name's exact bytes for a Redis key."""
+    return name.encode("utf-8", "surrogateescape")
+
+
+def from_bytes(raw: bytes) -> str:
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def as_name(value: Any) -> str:
+    """A name read from Redis, exact: its bytes come back with `exact()`."""
+    return from_bytes(value) if isinstance(value, bytes) else str(value)
+
+
+def display(text: str) -> str:
+    """Text without lone surrogates (bytes that are not UTF-8 become U+FFFD), which any encoder accepts."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def label(name: str) -> str:
+    """A name as printable text: bytes that are not UTF-8 shown as \\xff escapes."""
+    return exact(name).decode("utf-8", "backslashreplace")
+
+
+def encode_segment(name: str) -> str:
+    if name in DOT_NAMES:
+        return "%2E" * len(name) + MARKER
+    return quote(exact(name), safe="")
+
+
+def decode_segment(segment: str) -> str:
+    if segment.endswith(MARKER) and (head := unquote_to_bytes(segment[:-1]).decode("latin-1")) in DOT_NAMES:
+        return head
+    return from_bytes(unquote_to_bytes(segment))
