@@ -24,6 +24,7 @@ import uuid
 import zlib
 from collections.abc import Callable
 from multiprocessing.connection import Connection
+from typing import Any, cast
 
 from redis import Redis
 from rqscope.monitor.jobs import JobLister
@@ -56,7 +57,8 @@ def fill(redis: Redis, count: int, queue: str, failed: bool) -> None:
     for i in range(count):
         job_id = str(uuid.uuid4())
         age = (count - i) * 0.001
-        pipe.hset(f"rq:job:{job_id}", mapping=job_hash(job_id, queue, "failed" if failed else "queued", age))
+        fields: dict[Any, Any] = job_hash(job_id, queue, "failed" if failed else "queued", age)
+        pipe.hset(f"rq:job:{job_id}", mapping=fields)
         if failed:
             exc = stored[i % len(stored)]
             pipe.xadd(f"rq:results:{job_id}", {"type": "2", "worker_name": "w1", "exc_string": exc}, maxlen=10)
@@ -114,10 +116,10 @@ def redis_costs(admin: Redis, action: Callable[[], object]) -> tuple[float, floa
 
 def old_batch(admin: Redis, queue: str, batch: int = 500) -> float:
     """One step of the previous delete: LREM key 0 id for 500 ids in one MULTI/EXEC; seconds it took."""
-    ids = admin.lrange(f"rq:queue:{queue}", -batch, -1)
+    ids = cast(list[bytes], admin.lrange(f"rq:queue:{queue}", -batch, -1))
     pipe = admin.pipeline()
     for job_id in ids:
-        pipe.lrem(f"rq:queue:{queue}", 0, job_id)
+        pipe.lrem(f"rq:queue:{queue}", 0, job_id.decode())
         pipe.delete(b"rq:job:" + job_id)
     started = time.perf_counter()
     pipe.execute()
@@ -171,7 +173,7 @@ def page_figures(url: str, admin: Redis, jobs: int, views: int) -> None:
         name = f"view {view}" if view <= views else "after 100 new failures"
         print(f"failed page, {name}: {wall * 1000:4.0f} ms wall, Redis {command_s * 1000:4.1f} ms command time "
               f"/ {cpu_s * 1000:3.0f} ms CPU, {commands:,} commands; summary: {summary_label(pages[-1])}")  # fmt: skip
-    ids = admin.zrevrange(f"rq:failed:{FAILED_QUEUE}", 0, 9_999)
+    ids = cast(list[bytes], admin.zrevrange(f"rq:failed:{FAILED_QUEUE}", 0, 9_999))
     began = time.perf_counter()
     command_s, cpu_s, commands = redis_costs(admin, lambda: JobLister(admin).rows([i.decode() for i in ids], True))
     wall = time.perf_counter() - began
