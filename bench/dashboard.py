@@ -20,9 +20,9 @@ import time
 
 from redis import Redis
 
-from bench.common import count_commands, machine, throwaway_redis
+from bench.common import count_commands, throwaway_redis
 from bench.fill import fill_state
-from bench.peers import peers_env, rq_dashboard_command
+from bench.peers import ready_peers, rq_dashboard_command
 from bench.servers import Reply, Server, Summary, alternate, cold_gap, rqscope_serve, timed_request
 
 PEER = "rq-dashboard"
@@ -132,16 +132,7 @@ def main() -> None:
     parser.add_argument("--retry-jobs", type=int, default=10_000)
     parser.add_argument("--scale", type=float, default=1.0, help="multiply job counts (for a quick run)")
     args = parser.parse_args()
-    peers = peers_env().ensure()
-    versions = peers.versions(PEER, "rq", "redis")
-    print(
-        f"machine: {machine()}; date: {time.strftime('%Y-%m-%d')}; peers' venv: {PEER} {versions[PEER]}, "
-        f"rq {versions['rq']}, redis-py {versions['redis']}"
-    )
-    jobs = {
-        k: int(v * args.scale)
-        for k, v in {"queued": 100_000, "failed": 20_000, "finished": 20_000, "started": 200}.items()
-    }
+    peers, jobs = ready_peers(PEER, args.scale)
     with throwaway_redis() as (server, admin):
         fill_state(admin, queues=50, workers=100, failed_queue=FAILED_QUEUE, **jobs)
         dashboard = Server(PEER, lambda port: rq_dashboard_command(peers, server.url, port), peers.environ(), "/")

@@ -13,9 +13,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+from bench.common import machine
 
 REQUIREMENTS = ("rq-exporter>=3.0", "rq-dashboard==0.9.0", "six", "rq<3", "redis<6")
 ENV_VAR = "RQSCOPE_BENCH_PEERS"
@@ -110,6 +113,22 @@ class PeersEnv:
 
 def peers_env(env: Mapping[str, str] | None = None) -> PeersEnv:
     return PeersEnv(peers_root(os.environ if env is None else env))
+
+
+# the Redis state both headline benchmarks read: 50 queues and 100 workers with these jobs (bench.fill)
+HEADLINE_JOBS = {"queued": 100_000, "failed": 20_000, "finished": 20_000, "started": 200}
+
+
+def ready_peers(peer: str, scale: float = 1.0) -> tuple[PeersEnv, dict[str, int]]:
+    """The peers' environment, built or reused, with a line naming the machine, date and versions;
+    and the headline job counts, times `scale`."""
+    peers = peers_env().ensure()
+    versions = peers.versions(peer, "rq", "redis")
+    print(
+        f"machine: {machine()}; date: {time.strftime('%Y-%m-%d')}; peers' venv: {peer} {versions[peer]}, "
+        f"rq {versions['rq']}, redis-py {versions['redis']}"
+    )
+    return peers, {state: int(count * scale) for state, count in HEADLINE_JOBS.items()}
 
 
 def rq_exporter_command(peers: PeersEnv, redis_url: str, port: int) -> list[str]:

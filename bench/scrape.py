@@ -22,9 +22,9 @@ from redis import Redis
 from rqscope.monitor.settings import Settings
 from rqscope.web import create_app
 
-from bench.common import CountingConnection, count_commands, counting_client, machine, median, throwaway_redis
+from bench.common import CountingConnection, count_commands, counting_client, median, throwaway_redis
 from bench.fill import fill_state
-from bench.peers import PeersEnv, peers_env, rq_exporter_command
+from bench.peers import PeersEnv, ready_peers, rq_exporter_command
 from bench.servers import Reply, Server, Summary, alternate, cold_gap, rqscope_serve, timed_request
 
 PEER = "rq-exporter"
@@ -121,16 +121,7 @@ def main() -> None:
     parser.add_argument("--gap", type=cold_gap, default=1.2, help="seconds between the starts of two scrapes")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply job counts (for a quick run)")
     args = parser.parse_args()
-    peers = peers_env().ensure()
-    versions = peers.versions(PEER, "rq", "redis")
-    print(
-        f"machine: {machine()}; date: {time.strftime('%Y-%m-%d')}; peers' venv: {PEER} {versions[PEER]}, "
-        f"rq {versions['rq']}, redis-py {versions['redis']}"
-    )
-    jobs = {
-        k: int(v * args.scale)
-        for k, v in {"queued": 100_000, "failed": 20_000, "finished": 20_000, "started": 200}.items()
-    }
+    peers, jobs = ready_peers(PEER, args.scale)
     with throwaway_redis() as (server, admin):
         fill_state(admin, queues=50, workers=100, **jobs)
         run_state(
