@@ -23,16 +23,13 @@ def test_wheel_has_one_top_level_package(tmp_path: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     tops = {name.split("/", 1)[0] for name in names if not name.split("/", 1)[0].endswith(".dist-info")}
     assert tops == {"rqscope"}
-    shipped = {
-        "rqscope/__init__.py",
-        "rqscope/tasks/registry.py",
-        "rqscope/monitor/snapshot.py",
-        "rqscope/monitor/alerts/engine.py",
-        "rqscope/monitor/alerts/default_rules.yml",
-        "rqscope/web/app.py",
-        "rqscope/web/templates/base.html",
+    sources = {
+        f"rqscope/{path.relative_to(ROOT)}" if path.parts[len(ROOT.parts)] != "rqscope" else str(path.relative_to(ROOT))
+        for folder in ("rqscope", "tasks", "monitor", "web")
+        for path in (ROOT / folder).rglob("*")
+        if path.is_file() and path.suffix in (".py", ".yml", ".html", ".js", ".css") and "__pycache__" not in path.parts
     }
-    assert shipped <= set(names)
+    assert sources - set(names) == set()  # every module, template and rules file of the tree is shipped
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "rqscope = rqscope.web.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
 
