@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -14,8 +15,16 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.mark.slow
 def test_wheel_has_one_top_level_package(tmp_path: Path) -> None:
+    # a clean copy of the tracked tree: a build/ or egg-info left in the work tree would hide a package
+    # that pyproject.toml fails to list
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    source = tmp_path / "source"
+    for name in filter(None, tracked.decode().split("\0")):
+        if (ROOT / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, source / name)
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(source)],
         check=True,
         cwd=tmp_path,
     )
@@ -24,9 +33,11 @@ def test_wheel_has_one_top_level_package(tmp_path: Path) -> None:
     tops = {name.split("/", 1)[0] for name in names if not name.split("/", 1)[0].endswith(".dist-info")}
     assert tops == {"rqscope"}
     sources = {
-        f"rqscope/{path.relative_to(ROOT)}" if path.parts[len(ROOT.parts)] != "rqscope" else str(path.relative_to(ROOT))
+        f"rqscope/{path.relative_to(source)}"
+        if path.parts[len(source.parts)] != "rqscope"
+        else str(path.relative_to(source))
         for folder in ("rqscope", "tasks", "monitor", "web")
-        for path in (ROOT / folder).rglob("*")
+        for path in (source / folder).rglob("*")
         if path.is_file() and path.suffix in (".py", ".yml", ".html", ".js", ".css") and "__pycache__" not in path.parts
     }
     assert sources - set(names) == set()  # every module, template and rules file of the tree is shipped
