@@ -174,8 +174,10 @@ def enqueue_task(
     connection: Redis,
     queue: str | None = None,
     job_id: str | None = None,
+    serializer: Any = None,
 ) -> tuple[Job, bool]:
-    """Enqueue one run of `spec`; return (job, created). An existing `job_id` is not enqueued again."""
+    """Enqueue one run of `spec`; return (job, created). An existing `job_id` is not enqueued again: that
+    job is returned, read with `serializer` (a process that must not run code from Redis passes its own)."""
     queue_name = queue or spec.queue
     if queue_name not in spec.allowed_queues:
         raise QueueNotAllowedError(
@@ -201,7 +203,7 @@ def enqueue_task(
             try:
                 job = rq_queue.enqueue_call(spec.func, job_id=job_id, unique=True, **options)
             except DuplicateJobError:
-                return Job.fetch(job_id, connection=connection), False
+                return Job.fetch(job_id, connection=connection, serializer=serializer), False
             pipe = connection.pipeline(transaction=False)
             record_enqueued(pipe, spec.name, queue_name)
             pipe.execute()

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
 import pickle
+import urllib.error
+import urllib.request
 import zlib
 from pathlib import Path
 
@@ -13,6 +16,7 @@ from flask.testing import FlaskClient
 from redis import Redis
 from rqscope.tasks.registry import enqueue
 
+from tests.test_browser import PASSWORD, sidecar  # noqa: F401 - a served sidecar
 from tests.test_retry import make_failed
 
 pytestmark = pytest.mark.redis
@@ -112,3 +116,35 @@ def test_unreadable_results_are_marked(real_client: FlaskClient, real_redis: Red
         assert real_client.get(path, headers=headers).status_code == 200, path
     body = real_client.get(f"/api/jobs/{job.id}").get_json()
     assert body["result"] is None and "result" in body["unreadable"]
+
+
+@pytest.mark.slow
+def test_no_action_on_a_hostile_job_runs_its_data_on_a_served_sidecar(
+    sidecar: str,  # noqa: F811 - a real `rqscope serve` (gunicorn) with an operator user
+    real_redis: Redis,
+    tmp_path: Path,
+) -> None:
+    marker = tmp_path / "pwned"
+    operator = {"Authorization": "Basic " + base64.b64encode(f"ops:{PASSWORD}".encode()).decode()}
+
+    def request(method: str, url: str, body: object = None, headers: dict[str, str] = operator) -> tuple[int]:
+        data = json.dumps(body).encode() if body is not None else None
+        call = urllib.request.Request(url, data, {**headers, "Content-Type": "application/json"}, method=method)
+        try:
+            with urllib.request.urlopen(call, timeout=10) as response:
+                return (response.status,)
+        except urllib.error.HTTPError as error:
+            return (error.code,)
+
+    running = hostile_job(real_redis, marker)
+    real_redis.hset(f"rq:job:{running}", mapping={"status": "started", "worker_name": "w-1"})
+    stopped = request("DELETE", f"{sidecar}/api/tasks/{running}")  # stop: RQ reads the job again
+    assert stopped[0] == 202 and not marker.exists()
+    again = request("POST", f"{sidecar}/api/tasks", {"task": "t_ok", "args": [1], "job_id": running})
+    assert again[0] == 200 and not marker.exists()  # an existing job_id: the job is read, not enqueued
+    failed = hostile_job(real_redis, marker)
+    real_redis.hset(f"rq:job:{failed}", "status", "failed")
+    real_redis.zadd("rq:failed:default", {failed: 1e10})
+    assert request("POST", f"{sidecar}/api/jobs/{failed}/retry")[0] == 200
+    assert request("DELETE", f"{sidecar}/api/jobs/{failed}")[0] == 200
+    assert not marker.exists()

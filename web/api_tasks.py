@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from flask import Blueprint, Response, abort, jsonify, url_for
-from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation
 from rq.job import JobStatus
 from rqscope.monitor import audit
 from rqscope.tasks.registry import enqueue_task
 from rqscope.web.access import caller
 from rqscope.web.bodies import read_body, typed
-from rqscope.web.jobinfo import MAX_ID_LENGTH, describe, fetch_job
+from rqscope.web.jobinfo import MAX_ID_LENGTH, describe, display_serializer, fetch_job, stop_job
 from rqscope.web.state import state
 
 bp = Blueprint("api_tasks", __name__, url_prefix="/api/tasks")
@@ -34,7 +33,9 @@ def create() -> tuple[Response, int]:
     if job_id is not None and not 0 < len(job_id) <= MAX_ID_LENGTH:
         abort(400, f"'job_id' must be 1 to {MAX_ID_LENGTH} characters")
     spec = current.registry.get(name)
-    job, created = enqueue_task(spec, args, kwargs, connection=current.redis, queue=queue, job_id=job_id)
+    job, created = enqueue_task(
+        spec, args, kwargs, connection=current.redis, queue=queue, job_id=job_id, serializer=display_serializer()
+    )
     if created:
         audit.record(current.redis, who.name, "enqueue", f"{spec.name} {job.id}", 1)
     status_url = url_for("api_tasks.show", job_id=job.id)
@@ -62,7 +63,7 @@ def cancel(job_id: str) -> tuple[Response, int]:
         return jsonify(id=job.id, status="canceled"), 200
     if status == JobStatus.STARTED:
         try:
-            send_stop_job_command(current.redis, job.id)
+            stop_job(job)
         except InvalidJobOperation as exc:
             abort(409, f"job {job.id} cannot be stopped: {exc}")
         audit.record(current.redis, who.name, "stop", job.id, 1)

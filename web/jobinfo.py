@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import abort
+from rq.command import send_stop_job_command
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from rqscope.monitor.display import DisplaySerializer
@@ -23,16 +24,24 @@ def parse_exc_string(exc_string: str | None) -> dict[str, str] | None:
     return None if exc_type is None else {"type": exc_type, "message": message or ""}
 
 
+def display_serializer() -> DisplaySerializer:
+    """The serializer of every Job the sidecar loads: reading one never runs code from Redis."""
+    return DisplaySerializer(state().settings.display_pickle_types)
+
+
 def fetch_job(job_id: str) -> Job:
     """RQ's Job for acting on it; its results and meta load through the display decoder, never plain pickle."""
     if len(job_id) > MAX_ID_LENGTH:
         abort(404, "no such job")
-    current = state()
-    serializer = DisplaySerializer(current.settings.display_pickle_types)
     try:
-        return Job.fetch(job_id, connection=current.redis, serializer=serializer)
+        return Job.fetch(job_id, connection=state().redis, serializer=display_serializer())
     except (NoSuchJobError, ValueError, TypeError):
         abort(404, f"no job with id {job_id!r}")
+
+
+def stop_job(job: Job) -> None:
+    """Ask the job's worker to stop it; RQ reads the job again, with the job's (restricted) serializer."""
+    send_stop_job_command(state().redis, job.id, serializer=job.serializer)
 
 
 def load_view(job_id: str) -> JobView:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
-from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation
 from rq.job import JobStatus
 from rqscope.monitor import audit
@@ -17,7 +16,7 @@ from rqscope.web import names
 from rqscope.web.access import caller
 from rqscope.web.api import retry_in
 from rqscope.web.args import MAX_PAGE, choice_arg, int_arg, job_filter
-from rqscope.web.jobinfo import detail, fetch_job, load_view
+from rqscope.web.jobinfo import detail, fetch_job, load_view, stop_job
 from rqscope.web.state import state
 from werkzeug.wrappers import Response
 
@@ -139,7 +138,7 @@ def job_action(job_id: str, action: str) -> Response:
         flash(f"Canceled job {job.id}.")
     elif action == "stop" and status == JobStatus.STARTED:
         try:
-            send_stop_job_command(current.redis, job.id)
+            stop_job(job)
         except InvalidJobOperation as exc:
             abort(409, f"cannot stop this job: {exc}")
         flash(f"Asked the worker to stop job {job.id}.")
