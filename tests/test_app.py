@@ -77,9 +77,9 @@ def test_factory_never_reads_the_demos_redis_url(monkeypatch: pytest.MonkeyPatch
 @pytest.mark.slow
 def test_plain_gunicorn_with_the_shipped_config_starts_alerting(redis_server, real_redis: Redis) -> None:  # type: ignore[no-untyped-def]
     port = free_port()
-    env = {"RQSCOPE_REDIS_URL": redis_server.url, "RQSCOPE_ALERT_INTERVAL": "0.5", "RQSCOPE_NO_AUTH": "true"}
-    command = [sys.executable, "-m", "gunicorn", "-c", "python:rqscope.web.gunicorn_conf", "-b", f"127.0.0.1:{port}",
-               "rqscope.web:create_app()"]  # fmt: skip
+    env = {"RQSCOPE_REDIS_URL": redis_server.url, "RQSCOPE_ALERT_INTERVAL": "0.5", "RQSCOPE_NO_AUTH": "true",
+           "RQSCOPE_PORT": str(port), "RQSCOPE_WEB_WORKERS": "1"}  # fmt: skip
+    command = [sys.executable, "-m", "gunicorn", "-c", "python:rqscope.web.gunicorn_conf", "rqscope.web:create_app()"]
     process = spawn(command, env)
     try:
         wait_for(lambda: http_status(f"http://127.0.0.1:{port}/readyz") == 200, timeout=30)

@@ -9,6 +9,26 @@ from rqscope.monitor.settings import Settings
 from rqscope.tasks.errors import RqscopeError
 
 
+def gunicorn_options(settings: Settings) -> dict[str, Any]:
+    """gunicorn's settings for the sidecar, from rqscope's (RQSCOPE_HOST, _PORT, _WEB_WORKERS, ...)."""
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    return {
+        "bind": f"{host}:{settings.port}",
+        "workers": settings.web_workers,
+        "threads": settings.web_threads,
+        "worker_class": "gthread",
+        "timeout": 30,
+        "graceful_timeout": 5,
+        "loglevel": settings.log_level.lower(),
+        "accesslog": None,
+        "proc_name": "rqscope-serve",
+        "post_worker_init": post_worker_init,
+        # a queue name may be any length (RQ takes 5,000 characters); gunicorn's 4,094-byte request
+        # line would refuse its percent-encoded URL. 0 lifts gunicorn's cap (at most 8,190 otherwise)
+        "limit_request_line": 0,
+    }
+
+
 class SidecarServer(BaseApplication):  # type: ignore[misc]
     """A gunicorn application that builds one app per worker from explicit settings."""
 
@@ -17,20 +37,7 @@ class SidecarServer(BaseApplication):  # type: ignore[misc]
         super().__init__()
 
     def load_config(self) -> None:
-        host = f"[{self.settings.host}]" if ":" in self.settings.host else self.settings.host
-        options: dict[str, Any] = {
-            "bind": f"{host}:{self.settings.port}",
-            "workers": self.settings.web_workers,
-            "threads": self.settings.web_threads,
-            "worker_class": "gthread",
-            "timeout": 30,
-            "graceful_timeout": 5,
-            "loglevel": self.settings.log_level.lower(),
-            "accesslog": None,
-            "proc_name": "rqscope-serve",
-            "post_worker_init": post_worker_init,
-        }
-        for key, value in options.items():
+        for key, value in gunicorn_options(self.settings).items():
             self.cfg.set(key, value)
 
     def load(self) -> Any:
