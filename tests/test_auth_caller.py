@@ -141,7 +141,9 @@ def test_a_rebinding_host_is_refused_before_any_read_or_write(open_sidecar: Side
 
 FORWARDING = [{"X-Forwarded-For": "203.0.113.9"}, {"Forwarded": "for=203.0.113.9;proto=https"},
               {"X-Forwarded-Host": "localhost"}, {"X-Forwarded-Proto": "https"},
-              {"X-Real-IP": "203.0.113.9"}]  # fmt: skip
+              {"X-Real-IP": "203.0.113.9"}, {"X-Forwarded": "for=203.0.113.9"},
+              {"X-Original-Forwarded-For": "203.0.113.9"}, {"Fastly-Client-IP": "203.0.113.9"},
+              {"X-Envoy-External-Address": "203.0.113.9"}]  # fmt: skip
 
 
 @pytest.mark.parametrize("header", FORWARDING, ids=lambda h: next(iter(h)))
@@ -197,6 +199,10 @@ def test_behind_a_trusted_proxy_the_cookie_is_secure_over_https_and_the_public_h
     foreign = {**via_https, "X-Forwarded-Host": "attacker.example"}
     assert proxied.get("/login", headers=foreign).status_code == 400
     assert proxied.get("/api/queues", headers={**via_https, "Host": "localhost"}).status_code == 401
+    # a client's own X-Forwarded-Prefix, passed through by the proxy, moves no link or redirect off the site
+    prefixed = proxied.get("/", headers={**via_https, "X-Forwarded-Prefix": "//evil.example", "Accept": "text/html"},
+                           allow_redirects=False)  # fmt: skip
+    assert prefixed.status_code in (302, 303) and "evil.example" not in prefixed.headers["Location"]
 
 
 # The same rules through the app factory, for the cases a socket cannot produce from this machine.

@@ -17,7 +17,11 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 UNSPECIFIED = ("", "0.0.0.0", "::")
 # headers a proxy adds when it relays a request; any of them means the peer is not the caller
-FORWARDING_HEADERS = ("Forwarded", "Via", "X-Real-IP", "X-Client-IP", "True-Client-IP", "CF-Connecting-IP")
+FORWARDING_HEADERS = (
+    "Forwarded", "Via", "X-Real-IP", "X-Client-IP", "True-Client-IP", "CF-Connecting-IP", "X-Forwarded",
+    "Forwarded-For", "X-Original-Forwarded-For", "X-Cluster-Client-IP", "Client-IP", "Fastly-Client-IP",
+    "X-Envoy-External-Address", "X-ProxyUser-Ip",
+)  # fmt: skip
 FORWARDING_PREFIX = "x-forwarded-"
 MAX_SHOWN = 100
 
@@ -85,7 +89,8 @@ def trust_proxies(app: Flask, settings: Settings) -> None:
     """Behind RQSCOPE_TRUSTED_PROXIES proxies, take client address, scheme, host and prefix from them."""
     hops = settings.trusted_proxies
     if hops:
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops, x_prefix=hops)  # type: ignore[method-assign]
+        # no x_prefix: most proxies never set X-Forwarded-Prefix and pass a client's own copy through
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops)  # type: ignore[method-assign]
 
 
 def exposure_warnings(settings: Settings) -> list[str]:
