@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from rqscope.monitor.names import encode_segment
 from rqscope.monitor.snapshot import JOB_STATES, QueueState, RateLimitState, Snapshot, WorkerState
 
 
@@ -19,6 +20,7 @@ def iso(moment: datetime | float | None) -> str | None:
 def queue_row(queue: QueueState) -> dict[str, Any]:
     return {
         "name": queue.name,
+        "url_name": encode_segment(queue.name),  # the name as one URL path segment, for /api/queues/<url_name>/...
         "counts": queue.counts,
         "latency_seconds": round(queue.latency_seconds, 3),
         "oldest_enqueued_at": iso(queue.oldest_enqueued_at),

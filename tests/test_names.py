@@ -111,6 +111,8 @@ def test_overview_links_lead_to_the_queue(real_client: FlaskClient, real_redis: 
     assert job_id in real_client.get(unescape(links[0]), headers=HTML).get_data(as_text=True)
     queues = real_client.get("/api/queues").get_json()["queues"]
     assert [q["counts"]["failed"] for q in queues] == [1]  # counted from the queue's exact key
+    listed = real_client.get(f"/api/queues/{queues[0]['url_name']}/jobs?state=failed").get_json()
+    assert [job["id"] for job in listed["jobs"]] == [job_id]  # the API's own url_name reaches the queue
 
 
 def test_a_name_that_is_not_utf8_is_scraped_and_alerted_on(real_client: FlaskClient, real_redis: Redis) -> None:
@@ -119,7 +121,7 @@ def test_a_name_that_is_not_utf8_is_scraped_and_alerted_on(real_client: FlaskCli
     scrape = real_client.get("/metrics")
     assert scrape.status_code == 200
     text = scrape.get_data(as_text=True)
-    assert 'rqscope_queue_jobs{queue="q\ufffd",state="queued"} 1' in text
+    assert 'rqscope_queue_jobs{queue="q\\\\xff",state="queued"} 1' in text  # the label value q\xff, escaped
     assert 'rqscope_scrape_errors_total{cause="shaping"} 0.0' in text
     from rqscope.monitor.alerts.notifiers import dashboard_link
     from rqscope.monitor.alerts.state import Alert, Notification
@@ -136,9 +138,10 @@ def test_an_unknown_name_is_still_404(real_client: FlaskClient, real_redis: Redi
 
 
 WORKER_NAMES = [b"team/a", b"..", b"x\ny", b"%41", b"w" * 5000, b"a b", b"w\xff"]
+WORKER_IDS = ["slash", "dotdot", "newline", "percent", "5000", "space", "not-utf8"]
 
 
-@pytest.mark.parametrize("raw", WORKER_NAMES, ids=["slash", "dotdot", "newline", "percent", "5000", "space", "not-utf8"])
+@pytest.mark.parametrize("raw", WORKER_NAMES, ids=WORKER_IDS)
 def test_a_dead_worker_with_a_hostile_name_can_be_forgotten(
     real_client: FlaskClient, real_redis: Redis, raw: bytes
 ) -> None:

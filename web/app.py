@@ -13,7 +13,7 @@ from redis import Redis
 from rqscope.monitor.alerts import runner as alerting
 from rqscope.monitor.cache import SnapshotCache
 from rqscope.monitor.collectors import build_registry
-from rqscope.monitor.names import display
+from rqscope.monitor.names import label
 from rqscope.monitor.redis_client import make_client
 from rqscope.monitor.settings import Settings, from_env
 from rqscope.monitor.snapshot import JOB_STATES
@@ -73,7 +73,7 @@ def create_app(
     app.extensions[EXTENSION].alerts = alerting.build_engine(settings, client, cache.get)
     errors.register(app)
     pages.register(app)
-    app.jinja_env.finalize = _shown  # names from Redis need not be UTF-8: show such bytes as U+FFFD
+    app.jinja_env.finalize = _shown  # names from Redis need not be UTF-8: show such bytes as \xff escapes
     app.jinja_env.filters["utc"] = lambda ts: datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
     app.jinja_env.globals["job_states"] = list(JOB_STATES)
     for blueprint in (health.bp, api_tasks.bp, api.bp, openapi.bp, session_views.bp, dashboard.bp, jobs_views.bp):
@@ -82,7 +82,7 @@ def create_app(
 
 
 def _shown(value: object) -> object:
-    return display(value) if isinstance(value, str) and not value.isascii() else value
+    return label(value) if isinstance(value, str) and not value.isascii() else value
 
 
 def start(app: Flask) -> Callable[[], None]:
