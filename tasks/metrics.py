@@ -60,7 +60,9 @@ redis.call('EXPIRE', KEYS[3], ARGV[2])
 return 1
 """
 RUN_MARKER_TEMPLATE = "rqscope:run:{id}"
-RUN_MARKER_TTL_SECONDS = 24 * 3600
+# a replay follows its lost reply within seconds (RQ's WatchError loop, a reconnect): the marker
+# outlives that window with a wide margin and costs ~130 bytes for ten minutes
+RUN_MARKER_TTL_SECONDS = 600
 
 
 def record_run(
@@ -85,7 +87,8 @@ def record_run(
         keys = [RUN_MARKER_TEMPLATE.format(id=run_id), METRICS_KEY, key]
         fields = [field_name(task, queue, kind) for kind in ("o:" + outcome, "sum", "b:" + bucket_for(duration))]
         args = [RUN_MARKER_TTL_SECONDS, ROLLUP_TTL_SECONDS, *fields, repr(duration)]
-        pipeline.register_script(RECORD_ONCE)(keys=keys, args=args)
+        # EVAL, not a registered script: the pipeline would first ask SCRIPT EXISTS, one more round trip
+        pipeline.eval(RECORD_ONCE, len(keys), *keys, *args)
         return
     pipeline.hincrby(METRICS_KEY, field_name(task, queue, "o:" + outcome), 1)
     pipeline.hincrbyfloat(METRICS_KEY, field_name(task, queue, "sum"), duration)

@@ -259,3 +259,30 @@ def test_a_worker_waiting_out_a_redis_outage_still_stops_on_sigterm(busy: bool, 
     finally:
         server.stop()
     assert ("may be left unrecorded" in log.read_text()) == busy
+
+
+def test_a_horse_that_recorded_a_retry_before_dying_is_not_failed_again(real_redis: Redis) -> None:
+    """The horse requeued its job for a retry (the outcome committed) and died before exiting cleanly."""
+    job = enqueue("t_flaky", connection=real_redis)
+    queue = Queue("default", connection=real_redis)
+    real_redis.lpop(queue.key)  # as if the horse's retry had been popped and recorded: queued again
+    real_redis.rpush(queue.key, job.id)
+    job.refresh()
+    worker = InstrumentedWorker(["default"], connection=real_redis, publish_interval=60)
+    worker.horse_job_id = job.id
+    worker.handle_job_failure(job, queue, exc_string="Work-horse terminated unexpectedly (signal 9)")
+    assert real_redis.lrange(queue.key, 0, -1) == [job.id.encode()]  # once, not pushed again
+    assert job.get_status(refresh=True) == JobStatus.QUEUED
+    assert runs(scrape(real_redis), "t_flaky", "killed") in (None, 0.0)
+
+
+def test_a_job_stuck_in_a_dequeuing_list_is_failed_with_no_run_counted(real_redis: Redis) -> None:
+    """RQ's maintenance fails a job left in a queue's intermediate list; the worker never ran it."""
+    job = enqueue("t_ok", 1, connection=real_redis)
+    queue = Queue("default", connection=real_redis)
+    real_redis.lmove(queue.key, queue.intermediate_queue_key)
+    worker = InstrumentedWorker(["default"], connection=real_redis, publish_interval=60)
+    worker.handle_job_failure(job, queue, exc_string="Job was stuck in intermediate queue.")
+    assert job.get_status(refresh=True) == JobStatus.FAILED
+    registry = scrape(real_redis)
+    assert all(runs(registry, "t_ok", outcome) in (None, 0.0) for outcome in ("killed", "timeout", "failure"))

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from redis.client import Pipeline
 from redis.exceptions import ConnectionError as RedisConnectionError
 from rq import Queue, Worker
-from rq.exceptions import StopRequested
+from rq.exceptions import InvalidJobOperation, StopRequested
 from rq.executions import Execution
 from rq.job import Job, JobStatus
 from rq.utils import now, utcformat
@@ -36,6 +36,14 @@ UNRECORDED = "Work-horse ended without recording the job's outcome (Redis was un
 # how long a worker asked to stop still waits for Redis to record the job it holds
 STOP_GRACE_SECONDS = 10.0
 T = TypeVar("T")
+
+
+def _status(job: Job) -> JobStatus | None:
+    """The job's status in Redis now; None when its hash is gone."""
+    try:
+        return job.get_status(refresh=True)
+    except InvalidJobOperation:
+        return None
 
 
 def _execution_id(execution: Execution | None) -> str | None:
@@ -52,6 +60,7 @@ class HookedWorker(Worker):
         super().__init__(*args, **kwargs)
         verify_worker(self)
         self.forked_at = 0.0
+        self.horse_job_id: str | None = None  # the job this worker's last horse ran
         self.run_id: str | None = None  # the execution whose outcome is being recorded
         self.failing = False
         self.holding_job = False
@@ -71,7 +80,7 @@ class HookedWorker(Worker):
     # -- the horse
 
     def fork_work_horse(self, job: Job, queue: Queue) -> None:
-        self.forked_at = time.monotonic()
+        self.forked_at, self.horse_job_id = time.monotonic(), job.id
         super().fork_work_horse(job, queue)
 
     def main_work_horse(self, job: Job, queue: Queue) -> None:
@@ -198,22 +207,17 @@ class HookedWorker(Worker):
             self.patiently(self._settle, job, queue, *execution)
 
     def _settle(self, job: Job, queue: Queue, *execution: Execution) -> None:
-        """Fail a job whose horse is gone without an outcome; a recorded outcome (finished, failed,
-        stopped, or requeued or scheduled by a retry) is left as it is."""
-        if job.get_status() != JobStatus.STARTED:
-            return
+        """Fail a job whose horse is gone without an outcome; a recorded one is left as it is (_parent_fails)."""
         job.ended_at = now()
         self.handle_job_failure(job, queue, None, UNRECORDED, *execution)
 
     # -- the pipelines that record a job's outcome
 
-    def handle_job_failure(self, job: Job, queue: Queue, started_job_registry=None, exc_string: str = "",  # type: ignore[no-untyped-def]
-                           *args: Any, **kwargs: Any) -> None:  # fmt: skip
-        if not self.is_horse:
-            # RQ 3 passes the execution (and has already dropped it from self.executions); RQ 2 keeps it
-            passed = [a for a in (*args, *kwargs.values()) if isinstance(a, Execution)]
-            self.run_id = _execution_id(passed[0] if passed else self.execution)
-            self.parent_run(job)  # the parent fails a job only when its horse died before RQ's bookkeeping
+    def handle_job_failure(  # type: ignore[no-untyped-def]
+        self, job: Job, queue: Queue, started_job_registry=None, exc_string: str = "", *args: Any, **kwargs: Any
+    ) -> None:
+        if not self.is_horse and not self._parent_fails(job, args, kwargs):
+            return
         self.failing = True
         try:
             super().handle_job_failure(job, queue, started_job_registry, exc_string, *args, **kwargs)
@@ -221,8 +225,32 @@ class HookedWorker(Worker):
             self.failing = False
         # RQ logs and swallows a failed bookkeeping pipeline, and a job left `started` would stay in
         # the started registry for good: raise instead, so that the parent settles it once Redis is back
-        if job.get_status(refresh=True) == JobStatus.STARTED:
+        if _status(job) == JobStatus.STARTED:
             raise RedisConnectionError(f"the failure of job {job.id} was not recorded")
+
+    def _parent_fails(self, job: Job, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+        """Whether the parent should fail this job, and with which run.
+
+        RQ's parent fails its horse's job when the horse exited badly and the job is not finished or
+        failed; but a horse that recorded its outcome and died after (a reply lost, a SIGKILL) left it
+        queued or scheduled by a retry, and failing it again would requeue it twice. A job this worker
+        never ran (RQ's maintenance failing one stuck in a dequeuing list) is failed with no run counted.
+        """
+        self.run_id = None
+        if job.id != self.horse_job_id:
+            return True
+        status = _status(job)
+        if status is None:
+            return False  # the job's hash is gone: nothing to record
+        if status != JobStatus.STARTED:
+            self.log.warning("Worker %s: job %s was recorded %s before its horse died; left as it is", self.name,
+                             job.id, status.value)  # fmt: skip
+            return False
+        # RQ 3 passes the execution (and has already dropped it from self.executions); RQ 2 keeps it
+        passed = [a for a in (*args, *kwargs.values()) if isinstance(a, Execution)]
+        self.run_id = _execution_id(passed[0] if passed else self.execution)
+        self.parent_run(job)
+        return True
 
     def cleanup_execution(self, job: Job, pipeline: Pipeline, *args: Any, **kwargs: Any) -> None:
         super().cleanup_execution(job, pipeline, *args, **kwargs)
