@@ -22,8 +22,9 @@ from typing import Any, cast
 
 from redis import Redis
 from rqscope.monitor.jobs import entry_key
+from rqscope.monitor.names import exact
 from rqscope.monitor.snapshot import REGISTRY_KEY_TEMPLATES, as_text
-from rqscope.tasks.rq_internals.keys import KEYS
+from rqscope.tasks.rq_internals import KEYS, release_limit
 
 BATCH_SIZE = 200  # jobs per script: about 3 ms of Redis time on an idle 2-core machine, 7 ms on a busy one
 PENDING_KEY = "rqscope:emptying"  # hash: detached key -> {"queue", "state"} of an empty in progress
@@ -42,7 +43,8 @@ LAYOUT = [
 ]
 
 # KEYS[1]: source, KEYS[2]: PENDING_KEY. ARGV: mode ("drain" | "zrem" | "purge"), queue, batch size,
-# the number of LAYOUT entries, LAYOUT..., then the ids (zrem, purge)
+# the number of LAYOUT entries, LAYOUT..., then the ids (zrem, purge). Returns {deleted, then a
+# (concurrency limit key, id) pair per deleted job under an rq 3 limit}.
 DELETE_SCRIPT = """
 local mode, queue, size, layout = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local job_prefix, results, execution, executions_prefix, group_prefix, groups, started =
@@ -54,10 +56,12 @@ local function unregister(registry_queue, id)
   for _, prefix in ipairs(registries) do redis.call('ZREM', prefix .. registry_queue, id) end
 end
 
+local limited = {}
 local function purge(id)
   local job = job_prefix .. id
-  local fields = redis.call('HMGET', job, 'origin', 'group_id')
+  local fields = redis.call('HMGET', job, 'origin', 'group_id', 'rate_limit_key')
   local origin, group = fields[1], fields[2]
+  if fields[3] then limited[#limited + 1] = fields[3]; limited[#limited + 1] = id end
   unregister(queue, id)
   if origin and origin ~= queue then unregister(origin, id) end
   local executions = executions_prefix .. id
@@ -94,7 +98,8 @@ else
   end
 end
 for _, id in ipairs(ids) do purge(id) end
-return #ids
+table.insert(limited, 1, #ids)
+return limited
 """
 
 # KEYS: source, detached key, PENDING_KEY. ARGV: what the detached key held, as JSON
@@ -106,15 +111,13 @@ return 1
 """
 
 
-def _raw(queue: str) -> bytes:
-    """A queue name's exact bytes (names that are not UTF-8 arrive decoded with surrogateescape)."""
-    return queue.encode("utf-8", "surrogateescape")
-
-
 def _run(redis: Redis, source: str | bytes, mode: str, queue: str, size: int, ids: Sequence[str] = ()) -> int:
     """One atomic batch of the delete script; return how many jobs it deleted."""
-    args = [mode, _raw(queue), size, len(LAYOUT), *LAYOUT, *ids]
-    return int(redis.register_script(DELETE_SCRIPT)(keys=[source, PENDING_KEY], args=args))  # type: ignore[arg-type]
+    args = [mode, exact(queue), size, len(LAYOUT), *LAYOUT, *ids]
+    reply = redis.register_script(DELETE_SCRIPT)(keys=[source, PENDING_KEY], args=args)  # type: ignore[arg-type]
+    for limit, job_id in zip(reply[1::2], reply[2::2], strict=True):
+        release_limit(redis, as_text(limit), as_text(job_id))  # as RQ 3's Job.delete does, after the delete
+    return int(reply[0])
 
 
 def _check(state: str) -> None:

@@ -14,7 +14,7 @@ from rqscope.monitor.display import DisplaySerializer
 from rqscope.monitor.names import exact
 from rqscope.monitor.snapshot import WORKER_KEY_PREFIX, WORKERS_KEY, WorkerState
 from rqscope.tasks.metrics import record_run
-from rqscope.tasks.rq_internals import KEYS, fail_job
+from rqscope.tasks.rq_internals import KEYS, fail_job, failed_job_done
 
 ABANDONED = "Worker {name} died while running the job; it was failed when the dead worker was cleaned up."
 
@@ -40,6 +40,8 @@ def forget_dead_worker(redis: Redis, worker: WorkerState, task_name: Callable[[s
                     pipe.zrem(started, *entries)
                     _fail(pipe, job, worker, task_name)
                 pipe.execute()
+                if entries:
+                    failed_job_done(job)
                 return job.id if entries else None
             except WatchError:
                 continue

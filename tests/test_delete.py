@@ -229,3 +229,24 @@ def test_a_queue_whose_name_is_not_utf8(real_redis: Redis) -> None:
     assert delete_jobs(real_redis, name, "queued", ids[:1]) == 1
     assert empty(real_redis, name, "queued") == 2
     assert traces(real_redis, ids) == [] and real_redis.hlen(delete.PENDING_KEY) == 0
+
+
+@pytest.mark.skipif(not hasattr(Queue, "_enqueue_rate_limited_job"), reason="concurrency limits arrived in rq 3.0")
+@pytest.mark.parametrize("how", ["selection", "empty"])
+def test_deleting_a_job_under_a_concurrency_limit_frees_its_slot(real_redis: Redis, how: str) -> None:
+    from rq.rate_limit import RateLimit, RateLimitRegistry  # type: ignore[import-not-found]
+
+    queue = Queue("default", connection=real_redis)
+    for i in range(3):
+        queue.enqueue(len, [i], rate_limit=RateLimit("partner", 1))
+    limit = RateLimitRegistry("partner", connection=real_redis)
+    [running] = queue.job_ids
+    assert limit.get_rate_limited_job_count() == 2
+    if how == "selection":
+        assert delete_jobs(real_redis, "default", "queued", [running]) == 1
+    else:
+        assert empty(real_redis, "default", "queued") == 1
+    # as after RQ's own Job.delete: the slot is free and a held job took it, onto the queue
+    [promoted] = queue.job_ids
+    assert promoted != running and limit.get_allowed_job_ids() == [promoted]
+    assert limit.get_rate_limited_job_count() == 1

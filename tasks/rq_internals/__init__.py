@@ -40,7 +40,7 @@ Hooks (what they rely on; why no public API does it; the test that breaks when R
 """
 
 from rqscope.tasks.rq_internals.checks import SUPPORTED, verify_rq, verify_worker
-from rqscope.tasks.rq_internals.jobs import fail_job, promote_held
+from rqscope.tasks.rq_internals.jobs import fail_job, failed_job_done, promote_held, release_limit
 from rqscope.tasks.rq_internals.keys import KEYS, REGISTRY_NAMES, Keys, rq_key_prefix
 from rqscope.tasks.rq_internals.queue import StoppableQueue
 from rqscope.tasks.rq_internals.worker import STOP_GRACE_SECONDS, UNRECORDED, HookedWorker
@@ -55,7 +55,9 @@ __all__ = [
     "Keys",
     "StoppableQueue",
     "fail_job",
+    "failed_job_done",
     "promote_held",
+    "release_limit",
     "rq_key_prefix",
     "verify_rq",
     "verify_worker",

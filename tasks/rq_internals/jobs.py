@@ -9,7 +9,8 @@ from rq.results import Result
 
 
 def fail_job(job: Job, exc_string: str, worker_name: str, pipeline: Pipeline) -> None:
-    """Record a job as failed in a caller's pipeline, as RQ's worker does: failed registry and a result."""
+    """Record a job as failed in a caller's pipeline, as RQ's worker does: failed registry and a result.
+    Once the pipeline has run, `failed_job_done(job)` frees its rq 3 concurrency slot, as RQ's worker does."""
     job.set_status(JobStatus.FAILED, pipeline=pipeline)
     job.failed_job_registry.add(job, ttl=job.failure_ttl, exc_string=exc_string, pipeline=pipeline)
     Result.create_failure(job, job.failure_ttl, exc_string=exc_string, worker_name=worker_name, pipeline=pipeline)
@@ -20,3 +21,19 @@ def promote_held(redis: Redis, key: str, concurrency: int) -> list[str]:
     from rq.rate_limit import RateLimitRegistry  # type: ignore[import-not-found]  # rq 3 only
 
     return list(RateLimitRegistry(key, connection=redis).acquire_and_enqueue(concurrency))
+
+
+def release_limit(redis: Redis, key: str, job_id: str) -> list[str]:
+    """After a job under an rq 3 concurrency limit was deleted: free its slot and promote waiting jobs."""
+    from rq.rate_limit import RateLimitRegistry  # type: ignore[import-not-found]  # rq 3 only
+
+    return list(RateLimitRegistry(key, connection=redis).cancel(job_id))
+
+
+def failed_job_done(job: Job) -> None:
+    """After fail_job's pipeline ran: free the job's rq 3 concurrency slot and promote waiting jobs."""
+    if getattr(job, "has_rate_limit", False):  # rq 3 only
+        from rq.rate_limit import release_slot  # type: ignore[import-not-found]
+
+        job._status = JobStatus.FAILED  # release_slot reads the cached status the pipeline just wrote
+        release_slot(job)
