@@ -250,3 +250,15 @@ def test_deleting_a_job_under_a_concurrency_limit_frees_its_slot(real_redis: Red
     [promoted] = queue.job_ids
     assert promoted != running and limit.get_allowed_job_ids() == [promoted]
     assert limit.get_rate_limited_job_count() == 1
+
+
+def test_on_a_long_list_each_lrem_is_its_own_round_trip(real_redis: Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Redis runs a pipeline's commands back to back: a batch of O(N) LREMs would hold it for all of them."""
+    fill_queue(real_redis, 300)
+    doomed = [Queue("default", connection=real_redis).enqueue("tests.sample_tasks.t_fail", i).id for i in range(3)]
+    monkeypatch.setattr(delete, "SHORT_LIST", 100)
+    sent: list[tuple[Any, ...]] = []
+    lrem = real_redis.lrem
+    monkeypatch.setattr(real_redis, "lrem", lambda *args: sent.append(args) or lrem(*args))
+    assert delete_jobs(real_redis, "default", "queued", [*doomed, "not-there"]) == 3
+    assert len(sent) == 4 and traces(real_redis, doomed) == []
