@@ -148,3 +148,14 @@ def test_no_action_on_a_hostile_job_runs_its_data_on_a_served_sidecar(
     assert request("POST", f"{sidecar}/api/jobs/{failed}/retry")[0] == 200
     assert request("DELETE", f"{sidecar}/api/jobs/{failed}")[0] == 200
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("timeout", [b"[1,", b"{}", b"nan", b"\xff\xfe", b"\x00"])
+def test_a_field_rq_cannot_parse_is_no_500(real_client: FlaskClient, real_redis: Redis, timeout: bytes) -> None:
+    job = enqueue("t_ok", 1, connection=real_redis)
+    real_redis.hset(job.key, "timeout", timeout)
+    shown = real_client.get(f"/api/tasks/{job.id}")
+    assert shown.status_code == 200 and shown.get_json()["id"] == job.id
+    assert real_client.get(f"/api/jobs/{job.id}").status_code == 200
+    canceled = real_client.delete(f"/api/tasks/{job.id}")
+    assert canceled.status_code == 422 and "cannot be read by RQ" in canceled.get_json()["error"]

@@ -9,7 +9,7 @@ from rqscope.monitor import audit
 from rqscope.tasks.registry import enqueue_task
 from rqscope.web.access import caller
 from rqscope.web.bodies import read_body, typed
-from rqscope.web.jobinfo import MAX_ID_LENGTH, describe, display_serializer, fetch_job, stop_job
+from rqscope.web.jobinfo import MAX_ID_LENGTH, display_serializer, fetch_job, load_view, stop_job, summary
 from rqscope.web.state import state
 
 bp = Blueprint("api_tasks", __name__, url_prefix="/api/tasks")
@@ -48,7 +48,7 @@ def create() -> tuple[Response, int]:
 
 @bp.get("/<job_id>")
 def show(job_id: str) -> Response:
-    return jsonify(describe(fetch_job(job_id)))
+    return jsonify(summary(load_view(job_id)))  # read field by field: a garbled field is marked, never a 500
 
 
 @bp.delete("/<job_id>")

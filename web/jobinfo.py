@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import abort
+from redis import RedisError
 from rq.command import send_stop_job_command
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
@@ -35,8 +36,12 @@ def fetch_job(job_id: str) -> Job:
         abort(404, "no such job")
     try:
         return Job.fetch(job_id, connection=state().redis, serializer=display_serializer())
-    except (NoSuchJobError, ValueError, TypeError):
+    except NoSuchJobError:
         abort(404, f"no job with id {job_id!r}")
+    except RedisError:
+        raise  # a Redis outage is answered 503 by the app's error handler
+    except Exception as exc:  # a garbled field RQ cannot parse (timeout, dates, ...): say so, never a 500
+        abort(422, f"job {job_id!r} cannot be read by RQ ({type(exc).__name__}); delete it to clear it")
 
 
 def stop_job(job: Job) -> None:
@@ -78,11 +83,6 @@ def summary(view: JobView) -> dict[str, Any]:
         "retries_left": _whole(view.get("retries_left")),
         "unreadable": view.unreadable,
     }
-
-
-def describe(job: Job) -> dict[str, Any]:
-    """The enqueue API's view of a fetched job, read again through the display decoder."""
-    return summary(load_view(job.id))
 
 
 def detail(view: JobView) -> dict[str, Any]:
