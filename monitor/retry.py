@@ -107,8 +107,14 @@ class Retrier:
         ]
         moved = 0
         for batch in batches(dict.fromkeys(ids), self.batch_size):
-            args = [JOB_KEY_TEMPLATE.format(id=""), exact(QUEUE_KEY_PREFIX + queue), rq_timestamp(),
-                    KEYS.rate_limit_config(""), time.time(), *batch]  # fmt: skip
+            args = [
+                JOB_KEY_TEMPLATE.format(id=""),
+                exact(QUEUE_KEY_PREFIX + queue),
+                rq_timestamp(),
+                KEYS.rate_limit_config(""),
+                time.time(),
+                *batch,
+            ]
             reply = self.script(keys=keys, args=args)  # type: ignore[arg-type]
             moved += int(reply[0])
             for key, concurrency in zip(reply[1::2], reply[2::2], strict=True):

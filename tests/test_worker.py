@@ -286,3 +286,18 @@ def test_a_job_stuck_in_a_dequeuing_list_is_failed_with_no_run_counted(real_redi
     assert job.get_status(refresh=True) == JobStatus.FAILED
     registry = scrape(real_redis)
     assert all(runs(registry, "t_ok", outcome) in (None, 0.0) for outcome in ("killed", "timeout", "failure"))
+
+
+def test_a_job_rq_cannot_read_is_failed_not_claimed_by_every_restart(real_redis: Redis) -> None:
+    job = enqueue("t_ok", 1, connection=real_redis)
+    after = enqueue("t_ok", 2, connection=real_redis)
+    real_redis.hset(job.key, "created_at", "garbage")  # Job.fetch raises on it
+    for _ in range(2):  # the same name, as a restarted worker would have
+        worker = InstrumentedWorker(["default"], connection=real_redis, name="fixed", publish_interval=60)
+        worker.work(burst=True, logging_level="WARNING")
+    assert real_redis.hget(job.key, "status") == b"failed"
+    assert real_redis.zscore("rq:failed:default", job.id) is not None
+    assert "RQ cannot read the job" in real_redis.hget(job.key, "exc_info").decode()
+    assert after.get_status(refresh=True) == JobStatus.FINISHED
+    assert not real_redis.exists("rq:worker:fixed:rqscope-claim")
+    assert real_redis.llen("rq:queue:default:intermediate") == 0

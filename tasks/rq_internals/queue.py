@@ -25,7 +25,9 @@ from typing import Any
 
 from redis import Redis
 from rq import Queue
+from rq.defaults import DEFAULT_FAILURE_TTL as FAILURE_TTL
 from rq.exceptions import DequeueTimeout, NoSuchJobError, StopRequested
+from rq.registry import FailedJobRegistry
 from rqscope.tasks.outage import STOP_CHECK_SECONDS, never, wait_out
 
 log = logging.getLogger(__name__)
@@ -100,16 +102,28 @@ class StoppableQueue(Queue):
         script = connection.register_script(CLAIM_SCRIPT)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            claimed = wait_out(script, keys, [CLAIM_TTL_SECONDS], log_as="claiming a job: ",
-                               give_up=context.stop_requested)  # fmt: skip
+            claimed = wait_out(
+                script, keys, [CLAIM_TTL_SECONDS], log_as="claiming a job: ", give_up=context.stop_requested
+            )
             if claimed:
                 queue = by_key[_text(claimed[0])]
                 job_id = _text(claimed[1])
                 try:
-                    job = wait_out(queue.job_class.fetch, job_id, queue.connection, queue.serializer,
-                                   log_as=f"claimed job {job_id}: ")  # fmt: skip
+                    job = wait_out(
+                        queue.job_class.fetch,
+                        job_id,
+                        queue.connection,
+                        queue.serializer,
+                        log_as=f"claimed job {job_id}: ",
+                    )
                 except NoSuchJobError:  # the job's hash expired while it waited: drop the claim, take the next
-                    wait_out(_drop_claim, connection, context.claim_key, queue.intermediate_queue_key, job_id)
+                    wait_out(_drop_claim, connection, context.claim_key, queue, job_id, None)
+                    continue
+                except Exception as exc:  # a hash RQ cannot read: fail it, or every restart would claim it again
+                    log.error("job %s cannot be read (%r); failing it", job_id, exc)
+                    wait_out(
+                        _drop_claim, connection, context.claim_key, queue, job_id, f"RQ cannot read the job: {exc!r}"
+                    )
                     continue
                 return job, queue
             if deadline is None:
@@ -130,8 +144,13 @@ def _wait_for_work(
     wait_out(connection.blmove, first_key, first_key, wait, "LEFT", "LEFT", give_up=stop_requested)
 
 
-def _drop_claim(connection: Redis, claim_key: str, intermediate_key: str, job_id: str) -> None:
+def _drop_claim(connection: Redis, claim_key: str, queue: Queue, job_id: str, failure: str | None) -> None:
+    """Release a claimed job that cannot run; with a `failure`, leave it failed (status, reason and
+    failed registry, written field by field: RQ cannot load it) so it stays visible and retryable."""
     with connection.pipeline() as pipe:
-        pipe.lrem(intermediate_key, 1, job_id)
+        pipe.lrem(queue.intermediate_queue_key, 1, job_id)
         pipe.delete(claim_key)
+        if failure is not None:
+            pipe.hset(queue.job_class.key_for(job_id), mapping={"status": "failed", "exc_info": failure})
+            pipe.zadd(FailedJobRegistry(queue.name, connection=connection).key, {job_id: time.time() + FAILURE_TTL})
         pipe.execute()

@@ -110,8 +110,9 @@ class HookedWorker(Worker):
         try:
             super().execute_job(job, queue)
         except StopRequested:
-            self.log.warning("Worker %s: stopped with Redis unavailable; job %s may be left unrecorded", self.name,
-                             job.id)  # fmt: skip
+            self.log.warning(
+                "Worker %s: stopped with Redis unavailable; job %s may be left unrecorded", self.name, job.id
+            )
             raise
         finally:
             self.holding_job = False
@@ -243,8 +244,12 @@ class HookedWorker(Worker):
         if status is None:
             return False  # the job's hash is gone: nothing to record
         if status != JobStatus.STARTED:
-            self.log.warning("Worker %s: job %s was recorded %s before its horse died; left as it is", self.name,
-                             job.id, status.value)  # fmt: skip
+            self.log.warning(
+                "Worker %s: job %s was recorded %s before its horse died; left as it is",
+                self.name,
+                job.id,
+                status.value,
+            )
             return False
         # RQ 3 passes the execution (and has already dropped it from self.executions); RQ 2 keeps it
         passed = [a for a in (*args, *kwargs.values()) if isinstance(a, Execution)]
