@@ -21,6 +21,8 @@ Hooks (what they rely on; why no public API does it; the test that breaks when R
   test_worker::test_a_stop_requested_between_jobs_takes_nothing_more_off_the_queues
 - `prepare_execution`: a copy of RQ's (`Execution.create(worker_name=)`, state BUSY) that also takes
   the job off its claim (the intermediate list) in the same transaction; RQ leaves that to the horse.
+  A retry after a lost reply undoes the earlier attempt with `Execution.delete(job, pipeline)`.
+  test_replay::test_a_dequeue_whose_reply_is_lost_keeps_the_job
   test_chaos::test_horses_and_a_whole_worker_killed
 - `fork_work_horse`, `main_work_horse`: the parent forks, the horse runs `main_work_horse`.
   test_worker::test_mixed_outcomes_are_counted_exactly_on_the_forking_worker
@@ -35,8 +37,20 @@ Hooks (what they rely on; why no public API does it; the test that breaks when R
   RQ quits on the first Redis error. test_worker::test_a_worker_waiting_out_a_redis_outage_still_stops_on_sigterm
 - `maintain_heartbeats(job[, execution])`, `set_current_job_working_time` (rq 2 only): skipped
   during an outage. test_chaos::test_redis_restarted_mid_load
+- `teardown`: RQ's `register_death` may meet a Redis outage; skipped then (the key expires).
+  test_worker::test_a_worker_waiting_out_a_redis_outage_still_stops_on_sigterm
+- `handle_job_failure` in the parent also runs for RQ's maintenance of a stuck intermediate list;
+  only the horse's own, still-started job is failed with a run (`_parent_fails`).
+  test_worker::test_a_job_stuck_in_a_dequeuing_list_is_failed_with_no_run_counted,
+  test_worker::test_a_horse_that_recorded_a_retry_before_dying_is_not_failed_again
 - `jobs.fail_job`: `FailedJobRegistry.add` and `Result.create_failure` in a caller's pipeline, as
   RQ's private `Job._handle_failure` does. test_rq_internals::test_fail_job_records_what_rq_records
+- `jobs.promote_held`, `jobs.release_limit`, `jobs.failed_job_done` (rq 3 only): RQ's public
+  `RateLimitRegistry` and `release_slot`, after a retry, a delete or a failure rqscope wrote itself.
+  test_retry::test_a_retried_job_still_respects_its_concurrency_limit,
+  test_delete::test_deleting_a_job_under_a_concurrency_limit_frees_its_slot
+- `queue._drop_claim`: a claimed job whose hash RQ cannot load is failed field by field (status,
+  exc_info, the failed registry). test_worker::test_a_job_rq_cannot_read_is_failed_not_claimed_by_every_restart
 """
 
 from rqscope.tasks.rq_internals.checks import SUPPORTED, verify_rq, verify_worker

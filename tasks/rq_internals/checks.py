@@ -9,9 +9,23 @@ from typing import Any
 import rq
 from rq import Queue, Worker
 from rq.executions import Execution
+from rq.registry import FailedJobRegistry
+from rq.results import Result
 from rqscope.tasks.errors import RqscopeError
 
-SUPPORTED = ">=2.11,<4"
+
+def _supported() -> str:
+    """The rq range rqscope declares (pyproject.toml), as installed."""
+    from importlib.metadata import PackageNotFoundError, requires
+
+    try:
+        declared = requires("rqscope") or []
+    except PackageNotFoundError:
+        return "(see pyproject.toml)"
+    return next((r.removeprefix("rq").strip() for r in declared if r.startswith("rq") and r[2:3] in "<>=!~ "), "")
+
+
+SUPPORTED = _supported()
 
 
 # (class, method) -> the parameter lists rqscope's overrides accept; anything else stops the worker
@@ -38,7 +52,23 @@ SIGNATURES: dict[tuple[type, str], tuple[tuple[str, ...], ...]] = {
     (Worker, "increment_successful_job_count"): (("self", "pipeline"),),
     (Worker, "increment_failed_job_count"): (("self", "pipeline"),),
     (Queue, "dequeue_any"): (("queues", "timeout", "connection", "job_class", "serializer", "death_penalty_class"),),
+    (Worker, "teardown"): (("self",),),
+    (Worker, "serialize"): (("self",),),
     (Execution, "create"): (("job", "ttl", "pipeline", "worker_name"),),
+    (Execution, "delete"): (("self", "job", "pipeline"),),
+    (FailedJobRegistry, "add"): (("self", "job", "ttl", "exc_string", "pipeline"),),
+    (Result, "create_failure"): (
+        (
+            "job",
+            "ttl",
+            "exc_string",
+            "worker_name",
+            "pipeline",
+            "execution_id",
+            "execution_started_at",
+            "execution_ended_at",
+        ),
+    ),
 }
 # hooks on methods that only some supported RQ releases have: checked where they exist
 OPTIONAL_SIGNATURES: dict[tuple[type, str], tuple[tuple[str, ...], ...]] = {
