@@ -1,0 +1,224 @@
+"""The snapshot's second round trip: every queue, worker, process and concurrency limit at once.
+
+One read-only Lua script per chunk of queues and workers, sent together with the limits' reads,
+avoids redis-py's per-command cost on hundreds of replies. Where scripting is not allowed (an ACL
+user without @scripting, a proxy that refuses EVAL) the same reads go through pipelines instead:
+one more round trip for the queue heads and running executions. Names go to Redis as their exact
+bytes (monitor.names). Nothing here writes.
+"""
+
+from __future__ import annotations
+
+from string import Template
+from typing import Any
+
+from redis import Redis
+from redis.client import Pipeline
+from redis.exceptions import NoPermissionError, ResponseError
+from rqscope.monitor.names import as_name, exact
+from rqscope.monitor.snapshot import (
+    EXECUTION_VALUES,
+    JOB_KEY_TEMPLATE,
+    QUEUE_KEY_PREFIX,
+    REGISTRY_KEY_TEMPLATES,
+    SCHEDULER_LOCK_TEMPLATE,
+    WORKER_FIELDS,
+    WORKER_KEY_PREFIX,
+    as_text,
+)
+from rqscope.tasks.procstats import PROC_KEY_TEMPLATE
+from rqscope.tasks.rq_internals.keys import KEYS
+
+REGISTRY_PREFIXES = tuple(t.format(queue="") for t in REGISTRY_KEY_TEMPLATES.values())
+
+# ARGV: queue count, worker count, queue names..., worker names..., process ids...
+# The reply is flat: per queue LLEN, head id, head's enqueued_at, scheduler lock and one ZCARD per
+# registry; then per worker its WORKER_FIELDS; then one HGETALL list per process.
+# pcall, so that a key of the wrong type reads as empty instead of failing the whole read.
+READ_SCRIPT = Template("""
+local function num(reply) if type(reply) == 'number' then return reply end return 0 end
+local nq, nw = tonumber(ARGV[1]), tonumber(ARGV[2])
+local registries = {$registries}
+local worker_fields = {$fields}
+local out, n = {}, 0
+for i = 3, 2 + nq do
+  local q = ARGV[i]
+  local qkey = '$queue_prefix' .. q
+  local head = redis.pcall('LINDEX', qkey, 0)
+  if type(head) ~= 'string' then head = false end
+  local enqueued = false
+  if head then enqueued = redis.pcall('HGET', '$job_prefix' .. head, 'enqueued_at') end
+  if type(enqueued) ~= 'string' then enqueued = '' end
+  out[n + 1] = num(redis.pcall('LLEN', qkey))
+  out[n + 2] = head or ''
+  out[n + 3] = enqueued
+  out[n + 4] = num(redis.pcall('EXISTS', '$lock_prefix' .. q))
+  n = n + 4
+  for _, prefix in ipairs(registries) do
+    n = n + 1
+    out[n] = num(redis.pcall('ZCARD', prefix .. q))
+  end
+end
+local width = #worker_fields
+for i = 3 + nq, 2 + nq + nw do
+  local reply = redis.pcall('HMGET', '$worker_prefix' .. ARGV[i], unpack(worker_fields))
+  local ok = type(reply) == 'table' and not reply.err
+  for j = 1, width do out[n + j] = ok and reply[j] or false end
+  local execution = redis.pcall('SRANDMEMBER', '$worker_prefix' .. ARGV[i] .. ':executions')
+  if type(execution) ~= 'string' then execution = false end
+  local created = false
+  if execution then created = redis.pcall('HGET', '$execution_prefix' .. execution, 'created_at') end
+  if type(created) ~= 'string' then created = false end
+  out[n + width + 1] = execution
+  out[n + width + 2] = created
+  n = n + width + 2
+end
+for i = 3 + nq + nw, #ARGV do
+  local reply = redis.pcall('HGETALL', '$proc_prefix' .. ARGV[i])
+  if type(reply) ~= 'table' or reply.err then reply = {} end
+  n = n + 1
+  out[n] = reply
+end
+return out
+""").substitute(
+    registries=", ".join(f"'{p}'" for p in REGISTRY_PREFIXES),
+    fields=", ".join(f"'{f}'" for f in WORKER_FIELDS),
+    queue_prefix=QUEUE_KEY_PREFIX,
+    job_prefix=JOB_KEY_TEMPLATE.format(id=""),
+    lock_prefix=SCHEDULER_LOCK_TEMPLATE.format(queue=""),
+    worker_prefix=WORKER_KEY_PREFIX,
+    proc_prefix=PROC_KEY_TEMPLATE.format(id=""),
+    execution_prefix=KEYS.execution(""),
+)
+
+# A script blocks Redis while it runs; chunks keep each run short (about 0.6 ms here) and are
+# sent together, so other clients' commands interleave between them at no extra round trip.
+SCRIPT_QUEUES = 64
+SCRIPT_WORKERS = 128
+
+
+def or_empty(reply: Any, default: Any) -> Any:
+    return default if isinstance(reply, Exception) else reply
+
+
+def count(value: Any) -> int:
+    return value if isinstance(value, int) else 0
+
+
+def name_from_key(prefix: str, key: Any) -> str:
+    """A queue or worker name from its key, exact (names need not be UTF-8: see monitor.names)."""
+    name = as_name(key)
+    return name[len(prefix) :] if name.startswith(prefix) else name
+
+
+def _pairs(flat: list[Any]) -> dict[bytes | str, Any]:
+    return dict(zip(flat[::2], flat[1::2], strict=False))
+
+
+def _read_rate_limits(pipe: Pipeline, keys: list[str]) -> int:
+    """Queue each RQ 3 rate limit's reads on a pipeline; returns how many replies they add."""
+    for key in keys:
+        pipe.hget(KEYS.rate_limit_config(key), "concurrency")
+        pipe.zcard(KEYS.rate_limit(key, "allowed"))
+        pipe.zcard(KEYS.rate_limit(key, "rate_limited"))
+        pipe.zrange(KEYS.rate_limit(key, "rate_limited"), 0, 0, withscores=True)
+    return 4 * len(keys)
+
+
+def _rate_limit_rows(keys: list[str], replies: list[Any]) -> list[tuple[str, list[Any]]]:
+    values = [or_empty(reply, None) for reply in replies]
+    rows = []
+    for i, key in enumerate(keys):
+        concurrency, allowed, held, oldest = values[4 * i : 4 * i + 4]
+        rows.append((key, [concurrency, allowed, held, list(oldest[0]) if oldest else None]))
+    return rows
+
+
+class ScriptsRefused(Exception):
+    """This Redis will not run the read script; use pipelines."""
+
+
+def _chunks(queues: list[str], workers: list[str], procs: list[str]) -> list[tuple[list[str], ...]]:
+    count = max(
+        -(-len(queues) // SCRIPT_QUEUES), -(-len(workers) // SCRIPT_WORKERS), -(-len(procs) // SCRIPT_WORKERS), 1
+    )
+    return [
+        (
+            queues[i * SCRIPT_QUEUES : (i + 1) * SCRIPT_QUEUES],
+            workers[i * SCRIPT_WORKERS : (i + 1) * SCRIPT_WORKERS],
+            procs[i * SCRIPT_WORKERS : (i + 1) * SCRIPT_WORKERS],
+        )
+        for i in range(count)
+    ]
+
+
+Rows = tuple[list[list[Any]], list[list[Any]], list[dict[bytes | str, Any]], list[tuple[str, list[Any]]]]
+
+
+def read_by_script(redis: Redis, queues: list[str], workers: list[str], procs: list[str], limits: list[str]) -> Rows:
+    chunks = _chunks(queues, workers, procs)
+    pipe = redis.pipeline(transaction=False)
+    for chunk_queues, chunk_workers, chunk_procs in chunks:
+        pipe.eval(
+            READ_SCRIPT,
+            0,
+            str(len(chunk_queues)),
+            str(len(chunk_workers)),
+            *map(exact, chunk_queues),
+            *map(exact, chunk_workers),
+            *chunk_procs,
+        )
+    _read_rate_limits(pipe, limits)
+    replies = pipe.execute(raise_on_error=False)
+    queue_rows: list[list[Any]] = []
+    worker_rows: list[list[Any]] = []
+    proc_rows: list[dict[bytes | str, Any]] = []
+    for (chunk_queues, chunk_workers, _), reply in zip(chunks, replies, strict=False):
+        if isinstance(reply, (NoPermissionError, ResponseError)):
+            raise ScriptsRefused(str(reply))
+        queue_width, worker_width = 4 + len(REGISTRY_PREFIXES), len(WORKER_FIELDS) + EXECUTION_VALUES
+        queue_end = len(chunk_queues) * queue_width
+        worker_end = queue_end + len(chunk_workers) * worker_width
+        queue_rows.extend(reply[i : i + queue_width] for i in range(0, queue_end, queue_width))
+        worker_rows.extend(reply[i : i + worker_width] for i in range(queue_end, worker_end, worker_width))
+        proc_rows.extend(_pairs(r) for r in reply[worker_end:])
+    return queue_rows, worker_rows, proc_rows, _rate_limit_rows(limits, replies[len(chunks) :])
+
+
+def read_by_pipeline(redis: Redis, queues: list[str], workers: list[str], procs: list[str], limits: list[str]) -> Rows:
+    pipe = redis.pipeline(transaction=False)
+    for name in queues:
+        pipe.llen(exact(QUEUE_KEY_PREFIX + name))
+        pipe.lindex(exact(QUEUE_KEY_PREFIX + name), 0)
+        pipe.exists(exact(SCHEDULER_LOCK_TEMPLATE.format(queue=name)))
+        for prefix in REGISTRY_PREFIXES:
+            pipe.zcard(exact(prefix + name))
+    for name in workers:
+        pipe.hmget(exact(WORKER_KEY_PREFIX + name), list(WORKER_FIELDS))
+        pipe.srandmember(exact(KEYS.worker_executions(name)))
+    for proc in procs:
+        pipe.hgetall(PROC_KEY_TEMPLATE.format(id=proc))
+    extra = _read_rate_limits(pipe, limits)
+    all_replies = pipe.execute(raise_on_error=False)
+    limit_rows = _rate_limit_rows(limits, all_replies[len(all_replies) - extra :])
+    replies = iter(all_replies)
+    queue_rows = []
+    for _ in queues:
+        queued, head, locked = (or_empty(next(replies), None) for _ in range(3))
+        counts = [count(or_empty(next(replies), 0)) for _ in REGISTRY_PREFIXES]
+        queue_rows.append([count(queued), head or b"", b"", count(locked), *counts])
+    worker_rows = [
+        [*(or_empty(next(replies), None) or [None] * len(WORKER_FIELDS)), or_empty(next(replies), None), None]
+        for _ in workers
+    ]
+    proc_rows = [or_empty(next(replies), {}) for _ in procs]
+    # second round: each queue head's enqueued_at and each running execution's created_at
+    heads = [(row, 2, JOB_KEY_TEMPLATE.format(id=as_text(row[1])), "enqueued_at") for row in queue_rows if row[1]]
+    heads += [(row, -1, KEYS.execution(as_text(row[-2])), "created_at") for row in worker_rows if row[-2]]
+    if heads:
+        pipe = redis.pipeline(transaction=False)
+        for _, _, key, field in heads:
+            pipe.hget(key, field)
+        for (row, index, _, _), value in zip(heads, pipe.execute(raise_on_error=False), strict=True):
+            row[index] = or_empty(value, None) or b""
+    return queue_rows, worker_rows, proc_rows, limit_rows
