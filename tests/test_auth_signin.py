@@ -167,3 +167,18 @@ def test_a_redis_outage_is_a_503_with_a_message_for_sessions_and_sign_in() -> No
             assert served.get("/api/openapi.json", headers=basic("ops", PASSWORD)).status_code == 503
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("method", ["pbkdf2:sha256:600000", "scrypt:32768:8:1"])
+def test_an_unknown_user_costs_the_same_hash_as_a_known_one(method: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rqscope.monitor.settings import from_env
+    from rqscope.web import auth
+    from werkzeug.security import generate_password_hash
+
+    settings = from_env({"RQSCOPE_USERS": f"ops:operator:{generate_password_hash('pw', method=method)}"})
+    checked: list[str] = []
+    real_check = auth.check_password_hash
+    monkeypatch.setattr(auth, "check_password_hash", lambda h, p: checked.append(h) or real_check(h, p))
+    assert auth.check_user(settings, "nobody", "pw") is None
+    assert auth.check_user(settings, "ops", "wrong") is None
+    assert [h.split("$", 1)[0] for h in checked] == [method, method]  # a decoy of the users' own method

@@ -9,6 +9,7 @@ from this site: never `Sec-Fetch-Site: cross-site`, and from a browser it needs 
 
 from __future__ import annotations
 
+import functools
 import hmac
 import secrets
 from dataclasses import dataclass
@@ -27,8 +28,17 @@ VIEWER = "viewer"
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
 VERDICT = "rqscope_verdict"
-# checked when a user name is unknown, so that the answer takes as long as for a wrong password
-_DUMMY_HASH = generate_password_hash(secrets.token_hex(8))
+
+
+@functools.cache
+def _dummy_hash(method: str) -> str:
+    """A hash of nothing, made with `method`: checked for an unknown user name, so that the answer
+    takes as long as for a wrong password of a user whose hash uses that method."""
+    return generate_password_hash(secrets.token_hex(8), method=method)
+
+
+def _method(password_hash: str) -> str:
+    return password_hash.split("$", 1)[0]
 UNUSABLE = "the Authorization header is not usable: send 'Bearer <token>' or 'Basic <user:password>'"
 
 
@@ -64,7 +74,8 @@ def check_user(settings: Settings, name: str, password: str) -> User | None:
     if not settings.users:
         return None  # nothing to check against: no hash is worth its cost
     user = next((u for u in settings.users if hmac.compare_digest(u.name.encode(), name.encode())), None)
-    valid = check_password_hash(user.password_hash if user else _DUMMY_HASH, password)
+    decoy = _dummy_hash(_method(settings.users[0].password_hash)) if user is None else ""
+    valid = check_password_hash(user.password_hash if user else decoy, password)
     return user if user is not None and valid else None
 
 
