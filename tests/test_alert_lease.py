@@ -103,7 +103,7 @@ def test_an_entry_claimed_by_a_process_that_died_is_sent_after_the_claim_timeout
         dying = engine(real_redis, hook, "dying", claim_seconds=1.0)
         fill(real_redis, "default")
         dying.evaluate_once()
-        assert len(dying.outbox.claim(dying.holder, ["webhook:" + hook.url.split("/")[2]], time.time())) == 1
+        assert len(dying.outbox.claim(dying.holder, {"webhook:" + hook.url.split("/")[2]: 50}, time.time())) == 1
         real_redis.delete("rqscope:alerts:leader")  # the process died: its lease goes too
         survivor = engine(real_redis, hook, "survivor", claim_seconds=1.0)
         survivor.evaluate_once()

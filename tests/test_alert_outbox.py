@@ -9,7 +9,7 @@ import pytest
 from redis import Redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
-from rqscope.monitor.alerts import scripts
+from rqscope.monitor.alerts import outbox_scripts
 from rqscope.monitor.alerts.engine import AlertEngine
 from rqscope.monitor.alerts.notifiers import Webhook
 from rqscope.monitor.alerts.outbox import notification_counts
@@ -58,6 +58,34 @@ def test_a_down_receiver_never_hides_due_notifications_for_another(real_redis: R
             engine.deliver()
         assert "urgent" in queues_in(healthy) and len(healthy.bodies) == 1002
         assert engine.dead_letters() == []  # the down receiver's entries still wait for it
+        assert len(attempts) <= 33  # one attempt per round: a down receiver costs the others little time
+
+
+def test_notifications_for_a_receiver_no_process_sends_to_are_dead_lettered_after_the_give_up_time(
+    real_redis: Redis,
+) -> None:
+    with Receiver() as kept, Receiver() as removed:
+        cache = SnapshotCache(real_redis, ttl=0)
+        before = AlertEngine(real_redis, [BACKLOG], cache.get, [Webhook(removed.url, name="removed")], interval=60)
+        fill(real_redis, "default")
+        before.evaluate_once()
+        real_redis.delete("rq:queue:default")
+        before.evaluate_once()  # firing, then resolved, neither sent
+        real_redis.delete("rqscope:alerts:leader")
+        # restarted with its receivers changed
+        after = AlertEngine(real_redis, [BACKLOG], cache.get, [Webhook(kept.url, name="kept")], interval=60)
+        fill(real_redis, "other")
+        after.evaluate_once()
+        assert after.deliver() == 1 and queues_in(kept) == {"other"} and after.dead_letters() == []
+        after.clock = lambda: time.time() + 25 * 3600
+        after.deliver()
+        dead = after.dead_letters()
+        assert [(d.receiver, d.status, d.reason) for d in dead] == [
+            ("removed", "resolved", "no process sends to this receiver"),
+            ("removed", "firing", "no process sends to this receiver"),
+        ]
+        assert after.outbox.size() == 0 and removed.bodies == []
+        assert notification_counts(real_redis)[("removed", "dropped")] == 2
 
 
 @pytest.mark.parametrize("retries", [0, 3], ids=["sidecar-client", "retrying-client"])
@@ -70,7 +98,7 @@ def test_a_result_replayed_after_a_lost_reply_is_counted_once(
                              interval=60)  # fmt: skip
         fill(real_redis, "default")
         engine.evaluate_once()
-        sha = real_redis.script_load(scripts.FINISH)  # cached on the server, as in a sidecar that already sent
+        sha = real_redis.script_load(outbox_scripts.FINISH)  # cached on the server, as in a sidecar that already sent
         proxy.cut_after(lambda data: sha.encode() in data)
         engine.deliver()
         engine.deliver()  # the sidecar's client records the result it did not hear about

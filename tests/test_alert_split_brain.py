@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 from redis import Redis, RedisError
 from redis.backoff import NoBackoff
 from redis.retry import Retry
-from rqscope.monitor.alerts.engine import STATE_KEY, AlertEngine
+from rqscope.monitor.alerts.engine import LEASE_KEY, STATE_KEY, AlertEngine
 from rqscope.monitor.alerts.notifiers import Webhook
+from rqscope.monitor.alerts.outbox import Delivery, Outbox
 from rqscope.monitor.alerts.rules import Rule
+from rqscope.monitor.alerts.state import Alert, Notification
+from rqscope.monitor.alerts.store import LOST, STALE, Store
 from rqscope.monitor.cache import SnapshotCache
 from rqscope.monitor.embedded import EmbeddedRedis
 
@@ -45,7 +49,9 @@ def fill(redis: Redis) -> None:
 
 
 @pytest.fixture
-def stalled(redis_server: EmbeddedRedis, real_redis: Redis) -> Iterator[tuple[Receiver, TcpProxy, AlertEngine, AlertEngine]]:
+def stalled(
+    redis_server: EmbeddedRedis, real_redis: Redis
+) -> Iterator[tuple[Receiver, TcpProxy, AlertEngine, AlertEngine]]:
     """A leads through a proxy that holds the commit carrying the new firing; B talks to Redis directly.
 
     When it yields, A has evaluated the firing and timed out on that commit, its lease has run out, and
@@ -100,3 +106,30 @@ def test_the_stalled_leader_takes_the_lease_back_and_pages_nothing_twice(
     assert hook.statuses() == expected
     assert [alert.state for alert in a.load().values()] == [expected[-1]]
 
+
+def test_a_write_following_a_state_another_write_replaced_is_refused_even_from_the_same_holder(
+    real_redis: Redis,
+) -> None:
+    store = Store(real_redis)
+    real_redis.set(LEASE_KEY, "a")
+    loaded = store.load_with_handovers()
+    assert store.commit("a", {}, [], [], loaded.taken, [], time.time(), loaded.version) == loaded.version + 1
+    # the same process's earlier write, stuck in a stalled link, lands after it took the lease back
+    assert store.commit("a", {}, [], [], loaded.taken, [], time.time(), loaded.version) == STALE
+    real_redis.set(LEASE_KEY, "b")
+    assert store.commit("a", {}, [], [], loaded.taken, [], time.time(), loaded.version + 1) == LOST
+
+
+def test_a_transition_committed_by_two_leaders_is_queued_once(real_redis: Redis) -> None:
+    store = Store(real_redis)
+    labels = (("queue", "q"),)
+    alert = Alert("f1", "Backlog", "queue_depth", "critical", labels, "q", 10.0, "firing", 0.0, epoch=4, seq=1)
+    note = Notification("firing", alert)
+    for holder, queued_at in (("a", 100.0), ("b", 101.0)):  # evaluated apart, each at its own time
+        real_redis.set(LEASE_KEY, holder)
+        loaded = store.load_with_handovers()
+        delivery = Delivery.of("hook", note, queued_at)
+        assert store.commit(holder, {"f1": alert}, [note], [delivery], loaded.taken, [], time.time(), loaded.version)
+    assert Outbox(real_redis).size() == 1
+    resolved = Notification("resolved", replace(alert, state="resolved", seq=2))
+    assert Delivery.of("hook", resolved, 102.0).id != delivery.id != Delivery.of("other", note, 100.0).id

@@ -13,7 +13,6 @@ once Redis is back.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
@@ -24,15 +23,16 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 
 from redis import Redis, RedisError
+from rqscope.monitor.alerts.delivery import DeliveryRound
 from rqscope.monitor.alerts.evaluate import evaluate
 from rqscope.monitor.alerts.keys import COUNTS_KEY, DEAD_KEY, LEASE_KEY, OUTBOX_KEY, RESULTS, STATE_KEY, count_field
 from rqscope.monitor.alerts.lease import Lease
 from rqscope.monitor.alerts.outbox import DEAD_LETTER_MAX, DeadLetter, Delivery, Outbox, dead_letter_json
 from rqscope.monitor.alerts.rules import Rule
-from rqscope.monitor.alerts.sending import DROPPED, RETRIED, SENT, Notifier, Outcome, attempt
+from rqscope.monitor.alerts.sending import DROPPED, RETRIED, Notifier, Outcome, attempt
 from rqscope.monitor.alerts.silences import Silence, all_silences, silenced
 from rqscope.monitor.alerts.state import Alert, Notification, advance
-from rqscope.monitor.alerts.store import Store, parsed
+from rqscope.monitor.alerts.store import LOST, STALE, Store, parsed, reconcile
 from rqscope.monitor.rates import read_series
 from rqscope.monitor.snapshot import Snapshot
 
@@ -73,7 +73,8 @@ class AlertEngine:
         self.store = Store(redis)
         self.outbox = Outbox(redis, claim_seconds, give_up_seconds)
         self._memory: dict[str, Alert] = {}
-        self._outage = False  # this process's memory is newer than Redis
+        self._version = 0  # of the stored state this process's memory follows
+        self._outage = False  # this process's memory may hold what Redis does not
         self._watching = False  # led when Redis went away, and keeps watch until it answers
         self._silences: list[Silence] = []
         self._unsaved: dict[str, Delivery] = {}  # for the outbox, not yet known to be in it
@@ -101,8 +102,7 @@ class AlertEngine:
             for notifier in self.notifiers:
                 if notifier.severities and note.alert.severity not in notifier.severities:
                     continue
-                alert = json.loads(note.alert.to_json())
-                found.append(Delivery(uuid.uuid4().hex, notifier.name, note.status, alert, now))
+                found.append(Delivery.of(notifier.name, note, now))
         return found
 
     def evaluate_once(self) -> list[Notification] | None:
@@ -128,18 +128,20 @@ class AlertEngine:
         try:
             self._silences = all_silences(self.redis)
             series = read_series(self.redis, minutes=61, now=now) if snapshot.redis.up else None
-            stored, handed, deliveries, taken = self.store.load_with_handovers()
-            # after an outage this process's memory is newer than Redis (which may even be empty),
-            # and so is what another process evaluated from memory while it kept watch
-            self._memory = self.store.adopt(self._memory if self._outage else stored, handed)
-            self._unsaved.update((d.id, d) for d in deliveries)
-            self._outage = False
+            loaded = self.store.load_with_handovers()
+            # after an outage this process's memory may be newer than Redis (which may even be empty),
+            # and so may what another process evaluated from memory while it kept watch; but whatever
+            # another leader committed in between stands, and its transitions are not queued again
+            self._memory, kept = reconcile(loaded, self._memory, list(self._unsaved.values()),
+                                           self._version if self._outage else None)  # fmt: skip
+            self._unsaved = {d.id: d for d in kept}
+            self._version, taken, self._outage = loaded.version, loaded.taken, False
         except RedisError as exc:
             self._outage = True
             log.warning("alert state unavailable, evaluating from memory: %s", exc)
         evaluated = {r.name for r in self.rules if snapshot.redis.up or r.kind == "redis_down"}
         current, notes = advance(self._memory, evaluate(self.rules, snapshot, series, now), evaluated, now,
-                                 self.repeat_seconds)  # fmt: skip
+                                 self.repeat_seconds, self._version)  # fmt: skip
         self._memory = current
         fresh = self._deliveries(notes, now)
         if snapshot.redis.up:
@@ -149,15 +151,22 @@ class AlertEngine:
             self._unsent += [(d, 0.0) for d in fresh]
         fields = [count_field(n.name, result) for n in self.notifiers for result in RESULTS]
         try:
-            if not self.store.commit(self.holder, current, notes, list(self._unsaved.values()), taken, fields, now):
+            version = self.store.commit(self.holder, current, notes, list(self._unsaved.values()), taken, fields, now,
+                                        self._version)  # fmt: skip
+        except RedisError as exc:  # it may still land: the version it names makes it the only one that does
+            self._outage = True
+            log.warning("alert state not saved: %s", exc)
+        else:
+            if version == LOST:
                 log.warning("alert lease lost to another process; this one stops evaluating")
                 self.lease.drop()
                 self._memory, self._unsaved, self._unsent = {}, {}, []
                 return []
-            self._unsaved = {}
-        except RedisError as exc:
-            self._outage = True
-            log.warning("alert state not saved: %s", exc)
+            if version == STALE:  # read again next round, where what was written first stands
+                log.warning("alert state changed since this process read it; evaluating again")
+                self._outage = True
+            else:
+                self._version, self._unsaved = version, {}
         self._send_from_memory(now)
         self.evaluations += 1
         return notes
@@ -170,7 +179,7 @@ class AlertEngine:
             return []  # Redis answers reads again: the lease will say who leads
         evaluated = {r.name for r in self.rules if r.kind == "redis_down"}
         current, notes = advance(self._memory, evaluate(self.rules, snapshot, None, now), evaluated, now,
-                                 self.repeat_seconds)  # fmt: skip
+                                 self.repeat_seconds, self._version)  # fmt: skip
         self._memory, self._outage = current, True
         self._unsent += [(d, 0.0) for d in self._deliveries(notes, now)]
         self._send_from_memory(now)
@@ -206,6 +215,13 @@ class AlertEngine:
             return
         self._outage, self._memory, self._unsaved, self._unsent = False, {}, {}, []
 
+    def _record(self, delivery: Delivery, outcome: Outcome, at: float) -> None:
+        try:
+            self.outbox.finish(self.holder, delivery, outcome.result, at, outcome.next_due, outcome.reason)
+        except RedisError as exc:  # kept, and recorded before anything else is claimed
+            log.warning("alert delivery result not recorded yet: %s", exc)
+            self._unrecorded.append((delivery, outcome, at))
+
     def _flush_local(self) -> None:
         """Counts and dead letters of sends from memory, into Redis."""
         if not self._counts and not self._dead:
@@ -219,15 +235,8 @@ class AlertEngine:
             pipe.execute()
         self._counts, self._dead = Counter(), []
 
-    def _record(self, delivery: Delivery, outcome: Outcome, at: float) -> None:
-        try:
-            self.outbox.finish(self.holder, delivery, outcome.result, at, outcome.next_due, outcome.reason)
-        except RedisError as exc:  # kept, and recorded before anything else is claimed
-            log.warning("alert delivery result not recorded yet: %s", exc)
-            self._unrecorded.append((delivery, outcome, at))
-
     def deliver(self, limit: int = 100) -> int:
-        """Claim due outbox entries and send them, oldest first; returns how many were sent."""
+        """Claim due outbox entries, up to `limit` per receiver, and send them oldest first; how many were sent."""
         if not self.notifiers or not self._sending.acquire(blocking=False):
             return 0
         try:
@@ -244,25 +253,10 @@ class AlertEngine:
                 self._unrecorded.pop(0)
             if not self.lease.renew():
                 return 0
-            by_name = {n.name: n for n in self.notifiers}
-            claimed = self.outbox.claim(self.holder, list(by_name), self.clock(), limit)
         except RedisError as exc:
             log.warning("alert delivery skipped: %s", exc)
             return 0
-        sent, held, unused = 0, set(), []
-        for delivery in claimed:
-            # a lane waits behind its failed entry; and nothing is sent once the lease may have ended
-            if delivery.lane in held or not self.lease.held():
-                unused.append(delivery)
-                continue
-            now = self.clock()
-            outcome = attempt(by_name[delivery.receiver], delivery, self.base_url, now, self.give_up_seconds)
-            sent += outcome.result == SENT
-            if outcome.result == RETRIED:
-                held.add(delivery.lane)
-            self._record(delivery, outcome, self.clock())  # at once: a crash here is what re-sends an entry
-        try:
-            self.outbox.release(self.holder, unused, self.clock())
-        except RedisError as exc:  # their claims end by themselves
-            log.warning("alert claims not released: %s", exc)
-        return sent
+        by_name = {n.name: n for n in self.notifiers}
+        sending = DeliveryRound(self.outbox, self.lease, self.holder, by_name, self.base_url, self.clock,
+                                self.give_up_seconds, self._record)  # fmt: skip
+        return sending.run(limit)

@@ -2,10 +2,13 @@
 
 A claim lasts `claim_seconds`; a process that dies holding one leaves the entry to be sent again
 once the claim ends (at least once to the receiver), and no two live processes send it together.
+An entry's id names its transition and receiver, so a transition that two processes evaluated, or
+that one process queues again after a lost reply, is queued once.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Sequence
@@ -13,25 +16,15 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from redis import Redis
-from rqscope.monitor.alerts import scripts
-from rqscope.monitor.alerts.keys import (
-    CLAIMS_KEY,
-    COUNTS_KEY,
-    DEAD_KEY,
-    DUE_KEY,
-    ENTRIES_KEY,
-    FINISHED_KEY,
-    LEASE_KEY,
-    META_KEY,
-    OUTBOX_KEY,
-    RESULTS,
-)
+from rqscope.monitor.alerts import outbox_scripts
+from rqscope.monitor.alerts.keys import COUNTS_KEY, DEAD_KEY, OUTBOX_KEY, READY_PREFIX, RESULTS, count_field, ready_key
+from rqscope.monitor.alerts.outbox_scripts import FIRST_READY, OUTBOX_KEYS
 from rqscope.monitor.alerts.state import Alert, Notification
 
 log = logging.getLogger(__name__)
 DEAD_LETTER_MAX = 500
 KEEP_FINISHED_SECONDS = 24 * 3600  # how long a replayed write of a finished entry is still recognised
-SCAN = 1000  # entries the claim script looks at per call, oldest first
+SWEEP = 100  # the oldest entries a claim looks at for receivers no process here sends to
 
 
 @dataclass
@@ -57,6 +50,22 @@ class Delivery:
     def lane(self) -> tuple[str, str]:
         """Notifications in one lane go out in the order they were queued."""
         return self.receiver, str(self.alert.get("fingerprint", ""))
+
+    @classmethod
+    def of(cls, receiver: str, note: Notification, queued_at: float) -> Delivery:
+        """The delivery of one transition to one receiver, named the same by every process."""
+        alert = note.alert
+        key = json.dumps([receiver, alert.fingerprint, alert.epoch, alert.seq, note.status])
+        return cls(hashlib.sha256(key.encode()).hexdigest()[:32], receiver, note.status, json.loads(alert.to_json()),
+                   queued_at)  # fmt: skip
+
+    @property
+    def transition(self) -> tuple[int, int]:
+        """The (epoch, seq) of the alert this notification is for; see Alert.transition."""
+        try:
+            return int(self.alert.get("epoch", 0)), int(self.alert.get("seq", 0))
+        except (TypeError, ValueError):
+            return 0, 0
 
     def meta(self) -> str:
         return f"{int(self.queued_at * 1000)}|{self.lane[1]}|{self.receiver}"
@@ -98,6 +107,10 @@ def dead_letter_json(delivery: Delivery, reason: str, now: float) -> str:
     return json.dumps({"receiver": delivery.receiver, "reason": reason, "at": now, "entry": delivery.to_json()})
 
 
+def _ms(seconds: float) -> int:
+    return int(seconds * 1000)
+
+
 @dataclass
 class Outbox:
     redis: Redis
@@ -106,35 +119,58 @@ class Outbox:
     _scripts: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
-        for name in ("CLAIM", "FINISH", "RELEASE"):
-            self._scripts[name] = self.redis.register_script(getattr(scripts, name))
+        for name in ("CLAIM", "SWEEP", "FINISH", "RELEASE"):
+            self._scripts[name] = self.redis.register_script(getattr(outbox_scripts, name))
 
-    def claim(self, token: str, receivers: Sequence[str], now: float, limit: int = 50) -> list[Delivery]:
-        """Take up to `limit` due entries for these receivers, oldest first; nothing unless `token` leads."""
-        keys = [LEASE_KEY, OUTBOX_KEY, ENTRIES_KEY, META_KEY, DUE_KEY, CLAIMS_KEY, FINISHED_KEY, DEAD_KEY, COUNTS_KEY]
-        args = [token, int(now * 1000), int(self.claim_seconds * 1000), limit, SCAN,
-                int(self.give_up_seconds * 1000), DEAD_LETTER_MAX, *receivers]  # fmt: skip
+    def claim(self, token: str, limits: dict[str, int], now: float, sweep: bool = True) -> list[Delivery]:
+        """Take up to `limits[receiver]` due entries per receiver, oldest first; nothing unless `token` leads.
+
+        With `sweep`, entries that waited past the give-up time for a receiver no process here sends to
+        are dead-lettered first (one more script, only when there are some).
+        """
+        keys = OUTBOX_KEYS + [ready_key(receiver) for receiver in limits]
+        args: list[object] = [token, _ms(now), _ms(self.claim_seconds), _ms(self.give_up_seconds)]
+        args.append(SWEEP if sweep else 0)
+        for receiver, limit in limits.items():
+            args += [receiver, limit]
+        raw_claimed, unknown = self._scripts["CLAIM"](keys=keys, args=args)
+        if unknown:
+            self._sweep(token, unknown, now)
         claimed = []
-        for raw in self._scripts["CLAIM"](keys=keys, args=args):
+        for raw in raw_claimed:
             try:
                 claimed.append(Delivery.from_json(raw))
             except (ValueError, TypeError) as exc:  # written by a newer or older rqscope: leave it to its claim's end
                 log.warning("unreadable outbox entry skipped: %s", exc)
         return claimed
 
+    def _sweep(self, token: str, receivers: Sequence[bytes], now: float) -> None:
+        keys = OUTBOX_KEYS + [READY_PREFIX.encode() + receiver for receiver in receivers]
+        args = [token, _ms(now), _ms(self.give_up_seconds), SWEEP, DEAD_LETTER_MAX, _ms(KEEP_FINISHED_SECONDS),
+                *receivers]  # fmt: skip
+        dropped = self._scripts["SWEEP"](keys=keys, args=args)
+        if dropped:
+            log.warning("%d alert notifications dead-lettered: no process sends to their receiver", dropped)
+
     def finish(self, token: str, delivery: Delivery, result: str, now: float, next_due: float = 0.0,
                reason: str = "") -> bool:  # fmt: skip
         """Record one attempt's result; False when this process no longer held the entry's claim."""
-        keys = [OUTBOX_KEY, ENTRIES_KEY, META_KEY, DUE_KEY, CLAIMS_KEY, FINISHED_KEY, DEAD_KEY, COUNTS_KEY]
-        args = [token, delivery.id, result, int(now * 1000), f"{delivery.receiver}\n{result}",
-                int(KEEP_FINISHED_SECONDS * 1000), DEAD_LETTER_MAX, int(next_due * 1000), delivery.to_json(),
+        keys = OUTBOX_KEYS + [ready_key(delivery.receiver)]
+        args = [token, delivery.id, result, _ms(now), count_field(delivery.receiver, result),
+                _ms(KEEP_FINISHED_SECONDS), DEAD_LETTER_MAX, _ms(next_due), delivery.to_json(),
                 dead_letter_json(delivery, reason, now) if result == "dropped" else ""]  # fmt: skip
         return bool(self._scripts["FINISH"](keys=keys, args=args))
 
     def release(self, token: str, deliveries: Sequence[Delivery], now: float) -> None:
-        if deliveries:
-            self._scripts["RELEASE"](keys=[DUE_KEY, CLAIMS_KEY], args=[token, int(now * 1000),
-                                                                       *(d.id for d in deliveries)])  # fmt: skip
+        """Claims this process will not use: due again at once, for whoever sends next."""
+        if not deliveries:
+            return
+        receivers = list(dict.fromkeys(d.receiver for d in deliveries))
+        index = {receiver: FIRST_READY + n for n, receiver in enumerate(receivers)}
+        args: list[object] = [token, _ms(now)]
+        for delivery in deliveries:
+            args += [delivery.id, index[delivery.receiver]]
+        self._scripts["RELEASE"](keys=OUTBOX_KEYS + [ready_key(r) for r in receivers], args=args)
 
     def size(self) -> int:
         return int(self.redis.zcard(OUTBOX_KEY))  # type: ignore[arg-type]

@@ -33,6 +33,15 @@ class Alert:
     started_at: float | None = None  # when it began firing
     ended_at: float | None = None
     last_notified: float | None = None
+    # which transition this is, the same in every process that evaluated it from the same stored state:
+    # the state version this alert's record began at, and how many notifications it has had since
+    epoch: int = 0
+    seq: int = 0
+
+    @property
+    def transition(self) -> tuple[int, int]:
+        """Orders two versions of this alert: the greater one has been through more transitions."""
+        return self.epoch, self.seq
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -68,8 +77,14 @@ def advance(
     evaluated_rules: set[str],
     now: float,
     repeat_seconds: float,
+    epoch: int = 0,
 ) -> tuple[dict[str, Alert], list[Notification]]:
-    """The next states and what to send. Rules not evaluated this round (Redis down) keep their state."""
+    """The next states and what to send. Rules not evaluated this round (Redis down) keep their state.
+
+    `epoch` is the version of the stored state `previous` was read at or derived from; a new alert's
+    record begins there, so that another process evaluating from the same state names its
+    transitions the same, and a later record of the same alert never reuses an earlier one's names.
+    """
     current: dict[str, Alert] = {}
     notes: list[Notification] = []
     seen: set[str] = set()
@@ -81,20 +96,23 @@ def advance(
                     labels=obs.labels + obs.rule.labels, summary=_summary(obs), value=obs.value)  # fmt: skip
         if not obs.active:
             if old is not None and old.state == FIRING:
-                resolved = replace(old, **base, state=RESOLVED, ended_at=now, last_notified=now)  # type: ignore[arg-type]
+                resolved = replace(old, **base, state=RESOLVED, ended_at=now, last_notified=now,  # type: ignore[arg-type]
+                                   seq=old.seq + 1)
                 current[fp] = resolved
                 notes.append(Notification(RESOLVED, resolved))
             elif old is not None and old.state == RESOLVED and now - (old.ended_at or now) < KEEP_RESOLVED_SECONDS:
                 current[fp] = old
             continue
-        if old is None or old.state == RESOLVED:
-            old = Alert(**base, state=PENDING, since=now)  # type: ignore[arg-type]
+        if old is None:
+            old = Alert(**base, state=PENDING, since=now, epoch=epoch)  # type: ignore[arg-type]
+        elif old.state == RESOLVED:  # a new incident of a known alert: its transitions go on counting
+            old = Alert(**base, state=PENDING, since=now, epoch=old.epoch, seq=old.seq)  # type: ignore[arg-type]
         alert = replace(old, **base)  # type: ignore[arg-type]
         if alert.state == PENDING and now - alert.since >= obs.rule.for_seconds:
-            alert = replace(alert, state=FIRING, started_at=now, last_notified=now)
+            alert = replace(alert, state=FIRING, started_at=now, last_notified=now, seq=alert.seq + 1)
             notes.append(Notification(FIRING, alert))
         elif alert.state == FIRING and now - (alert.last_notified or 0) >= repeat_seconds:
-            alert = replace(alert, last_notified=now)
+            alert = replace(alert, last_notified=now, seq=alert.seq + 1)
             notes.append(Notification(FIRING, alert))
         current[fp] = alert
     for fp, old in previous.items():
@@ -103,7 +121,7 @@ def advance(
         if old.rule not in evaluated_rules:
             current[fp] = old  # not evaluated this round: nothing is known, nothing changes
         elif old.state == FIRING:  # its subject is gone (a deleted queue): resolve
-            resolved = replace(old, state=RESOLVED, ended_at=now, last_notified=now)
+            resolved = replace(old, state=RESOLVED, ended_at=now, last_notified=now, seq=old.seq + 1)
             current[fp] = resolved
             notes.append(Notification(RESOLVED, resolved))
         elif old.state == RESOLVED and now - (old.ended_at or now) < KEEP_RESOLVED_SECONDS:

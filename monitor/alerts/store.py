@@ -3,29 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from redis import Redis
 from rqscope.monitor.alerts.keys import (
-    COUNTS_KEY,
-    DUE_KEY,
-    ENTRIES_KEY,
-    FINISHED_KEY,
     HANDOVER_DELIVERIES_KEY,
     HANDOVER_KEY,
     HISTORY_KEY,
-    LEASE_KEY,
-    META_KEY,
-    OUTBOX_KEY,
-    SEQUENCE_KEY,
     STATE_KEY,
+    VERSION_KEY,
+    ready_key,
 )
 from rqscope.monitor.alerts.outbox import Delivery
+from rqscope.monitor.alerts.outbox_scripts import OUTBOX_KEYS
 from rqscope.monitor.alerts.scripts import COMMIT
 from rqscope.monitor.alerts.state import Alert, Notification
 
 HISTORY_MAXLEN = 1000
-COMMIT_KEYS = [LEASE_KEY, STATE_KEY, HISTORY_KEY, OUTBOX_KEY, ENTRIES_KEY, META_KEY, DUE_KEY, SEQUENCE_KEY,
-               FINISHED_KEY, COUNTS_KEY, HANDOVER_KEY, HANDOVER_DELIVERIES_KEY]  # fmt: skip
+COMMIT_KEYS = OUTBOX_KEYS + [STATE_KEY, VERSION_KEY, HISTORY_KEY, HANDOVER_KEY, HANDOVER_DELIVERIES_KEY]
+LOST, STALE = 0, -1  # a commit's answer when another process leads, or another write came first
 
 
 def parsed(raws: Sequence[bytes]) -> list[Alert]:
@@ -43,8 +39,46 @@ def _deliveries(raws: Sequence[bytes]) -> list[Delivery]:
     return found
 
 
-def changed_at(alert: Alert) -> float:
-    return max(alert.since, alert.started_at or 0.0, alert.ended_at or 0.0, alert.last_notified or 0.0)
+@dataclass(frozen=True)
+class Loaded:
+    """The stored state at one version, and what other processes handed over since."""
+
+    state: dict[str, Alert]
+    version: int
+    handed: list[Alert]
+    deliveries: list[Delivery]
+    taken: tuple[int, int]  # how many hand-overs of each kind were read, for the commit to remove
+
+
+def newer(alert: Alert | Delivery, than: Alert | None) -> bool:
+    """Whether `alert` (or a delivery's alert) has been through a transition that `than` has not."""
+    return than is None or alert.transition > than.transition
+
+
+def adopt(current: dict[str, Alert], candidates: Sequence[Alert]) -> dict[str, Alert]:
+    """`current`, with each alert replaced by a candidate that has been through more transitions."""
+    merged = dict(current)
+    for alert in candidates:
+        if newer(alert, merged.get(alert.fingerprint)):
+            merged[alert.fingerprint] = alert
+    return merged
+
+
+def reconcile(
+    loaded: Loaded, memory: dict[str, Alert], kept: Sequence[Delivery], base: int | None
+) -> tuple[dict[str, Alert], list[Delivery]]:
+    """The state to evaluate from and the deliveries to queue, once Redis answers again.
+
+    `base` is the version this process's unsaved memory follows, None when Redis has all of it. The
+    memory replaces the stored state only when nothing was written since; otherwise another leader
+    wrote after it, and it counts as a hand-over. Kept and handed-over deliveries are queued only
+    for transitions the stored state has not been through: whoever went through one queued it.
+    """
+    if base is not None and loaded.version == base:
+        merged = adopt(memory, loaded.handed)
+    else:
+        merged = adopt(loaded.state, [*(memory.values() if base is not None else ()), *loaded.handed])
+    return merged, [d for d in [*kept, *loaded.deliveries] if newer(d, loaded.state.get(d.lane[1]))]
 
 
 class Store:
@@ -64,28 +98,19 @@ class Store:
                 entries.append((float(fields.get(b"at", b"0")), fields.get(b"status", b"").decode(), alert))
         return entries
 
-    def load_with_handovers(self) -> tuple[dict[str, Alert], list[Alert], list[Delivery], tuple[int, int]]:
-        """The stored state, the alerts and deliveries handed over since, and how many of each were read.
+    def load_with_handovers(self) -> Loaded:
+        """The stored state and its version, and what was handed over since (one atomic read).
 
         The hand-overs are removed by the commit that applies them, so none is lost to a failed commit.
         """
-        with self.redis.pipeline(transaction=False) as pipe:
+        with self.redis.pipeline(transaction=True) as pipe:
             pipe.hvals(STATE_KEY)
+            pipe.get(VERSION_KEY)
             pipe.lrange(HANDOVER_KEY, 0, -1)
             pipe.lrange(HANDOVER_DELIVERIES_KEY, 0, -1)
-            stored_raw, handed_raw, deliveries_raw = pipe.execute()
-        stored = {a.fingerprint: a for a in parsed(stored_raw)}
-        return stored, parsed(handed_raw), _deliveries(deliveries_raw), (len(handed_raw), len(deliveries_raw))
-
-    @staticmethod
-    def adopt(current: dict[str, Alert], newer: Sequence[Alert]) -> dict[str, Alert]:
-        """`current`, with each alert replaced by a handed-over version that changed more recently."""
-        merged = dict(current)
-        for alert in newer:
-            known = merged.get(alert.fingerprint)
-            if known is None or changed_at(alert) > changed_at(known):
-                merged[alert.fingerprint] = alert
-        return merged
+            stored_raw, version, handed_raw, deliveries_raw = pipe.execute()
+        return Loaded({a.fingerprint: a for a in parsed(stored_raw)}, int(version or 0), parsed(handed_raw),
+                      _deliveries(deliveries_raw), (len(handed_raw), len(deliveries_raw)))  # fmt: skip
 
     def commit(
         self,
@@ -96,9 +121,12 @@ class Store:
         taken: tuple[int, int],
         count_fields: Sequence[str],
         now: float,
-    ) -> bool:
-        """Write state, history and outbox in one script, only while `token` holds the lease."""
-        args: list[object] = [token, HISTORY_MAXLEN, *taken, len(state)]
+        version: int,
+    ) -> int:
+        """Write state, history and outbox while `token` leads and Redis is at `version`: the new one, LOST or STALE."""
+        receivers = list(dict.fromkeys(d.receiver for d in deliveries))
+        ready = {receiver: len(COMMIT_KEYS) + 1 + n for n, receiver in enumerate(receivers)}
+        args: list[object] = [token, version, HISTORY_MAXLEN, *taken, len(state)]
         for fingerprint, alert in state.items():
             args += [fingerprint, alert.to_json()]
         args.append(len(notes))
@@ -106,9 +134,9 @@ class Store:
             args += [repr(now), note.status, note.alert.to_json()]
         args.append(len(deliveries))
         for delivery in deliveries:
-            args += [delivery.id, delivery.meta(), delivery.to_json()]
+            args += [delivery.id, delivery.meta(), delivery.to_json(), ready[delivery.receiver]]
         args += [len(count_fields), *count_fields]
-        return bool(self._commit(keys=COMMIT_KEYS, args=args))
+        return int(self._commit(keys=COMMIT_KEYS + [ready_key(r) for r in receivers], args=args))
 
     def hand_over(self, alerts: Sequence[Alert], deliveries: Sequence[Delivery]) -> None:
         """For whoever leads now: what this process evaluated from memory, and what it could not send."""
