@@ -105,3 +105,25 @@ def test_a_result_replayed_after_a_lost_reply_is_counted_once(
         assert proxy.cuts == 1 and hook.statuses() == ["firing"]
         assert notification_counts(real_redis)[("hook", "sent")] == 1
         client.close()
+
+
+def test_results_of_sends_from_memory_are_counted_once_when_their_reply_is_lost(
+    redis_server: EmbeddedRedis, real_redis: Redis
+) -> None:
+    down = Rule(name="RedisDown", kind="redis_down", severity="critical", summary="Redis is down")
+    with Receiver() as hook, TcpProxy(redis_server.port) as proxy:
+        client = Redis(port=proxy.port, socket_timeout=0.3, socket_connect_timeout=0.3, retry=Retry(NoBackoff(), 0))
+        cache = SnapshotCache(client, ttl=0)
+        engine = AlertEngine(client, [down], cache.get, [Webhook(hook.url, name="hook")], interval=0.2)
+        assert engine.evaluate_once() == []
+        proxy.pause()  # Redis stalls: the leader keeps watch and pages from memory
+        [note] = engine.evaluate_once() or []
+        assert note.status == "firing" and hook.statuses() == ["firing"]
+        sha = real_redis.script_load(outbox_scripts.FLUSH)
+        proxy.cut_after(lambda data: sha.encode() in data)
+        proxy.resume()
+        time.sleep(0.3)
+        for _ in range(2):
+            engine.deliver()  # the first one's reply is lost; the second resends the same results
+        assert proxy.cuts == 1 and notification_counts(real_redis)[("hook", "sent")] == 1
+        client.close()

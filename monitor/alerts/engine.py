@@ -19,17 +19,17 @@ import socket
 import threading
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable, Sequence
 
 from redis import Redis, RedisError
 from rqscope.monitor.alerts.delivery import DeliveryRound
 from rqscope.monitor.alerts.evaluate import evaluate
-from rqscope.monitor.alerts.keys import COUNTS_KEY, DEAD_KEY, LEASE_KEY, OUTBOX_KEY, RESULTS, STATE_KEY, count_field
+from rqscope.monitor.alerts.from_memory import MemorySends
+from rqscope.monitor.alerts.keys import LEASE_KEY, OUTBOX_KEY, RESULTS, STATE_KEY, count_field
 from rqscope.monitor.alerts.lease import Lease
-from rqscope.monitor.alerts.outbox import DEAD_LETTER_MAX, DeadLetter, Delivery, Outbox, dead_letter_json
+from rqscope.monitor.alerts.outbox import DeadLetter, Delivery, Outbox
 from rqscope.monitor.alerts.rules import Rule
-from rqscope.monitor.alerts.sending import DROPPED, RETRIED, Notifier, Outcome, attempt
+from rqscope.monitor.alerts.sending import Notifier, Outcome
 from rqscope.monitor.alerts.silences import Silence, all_silences, silenced
 from rqscope.monitor.alerts.state import Alert, Notification, advance
 from rqscope.monitor.alerts.store import LOST, STALE, Store, parsed, reconcile
@@ -78,10 +78,8 @@ class AlertEngine:
         self._watching = False  # led when Redis went away, and keeps watch until it answers
         self._silences: list[Silence] = []
         self._unsaved: dict[str, Delivery] = {}  # for the outbox, not yet known to be in it
-        self._unsent: list[tuple[Delivery, float]] = []  # to send from memory (Redis away), with when
         self._unrecorded: list[tuple[Delivery, Outcome, float]] = []  # results Redis did not take yet
-        self._counts: Counter[tuple[str, str]] = Counter()  # results of sends from memory
-        self._dead: list[str] = []
+        self._local = MemorySends()  # sent from memory while Redis is away
         self._sending = threading.Lock()  # the scheduler runs one delivery at a time; so do direct callers
 
     def load(self) -> dict[str, Alert]:
@@ -132,8 +130,9 @@ class AlertEngine:
             # after an outage this process's memory may be newer than Redis (which may even be empty),
             # and so may what another process evaluated from memory while it kept watch; but whatever
             # another leader committed in between stands, and its transitions are not queued again
-            self._memory, kept = reconcile(loaded, self._memory, list(self._unsaved.values()),
-                                           self._version if self._outage else None)  # fmt: skip
+            carried = [*self._unsaved.values(), *self._local.take()]  # Redis answers: all of it for the outbox
+            base = self._version if self._outage else None
+            self._memory, kept = reconcile(loaded, self._memory, carried, base)
             self._unsaved = {d.id: d for d in kept}
             self._version, taken, self._outage = loaded.version, loaded.taken, False
         except RedisError as exc:
@@ -145,10 +144,9 @@ class AlertEngine:
         self._memory = current
         fresh = self._deliveries(notes, now)
         if snapshot.redis.up:
-            self._unsaved.update((d.id, d) for d in fresh + [d for d, _ in self._unsent])
-            self._unsent = []
+            self._unsaved.update((d.id, d) for d in fresh + self._local.take())
         else:  # Redis is away (the RedisDown alert itself): these go from memory, never through the outbox
-            self._unsent += [(d, 0.0) for d in fresh]
+            self._local.add(fresh)
         fields = [count_field(n.name, result) for n in self.notifiers for result in RESULTS]
         try:
             version = self.store.commit(self.holder, current, notes, list(self._unsaved.values()), taken, fields, now,
@@ -160,14 +158,14 @@ class AlertEngine:
             if version == LOST:
                 log.warning("alert lease lost to another process; this one stops evaluating")
                 self.lease.drop()
-                self._memory, self._unsaved, self._unsent = {}, {}, []
+                self._memory, self._unsaved, self._local.unsent = {}, {}, []
                 return []
             if version == STALE:  # read again next round, where what was written first stands
                 log.warning("alert state changed since this process read it; evaluating again")
                 self._outage = True
             else:
                 self._version, self._unsaved = version, {}
-        self._send_from_memory(now)
+        self._local.send({n.name: n for n in self.notifiers}, self.base_url, now, self.give_up_seconds)
         self.evaluations += 1
         return notes
 
@@ -181,39 +179,20 @@ class AlertEngine:
         current, notes = advance(self._memory, evaluate(self.rules, snapshot, None, now), evaluated, now,
                                  self.repeat_seconds, self._version)  # fmt: skip
         self._memory, self._outage = current, True
-        self._unsent += [(d, 0.0) for d in self._deliveries(notes, now)]
-        self._send_from_memory(now)
+        self._local.add(self._deliveries(notes, now))
+        self._local.send({n.name: n for n in self.notifiers}, self.base_url, now, self.give_up_seconds)
         self.evaluations += 1
         return notes
 
-    def _send_from_memory(self, now: float) -> None:
-        by_name = {n.name: n for n in self.notifiers}
-        waiting: list[tuple[Delivery, float]] = []
-        held: set[tuple[str, str]] = set()  # a lane's notifications go in order
-        for delivery, due in self._unsent:
-            notifier = by_name.get(delivery.receiver)
-            if notifier is None or delivery.lane in held or due > now:
-                held.add(delivery.lane)
-                waiting.append((delivery, due))
-                continue
-            outcome = attempt(notifier, delivery, self.base_url, now, self.give_up_seconds)
-            self._counts[(delivery.receiver, outcome.result)] += 1
-            if outcome.result == RETRIED:
-                held.add(delivery.lane)
-                waiting.append((delivery, outcome.next_due))
-            elif outcome.result == DROPPED:
-                self._dead.append(dead_letter_json(delivery, outcome.reason, now))
-        self._unsent = waiting
-
     def _hand_over(self) -> None:
         """Redis is back and another process leads: give it what this one evaluated and could not send."""
-        deliveries = list(self._unsaved.values()) + [d for d, _ in self._unsent]
+        deliveries = list(self._unsaved.values()) + [d for d, _ in self._local.unsent]
         try:
             self.store.hand_over(list(self._memory.values()), deliveries)
         except RedisError as exc:
             log.warning("alert hand-over postponed: %s", exc)
             return
-        self._outage, self._memory, self._unsaved, self._unsent = False, {}, {}, []
+        self._outage, self._memory, self._unsaved, self._local.unsent = False, {}, {}, []
 
     def _record(self, delivery: Delivery, outcome: Outcome, at: float) -> None:
         try:
@@ -221,19 +200,6 @@ class AlertEngine:
         except RedisError as exc:  # kept, and recorded before anything else is claimed
             log.warning("alert delivery result not recorded yet: %s", exc)
             self._unrecorded.append((delivery, outcome, at))
-
-    def _flush_local(self) -> None:
-        """Counts and dead letters of sends from memory, into Redis."""
-        if not self._counts and not self._dead:
-            return
-        with self.redis.pipeline(transaction=False) as pipe:
-            for (receiver, result), count in self._counts.items():
-                pipe.hincrby(COUNTS_KEY, count_field(receiver, result), count)
-            if self._dead:
-                pipe.lpush(DEAD_KEY, *self._dead)
-                pipe.ltrim(DEAD_KEY, 0, DEAD_LETTER_MAX - 1)
-            pipe.execute()
-        self._counts, self._dead = Counter(), []
 
     def deliver(self, limit: int = 100) -> int:
         """Claim due outbox entries, up to `limit` per receiver, and send them oldest first; how many were sent."""
@@ -246,7 +212,7 @@ class AlertEngine:
 
     def _deliver(self, limit: int) -> int:
         try:
-            self._flush_local()
+            self._local.flush(self.outbox, self.clock())
             while self._unrecorded:  # only after an outage: one by one, so each recorded one is done
                 delivery, outcome, at = self._unrecorded[0]
                 self.outbox.finish(self.holder, delivery, outcome.result, at, outcome.next_due, outcome.reason)

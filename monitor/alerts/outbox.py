@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -119,15 +120,13 @@ class Outbox:
     _scripts: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
-        for name in ("CLAIM", "SWEEP", "FINISH", "RELEASE"):
+        for name in ("CLAIM", "SWEEP", "FINISH", "RELEASE", "FLUSH"):
             self._scripts[name] = self.redis.register_script(getattr(outbox_scripts, name))
 
     def claim(self, token: str, limits: dict[str, int], now: float, sweep: bool = True) -> list[Delivery]:
-        """Take up to `limits[receiver]` due entries per receiver, oldest first; nothing unless `token` leads.
-
-        With `sweep`, entries that waited past the give-up time for a receiver no process here sends to
-        are dead-lettered first (one more script, only when there are some).
-        """
+        """Take up to `limits[receiver]` due entries per receiver, oldest first; nothing unless `token` leads."""
+        # with `sweep`, what waited past the give-up time for a receiver no process here sends to is
+        # dead-lettered too: one more script, only when the claim found some
         keys = OUTBOX_KEYS + [ready_key(receiver) for receiver in limits]
         args: list[object] = [token, _ms(now), _ms(self.claim_seconds), _ms(self.give_up_seconds)]
         args.append(SWEEP if sweep else 0)
@@ -171,6 +170,13 @@ class Outbox:
         for delivery in deliveries:
             args += [delivery.id, index[delivery.receiver]]
         self._scripts["RELEASE"](keys=OUTBOX_KEYS + [ready_key(r) for r in receivers], args=args)
+
+    def record_local(self, batch: str, counts: Counter[tuple[str, str]], dead: Sequence[str], now: float) -> None:
+        """Results of sends made without the outbox, applied once per batch id."""
+        args: list[object] = [batch, _ms(now), _ms(KEEP_FINISHED_SECONDS), DEAD_LETTER_MAX, len(counts)]
+        for (receiver, result), count in counts.items():
+            args += [count_field(receiver, result), count]
+        self._scripts["FLUSH"](keys=OUTBOX_KEYS, args=[*args, *dead])
 
     def size(self) -> int:
         return int(self.redis.zcard(OUTBOX_KEY))  # type: ignore[arg-type]

@@ -181,3 +181,19 @@ end
 return 1
 """
 )
+
+# ARGV: batch id, now ms, keep finished ms, dead max, n, (count field, count)*n, dead letters...
+# Results of sends from memory; a batch resent after a lost reply is recognised by its id.
+FLUSH = (
+    PRELUDE
+    + """
+local batch, now = ARGV[1], tonumber(ARGV[2])
+if redis.call('ZSCORE', K.finished, batch) then return 0 end
+local n = tonumber(ARGV[5])
+for k = 6, 5 + 2 * n, 2 do redis.call('HINCRBY', K.counts, ARGV[k], ARGV[k + 1]) end
+for k = 6 + 2 * n, #ARGV do redis.call('LPUSH', K.dead, ARGV[k]) end
+redis.call('LTRIM', K.dead, 0, tonumber(ARGV[4]) - 1)
+finished(batch, now, tonumber(ARGV[3]))
+return 1
+"""
+)
