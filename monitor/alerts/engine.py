@@ -1,7 +1,8 @@
 """The alert evaluator: one leader at a time (a Redis lease), state and outbox kept in Redis.
 
 Any number of sidecar processes run it; only the lease holder evaluates, and every state write is
-fenced by its lease token. A restarted or new leader continues where the last one stopped.
+fenced by its lease token and by the state version it follows, so a write from memory that another
+leader wrote over since changes nothing. A restarted or new leader continues where the last one stopped.
 Notifications go to an outbox and are claimed before they are sent, with capped backoff on failure:
 a receiver that is down never delays evaluation, and a notification that can never be delivered
 goes to a dead-letter list instead of holding the ones behind it.

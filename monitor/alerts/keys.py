@@ -30,6 +30,6 @@ def count_field(receiver: str, result: str) -> str:
 
 
 def ready_key(receiver: str) -> str:
-    """Where one receiver's sendable entries wait, by the time they may be tried: a receiver that is
-    down keeps its entries in the future, out of the way of every other receiver's."""
+    """Where one receiver's sendable entries wait, scored by when they may be tried."""
+    # a receiver that is down keeps its entries in its own future, out of every other receiver's way
     return READY_PREFIX + receiver

@@ -67,17 +67,12 @@ def adopt(current: dict[str, Alert], candidates: Sequence[Alert]) -> dict[str, A
 def reconcile(
     loaded: Loaded, memory: dict[str, Alert], kept: Sequence[Delivery], base: int | None
 ) -> tuple[dict[str, Alert], list[Delivery]]:
-    """The state to evaluate from and the deliveries to queue, once Redis answers again.
-
-    `base` is the version this process's unsaved memory follows, None when Redis has all of it. The
-    memory replaces the stored state only when nothing was written since; otherwise another leader
-    wrote after it, and it counts as a hand-over. Kept and handed-over deliveries are queued only
-    for transitions the stored state has not been through: whoever went through one queued it.
-    """
-    if base is not None and loaded.version == base:
+    """The state to evaluate from and the deliveries to queue; `base`: the version unsaved memory follows, or None."""
+    if base is not None and loaded.version == base:  # nobody wrote since: the memory is the newest state
         merged = adopt(memory, loaded.handed)
-    else:
+    else:  # another leader wrote after it: the memory counts as a hand-over, where it went further
         merged = adopt(loaded.state, [*(memory.values() if base is not None else ()), *loaded.handed])
+    # a transition the stored state has been through was queued by whoever went through it
     return merged, [d for d in [*kept, *loaded.deliveries] if newer(d, loaded.state.get(d.lane[1]))]
 
 
