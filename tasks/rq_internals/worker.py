@@ -46,6 +46,11 @@ def _status(job: Job) -> JobStatus | None:
         return None
 
 
+def _execution_in(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Execution | None:
+    """The execution RQ 3 passes to a hook (RQ 2 keeps it on the worker instead)."""
+    return next((a for a in (*args, *kwargs.values()) if isinstance(a, Execution)), None)
+
+
 def _execution_id(execution: Execution | None) -> str | None:
     return execution.id if execution is not None else None
 
@@ -224,38 +229,38 @@ class HookedWorker(Worker):
             super().handle_job_failure(job, queue, started_job_registry, exc_string, *args, **kwargs)
         finally:
             self.failing = False
-        # RQ logs and swallows a failed bookkeeping pipeline, and a job left `started` would stay in
-        # the started registry for good: raise instead, so that the parent settles it once Redis is back
-        if _status(job) == JobStatus.STARTED:
+        # RQ logs and swallows a failed bookkeeping pipeline, and a job left in the started registry
+        # would stay there for good: raise instead, so that the parent settles it once Redis is back
+        if self._registered(job, _execution_in(args, kwargs) or self.execution):
             raise RedisConnectionError(f"the failure of job {job.id} was not recorded")
 
     def _parent_fails(self, job: Job, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
         """Whether the parent should fail this job, and with which run.
 
         RQ's parent fails its horse's job when the horse exited badly and the job is not finished or
-        failed; but a horse that recorded its outcome and died after (a reply lost, a SIGKILL) left it
-        queued or scheduled by a retry, and failing it again would requeue it twice. A job this worker
-        never ran (RQ's maintenance failing one stuck in a dequeuing list) is failed with no run counted.
+        failed. But a horse that recorded its outcome (say, requeued the job for a retry) and died after
+        (a lost reply, a SIGKILL) took its execution out of the started registry in that same
+        transaction: failing the job again would requeue it twice. So the parent fails it exactly
+        while the horse's execution is still registered as started, whatever the job's status (a horse
+        that died before it set `started` leaves it `queued`). A job this worker never ran (RQ's
+        maintenance failing one stuck in a dequeuing list) is failed with no run counted.
         """
         self.run_id = None
         if job.id != self.horse_job_id:
             return True
-        status = _status(job)
-        if status is None:
-            return False  # the job's hash is gone: nothing to record
-        if status != JobStatus.STARTED:
-            self.log.warning(
-                "Worker %s: job %s was recorded %s before its horse died; left as it is",
-                self.name,
-                job.id,
-                status.value,
-            )
+        execution = _execution_in(args, kwargs) or self.execution
+        if not self._registered(job, execution):
+            self.log.warning("Worker %s: job %s was recorded before its horse died; left as it is", self.name, job.id)
             return False
-        # RQ 3 passes the execution (and has already dropped it from self.executions); RQ 2 keeps it
-        passed = [a for a in (*args, *kwargs.values()) if isinstance(a, Execution)]
-        self.run_id = _execution_id(passed[0] if passed else self.execution)
+        self.run_id = _execution_id(execution)
         self.parent_run(job)
         return True
+
+    def _registered(self, job: Job, execution: Execution | None) -> bool:
+        """Whether the job's execution is still in the started registry: its outcome is not recorded."""
+        if execution is None:
+            return _status(job) == JobStatus.STARTED
+        return self.connection.zscore(job.started_job_registry.key, execution.composite_key) is not None
 
     def cleanup_execution(self, job: Job, pipeline: Pipeline, *args: Any, **kwargs: Any) -> None:
         super().cleanup_execution(job, pipeline, *args, **kwargs)
