@@ -35,6 +35,10 @@ def fetch_job(job_id: str) -> Job:
     if len(job_id) > MAX_ID_LENGTH:
         abort(404, "no such job")
     try:
+        Job(id=job_id, connection=state().redis)  # RQ's own check of an id's form: an id it would refuse names no job
+    except (ValueError, TypeError):
+        abort(404, f"no job with id {job_id!r}")
+    try:
         return Job.fetch(job_id, connection=state().redis, serializer=display_serializer())
     except NoSuchJobError:
         abort(404, f"no job with id {job_id!r}")

@@ -81,7 +81,7 @@ SPEC: dict[str, Any] = {
             "get": {"summary": "A job's status, times, result and error",
                     "responses": {"200": _json(OBJECT), **_errors(404, 503)}},
             "delete": {"summary": "Cancel a queued job or stop a running one",
-                       "responses": {"200": _json(OBJECT), "202": _json(OBJECT), **_errors(401, 403, 404, 409, 503)}},
+                       "responses": {"200": _json(OBJECT), "202": _json(OBJECT), **_errors(401, 403, 404, 409, 422, 503)}},
         },
         "/api/queues": {"get": {"summary": "Queues with counts and latency", "responses": {"200": _json(OBJECT), **READ}}},
         "/api/workers": {"get": {"summary": "Workers and their health", "responses": {"200": _json(OBJECT), **READ}}},
@@ -122,13 +122,13 @@ SPEC: dict[str, Any] = {
         "/api/jobs/{job_id}": {
             "parameters": [JOB_ID],
             "get": {"summary": "Everything about one job", "responses": {"200": _json(OBJECT), **_errors(401, 403, 404, 503)}},
-            "delete": {"summary": "Delete a job", "responses": {"200": _json(OBJECT), **_errors(401, 403, 404, 503)}},
+            "delete": {"summary": "Delete a job", "responses": {"200": _json(OBJECT), **_errors(401, 403, 404, 422, 503)}},
         },
         "/api/jobs/{job_id}/retry": {
             "parameters": [JOB_ID],
             "post": {"summary": "Retry one failed job",
                      "requestBody": {"required": True, "content": {"application/json": {"schema": OBJECT}}},
-                     "responses": {"200": _json(OBJECT), **ACT, **_errors(404, 409)}},
+                     "responses": {"200": _json(OBJECT), **ACT, **_errors(404, 409, 422)}},
         },
         "/api/alerts": {"get": {"summary": "Pending, firing and recently resolved alerts, their history, and the "
                                            "notifications that could never be delivered",
