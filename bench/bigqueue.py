@@ -141,10 +141,14 @@ def empty_figures(url: str, admin: Redis, jobs: int) -> None:
     slow = admin.execute_command("SLOWLOG", "GET", "-1")
     longest = max(slow, key=lambda entry: entry[2], default=None)
     left = len(admin.keys("rq:job:*"))
-    print(f"empty {remaining:,} queued jobs: {seconds:.1f} s ({remaining / seconds:,.0f} jobs/s), answer "
-          f"{answers[0].get_json()}, job hashes left {left}")  # type: ignore[attr-defined]  # fmt: skip
-    print(f"  PING during the empty: worst {max(pings) * 1000:.1f} ms, p99 {percentile(pings, 0.99) * 1000:.2f} ms, "
-          f"p50 {percentile(pings, 0.5) * 1000:.2f} ms ({len(pings):,} pings)")  # fmt: skip
+    print(
+        f"empty {remaining:,} queued jobs: {seconds:.1f} s ({remaining / seconds:,.0f} jobs/s), answer "
+        f"{answers[0].get_json()}, job hashes left {left}"
+    )  # type: ignore[attr-defined]
+    print(
+        f"  PING during the empty: worst {max(pings) * 1000:.1f} ms, p99 {percentile(pings, 0.99) * 1000:.2f} ms, "
+        f"p50 {percentile(pings, 0.5) * 1000:.2f} ms ({len(pings):,} pings)"
+    )
     if longest is not None:
         name = b" ".join(longest[3][:1]).decode()
         print(f"  longest command (SLOWLOG): {longest[2] / 1000:.1f} ms ({name}); {len(slow)} commands over 10 ms")
@@ -171,14 +175,18 @@ def page_figures(url: str, admin: Redis, jobs: int, views: int) -> None:
         command_s, cpu_s, commands = redis_costs(admin, lambda: pages.append(client.get(path, headers=HTML).text))
         wall = time.perf_counter() - began
         name = f"view {view}" if view <= views else "after 100 new failures"
-        print(f"failed page, {name}: {wall * 1000:4.0f} ms wall, Redis {command_s * 1000:4.1f} ms command time "
-              f"/ {cpu_s * 1000:3.0f} ms CPU, {commands:,} commands; summary: {summary_label(pages[-1])}")  # fmt: skip
+        print(
+            f"failed page, {name}: {wall * 1000:4.0f} ms wall, Redis {command_s * 1000:4.1f} ms command time "
+            f"/ {cpu_s * 1000:3.0f} ms CPU, {commands:,} commands; summary: {summary_label(pages[-1])}"
+        )
     ids = cast(list[bytes], admin.zrevrange(f"rq:failed:{FAILED_QUEUE}", 0, 9_999))
     began = time.perf_counter()
     command_s, cpu_s, commands = redis_costs(admin, lambda: JobLister(admin).rows([i.decode() for i in ids], True))
     wall = time.perf_counter() - began
-    print(f"previous summary (10,000 rows read per view): {wall * 1000:.0f} ms wall, Redis {command_s * 1000:.1f} ms "
-          f"command time / {cpu_s * 1000:.0f} ms CPU, {commands:,} commands")  # fmt: skip
+    print(
+        f"previous summary (10,000 rows read per view): {wall * 1000:.0f} ms wall, Redis {command_s * 1000:.1f} ms "
+        f"command time / {cpu_s * 1000:.0f} ms CPU, {commands:,} commands"
+    )
 
 
 def main() -> None:

@@ -98,20 +98,26 @@ def _reconstructor(cls: Any, base: Any, state: Any) -> Any:
 
 
 SAFE: dict[tuple[str, str], Any] = {
-    **{("builtins", kind.__name__): kind for kind in (
-        set, frozenset, list, tuple, dict, complex, slice, bool, float, object)},
+    **{
+        ("builtins", kind.__name__): kind
+        for kind in (set, frozenset, list, tuple, dict, complex, slice, bool, float, object)
+    },
     ("builtins", "int"): int,  # Python's own limit on digits bounds int('9' * n)
     ("builtins", "bytes"): _sized(bytes),
     ("builtins", "bytearray"): _sized(bytearray),
     ("_codecs", "encode"): _codecs_encode,
     ("copyreg", "_reconstructor"): _reconstructor,
-    **{("collections", kind.__name__): kind for kind in (
-        collections.OrderedDict, collections.deque, collections.defaultdict, collections.Counter)},
-    **{("datetime", kind.__name__): kind for kind in (
-        datetime.datetime, datetime.date, datetime.time, datetime.timedelta, datetime.timezone)},
+    **{
+        ("collections", kind.__name__): kind
+        for kind in (collections.OrderedDict, collections.deque, collections.defaultdict, collections.Counter)
+    },
+    **{
+        ("datetime", kind.__name__): kind
+        for kind in (datetime.datetime, datetime.date, datetime.time, datetime.timedelta, datetime.timezone)
+    },
     ("decimal", "Decimal"): decimal.Decimal,
     ("uuid", "UUID"): uuid.UUID,
-}  # fmt: skip
+}
 
 
 def resolve(name: str) -> tuple[tuple[str, str], Any]:

@@ -65,9 +65,13 @@ class ExceptionSummaries:
     """Per-process memory of failed entries' exception types, for one Redis."""
 
     def __init__(
-        self, redis: Redis, limit: int = SUMMARY_LIMIT, step: int = SUMMARY_STEP, max_queues: int = MAX_QUEUES,
+        self,
+        redis: Redis,
+        limit: int = SUMMARY_LIMIT,
+        step: int = SUMMARY_STEP,
+        max_queues: int = MAX_QUEUES,
         clock: Callable[[], float] = time.monotonic,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.redis = redis
         self.limit = limit
         self.step = step

@@ -118,9 +118,17 @@ def shape_job(job_id: str, raw: dict[bytes, bytes], latest: dict[bytes, bytes], 
         traceback = decode_exc(raw[b"exc_info"])
     dependencies = decoder.attempt("dependency_ids", lambda: _ids(text.get("dependency_ids", "")))
     return JobView(
-        id=job_id, text=text, func=func, args=args, kwargs=kwargs, meta=meta, result=result, traceback=traceback,
-        dependency_ids=dependencies or [], unreadable=decoder.unreadable,
-    )  # fmt: skip
+        id=job_id,
+        text=text,
+        func=func,
+        args=args,
+        kwargs=kwargs,
+        meta=meta,
+        result=result,
+        traceback=traceback,
+        dependency_ids=dependencies or [],
+        unreadable=decoder.unreadable,
+    )
 
 
 def _ids(raw: str) -> list[str]:

@@ -30,14 +30,30 @@ WORKER_STATES = ("idle", "busy", "suspended", "unknown", "dead")
 DEFAULT_WORKER_TTL_SECONDS = 480.0
 # The worker hash fields the snapshot reads, in the order shape_worker unpacks them
 WORKER_FIELDS = (
-    "state", "queues", "hostname", "pid", "last_heartbeat", "birth", "current_job", "successful_job_count",
-    "failed_job_count", "total_working_time", "current_job_working_time", "death", LIVENESS_FIELD,
-)  # fmt: skip
+    "state",
+    "queues",
+    "hostname",
+    "pid",
+    "last_heartbeat",
+    "birth",
+    "current_job",
+    "successful_job_count",
+    "failed_job_count",
+    "total_working_time",
+    "current_job_working_time",
+    "death",
+    LIVENESS_FIELD,
+)
 # what the snapshot reads beside those fields: one of RQ 3's executions set, and when it was created
 EXECUTION_VALUES = 2
 REDIS_INFO_FIELDS = (
-    "connected_clients", "blocked_clients", "maxclients", "rejected_connections", "used_memory", "maxmemory",
-)  # fmt: skip
+    "connected_clients",
+    "blocked_clients",
+    "maxclients",
+    "rejected_connections",
+    "used_memory",
+    "maxmemory",
+)
 
 
 @dataclass(frozen=True)
@@ -167,8 +183,23 @@ def shape_worker(
     if len(values) != len(WORKER_FIELDS) + EXECUTION_VALUES:
         values = [None] * (len(WORKER_FIELDS) + EXECUTION_VALUES)
     texts = (v.decode("utf-8", "replace") if v.__class__ is bytes else v for v in values)
-    (state, queues, hostname, pid, heartbeat_text, birth, current_job, successes, failures, working,
-     current_working, death, liveness, execution, execution_created) = texts  # fmt: skip
+    (
+        state,
+        queues,
+        hostname,
+        pid,
+        heartbeat_text,
+        birth,
+        current_job,
+        successes,
+        failures,
+        working,
+        current_working,
+        death,
+        liveness,
+        execution,
+        execution_created,
+    ) = texts
     if not current_job and execution:
         # RQ 3 keeps a worker's running jobs in its executions set instead of `current_job`
         current_job = execution.rsplit(":", 1)[0]

@@ -51,10 +51,16 @@ def sidecars(
     rules = tmp_path / "rules.yml"
     rules.write_text(RULES + extra.get("rules", ""))
     with Receiver() as receiver:
-        env = {"RQSCOPE_REDIS_URL": redis_server.url, "RQSCOPE_ALERT_RULES": str(rules),
-               "RQSCOPE_ALERT_INTERVAL": str(INTERVAL), "RQSCOPE_ALERT_WEBHOOK_URLS": receiver.url,
-               "RQSCOPE_SNAPSHOT_TTL": "0.1", "RQSCOPE_TASK_MODULES": "tests.sample_tasks",
-               "RQSCOPE_LOG_LEVEL": "WARNING", **extra.get("env", {})}  # fmt: skip
+        env = {
+            "RQSCOPE_REDIS_URL": redis_server.url,
+            "RQSCOPE_ALERT_RULES": str(rules),
+            "RQSCOPE_ALERT_INTERVAL": str(INTERVAL),
+            "RQSCOPE_ALERT_WEBHOOK_URLS": receiver.url,
+            "RQSCOPE_SNAPSHOT_TTL": "0.1",
+            "RQSCOPE_TASK_MODULES": "tests.sample_tasks",
+            "RQSCOPE_LOG_LEVEL": "WARNING",
+            **extra.get("env", {}),
+        }
         processes = []
         try:
             for _ in range(3):

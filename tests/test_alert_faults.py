@@ -18,8 +18,9 @@ from rqscope.web import create_app
 from tests.receivers import Mailbox, Receiver
 
 pytestmark = pytest.mark.redis
-BACKLOG = Rule(name="Backlog", kind="queue_depth", threshold=3, severity="critical",
-               summary="{queue} has {value:.0f} waiting")  # fmt: skip
+BACKLOG = Rule(
+    name="Backlog", kind="queue_depth", threshold=3, severity="critical", summary="{queue} has {value:.0f} waiting"
+)
 BAD = "bad\r\nBcc: victim@example.test"
 
 
@@ -46,8 +47,10 @@ def test_a_queue_name_with_crlf_neither_blocks_other_alerts_nor_injects_an_email
         engine.deliver()
         assert queues_in(hook) == [BAD, "good"]
         subjects = sorted(m["Subject"] for m in mailbox.messages)
-        assert subjects == ["[FIRING] Backlog: bad Bcc: victim@example.test has 10 waiting",
-                            "[FIRING] Backlog: good has 10 waiting"]  # fmt: skip
+        assert subjects == [
+            "[FIRING] Backlog: bad Bcc: victim@example.test has 10 waiting",
+            "[FIRING] Backlog: good has 10 waiting",
+        ]
         assert all(m["Bcc"] is None for m in mailbox.messages)
 
 
@@ -70,9 +73,12 @@ def test_a_webhook_rejecting_one_alert_dead_letters_it_and_delivers_the_rest(rea
         assert "400" in dead["reason"] and abs(dead["at"] - time.time()) < 30
         page = client.get("/alerts", headers={"Accept": "text/html"}).get_data(as_text=True)
         assert "Undeliverable notifications" in page and "400" in page
-        samples = {(s.labels["receiver"], s.labels["result"]): s.value
-                   for f in text_string_to_metric_families(client.get("/metrics").get_data(as_text=True))
-                   for s in f.samples if s.name == "rqscope_alert_notifications_total"}  # fmt: skip
+        samples = {
+            (s.labels["receiver"], s.labels["result"]): s.value
+            for f in text_string_to_metric_families(client.get("/metrics").get_data(as_text=True))
+            for s in f.samples
+            if s.name == "rqscope_alert_notifications_total"
+        }
         receiver = dead["receiver"]
         assert samples == {(receiver, "sent"): 1.0, (receiver, "retried"): 0.0, (receiver, "dropped"): 1.0}
 

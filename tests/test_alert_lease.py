@@ -20,13 +20,21 @@ from tests.receivers import Receiver
 from tests.tcpproxy import TcpProxy
 
 pytestmark = pytest.mark.redis
-BACKLOG = Rule(name="Backlog", kind="queue_depth", threshold=3, severity="critical",
-               summary="{queue} has {value:.0f} waiting")  # fmt: skip
+BACKLOG = Rule(
+    name="Backlog", kind="queue_depth", threshold=3, severity="critical", summary="{queue} has {value:.0f} waiting"
+)
 
 
 def engine(redis: Redis, receiver: Receiver, holder: str, **kwargs) -> AlertEngine:  # type: ignore[no-untyped-def]
-    return AlertEngine(redis, [BACKLOG], SnapshotCache(redis, ttl=0).get, [Webhook(receiver.url)], interval=0.2,
-                       holder=holder, **kwargs)  # fmt: skip
+    return AlertEngine(
+        redis,
+        [BACKLOG],
+        SnapshotCache(redis, ttl=0).get,
+        [Webhook(receiver.url)],
+        interval=0.2,
+        holder=holder,
+        **kwargs,
+    )
 
 
 def fill(redis: Redis, *queues: str) -> None:
@@ -53,8 +61,9 @@ def test_a_stalled_leaders_late_writes_cannot_undo_the_new_leaders_work(
 ) -> None:
     with Receiver() as hook, TcpProxy(redis_server.port) as proxy:
         # as the sidecar's own client (make_client): no retries, so a stalled Redis costs one timeout
-        stalled_client = Redis(port=proxy.port, socket_timeout=0.3, socket_connect_timeout=0.3,
-                               retry=Retry(NoBackoff(), 0))  # fmt: skip
+        stalled_client = Redis(
+            port=proxy.port, socket_timeout=0.3, socket_connect_timeout=0.3, retry=Retry(NoBackoff(), 0)
+        )
         leader, other = engine(stalled_client, hook, "stalled"), engine(real_redis, hook, "other")
         fill(real_redis, "default")
         assert leader.evaluate_once() is not None and other.evaluate_once() is None

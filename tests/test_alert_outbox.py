@@ -21,8 +21,9 @@ from tests.receivers import Receiver
 from tests.tcpproxy import TcpProxy
 
 pytestmark = pytest.mark.redis
-BACKLOG = Rule(name="Backlog", kind="queue_depth", threshold=3, severity="critical",
-               summary="{queue} has {value:.0f} waiting")  # fmt: skip
+BACKLOG = Rule(
+    name="Backlog", kind="queue_depth", threshold=3, severity="critical", summary="{queue} has {value:.0f} waiting"
+)
 
 
 def fill(redis: Redis, *queues: str) -> None:
@@ -94,8 +95,9 @@ def test_a_result_replayed_after_a_lost_reply_is_counted_once(
 ) -> None:
     with Receiver() as hook, TcpProxy(redis_server.port) as proxy:
         client = Redis(port=proxy.port, socket_timeout=2, retry=Retry(NoBackoff(), retries))
-        engine = AlertEngine(client, [BACKLOG], SnapshotCache(client, ttl=0).get, [Webhook(hook.url, name="hook")],
-                             interval=60)  # fmt: skip
+        engine = AlertEngine(
+            client, [BACKLOG], SnapshotCache(client, ttl=0).get, [Webhook(hook.url, name="hook")], interval=60
+        )
         fill(real_redis, "default")
         engine.evaluate_once()
         sha = real_redis.script_load(outbox_scripts.FINISH)  # cached on the server, as in a sidecar that already sent

@@ -24,14 +24,16 @@ from tests.receivers import Receiver
 from tests.tcpproxy import TcpProxy
 
 pytestmark = pytest.mark.redis
-BACKLOG = Rule(name="Backlog", kind="queue_depth", threshold=3, severity="critical",
-               summary="{queue} has {value:.0f} waiting")  # fmt: skip
+BACKLOG = Rule(
+    name="Backlog", kind="queue_depth", threshold=3, severity="critical", summary="{queue} has {value:.0f} waiting"
+)
 LEASE = 0.6  # three intervals of the engines below
 
 
 def engine(redis: Redis, receiver: Receiver, holder: str) -> AlertEngine:
-    return AlertEngine(redis, [BACKLOG], SnapshotCache(redis, ttl=0).get, [Webhook(receiver.url)], interval=0.2,
-                       holder=holder)  # fmt: skip
+    return AlertEngine(
+        redis, [BACKLOG], SnapshotCache(redis, ttl=0).get, [Webhook(receiver.url)], interval=0.2, holder=holder
+    )
 
 
 def tick(sidecar: AlertEngine) -> None:

@@ -77,8 +77,13 @@ def test_factory_never_reads_the_demos_redis_url(monkeypatch: pytest.MonkeyPatch
 @pytest.mark.slow
 def test_plain_gunicorn_with_the_shipped_config_starts_alerting(redis_server, real_redis: Redis) -> None:  # type: ignore[no-untyped-def]
     port = free_port()
-    env = {"RQSCOPE_REDIS_URL": redis_server.url, "RQSCOPE_ALERT_INTERVAL": "0.5", "RQSCOPE_NO_AUTH": "true",
-           "RQSCOPE_PORT": str(port), "RQSCOPE_WEB_WORKERS": "1"}  # fmt: skip
+    env = {
+        "RQSCOPE_REDIS_URL": redis_server.url,
+        "RQSCOPE_ALERT_INTERVAL": "0.5",
+        "RQSCOPE_NO_AUTH": "true",
+        "RQSCOPE_PORT": str(port),
+        "RQSCOPE_WEB_WORKERS": "1",
+    }
     command = [sys.executable, "-m", "gunicorn", "-c", "python:rqscope.web.gunicorn_conf", "rqscope.web:create_app()"]
     process = spawn(command, env)
     try:

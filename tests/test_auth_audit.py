@@ -53,8 +53,9 @@ def test_the_readme_compose_path_signs_in_with_the_api_token(redis_server: Embed
     process = spawn(rqscope_command(*command), env)
     base = f"http://localhost:{port}"  # the README's http://localhost:9190/
     try:
-        wait_for(lambda: process.poll() is not None or http_status(f"http://127.0.0.1:{port}/healthz") == 200,
-                 timeout=30)  # fmt: skip
+        wait_for(
+            lambda: process.poll() is not None or http_status(f"http://127.0.0.1:{port}/healthz") == 200, timeout=30
+        )
         assert process.poll() is None
         [job_id] = make_failed(real_redis, 1)
         first = requests.get(base + "/", allow_redirects=False, timeout=10)
@@ -67,8 +68,9 @@ def test_the_readme_compose_path_signs_in_with_the_api_token(redis_server: Embed
         overview = browser.get(base + "/", timeout=10)
         assert overview.status_code == 200 and "api-token (operator)" in overview.text
         detail = browser.get(f"{base}/jobs/{job_id}", timeout=10)
-        retried = browser.post(f"{base}/jobs/{job_id}/retry", data={"csrf_token": csrf_of(detail.text)},
-                               allow_redirects=False, timeout=10)  # fmt: skip
+        retried = browser.post(
+            f"{base}/jobs/{job_id}/retry", data={"csrf_token": csrf_of(detail.text)}, allow_redirects=False, timeout=10
+        )
         assert retried.status_code == 302 and real_redis.lrange("rq:queue:default", 0, -1) == [job_id.encode()]
         assert [(e.who, e.action, e.target) for e in recent(real_redis, 1)] == [("api-token", "retry", job_id)]
     finally:
@@ -87,8 +89,12 @@ def test_a_viewer_token_signs_in_to_read_but_not_act(operated: Sidecar, real_red
     assert response.status_code in (302, 303)
     detail = browser.get(f"{operated.url}/jobs/{job_id}", timeout=10)
     assert detail.status_code == 200 and "viewer-token (viewer)" in detail.text
-    refused = browser.post(f"{operated.url}/jobs/{job_id}/retry", data={"csrf_token": csrf_of(detail.text)},
-                           allow_redirects=False, timeout=10)  # fmt: skip
+    refused = browser.post(
+        f"{operated.url}/jobs/{job_id}/retry",
+        data={"csrf_token": csrf_of(detail.text)},
+        allow_redirects=False,
+        timeout=10,
+    )
     assert refused.status_code == 403 and real_redis.zcard("rq:failed:default") == 1
 
 
@@ -104,8 +110,10 @@ def started_job(redis: Redis) -> str:
 
 def dead_worker(redis: Redis) -> str:
     redis.sadd("rq:workers", "rq:worker:w-dead")
-    redis.hset("rq:worker:w-dead", mapping={"state": "idle", "queues": "default",
-                                            "last_heartbeat": "2020-01-01T00:00:00.000000Z"})  # fmt: skip
+    redis.hset(
+        "rq:worker:w-dead",
+        mapping={"state": "idle", "queues": "default", "last_heartbeat": "2020-01-01T00:00:00.000000Z"},
+    )
     return "w-dead"
 
 
@@ -124,8 +132,10 @@ def queued(redis: Redis) -> str:
 # every mutating (endpoint, method), with each way it can succeed; a new route fails the test until it has one
 SCENARIOS: dict[tuple[str, str], list[Scenario]] = {
     ("api_tasks.create", "POST"): [lambda r: ("/api/tasks", {}, {"task": "t_ok", "args": [1]})],
-    ("api_tasks.cancel", "DELETE"): [lambda r: (f"/api/tasks/{queued(r)}", {}, None),
-                                     lambda r: (f"/api/tasks/{started_job(r)}", {}, None)],
+    ("api_tasks.cancel", "DELETE"): [
+        lambda r: (f"/api/tasks/{queued(r)}", {}, None),
+        lambda r: (f"/api/tasks/{started_job(r)}", {}, None),
+    ],
     ("api.retry_queue", "POST"): [lambda r: (failed(r) and "/api/queues/default/retry", {}, {})],
     ("api.empty_registry", "DELETE"): [lambda r: (failed(r) and "/api/queues/default/registries/failed", {}, None)],
     ("api.retry_job", "POST"): [lambda r: (f"/api/jobs/{failed(r)}/retry", {}, {})],
@@ -135,24 +145,32 @@ SCENARIOS: dict[tuple[str, str], list[Scenario]] = {
     ("dashboard.forget_worker", "POST"): [lambda r: (f"/workers/{dead_worker(r)}/forget", {}, None)],
     ("dashboard.create_silence", "POST"): [lambda r: ("/alerts/silences", {"matchers": "queue=default"}, None)],
     ("dashboard.expire_silence", "POST"): [lambda r: (f"/alerts/silences/{silence(r)}/expire", {}, None)],
-    ("jobs.bulk", "POST"): [lambda r: (failed(r) and "/queues/default/failed/bulk", {"action": "retry"}, None),
-                            lambda r: (failed(r) and "/queues/default/failed/bulk", {"action": "empty"}, None)],
-    ("jobs.job_action", "POST"): [lambda r: (f"/jobs/{failed(r)}/retry", {}, None),
-                                  lambda r: (f"/jobs/{failed(r)}/delete", {}, None),
-                                  lambda r: (f"/jobs/{queued(r)}/cancel", {}, None),
-                                  lambda r: (f"/jobs/{started_job(r)}/stop", {}, None)],
-}  # fmt: skip
+    ("jobs.bulk", "POST"): [
+        lambda r: (failed(r) and "/queues/default/failed/bulk", {"action": "retry"}, None),
+        lambda r: (failed(r) and "/queues/default/failed/bulk", {"action": "empty"}, None),
+    ],
+    ("jobs.job_action", "POST"): [
+        lambda r: (f"/jobs/{failed(r)}/retry", {}, None),
+        lambda r: (f"/jobs/{failed(r)}/delete", {}, None),
+        lambda r: (f"/jobs/{queued(r)}/cancel", {}, None),
+        lambda r: (f"/jobs/{started_job(r)}/stop", {}, None),
+    ],
+}
 OWN_SESSION = {"session_views.login", "session_views.logout"}  # they change only the caller's own session
 
 
 def mutating_routes(app: Flask) -> set[tuple[str, str]]:
-    return {(rule.endpoint, method) for rule in app.url_map.iter_rules()
-            for method in (rule.methods or set()) - {"GET", "HEAD", "OPTIONS"}
-            if rule.endpoint not in OWN_SESSION}  # fmt: skip
+    return {
+        (rule.endpoint, method)
+        for rule in app.url_map.iter_rules()
+        for method in (rule.methods or set()) - {"GET", "HEAD", "OPTIONS"}
+        if rule.endpoint not in OWN_SESSION
+    }
 
 
-def test_every_mutating_route_writes_an_audit_entry(operated: Sidecar, redis_server: EmbeddedRedis,
-                                                    real_redis: Redis) -> None:  # fmt: skip
+def test_every_mutating_route_writes_an_audit_entry(
+    operated: Sidecar, redis_server: EmbeddedRedis, real_redis: Redis
+) -> None:
     app = create_app(from_env({"RQSCOPE_REDIS_URL": redis_server.url, "RQSCOPE_API_TOKEN": TOKEN}))
     routes = mutating_routes(app)
     assert routes - SCENARIOS.keys() == set(), "give each new mutating route a scenario here"
@@ -179,7 +197,8 @@ def test_an_enqueue_entry_names_the_task_and_the_job(operated: Sidecar, real_red
     job_id = response.json()["id"]
     [entry] = recent(real_redis, 1)
     assert (entry.who, entry.action, entry.target, entry.count) == ("api-token", "enqueue", f"t_ok {job_id}", 1)
-    again = operated.post("/api/tasks", headers={"Authorization": f"Bearer {TOKEN}"},
-                          json={"task": "t_ok", "job_id": job_id})  # fmt: skip
+    again = operated.post(
+        "/api/tasks", headers={"Authorization": f"Bearer {TOKEN}"}, json={"task": "t_ok", "job_id": job_id}
+    )
     assert again.status_code == 200 and real_redis.xlen("rqscope:audit") == 1  # nothing new was enqueued
     assert Job.fetch(job_id, connection=real_redis).get_status() == JobStatus.QUEUED

@@ -58,12 +58,18 @@ class Sidecar:
 
 
 @contextmanager
-def sidecar(redis_url: str, env: dict[str, str] | None = None, *args: str, host: str = "127.0.0.1",
-            workers: int = 1) -> Iterator[Sidecar]:  # fmt: skip
+def sidecar(
+    redis_url: str, env: dict[str, str] | None = None, *args: str, host: str = "127.0.0.1", workers: int = 1
+) -> Iterator[Sidecar]:
     """`rqscope serve` on a free port with the given RQSCOPE_* variables, stopped by pid afterwards."""
     port = free_port()
-    full_env = {"RQSCOPE_REDIS_URL": redis_url, "RQSCOPE_TASK_MODULES": "tests.sample_tasks",
-                "RQSCOPE_SNAPSHOT_TTL": "0.1", "RQSCOPE_LOG_LEVEL": "WARNING", **(env or {})}  # fmt: skip
+    full_env = {
+        "RQSCOPE_REDIS_URL": redis_url,
+        "RQSCOPE_TASK_MODULES": "tests.sample_tasks",
+        "RQSCOPE_SNAPSHOT_TTL": "0.1",
+        "RQSCOPE_LOG_LEVEL": "WARNING",
+        **(env or {}),
+    }
     log = Path(tempfile.mkstemp(prefix="rqscope-auth-", suffix=".log")[1])
     with log.open("wb") as out:
         command = rqscope_command("serve", "--host", host, "--port", str(port), "--web-workers", str(workers), *args)
@@ -97,16 +103,21 @@ def csrf_of(page: str) -> str:
     return match.group(1)
 
 
-def sign_in(served: Sidecar, headers: dict[str, str] | None = None, next_path: str = "/",
-            **form: str) -> tuple[requests.Session, requests.Response]:  # fmt: skip
+def sign_in(
+    served: Sidecar, headers: dict[str, str] | None = None, next_path: str = "/", **form: str
+) -> tuple[requests.Session, requests.Response]:
     """A browser-like session that fetched the sign-in form and posted `form` with its CSRF token."""
     browser = requests.Session()
     browser.headers.update(headers or {})
     page = browser.get(served.url + "/login", timeout=10)
     assert page.status_code == 200, page.text[:300]
     plain_http(browser)
-    response = browser.post(served.url + "/login", data={"csrf_token": csrf_of(page.text), "next": next_path, **form},
-                            allow_redirects=False, timeout=10)  # fmt: skip
+    response = browser.post(
+        served.url + "/login",
+        data={"csrf_token": csrf_of(page.text), "next": next_path, **form},
+        allow_redirects=False,
+        timeout=10,
+    )
     plain_http(browser)
     return browser, response
 
@@ -139,11 +150,17 @@ def test_a_rebinding_host_is_refused_before_any_read_or_write(open_sidecar: Side
         assert response.status_code == 200 and SECRET_ARG in response.text, host
 
 
-FORWARDING = [{"X-Forwarded-For": "203.0.113.9"}, {"Forwarded": "for=203.0.113.9;proto=https"},
-              {"X-Forwarded-Host": "localhost"}, {"X-Forwarded-Proto": "https"},
-              {"X-Real-IP": "203.0.113.9"}, {"X-Forwarded": "for=203.0.113.9"},
-              {"X-Original-Forwarded-For": "203.0.113.9"}, {"Fastly-Client-IP": "203.0.113.9"},
-              {"X-Envoy-External-Address": "203.0.113.9"}]  # fmt: skip
+FORWARDING = [
+    {"X-Forwarded-For": "203.0.113.9"},
+    {"Forwarded": "for=203.0.113.9;proto=https"},
+    {"X-Forwarded-Host": "localhost"},
+    {"X-Forwarded-Proto": "https"},
+    {"X-Real-IP": "203.0.113.9"},
+    {"X-Forwarded": "for=203.0.113.9"},
+    {"X-Original-Forwarded-For": "203.0.113.9"},
+    {"Fastly-Client-IP": "203.0.113.9"},
+    {"X-Envoy-External-Address": "203.0.113.9"},
+]
 
 
 @pytest.mark.parametrize("header", FORWARDING, ids=lambda h: next(iter(h)))
@@ -178,8 +195,12 @@ def test_a_non_loopback_caller_is_refused_on_a_sidecar_without_credentials(redis
 @pytest.fixture(scope="module")
 def proxied(redis_server: EmbeddedRedis) -> Iterator[Sidecar]:
     """Behind one TLS-terminating reverse proxy that forwards X-Forwarded-For/-Proto/-Host."""
-    env = {"RQSCOPE_TRUSTED_PROXIES": "1", "RQSCOPE_ALLOWED_HOSTS": "ops.example.com", "RQSCOPE_USERS": USERS,
-           "RQSCOPE_API_TOKEN": TOKEN}  # fmt: skip
+    env = {
+        "RQSCOPE_TRUSTED_PROXIES": "1",
+        "RQSCOPE_ALLOWED_HOSTS": "ops.example.com",
+        "RQSCOPE_USERS": USERS,
+        "RQSCOPE_API_TOKEN": TOKEN,
+    }
     with sidecar(redis_server.url, env) as served:
         yield served
 
@@ -200,8 +221,9 @@ def test_behind_a_trusted_proxy_the_cookie_is_secure_over_https_and_the_public_h
     assert proxied.get("/login", headers=foreign).status_code == 400
     assert proxied.get("/api/queues", headers={**via_https, "Host": "localhost"}).status_code == 401
     # a client's own X-Forwarded-Prefix, passed through by the proxy, moves no link or redirect off the site
-    prefixed = proxied.get("/", headers={**via_https, "X-Forwarded-Prefix": "//evil.example", "Accept": "text/html"},
-                           allow_redirects=False)  # fmt: skip
+    prefixed = proxied.get(
+        "/", headers={**via_https, "X-Forwarded-Prefix": "//evil.example", "Accept": "text/html"}, allow_redirects=False
+    )
     assert prefixed.status_code in (302, 303) and "evil.example" not in prefixed.headers["Location"]
 
 
@@ -214,19 +236,37 @@ def local(settings: Settings, redis: Redis, remote: str = "127.0.0.1") -> FlaskC
     return client
 
 
-@pytest.mark.parametrize("remote, expected", [("127.0.0.1", 200), ("127.8.9.1", 200), ("::1", 200),
-                                              ("10.0.0.7", 401), ("::ffff:10.0.0.7", 401), ("", 401)])  # fmt: skip
-def test_only_a_loopback_remote_address_is_anonymous(settings: Settings, redis: Redis, remote: str,
-                                                     expected: int) -> None:  # fmt: skip
+@pytest.mark.parametrize(
+    "remote, expected",
+    [("127.0.0.1", 200), ("127.8.9.1", 200), ("::1", 200), ("10.0.0.7", 401), ("::ffff:10.0.0.7", 401), ("", 401)],
+)
+def test_only_a_loopback_remote_address_is_anonymous(
+    settings: Settings, redis: Redis, remote: str, expected: int
+) -> None:
     assert local(settings, redis, remote).get("/api/queues").status_code == expected
 
 
-@pytest.mark.parametrize("host, expected", [
-    ("localhost", 200), ("localhost:9190", 200), ("127.0.0.1:1", 200), ("[::1]:9190", 200), ("[::1]", 200),
-    ("ops.internal:9190", 200), ("OPS.internal", 200), ("attacker.example", 400), ("localhost.attacker.example", 400),
-    ("127.0.0.1.nip.io", 400), ("localhost:bad", 400), ("[::1", 400), ("", 400), ("0.0.0.0", 400),
-    ("localhost@attacker.example", 400), ("::1", 400),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "host, expected",
+    [
+        ("localhost", 200),
+        ("localhost:9190", 200),
+        ("127.0.0.1:1", 200),
+        ("[::1]:9190", 200),
+        ("[::1]", 200),
+        ("ops.internal:9190", 200),
+        ("OPS.internal", 200),
+        ("attacker.example", 400),
+        ("localhost.attacker.example", 400),
+        ("127.0.0.1.nip.io", 400),
+        ("localhost:bad", 400),
+        ("[::1", 400),
+        ("", 400),
+        ("0.0.0.0", 400),
+        ("localhost@attacker.example", 400),
+        ("::1", 400),
+    ],
+)
 def test_the_host_allow_list(settings: Settings, redis: Redis, host: str, expected: int) -> None:
     client = local(settings.replace(allowed_hosts=("ops.internal",)), redis)
     assert client.get("/healthz", environ_overrides={"HTTP_HOST": host}).status_code == expected

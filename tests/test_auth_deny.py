@@ -29,12 +29,22 @@ from tests.test_retry import make_failed
 pytestmark = pytest.mark.redis
 
 METRICS_TOKEN = "metrics-token-0123456789abcdef"
-SECURED_ENV = {"RQSCOPE_API_TOKEN": TOKEN, "RQSCOPE_VIEWER_TOKEN": VIEWER, "RQSCOPE_USERS": USERS,
-               "RQSCOPE_METRICS_TOKEN": METRICS_TOKEN}  # fmt: skip
+SECURED_ENV = {
+    "RQSCOPE_API_TOKEN": TOKEN,
+    "RQSCOPE_VIEWER_TOKEN": VIEWER,
+    "RQSCOPE_USERS": USERS,
+    "RQSCOPE_METRICS_TOKEN": METRICS_TOKEN,
+}
 # the routes open to anyone (signing in and out still need the form's CSRF token); every other route
 # must refuse an anonymous caller
-OPEN = {"static", "health.healthz", "health.readyz", "session_views.login_form", "session_views.login",
-        "session_views.logout"}  # fmt: skip
+OPEN = {
+    "static",
+    "health.healthz",
+    "health.readyz",
+    "session_views.login_form",
+    "session_views.login",
+    "session_views.logout",
+}
 ANSWERING = {"static", "health.healthz", "health.readyz", "session_views.login_form"}
 
 
@@ -63,8 +73,16 @@ def real_values(redis: Redis) -> dict[str, str]:
     redis.sadd("rq:workers", "rq:worker:w1")
     redis.hset("rq:worker:w1", mapping={"state": "idle", "queues": "default", "last_heartbeat": "2020-01-01T00:00:00Z"})
     silence = silences.create(redis, {"queue": "default"}, time.time(), time.time() + 3600, "ops", "")
-    return {"queue": "default", "state_name": "failed", "registry": "failed", "name": "w1", "silence_id": silence.id,
-            "action": "retry", "filename": "rqscope.css", "job_id": job_id}  # fmt: skip
+    return {
+        "queue": "default",
+        "state_name": "failed",
+        "registry": "failed",
+        "name": "w1",
+        "silence_id": silence.id,
+        "action": "retry",
+        "filename": "rqscope.css",
+        "job_id": job_id,
+    }
 
 
 def every_route(app: Flask, values: dict[str, str]) -> list[tuple[str, str, str]]:
@@ -128,9 +146,20 @@ def basic(credentials: bytes) -> str:
     return "Basic " + base64.b64encode(credentials).decode()
 
 
-UNUSABLE = ["Token abc", "Bearer", "Bearer    ", "bearer", "Basic", "Basic !!!not-base64", basic(b"no-colon"),
-            basic(b"ops:wrong password"), "Bearer wrong-token-0123456789", f"Bearer {TOKEN} extra", "Digest x=1",
-            basic(b"\xff\xfe:\x00")]  # fmt: skip
+UNUSABLE = [
+    "Token abc",
+    "Bearer",
+    "Bearer    ",
+    "bearer",
+    "Basic",
+    "Basic !!!not-base64",
+    basic(b"no-colon"),
+    basic(b"ops:wrong password"),
+    "Bearer wrong-token-0123456789",
+    f"Bearer {TOKEN} extra",
+    "Digest x=1",
+    basic(b"\xff\xfe:\x00"),
+]
 
 
 @pytest.mark.parametrize("header", UNUSABLE)
@@ -146,8 +175,9 @@ def test_an_unusable_authorization_header_is_refused_never_ignored(
     assert browser.get(secured.url + "/api/queues", timeout=10).status_code == 200
     with_header = browser.get(secured.url + "/api/queues", headers={"Authorization": header}, timeout=10)
     assert with_header.status_code == 401
-    page = browser.get(secured.url + "/", headers={"Authorization": header, "Accept": "text/html"},
-                       allow_redirects=False, timeout=10)  # fmt: skip
+    page = browser.get(
+        secured.url + "/", headers={"Authorization": header, "Accept": "text/html"}, allow_redirects=False, timeout=10
+    )
     assert page.status_code == 401
 
 
@@ -162,8 +192,12 @@ def test_no_auth_with_credentials_is_a_contradiction(credential: str) -> None:
 
 def test_serve_with_no_auth_and_a_token_refuses_to_start(redis_server: EmbeddedRedis) -> None:
     env = {"RQSCOPE_REDIS_URL": redis_server.url, "RQSCOPE_API_TOKEN": TOKEN}
-    process = spawn(rqscope_command("serve", "--no-auth", "--port", str(free_port())), env, stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE)  # fmt: skip
+    process = spawn(
+        rqscope_command("serve", "--no-auth", "--port", str(free_port())),
+        env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     out, err = process.communicate(timeout=60)
     lines = err.decode().strip().splitlines()
     assert process.returncode == 2 and out == b""

@@ -27,8 +27,12 @@ SECRET_KEY = "a-fixed-session-signing-key-for-these-tests-0123456789"
 @pytest.fixture(scope="module")
 def secured(redis_server: EmbeddedRedis) -> Iterator[Sidecar]:
     """Two gunicorn workers (so that any state must live in Redis), behind one trusted proxy."""
-    env = {"RQSCOPE_USERS": USERS, "RQSCOPE_API_TOKEN": TOKEN, "RQSCOPE_TRUSTED_PROXIES": "1",
-           "RQSCOPE_SECRET_KEY": SECRET_KEY}  # fmt: skip
+    env = {
+        "RQSCOPE_USERS": USERS,
+        "RQSCOPE_API_TOKEN": TOKEN,
+        "RQSCOPE_TRUSTED_PROXIES": "1",
+        "RQSCOPE_SECRET_KEY": SECRET_KEY,
+    }
     with sidecar(redis_server.url, env, workers=2) as served:
         yield served
 
@@ -38,10 +42,24 @@ def browser_view(location: str) -> str:
     return "".join(ch for ch in location if ch not in "\t\n\r").replace("\\", "/").lstrip("\x00 ")
 
 
-HOSTILE_NEXT = ["/\t/evil.example", "/\n/evil.example", "/\r\n/evil.example", "//evil.example/", "/\\evil.example",
-                "\\\\evil.example", "https://evil.example/", "http:evil.example", "java\tscript:alert(1)",
-                " //evil.example", "\x00//evil.example", "/\x0b/evil.example", "///evil.example", "/%09/evil.example",
-                "\t//evil.example", "/\u3000/evil.example"]  # fmt: skip
+HOSTILE_NEXT = [
+    "/\t/evil.example",
+    "/\n/evil.example",
+    "/\r\n/evil.example",
+    "//evil.example/",
+    "/\\evil.example",
+    "\\\\evil.example",
+    "https://evil.example/",
+    "http:evil.example",
+    "java\tscript:alert(1)",
+    " //evil.example",
+    "\x00//evil.example",
+    "/\x0b/evil.example",
+    "///evil.example",
+    "/%09/evil.example",
+    "\t//evil.example",
+    "/\u3000/evil.example",
+]
 
 
 @pytest.mark.parametrize("target", HOSTILE_NEXT, ids=repr)
@@ -72,8 +90,9 @@ def test_sign_out_revokes_the_session_on_the_server(secured: Sidecar, real_redis
     saved = requests.utils.dict_from_cookiejar(browser.cookies)
     assert requests.get(secured.url + "/api/queues", cookies=saved, timeout=10).status_code == 200
     overview = browser.get(secured.url + "/", timeout=10)
-    signed_out = browser.post(secured.url + "/logout", data={"csrf_token": csrf_of(overview.text)},
-                              allow_redirects=False, timeout=10)  # fmt: skip
+    signed_out = browser.post(
+        secured.url + "/logout", data={"csrf_token": csrf_of(overview.text)}, allow_redirects=False, timeout=10
+    )
     assert signed_out.status_code in (302, 303) and real_redis.keys("rqscope:session:*") == []
     # the cookie saved before signing out is worth nothing now, on every gunicorn worker
     for _ in range(6):
@@ -146,8 +165,12 @@ def test_binding_beyond_loopback_without_a_secret_key_warns(token_only: Sidecar,
 def test_a_redis_outage_is_a_503_with_a_message_for_sessions_and_sign_in() -> None:
     server = EmbeddedRedis(binary=redis_binary()).start()
     try:
-        env = {"RQSCOPE_USERS": USERS, "RQSCOPE_API_TOKEN": TOKEN, "RQSCOPE_REDIS_TIMEOUT": "0.5",
-               "RQSCOPE_REDIS_CONNECT_TIMEOUT": "0.5"}  # fmt: skip
+        env = {
+            "RQSCOPE_USERS": USERS,
+            "RQSCOPE_API_TOKEN": TOKEN,
+            "RQSCOPE_REDIS_TIMEOUT": "0.5",
+            "RQSCOPE_REDIS_CONNECT_TIMEOUT": "0.5",
+        }
         with sidecar(server.url, env) as served:
             browser, response = sign_in(served, username="ops", password=PASSWORD)
             assert response.status_code in (302, 303)

@@ -100,8 +100,11 @@ def test_demo_serves_processes_jobs_and_stops_cleanly_on_ctrl_c(tmp_path: Path) 
     demo = spawn(
         rqscope_command("demo", "--port", str(port), "--rate", "20"),
         # credentials in the user's environment do not reach the demo's --no-auth sidecar
-        {"TMPDIR": str(tmp_path), "RQSCOPE_VIEWER_TOKEN": "viewer-token-0123456789ab",
-         "RQSCOPE_USERS": f"ops:operator:{generate_password_hash('pw')}"},  # fmt: skip
+        {
+            "TMPDIR": str(tmp_path),
+            "RQSCOPE_VIEWER_TOKEN": "viewer-token-0123456789ab",
+            "RQSCOPE_USERS": f"ops:operator:{generate_password_hash('pw')}",
+        },
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         start_new_session=True,  # a terminal of its own: Ctrl-C signals the whole foreground group

@@ -41,8 +41,14 @@ def every_state(redis: Redis, queue: str = "default") -> dict[str, list[str]]:
     scheduled = [q.enqueue_in(timedelta(hours=1), "tests.sample_tasks.t_ok", 30 + i).id for i in range(2)]
     canceled = q.enqueue("tests.sample_tasks.t_ok", 40)
     canceled.cancel()
-    return {"queued": queued, "deferred": deferred, "scheduled": scheduled, "finished": finished,
-            "failed": failed, "canceled": [canceled.id]}  # fmt: skip
+    return {
+        "queued": queued,
+        "deferred": deferred,
+        "scheduled": scheduled,
+        "finished": finished,
+        "failed": failed,
+        "canceled": [canceled.id],
+    }
 
 
 def traces(redis: Redis, ids: list[str]) -> list[str]:
@@ -153,8 +159,15 @@ def top_level(commands: list[Command]) -> list[list[str]]:
 
 def assert_bounded(commands: list[Command]) -> None:
     """No command, sent or run by a script, reads or removes more than one batch of a queue or registry."""
-    collections = ("rq:queue:", "rq:deferred:", "rq:scheduled:", "rq:finished:", "rq:failed:", "rq:canceled:",
-                   "rqscope:emptying:")  # fmt: skip
+    collections = (
+        "rq:queue:",
+        "rq:deferred:",
+        "rq:scheduled:",
+        "rq:finished:",
+        "rq:failed:",
+        "rq:canceled:",
+        "rqscope:emptying:",
+    )
     for args, _ in commands:
         name = args[0].upper()
         assert name not in ("LREM", "KEYS"), args

@@ -74,9 +74,15 @@ def test_python_2_names_map_to_the_allowed_set() -> None:
 
 @pytest.mark.parametrize(
     "data",
-    [b"", b"garbage", b"\x80\x05\x95", pickle.dumps(1)[:-1], b"cbuiltins\nbytes\n(I99999999999\ntR.",
-     b"c_codecs\nencode\n(Vx\nVrot13\ntR."],
-)  # fmt: skip
+    [
+        b"",
+        b"garbage",
+        b"\x80\x05\x95",
+        pickle.dumps(1)[:-1],
+        b"cbuiltins\nbytes\n(I99999999999\ntR.",
+        b"c_codecs\nencode\n(Vx\nVrot13\ntR.",
+    ],
+)
 def test_garbage_and_refused_shapes_raise_display_error(data: bytes) -> None:
     with pytest.raises(DisplayError):
         loads(data)

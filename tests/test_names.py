@@ -61,7 +61,10 @@ def reads(client: FlaskClient, name: str, ids: list[str]) -> None:
     listed = client.get(f"/api/queues/{name}/jobs?state=failed").get_json()
     assert sorted(j["id"] for j in listed["jobs"]) == sorted(ids) and listed["total"] == len(ids)
     assert client.get(f"/api/queues/{name}/exceptions").get_json() == {
-        "exceptions": {"RuntimeError": len(ids)}, "scanned": len(ids), "failed_total": len(ids)}  # fmt: skip
+        "exceptions": {"RuntimeError": len(ids)},
+        "scanned": len(ids),
+        "failed_total": len(ids),
+    }
 
 
 @pytest.mark.parametrize("raw", RAW_NAMES, ids=IDS)
@@ -146,8 +149,10 @@ def test_a_dead_worker_with_a_hostile_name_can_be_forgotten(
     real_client: FlaskClient, real_redis: Redis, raw: bytes
 ) -> None:
     real_redis.sadd("rq:workers", b"rq:worker:" + raw)
-    real_redis.hset(b"rq:worker:" + raw, mapping={"state": "idle", "queues": "default",
-                                                    "last_heartbeat": "2020-01-01T00:00:00.000000Z"})  # fmt: skip
+    real_redis.hset(
+        b"rq:worker:" + raw,
+        mapping={"state": "idle", "queues": "default", "last_heartbeat": "2020-01-01T00:00:00.000000Z"},
+    )
     with real_client.session_transaction() as session:
         session["csrf_token"] = TOKEN
     page = real_client.get("/workers", headers=HTML).get_data(as_text=True)

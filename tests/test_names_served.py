@@ -30,8 +30,11 @@ def raw_get(url: str, path: str) -> tuple[int, dict[str, object]]:
         connection.close()
 
 
-@pytest.mark.parametrize("raw", [b"team/a", b"..", b".", b"%41", b"a b", b"x\ny", b"q\xff", "é".encode() * 5000],
-                         ids=lambda raw: str(raw[:20]))  # fmt: skip
+@pytest.mark.parametrize(
+    "raw",
+    [b"team/a", b"..", b".", b"%41", b"a b", b"x\ny", b"q\xff", "é".encode() * 5000],
+    ids=lambda raw: str(raw[:20]),
+)
 def test_gunicorn_routes_percent_encoded_names(sidecar: str, real_redis: Redis, raw: bytes) -> None:  # noqa: F811
     ids = failed_in(real_redis, raw, 2)
     status, body = raw_get(sidecar, f"/api/queues/{encoded(raw)}/jobs?state=failed")

@@ -27,9 +27,16 @@ def api_schema(redis_server: EmbeddedRedis):  # type: ignore[no-untyped-def]
     app = create_app(settings, testing=True)
     # every check runs; one allowance: a task's arguments are checked against its Python signature, which no
     # JSON schema states, so a schema-valid enqueue body may earn a 400 that names the problem
-    config = schemathesis.config.SchemathesisConfig.from_dict({"operations": [{
-        "include-name": "POST /api/tasks",
-        "checks": {"positive_data_acceptance": {"expected-statuses": ["2xx", "400", "401", "403"]}}}]})  # fmt: skip
+    config = schemathesis.config.SchemathesisConfig.from_dict(
+        {
+            "operations": [
+                {
+                    "include-name": "POST /api/tasks",
+                    "checks": {"positive_data_acceptance": {"expected-statuses": ["2xx", "400", "401", "403"]}},
+                }
+            ]
+        }
+    )
     return schemathesis.openapi.from_wsgi("/api/openapi.json", app, headers=AUTH, config=config)
 
 

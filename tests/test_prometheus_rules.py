@@ -115,8 +115,14 @@ def test_every_kind_has_a_promql_template_and_a_promtool_scenario() -> None:
 
 
 def test_summaries_read_as_rqscopes_own_notifications() -> None:
-    labels = {"job": "rqscope", "instance": "web:9190", "redis": "main", "queue": "emails", "role": "worker",
-              "key": "partner-api"}  # fmt: skip
+    labels = {
+        "job": "rqscope",
+        "instance": "web:9190",
+        "redis": "main",
+        "queue": "emails",
+        "role": "worker",
+        "key": "partner-api",
+    }
     for rule in load_rules():
         for value in (0.0, 0.25, 0.5, 7.0):  # values on which Python's and Go's formats agree
             mine = annotate.render(annotate.annotation_parts(rule)["summary"], labels, value)
@@ -198,8 +204,9 @@ def test_alertmanager_example_is_valid() -> None:
     amtool = shutil.which("amtool")
     if amtool is None:
         pytest.fail("amtool is not installed; .ci/run installs Debian's prometheus-alertmanager package")
-    result = subprocess.run([amtool, "check-config", "prometheus/alertmanager.yml"], cwd=REPO, capture_output=True,
-                            text=True, timeout=60)  # fmt: skip
+    result = subprocess.run(
+        [amtool, "check-config", "prometheus/alertmanager.yml"], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -227,8 +234,9 @@ def _compose_check(path: str) -> subprocess.CompletedProcess[str]:
     if binary is None:
         pytest.fail("check-jsonschema is not installed; it comes with the dev extra")
     # the Compose Specification's schema as the check-jsonschema package vendors it: no network needed
-    return subprocess.run([binary, "--builtin-schema", "vendor.compose-spec", path], cwd=REPO, capture_output=True,
-                          text=True, timeout=120)  # fmt: skip
+    return subprocess.run(
+        [binary, "--builtin-schema", "vendor.compose-spec", path], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_compose_file_validates_against_the_compose_specification(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -28,8 +28,12 @@ def outcome_transaction(data: bytes) -> bool:
 
 
 def run_burst_through(proxy: TcpProxy, redis_server, *queues: str) -> None:  # type: ignore[no-untyped-def]
-    env = {"RQSCOPE_REDIS_URL": f"redis://127.0.0.1:{proxy.port}/0", "RQSCOPE_TASK_MODULES": "tests.sample_tasks",
-           "RQSCOPE_TEST_MARK_URL": redis_server.url, "RQSCOPE_LOG_LEVEL": "WARNING"}  # fmt: skip
+    env = {
+        "RQSCOPE_REDIS_URL": f"redis://127.0.0.1:{proxy.port}/0",
+        "RQSCOPE_TASK_MODULES": "tests.sample_tasks",
+        "RQSCOPE_TEST_MARK_URL": redis_server.url,
+        "RQSCOPE_LOG_LEVEL": "WARNING",
+    }
     worker = spawn(rqscope_command("worker", *queues, "--burst"), env, stdout=subprocess.DEVNULL)
     try:
         assert worker.wait(timeout=120) == 0

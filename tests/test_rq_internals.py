@@ -37,8 +37,9 @@ def test_the_installed_rq_has_every_hooked_signature() -> None:
     verify_rq()
 
 
-@pytest.mark.parametrize(("cls", "name"), sorted(SIGNATURES, key=lambda k: (k[0].__name__, k[1])),
-                         ids=lambda v: getattr(v, "__name__", v))  # fmt: skip
+@pytest.mark.parametrize(
+    ("cls", "name"), sorted(SIGNATURES, key=lambda k: (k[0].__name__, k[1])), ids=lambda v: getattr(v, "__name__", v)
+)
 def test_a_changed_signature_stops_the_worker_naming_the_method(
     cls: type, name: str, redis: Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -143,8 +144,15 @@ runs = {f"{t}/{o}": n for (t, q), stats in snapshot.tasks.items() for o, n in st
 print(json.dumps({"counts": queue.counts, "runs": runs}))
 """
     env = {**os.environ, "RQ_KEY_PREFIX": "{rq}", "PYTHONPATH": str(REPO)}
-    out = subprocess.run([sys.executable, "-c", code, redis_server.url], env=env, cwd=REPO, capture_output=True,
-                         text=True, check=True, timeout=60).stdout  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", code, redis_server.url],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
     import json
 
     seen = json.loads(out)

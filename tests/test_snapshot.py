@@ -19,8 +19,19 @@ from rqscope.tasks.worker import InstrumentedWorker
 
 from bench.common import CountingConnection, counting_client
 
-READ_COMMANDS = {"smembers", "info", "hgetall", "hmget", "zrangebyscore", "zcard", "llen", "lindex", "exists", "hget",
-                 "srandmember"}  # fmt: skip
+READ_COMMANDS = {
+    "smembers",
+    "info",
+    "hgetall",
+    "hmget",
+    "zrangebyscore",
+    "zcard",
+    "llen",
+    "lindex",
+    "exists",
+    "hget",
+    "srandmember",
+}
 
 
 def utc(seconds_ago: float) -> str:
@@ -40,8 +51,17 @@ def fill(redis: Redis, queues: int, workers: int) -> None:
     for w in range(workers):
         key = f"rq:worker:w-{w}"
         pipe.sadd("rq:workers", key)
-        pipe.hset(key, mapping={"state": "idle", "queues": f"queue-{w % max(queues, 1)}", "hostname": "h1",
-                                "pid": str(1000 + w), "last_heartbeat": utc(5), "birth": utc(100)})  # fmt: skip
+        pipe.hset(
+            key,
+            mapping={
+                "state": "idle",
+                "queues": f"queue-{w % max(queues, 1)}",
+                "hostname": "h1",
+                "pid": str(1000 + w),
+                "last_heartbeat": utc(5),
+                "birth": utc(100),
+            },
+        )
     pipe.execute()
 
 
@@ -132,8 +152,16 @@ def test_snapshot_of_real_rq_state(real_redis: Redis) -> None:
     assert snap.redis.up and snap.redis.info["maxclients"] > 0
     default = snap.queue("default")
     assert default is not None
-    assert default.counts == {"queued": 1, "started": 0, "deferred": 0, "ready": 0, "scheduled": 0,
-                              "finished": 3, "failed": 1, "canceled": 0}  # fmt: skip
+    assert default.counts == {
+        "queued": 1,
+        "started": 0,
+        "deferred": 0,
+        "ready": 0,
+        "scheduled": 0,
+        "finished": 3,
+        "failed": 1,
+        "canceled": 0,
+    }
     assert 41 <= default.latency_seconds <= 60
     by_name = {w.name: w for w in snap.workers}
     assert by_name["vanished"].dead and by_name["vanished"].state == "dead"
@@ -146,8 +174,16 @@ def test_snapshot_of_real_rq_state(real_redis: Redis) -> None:
 def test_live_worker_is_counted_as_serving_its_queues(real_redis: Redis) -> None:
     fill(real_redis, queues=2, workers=0)
     real_redis.sadd("rq:workers", "rq:worker:live")
-    real_redis.hset("rq:worker:live", mapping={"state": "busy", "queues": "queue-0,queue-1", "hostname": "h",
-                                                "last_heartbeat": utc(3), "current_job": "job-0"})  # fmt: skip
+    real_redis.hset(
+        "rq:worker:live",
+        mapping={
+            "state": "busy",
+            "queues": "queue-0,queue-1",
+            "hostname": "h",
+            "last_heartbeat": utc(3),
+            "current_job": "job-0",
+        },
+    )
     snap = fetch_snapshot(real_redis)
     assert [q.workers for q in snap.queues] == [1, 1]
     assert snap.workers[0].state == "busy" and snap.workers[0].current_job == "job-0"
@@ -168,8 +204,14 @@ def test_rq3_worker_names_its_job_through_its_executions_set() -> None:
 
 
 def test_worker_with_garbage_fields_is_unknown_not_an_error() -> None:
-    raw = {"state": b"\xff\xfe", "pid": b"NaN-ish", "last_heartbeat": b"yesterday", "queues": b",,",
-           "successful_job_count": b"many", "total_working_time": b"inf"}  # fmt: skip
+    raw = {
+        "state": b"\xff\xfe",
+        "pid": b"NaN-ish",
+        "last_heartbeat": b"yesterday",
+        "queues": b",,",
+        "successful_job_count": b"many",
+        "total_working_time": b"inf",
+    }
     worker = shape_worker("odd", fields(**raw), time.time(), {}, ttl=480)
     assert worker.state == "dead" and worker.pid is None and worker.queues == ()
     assert worker.successful_jobs == 0 and worker.working_seconds == 0.0 and worker.heartbeat_age is None
@@ -289,8 +331,11 @@ def test_rate_limits_are_read_with_their_slots_and_held_jobs(real_redis: Redis) 
     assert (limit.key, limit.concurrency, limit.allowed, limit.held) == ("partner-api", 2, 2, 3)
     assert 29 < limit.oldest_held_seconds < 40
     assert snapshot.queue("default").queued == 2
-    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
-               for family in snapshot_families(snapshot) for s in family.samples}  # fmt: skip
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in snapshot_families(snapshot)
+        for s in family.samples
+    }
     assert samples[("rqscope_rate_limit_jobs", (("key", "partner-api"), ("state", "held")))] == 3
     assert samples[("rqscope_rate_limit_jobs", (("key", "partner-api"), ("state", "allowed")))] == 2
     assert samples[("rqscope_rate_limit_concurrency", (("key", "partner-api"),))] == 2

@@ -39,6 +39,8 @@ def _dummy_hash(method: str) -> str:
 
 def _method(password_hash: str) -> str:
     return password_hash.split("$", 1)[0]
+
+
 UNUSABLE = "the Authorization header is not usable: send 'Bearer <token>' or 'Basic <user:password>'"
 
 
@@ -89,8 +91,9 @@ def token_name(role: str) -> str:
 
 
 def too_many(wait: int) -> TooManyRequests:
-    return TooManyRequests(f"Too many failed sign-ins from this address or for this user; try again in {wait} s.",
-                           retry_after=wait)  # fmt: skip
+    return TooManyRequests(
+        f"Too many failed sign-ins from this address or for this user; try again in {wait} s.", retry_after=wait
+    )
 
 
 def _basic(settings: Settings) -> Verdict:
@@ -147,9 +150,12 @@ def _judge(settings: Settings) -> Verdict:
     if not settings.has_credentials:
         if hosts.local_caller(request):
             return Verdict(Identity("anonymous", OPERATOR, "anonymous"))
-        return Verdict(None, "credentials required: none are configured, so only a loopback caller that no proxy "
-                             f"relayed may use this sidecar; set {env_name('api_token')}, "
-                             f"{env_name('viewer_token')} or {env_name('users')}")  # fmt: skip
+        return Verdict(
+            None,
+            "credentials required: none are configured, so only a loopback caller that no proxy "
+            f"relayed may use this sidecar; set {env_name('api_token')}, "
+            f"{env_name('viewer_token')} or {env_name('users')}",
+        )
     return Verdict(None, "credentials required: sign in, or send Authorization: Bearer <token>")
 
 

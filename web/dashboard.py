@@ -73,16 +73,25 @@ def tasks() -> str:
         failed = stats.outcomes["failure"] + stats.outcomes["timeout"] + stats.outcomes["killed"]
         recent_runs, recent_failed, seconds = series.window(task, 5)
         per_minute = [m.runs for m in series.by_task.get(task, [])]
-        rows.append({
-            "task": task, "queue": queue, "runs": runs, "outcomes": stats.outcomes,
-            "failure_ratio": failed / runs if runs else 0.0, "throughput": recent_runs / seconds,
-            "p50": stats.quantile(0.5), "p95": stats.quantile(0.95), "p99": stats.quantile(0.99),
-            "chart": sparkline(per_minute),
-        })  # fmt: skip
+        rows.append(
+            {
+                "task": task,
+                "queue": queue,
+                "runs": runs,
+                "outcomes": stats.outcomes,
+                "failure_ratio": failed / runs if runs else 0.0,
+                "throughput": recent_runs / seconds,
+                "p50": stats.quantile(0.5),
+                "p95": stats.quantile(0.95),
+                "p99": stats.quantile(0.99),
+                "chart": sparkline(per_minute),
+            }
+        )
     reverse = sort != "name"
     rows.sort(key=lambda r: (r[sort] if r[sort] is not None else -1, r["task"]), reverse=reverse)
-    return render_template("dashboard/tasks.html", rows=rows, sort=sort, total_chart=sparkline(
-        [m.runs for m in series.total]))  # fmt: skip
+    return render_template(
+        "dashboard/tasks.html", rows=rows, sort=sort, total_chart=sparkline([m.runs for m in series.total])
+    )
 
 
 def _alerts() -> list[Alert]:
@@ -99,10 +108,15 @@ def _alerts() -> list[Alert]:
 def alerts() -> str:
     current = state()
     engine = current.alerts
-    return render_template("dashboard/alerts.html", alerts=_alerts(), rules=engine.rules if engine else (),
-                           silences=silences.all_silences(current.redis), now=time.time(),
-                           history=engine.history() if engine else [],
-                           dead_letters=engine.dead_letters() if engine else [])  # fmt: skip
+    return render_template(
+        "dashboard/alerts.html",
+        alerts=_alerts(),
+        rules=engine.rules if engine else (),
+        silences=silences.all_silences(current.redis),
+        now=time.time(),
+        history=engine.history() if engine else [],
+        dead_letters=engine.dead_letters() if engine else [],
+    )
 
 
 @bp.post("/alerts/silences")
@@ -115,8 +129,11 @@ def create_silence() -> Response:
         if not sep or not name.strip():
             abort(400, "write matchers as label=value, separated by commas")
         matchers[name.strip()] = value.strip()
-    body = {"matchers": matchers, "duration": request.form.get("duration") or "1h",
-            "comment": request.form.get("comment", "")}  # fmt: skip
+    body = {
+        "matchers": matchers,
+        "duration": request.form.get("duration") or "1h",
+        "comment": request.form.get("comment", ""),
+    }
     matchers, seconds, comment = silence_from(body)
     now = time.time()
     silences.create(current.redis, matchers, now, now + seconds, who.name, comment)

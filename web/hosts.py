@@ -18,10 +18,21 @@ LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 UNSPECIFIED = ("", "0.0.0.0", "::")
 # headers a proxy adds when it relays a request; any of them means the peer is not the caller
 FORWARDING_HEADERS = (
-    "Forwarded", "Via", "X-Real-IP", "X-Client-IP", "True-Client-IP", "CF-Connecting-IP", "X-Forwarded",
-    "Forwarded-For", "X-Original-Forwarded-For", "X-Cluster-Client-IP", "Client-IP", "Fastly-Client-IP",
-    "X-Envoy-External-Address", "X-ProxyUser-Ip",
-)  # fmt: skip
+    "Forwarded",
+    "Via",
+    "X-Real-IP",
+    "X-Client-IP",
+    "True-Client-IP",
+    "CF-Connecting-IP",
+    "X-Forwarded",
+    "Forwarded-For",
+    "X-Original-Forwarded-For",
+    "X-Cluster-Client-IP",
+    "Client-IP",
+    "Fastly-Client-IP",
+    "X-Envoy-External-Address",
+    "X-ProxyUser-Ip",
+)
 FORWARDING_PREFIX = "x-forwarded-"
 MAX_SHOWN = 100
 

@@ -53,9 +53,14 @@ def job_list(queue: str, state_name: str) -> str:
     result = lister.page(queue, state_name, page, per_page, order, filters)
     summary = summaries(current_app.extensions, state().redis).get(queue) if state_name == "failed" else None
     return render_template(
-        "jobs/list.html", queue=queue, state_name=state_name, result=result, filters=filters,
-        summary=summary, pages=max(1, -(-result.total // per_page)),
-    )  # fmt: skip
+        "jobs/list.html",
+        queue=queue,
+        state_name=state_name,
+        result=result,
+        filters=filters,
+        summary=summary,
+        pages=max(1, -(-result.total // per_page)),
+    )
 
 
 @bp.get("/jobs")
@@ -90,8 +95,15 @@ def confirm(queue: str, state_name: str) -> str:
         count = len(ids)
     else:  # everything: LLEN or ZCARD, never a read of every id
         count, limited = entry_count(state().redis, queue, state_name), False
-    return render_template("jobs/confirm.html", queue=queue, state_name=state_name, action=action,
-                           count=count, limited=limited, filters=job_filter(dict(request.args)))  # fmt: skip
+    return render_template(
+        "jobs/confirm.html",
+        queue=queue,
+        state_name=state_name,
+        action=action,
+        count=count,
+        limited=limited,
+        filters=job_filter(dict(request.args)),
+    )
 
 
 @bp.post("/queues/<name:queue>/<state_name>/bulk")

@@ -41,8 +41,11 @@ class SignInLimiter:
         for key in keys:
             pipe.ttl(key)
         counts, *ttls = pipe.execute()
-        waits = [max(int(ttl), 1) for count, ttl in zip(counts, ttls, strict=True)
-                 if count is not None and int(count) >= self.limit]  # fmt: skip
+        waits = [
+            max(int(ttl), 1)
+            for count, ttl in zip(counts, ttls, strict=True)
+            if count is not None and int(count) >= self.limit
+        ]
         return max(waits, default=0)
 
     def failed(self, address: str, user: str | None) -> None:

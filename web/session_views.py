@@ -92,8 +92,10 @@ def logout() -> Response:
         try:
             sessions.revoke(state().redis, sid)
         except RedisError:
-            abort(503, "Redis is unavailable, so the session could not be ended on the server; "
-                       "sign out again once it answers")  # fmt: skip
+            abort(
+                503,
+                "Redis is unavailable, so the session could not be ended on the server; sign out again once it answers",
+            )
     session.clear()
     flash("Signed out.")
     return redirect(url_for("session_views.login_form"))

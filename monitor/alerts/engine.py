@@ -140,8 +140,14 @@ class AlertEngine:
             self._outage = True
             log.warning("alert state unavailable, evaluating from memory: %s", exc)
         evaluated = {r.name for r in self.rules if snapshot.redis.up or r.kind == "redis_down"}
-        current, notes = advance(self._memory, evaluate(self.rules, snapshot, series, now), evaluated, now,
-                                 self.repeat_seconds, self._version)  # fmt: skip
+        current, notes = advance(
+            self._memory,
+            evaluate(self.rules, snapshot, series, now),
+            evaluated,
+            now,
+            self.repeat_seconds,
+            self._version,
+        )
         self._memory = current
         fresh = self._deliveries(notes, now)
         if snapshot.redis.up:
@@ -150,8 +156,9 @@ class AlertEngine:
             self._local.add(fresh)
         fields = [count_field(n.name, result) for n in self.notifiers for result in RESULTS]
         try:
-            version = self.store.commit(self.holder, current, notes, list(self._unsaved.values()), taken, fields, now,
-                                        self._version)  # fmt: skip
+            version = self.store.commit(
+                self.holder, current, notes, list(self._unsaved.values()), taken, fields, now, self._version
+            )
         except RedisError as exc:  # it may still land: the version it names makes it the only one that does
             self._outage = True
             log.warning("alert state not saved: %s", exc)
@@ -177,8 +184,9 @@ class AlertEngine:
         if snapshot.redis.up:
             return []  # Redis answers reads again: the lease will say who leads
         evaluated = {r.name for r in self.rules if r.kind == "redis_down"}
-        current, notes = advance(self._memory, evaluate(self.rules, snapshot, None, now), evaluated, now,
-                                 self.repeat_seconds, self._version)  # fmt: skip
+        current, notes = advance(
+            self._memory, evaluate(self.rules, snapshot, None, now), evaluated, now, self.repeat_seconds, self._version
+        )
         self._memory, self._outage = current, True
         self._local.add(self._deliveries(notes, now))
         self._local.send({n.name: n for n in self.notifiers}, self.base_url, now, self.give_up_seconds)
@@ -224,6 +232,7 @@ class AlertEngine:
             log.warning("alert delivery skipped: %s", exc)
             return 0
         by_name = {n.name: n for n in self.notifiers}
-        sending = DeliveryRound(self.outbox, self.lease, self.holder, by_name, self.base_url, self.clock,
-                                self.give_up_seconds, self._record)  # fmt: skip
+        sending = DeliveryRound(
+            self.outbox, self.lease, self.holder, by_name, self.base_url, self.clock, self.give_up_seconds, self._record
+        )
         return sending.run(limit)

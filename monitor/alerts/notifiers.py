@@ -71,16 +71,18 @@ def alertmanager_payload(note: Notification, base_url: str) -> dict[str, Any]:
         "commonLabels": labels,
         "commonAnnotations": annotations,
         "externalURL": base_url,
-        "alerts": [{
-            "status": note.status,
-            "labels": labels,
-            "annotations": annotations,
-            "startsAt": _iso(alert.started_at or alert.since),
-            "endsAt": _iso(alert.ended_at if note.status != FIRING else None),
-            "generatorURL": dashboard_link(base_url, note),
-            "fingerprint": alert.fingerprint,
-        }],
-    }  # fmt: skip
+        "alerts": [
+            {
+                "status": note.status,
+                "labels": labels,
+                "annotations": annotations,
+                "startsAt": _iso(alert.started_at or alert.since),
+                "endsAt": _iso(alert.ended_at if note.status != FIRING else None),
+                "generatorURL": dashboard_link(base_url, note),
+                "fingerprint": alert.fingerprint,
+            }
+        ],
+    }
 
 
 def post_json(url: str, body: dict[str, Any]) -> None:
@@ -160,9 +162,11 @@ class PagerDuty:
         }
         if note.status == FIRING:
             body["payload"] = {
-                "summary": shortened(valid_text(alert.summary), PAGERDUTY_SUMMARY_LENGTH), "source": "rqscope",
-                "severity": alert.severity, "custom_details": dict(alert.labels),
-            }  # fmt: skip
+                "summary": shortened(valid_text(alert.summary), PAGERDUTY_SUMMARY_LENGTH),
+                "source": "rqscope",
+                "severity": alert.severity,
+                "custom_details": dict(alert.labels),
+            }
             body["links"] = [{"href": dashboard_link(base_url, note), "text": "rqscope"}]
         return body
 
@@ -193,8 +197,12 @@ class Email:
         message["Subject"] = header_text(f"[{note.status.upper()}] {alert.rule}: {alert.summary}")
         message["From"] = self.sender
         message["To"] = ", ".join(self.recipients)
-        message.set_content(valid_text(f"{alert.summary}\n\nSeverity: {alert.severity}\nLabels: {dict(alert.labels)}\n"
-                                       f"Dashboard: {dashboard_link(base_url, note)}\n"))  # fmt: skip
+        message.set_content(
+            valid_text(
+                f"{alert.summary}\n\nSeverity: {alert.severity}\nLabels: {dict(alert.labels)}\n"
+                f"Dashboard: {dashboard_link(base_url, note)}\n"
+            )
+        )
         message.as_bytes()  # a message that cannot be written fails here, as a payload never to be sent
         return message
 

@@ -57,8 +57,9 @@ class Delivery:
         """The delivery of one transition to one receiver, named the same by every process."""
         alert = note.alert
         key = json.dumps([receiver, alert.fingerprint, alert.epoch, alert.seq, note.status])
-        return cls(hashlib.sha256(key.encode()).hexdigest()[:32], receiver, note.status, json.loads(alert.to_json()),
-                   queued_at)  # fmt: skip
+        return cls(
+            hashlib.sha256(key.encode()).hexdigest()[:32], receiver, note.status, json.loads(alert.to_json()), queued_at
+        )
 
     @property
     def transition(self) -> tuple[int, int]:
@@ -93,8 +94,14 @@ class DeadLetter:
             data = json.loads(raw)
             entry = json.loads(data["entry"])
             alert = entry.get("alert") or {}
-            return cls(str(data["receiver"]), str(entry.get("status", "")), alert, str(data["reason"]),
-                       float(data["at"]), int(entry.get("attempts", 0)))  # fmt: skip
+            return cls(
+                str(data["receiver"]),
+                str(entry.get("status", "")),
+                alert,
+                str(data["reason"]),
+                float(data["at"]),
+                int(entry.get("attempts", 0)),
+            )
         except (ValueError, TypeError, KeyError, AttributeError):
             return None
 
@@ -145,19 +152,36 @@ class Outbox:
 
     def _sweep(self, token: str, receivers: Sequence[bytes], now: float) -> None:
         keys = OUTBOX_KEYS + [READY_PREFIX.encode() + receiver for receiver in receivers]
-        args = [token, _ms(now), _ms(self.give_up_seconds), SWEEP, DEAD_LETTER_MAX, _ms(KEEP_FINISHED_SECONDS),
-                *receivers]  # fmt: skip
+        args = [
+            token,
+            _ms(now),
+            _ms(self.give_up_seconds),
+            SWEEP,
+            DEAD_LETTER_MAX,
+            _ms(KEEP_FINISHED_SECONDS),
+            *receivers,
+        ]
         dropped = self._scripts["SWEEP"](keys=keys, args=args)
         if dropped:
             log.warning("%d alert notifications dead-lettered: no process sends to their receiver", dropped)
 
-    def finish(self, token: str, delivery: Delivery, result: str, now: float, next_due: float = 0.0,
-               reason: str = "") -> bool:  # fmt: skip
+    def finish(
+        self, token: str, delivery: Delivery, result: str, now: float, next_due: float = 0.0, reason: str = ""
+    ) -> bool:
         """Record one attempt's result; False when this process no longer held the entry's claim."""
         keys = OUTBOX_KEYS + [ready_key(delivery.receiver)]
-        args = [token, delivery.id, result, _ms(now), count_field(delivery.receiver, result),
-                _ms(KEEP_FINISHED_SECONDS), DEAD_LETTER_MAX, _ms(next_due), delivery.to_json(),
-                dead_letter_json(delivery, reason, now) if result == "dropped" else ""]  # fmt: skip
+        args = [
+            token,
+            delivery.id,
+            result,
+            _ms(now),
+            count_field(delivery.receiver, result),
+            _ms(KEEP_FINISHED_SECONDS),
+            DEAD_LETTER_MAX,
+            _ms(next_due),
+            delivery.to_json(),
+            dead_letter_json(delivery, reason, now) if result == "dropped" else "",
+        ]
         return bool(self._scripts["FINISH"](keys=keys, args=args))
 
     def release(self, token: str, deliveries: Sequence[Delivery], now: float) -> None:

@@ -22,8 +22,18 @@ from rqscope.monitor.alerts.keys import (
     TAILS_KEY,
 )
 
-OUTBOX_KEYS = [LEASE_KEY, OUTBOX_KEY, ENTRIES_KEY, META_KEY, CLAIMS_KEY, NEXT_KEY, TAILS_KEY, FINISHED_KEY, DEAD_KEY,
-               COUNTS_KEY]  # fmt: skip
+OUTBOX_KEYS = [
+    LEASE_KEY,
+    OUTBOX_KEY,
+    ENTRIES_KEY,
+    META_KEY,
+    CLAIMS_KEY,
+    NEXT_KEY,
+    TAILS_KEY,
+    FINISHED_KEY,
+    DEAD_KEY,
+    COUNTS_KEY,
+]
 FIRST_READY = len(OUTBOX_KEYS) + 1  # Lua index of the first ready zset in KEYS
 
 # shared by every script that queues or removes entries

@@ -25,27 +25,45 @@ def notifiers_from(settings: Settings) -> list[Notifier]:
     notifiers: list[Notifier] = [Webhook(url, settings.webhook_severities) for url in settings.alert_webhook_urls]
     notifiers += [Slack(url, settings.slack_severities) for url in settings.alert_slack_urls]
     if settings.pagerduty_routing_key:
-        notifiers.append(PagerDuty(settings.pagerduty_routing_key, settings.pagerduty_url,
-                                   settings.pagerduty_severities))  # fmt: skip
+        notifiers.append(
+            PagerDuty(settings.pagerduty_routing_key, settings.pagerduty_url, settings.pagerduty_severities)
+        )
     if settings.smtp_host and settings.smtp_from:
-        notifiers.append(Email(settings.smtp_host, settings.smtp_port, settings.smtp_from, settings.smtp_to,
-                               starttls=settings.smtp_starttls, severities=settings.smtp_severities))  # fmt: skip
+        notifiers.append(
+            Email(
+                settings.smtp_host,
+                settings.smtp_port,
+                settings.smtp_from,
+                settings.smtp_to,
+                starttls=settings.smtp_starttls,
+                severities=settings.smtp_severities,
+            )
+        )
     return distinct_names(notifiers)
 
 
 def distinct_names(notifiers: list[Notifier]) -> list[Notifier]:
     """Two receivers on one host (say two webhook paths) get a digest of their whole target in their name."""
     taken = Counter(n.name for n in notifiers)
-    return [replace(n, name=f"{n.name}-{digest(repr(n))}") if taken[n.name] > 1 else n  # type: ignore[type-var]
-            for n in notifiers]  # fmt: skip
+    return [
+        replace(n, name=f"{n.name}-{digest(repr(n))}") if taken[n.name] > 1 else n  # type: ignore[type-var]
+        for n in notifiers
+    ]
 
 
 def build_engine(settings: Settings, redis: Redis, snapshot: Callable[[], Snapshot]) -> AlertEngine:
     """The engine for these settings; a bad rules file fails here, at start."""
     rules = load_rules(settings.alert_rules or DEFAULT_RULES)
     base_url = settings.public_url or f"http://{settings.host}:{settings.port}/"
-    return AlertEngine(redis, rules, snapshot, notifiers_from(settings), interval=settings.alert_interval,
-                       repeat_seconds=settings.alert_repeat, base_url=base_url)  # fmt: skip
+    return AlertEngine(
+        redis,
+        rules,
+        snapshot,
+        notifiers_from(settings),
+        interval=settings.alert_interval,
+        repeat_seconds=settings.alert_repeat,
+        base_url=base_url,
+    )
 
 
 def _guarded(step: Callable[[], object], name: str) -> Callable[[], None]:
@@ -62,9 +80,21 @@ def _guarded(step: Callable[[], object], name: str) -> Callable[[], None]:
 
 def start(engine: AlertEngine) -> BackgroundScheduler:
     scheduler = BackgroundScheduler(daemon=True)
-    scheduler.add_job(_guarded(engine.evaluate_once, "evaluation"), "interval", seconds=engine.interval,
-                      max_instances=1, coalesce=True, id="evaluate")  # fmt: skip
-    scheduler.add_job(_guarded(engine.deliver, "delivery"), "interval", seconds=min(DELIVERY_INTERVAL, engine.interval),
-                      max_instances=1, coalesce=True, id="deliver")  # fmt: skip
+    scheduler.add_job(
+        _guarded(engine.evaluate_once, "evaluation"),
+        "interval",
+        seconds=engine.interval,
+        max_instances=1,
+        coalesce=True,
+        id="evaluate",
+    )
+    scheduler.add_job(
+        _guarded(engine.deliver, "delivery"),
+        "interval",
+        seconds=min(DELIVERY_INTERVAL, engine.interval),
+        max_instances=1,
+        coalesce=True,
+        id="deliver",
+    )
     scheduler.start()
     return scheduler

@@ -67,7 +67,8 @@ def attempt(notifier: Notifier, delivery: Delivery, base_url: str, now: float, g
         if now - delivery.queued_at > give_up_seconds:
             return Outcome(DROPPED, _reason(f"gave up after {delivery.attempts} attempts: {reason}"))
         wait = backoff(delivery.attempts - 1, RETRY_BASE_SECONDS, RETRY_CAP_SECONDS)
-        log.warning("%s delivery failed (attempt %d, next in %.0f s): %s", notifier.name, delivery.attempts, wait,
-                    reason)  # fmt: skip
+        log.warning(
+            "%s delivery failed (attempt %d, next in %.0f s): %s", notifier.name, delivery.attempts, wait, reason
+        )
         return Outcome(RETRIED, delivery.error, now + wait)
     return Outcome(SENT)

@@ -92,12 +92,25 @@ def advance(
         fp = fingerprint(obs.rule.name, obs.labels)
         seen.add(fp)
         old = previous.get(fp)
-        base = dict(fingerprint=fp, rule=obs.rule.name, kind=obs.rule.kind, severity=obs.rule.severity,
-                    labels=obs.labels + obs.rule.labels, summary=_summary(obs), value=obs.value)  # fmt: skip
+        base = dict(
+            fingerprint=fp,
+            rule=obs.rule.name,
+            kind=obs.rule.kind,
+            severity=obs.rule.severity,
+            labels=obs.labels + obs.rule.labels,
+            summary=_summary(obs),
+            value=obs.value,
+        )
         if not obs.active:
             if old is not None and old.state == FIRING:
-                resolved = replace(old, **base, state=RESOLVED, ended_at=now, last_notified=now,  # type: ignore[arg-type]
-                                   seq=old.seq + 1)
+                resolved = replace(
+                    old,
+                    **base,
+                    state=RESOLVED,
+                    ended_at=now,
+                    last_notified=now,  # type: ignore[arg-type]
+                    seq=old.seq + 1,
+                )
                 current[fp] = resolved
                 notes.append(Notification(RESOLVED, resolved))
             elif old is not None and old.state == RESOLVED and now - (old.ended_at or now) < KEEP_RESOLVED_SECONDS:

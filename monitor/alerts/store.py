@@ -104,8 +104,13 @@ class Store:
             pipe.lrange(HANDOVER_KEY, 0, -1)
             pipe.lrange(HANDOVER_DELIVERIES_KEY, 0, -1)
             stored_raw, version, handed_raw, deliveries_raw = pipe.execute()
-        return Loaded({a.fingerprint: a for a in parsed(stored_raw)}, int(version or 0), parsed(handed_raw),
-                      _deliveries(deliveries_raw), (len(handed_raw), len(deliveries_raw)))  # fmt: skip
+        return Loaded(
+            {a.fingerprint: a for a in parsed(stored_raw)},
+            int(version or 0),
+            parsed(handed_raw),
+            _deliveries(deliveries_raw),
+            (len(handed_raw), len(deliveries_raw)),
+        )
 
     def commit(
         self,
