@@ -36,9 +36,9 @@ LAYOUT = [
     KEYS.job_prefix,
     KEYS.results(""),
     KEYS.execution(""),
-    f"{KEYS.prefix}:executions:",
-    f"{KEYS.prefix}:group:",
-    f"{KEYS.prefix}:groups",
+    KEYS.executions_prefix,
+    KEYS.group_prefix,
+    KEYS.groups,
     REGISTRY_KEY_TEMPLATES["started"].format(queue=""),
     *[template.format(queue="") for state, template in REGISTRY_KEY_TEMPLATES.items() if state != "started"],
 ]

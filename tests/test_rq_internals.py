@@ -11,6 +11,8 @@ import pytest
 import rq
 from redis import Redis
 from rq import Queue, Worker
+from rq.executions import ExecutionRegistry
+from rq.group import Group
 from rq.intermediate_queue import IntermediateQueue
 from rq.job import Job, JobStatus
 from rq.registry import (
@@ -87,6 +89,8 @@ def test_keys_are_rqs_own(redis: Redis) -> None:
     assert KEYS.worker("w1") == worker.key
     assert KEYS.job("j1") == job.key
     assert KEYS.results("j1") == Result.get_key("j1")
+    assert KEYS.executions_prefix + "j1" == ExecutionRegistry("j1", connection=redis).key
+    assert (KEYS.group_prefix, KEYS.groups) == (Group.REDIS_GROUP_NAME_PREFIX, Group.REDIS_GROUP_KEY)
     registries: dict[str, type] = {
         "started": StartedJobRegistry,
         "deferred": DeferredJobRegistry,

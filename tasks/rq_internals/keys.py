@@ -43,6 +43,19 @@ class Keys:
         return f"{self.prefix}:job:"
 
     @property
+    def executions_prefix(self) -> str:
+        """A job's execution registry is this prefix plus the job id."""
+        return f"{self.prefix}:executions:"
+
+    @property
+    def group_prefix(self) -> str:
+        return f"{self.prefix}:group:"
+
+    @property
+    def groups(self) -> str:
+        return f"{self.prefix}:groups"
+
+    @property
     def suspended(self) -> str:
         return f"{self.prefix}:suspended"
 
