@@ -299,7 +299,8 @@ def _type_names(name: str, raw: str) -> tuple[str, ...]:
     names = tuple(filter(None, (part.strip() for part in raw.split(","))))
     for entry in names:
         module, _, qualname = entry.partition(":") if ":" in entry else entry.rpartition(".")
-        if not module or not qualname:
+        parts = [*module.split("."), *qualname.split(".")]
+        if not module or not qualname or not all(part.isidentifier() for part in parts):
             raise SettingsError(f"{name}: {entry!r} is not a module.Name (e.g. myapp.models.Order)")
     return names
 

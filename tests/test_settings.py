@@ -69,6 +69,13 @@ def test_accepts_redis_url_schemes(url: str) -> None:
         ({"RQSCOPE_USERS": "alice:viewer:plaintext"}, "RQSCOPE_USERS"),
         ({"RQSCOPE_USERS": "a:viewer:scrypt:1,a:operator:scrypt:2"}, "RQSCOPE_USERS"),
         ({"RQSCOPE_SECRET_KEY": "short"}, "RQSCOPE_SECRET_KEY"),
+        ({"RQSCOPE_TRUSTED_PROXIES": "-1"}, "RQSCOPE_TRUSTED_PROXIES"),
+        ({"RQSCOPE_TRUSTED_PROXIES": "99"}, "RQSCOPE_TRUSTED_PROXIES"),
+        ({"RQSCOPE_TRUSTED_PROXIES": "one"}, "RQSCOPE_TRUSTED_PROXIES"),
+        ({"RQSCOPE_ALLOWED_HOSTS": "ops.example.com,a b"}, "RQSCOPE_ALLOWED_HOSTS"),
+        ({"RQSCOPE_ALLOWED_HOSTS": "evil.example/path"}, "RQSCOPE_ALLOWED_HOSTS"),
+        ({"RQSCOPE_DISPLAY_PICKLE_TYPES": "os.system;rm"}, "RQSCOPE_DISPLAY_PICKLE_TYPES"),
+        ({"RQSCOPE_DISPLAY_PICKLE_TYPES": "Decimal"}, "RQSCOPE_DISPLAY_PICKLE_TYPES"),
         ({"RQSCOPE_API_TOKEN": "x" * 20, "RQSCOPE_VIEWER_TOKEN": "x" * 20}, "RQSCOPE_VIEWER_TOKEN"),
     ],
 )
