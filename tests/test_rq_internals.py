@@ -108,6 +108,30 @@ def test_keys_are_rqs_own(redis: Redis) -> None:
     assert set(registries) <= set(REGISTRY_NAMES)
 
 
+def test_job_page_keys_are_rqs_own(redis: Redis) -> None:
+    parent = Job.create(print, id="p/1", connection=redis)
+    assert KEYS.results("p/1") == Result.get_key("p/1")
+    assert KEYS.dependents("p/1") == parent.dependents_key == Job.dependents_key_for("p/1")
+    assert KEYS.group("g:1") == Group.get_key("g:1") == Group(redis, name="g:1").key
+
+
+def test_cron_keys_are_rqs_own(redis: Redis) -> None:
+    from rq import cron_scheduler_registry
+    from rq.cron import CronJob, CronScheduler
+
+    scheduler = CronScheduler(redis, name="host:1:ab/\n")
+    job = CronJob("q", func_name="app.cleanup", interval=60, name="nightly clean-up")
+    assert KEYS.cron_schedulers == cron_scheduler_registry.get_registry_key()
+    assert KEYS.cron_scheduler(scheduler.name) == scheduler.key
+    assert KEYS.cron_job_history(job.name) == job.job_history_key
+    if RQ3:
+        from rq import cron_job_registry  # type: ignore[attr-defined]
+        from rq.cron import get_cron_job_history_key  # type: ignore[attr-defined]
+
+        assert KEYS.cron_jobs == cron_job_registry.get_registry_key()
+        assert KEYS.cron_job_history("a:b") == get_cron_job_history_key("a:b")
+
+
 def test_keys_follow_a_prefix() -> None:
     keys = Keys("{billing}")
     assert keys.queue("q") == "{billing}:queue:q"

@@ -64,6 +64,19 @@ class Keys:
         return f"{self.prefix}:cron_schedulers"
 
     @property
+    def cron_jobs(self) -> str:
+        """RQ 3's registry of cron job names, scored by their last enqueue (absent before 3.0)."""
+        return f"{self.prefix}:cron_jobs"
+
+    def cron_scheduler(self, name: str) -> str:
+        """A CronScheduler's hash: hostname, pid, created_at and its cron jobs as JSON."""
+        return f"{self.prefix}:cron_scheduler:{name}"
+
+    def cron_job_history(self, name: str) -> str:
+        """The ids of the jobs a cron job enqueued, scored by their enqueue time."""
+        return f"{self.prefix}:cron_job:{name}:jobs"
+
+    @property
     def rate_limit_keys(self) -> str:
         return f"{self.prefix}:rl-keys"
 
@@ -94,6 +107,14 @@ class Keys:
 
     def results(self, job_id: str) -> str:
         return f"{self.prefix}:results:{job_id}"
+
+    def dependents(self, job_id: str) -> str:
+        """The set of ids of the jobs that wait on this one."""
+        return f"{self.job(job_id)}:dependents"
+
+    def group(self, name: str) -> str:
+        """The set of ids of an RQ job group."""
+        return self.group_prefix + name
 
     def workers_of(self, queue: str) -> str:
         return f"{self.prefix}:workers:{queue}"
