@@ -109,10 +109,10 @@ def test_keys_are_rqs_own(redis: Redis) -> None:
 
 
 def test_job_page_keys_are_rqs_own(redis: Redis) -> None:
-    parent = Job.create(print, id="p/1", connection=redis)
-    assert KEYS.results("p/1") == Result.get_key("p/1")
-    assert KEYS.dependents("p/1") == parent.dependents_key == Job.dependents_key_for("p/1")
-    assert KEYS.group("g:1") == Group.get_key("g:1") == Group(redis, name="g:1").key
+    parent = Job.create(print, id="p-1", connection=redis)
+    assert KEYS.results("p-1") == Result.get_key("p-1")
+    assert KEYS.dependents("p-1") == parent.dependents_key == Job.dependents_key_for("p-1")
+    assert KEYS.group("g-1") == Group.get_key("g-1") == Group(redis, name="g-1").key
 
 
 def test_cron_keys_are_rqs_own(redis: Redis) -> None:
