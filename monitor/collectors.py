@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import Metric
 from redis import Redis, RedisError
 from rqscope.monitor.alerts.outbox import notification_counts
 from rqscope.monitor.cache import SnapshotCache
+from rqscope.monitor.cron import CronState
+from rqscope.monitor.cron_collector import CRON_FAMILIES, CronCollector
 from rqscope.monitor.families import notification_family, snapshot_families
 
 log = logging.getLogger(__name__)
@@ -33,9 +35,10 @@ class SelfMetrics:
 class SnapshotCollector:
     """Queues, workers, pools, Redis and task metrics from one cached snapshot."""
 
-    def __init__(self, cache: SnapshotCache, self_metrics: SelfMetrics) -> None:
+    def __init__(self, cache: SnapshotCache, self_metrics: SelfMetrics, replaced: frozenset[str] = frozenset()) -> None:
         self.cache = cache
         self.self_metrics = self_metrics
+        self.replaced = replaced  # families another collector exports in full, left out here so no name repeats
         self.redis_up = True  # as this scrape's snapshot found it
 
     def collect(self) -> Iterable[Metric]:
@@ -45,7 +48,7 @@ class SnapshotCollector:
         if not snapshot.redis.up:
             self.self_metrics.errors.labels("redis").inc()
         try:
-            families = list(snapshot_families(snapshot))
+            families = [f for f in snapshot_families(snapshot) if f.name not in self.replaced]
         except Exception:  # a shaping bug must not take the whole scrape down
             log.exception("could not shape the snapshot into metrics")
             self.self_metrics.errors.labels("shaping").inc()
@@ -72,14 +75,18 @@ class NotificationCollector:
         return [notification_family(counts)]
 
 
-def build_registry(cache: SnapshotCache, redis: Redis | None = None) -> CollectorRegistry:
+def build_registry(
+    cache: SnapshotCache, redis: Redis | None = None, cron: Callable[[], CronState] | None = None
+) -> CollectorRegistry:
     """A private registry: the snapshot collector first, so self-metrics describe this scrape."""
     registry = CollectorRegistry(auto_describe=False)
     holder = CollectorRegistry(auto_describe=False)
     self_metrics = SelfMetrics(holder)
-    snapshots = SnapshotCollector(cache, self_metrics)
+    snapshots = SnapshotCollector(cache, self_metrics, CRON_FAMILIES if cron is not None else frozenset())
     registry.register(snapshots)
     if redis is not None:
         registry.register(NotificationCollector(redis, snapshots))
+    if cron is not None:
+        registry.register(CronCollector(cron, lambda: snapshots.redis_up))
     registry.register(holder)  # type: ignore[arg-type]
     return registry

@@ -13,6 +13,7 @@ from redis import Redis
 from rqscope.monitor.alerts import runner as alerting
 from rqscope.monitor.cache import SnapshotCache
 from rqscope.monitor.collectors import build_registry
+from rqscope.monitor.cron_fetch import CronCache, CronReader
 from rqscope.monitor.names import label
 from rqscope.monitor.redis_client import make_client
 from rqscope.monitor.settings import Settings, from_env
@@ -23,6 +24,7 @@ from rqscope.web import (
     access,
     api,
     api_tasks,
+    cron_views,
     dashboard,
     errors,
     health,
@@ -62,15 +64,20 @@ def create_app(
     app.json.sort_keys = False  # type: ignore[attr-defined]
     client = redis if redis is not None else make_client(settings, client_name="rqscope-web")
     cache = SnapshotCache(client, ttl=settings.snapshot_ttl)
+    cron = app.extensions[cron_views.EXTENSION] = CronCache(CronReader(client), ttl=max(1.0, settings.snapshot_ttl))
     app.extensions[EXTENSION] = State(
-        settings=settings, redis=client, registry=registry, snapshots=cache, metrics=build_registry(cache, client)
+        settings=settings,
+        redis=client,
+        registry=registry,
+        snapshots=cache,
+        metrics=build_registry(cache, client, cron.get),
     )
     app.secret_key = settings.secret_key
     app.session_interface = sessions.interface(settings)  # Secure cookies over https; the Redis key if unset
     app.config.update(SESSION_COOKIE_SAMESITE="Lax", SESSION_COOKIE_HTTPONLY=True)
     hosts.trust_proxies(app, settings)
     access.install(app, settings)  # the first hook: the Host and the caller are checked before anything else
-    app.extensions[EXTENSION].alerts = alerting.build_engine(settings, client, cache.get)
+    app.extensions[EXTENSION].alerts = alerting.build_engine(settings, client, cache.get, cron.get)
     errors.register(app)
     pages.register(app)
     app.jinja_env.finalize = _shown  # names from Redis need not be UTF-8: show such bytes as \xff escapes
@@ -78,6 +85,7 @@ def create_app(
     app.jinja_env.globals["job_states"] = list(JOB_STATES)
     for blueprint in (health.bp, api_tasks.bp, api.bp, openapi.bp, session_views.bp, dashboard.bp, jobs_views.bp):
         app.register_blueprint(blueprint)
+    app.register_blueprint(cron_views.bp)
     return app
 
 

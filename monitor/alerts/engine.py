@@ -34,6 +34,7 @@ from rqscope.monitor.alerts.sending import Notifier, Outcome
 from rqscope.monitor.alerts.silences import Silence, all_silences, silenced
 from rqscope.monitor.alerts.state import Alert, Notification, advance
 from rqscope.monitor.alerts.store import LOST, STALE, Store, parsed, reconcile
+from rqscope.monitor.cron import CronState
 from rqscope.monitor.rates import read_series
 from rqscope.monitor.snapshot import Snapshot
 
@@ -56,10 +57,12 @@ class AlertEngine:
         clock: Callable[[], float] = time.time,
         claim_seconds: float = 60.0,
         give_up_seconds: float = 24 * 3600.0,
+        cron: Callable[[], CronState] | None = None,
     ) -> None:
         self.redis = redis
         self.rules = tuple(rules)
         self.snapshot = snapshot
+        self.cron = cron  # read once per evaluation, only when a rule needs it
         self.notifiers = tuple(notifiers)
         self.interval = interval
         self.repeat_seconds = repeat_seconds
@@ -139,10 +142,15 @@ class AlertEngine:
         except RedisError as exc:
             self._outage = True
             log.warning("alert state unavailable, evaluating from memory: %s", exc)
-        evaluated = {r.name for r in self.rules if snapshot.redis.up or r.kind == "redis_down"}
+        cron = self._read_cron(snapshot)
+        evaluated = {
+            r.name
+            for r in self.rules
+            if (snapshot.redis.up or r.kind == "redis_down") and (r.kind != "cron_overdue" or cron is not None)
+        }
         current, notes = advance(
             self._memory,
-            evaluate(self.rules, snapshot, series, now),
+            evaluate(self.rules, snapshot, series, now, cron),
             evaluated,
             now,
             self.repeat_seconds,
@@ -176,6 +184,13 @@ class AlertEngine:
         self._local.send({n.name: n for n in self.notifiers}, self.base_url, now, self.give_up_seconds)
         self.evaluations += 1
         return notes
+
+    def _read_cron(self, snapshot: Snapshot) -> CronState | None:
+        """The cron read when a rule needs it and Redis answers; None leaves cron_overdue alerts as they are."""
+        if self.cron is None or not snapshot.redis.up or not any(r.kind == "cron_overdue" for r in self.rules):
+            return None
+        cron = self.cron()
+        return cron if cron.up else None
 
     def _keep_watch(self) -> list[Notification]:
         """Redis is away: evaluate RedisDown from memory and page directly."""

@@ -1,4 +1,4 @@
-"""Pure evaluation: rules x (Snapshot, rollups) -> what each rule observes now. No I/O here."""
+"""Pure evaluation: rules x (Snapshot, rollups, cron read) -> what each rule observes now. No I/O here."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from rqscope.monitor.alerts.rules import Rule
+from rqscope.monitor.cron import CronState
 from rqscope.monitor.rates import Series
 from rqscope.monitor.snapshot import QueueState, Snapshot
 
@@ -54,8 +55,21 @@ def _global(rule: Rule, value: float, active: bool) -> list[Observation]:
     return [Observation(rule, (), value, active)]
 
 
-def evaluate(rules: tuple[Rule, ...], snapshot: Snapshot, series: Series | None, now: float) -> list[Observation]:
-    """Every rule's observations; a down Redis makes every rule but redis_down observe nothing."""
+def _cron_overdue(rule: Rule, cron: CronState) -> list[Observation]:
+    """One observation per cron job name (RQ lets cron jobs share one): the most overdue of them."""
+    worst: dict[str, float] = {}
+    for job in cron.jobs:
+        worst[job.name] = max(worst.get(job.name, 0.0), job.overdue_seconds)
+    return [Observation(rule, (("cron_job", n),), late, late > rule.threshold) for n, late in sorted(worst.items())]
+
+
+def evaluate(
+    rules: tuple[Rule, ...], snapshot: Snapshot, series: Series | None, now: float, cron: CronState | None = None
+) -> list[Observation]:
+    """Every rule's observations; a down Redis makes every rule but redis_down observe nothing.
+
+    cron_overdue observes nothing without a cron read that Redis answered (`cron`), so its alerts hold.
+    """
     observations: list[Observation] = []
     for rule in rules:
         if rule.kind == "redis_down":
@@ -99,6 +113,8 @@ def evaluate(rules: tuple[Rule, ...], snapshot: Snapshot, series: Series | None,
             for limit in snapshot.rate_limits:
                 waited = limit.oldest_held_seconds
                 observations.append(Observation(rule, (("key", limit.key),), waited, waited > rule.threshold))
+        elif rule.kind == "cron_overdue" and cron is not None and cron.up:
+            observations += _cron_overdue(rule, cron)
         elif rule.kind == "redis_memory" and info.get("maxmemory"):
             ratio = info.get("used_memory", 0.0) / info["maxmemory"]
             observations += _global(rule, ratio, ratio > rule.threshold)

@@ -29,6 +29,7 @@ KINDS: dict[str, tuple[str, bool]] = {
     "redis_memory": ("Redis used memory above R of maxmemory", False),
     "redis_down": ("Redis unreachable (threshold unused)", False),
     "rate_limit_held": ("a job held back by an rq concurrency limit has waited more than S seconds", False),
+    "cron_overdue": ("a cron job more than S seconds past its due run (or the run its dead scheduler missed)", False),
 }
 SEVERITIES = ("critical", "warning", "info")
 DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")

@@ -13,6 +13,7 @@ from rqscope.monitor.alerts.engine import AlertEngine
 from rqscope.monitor.alerts.notifiers import Email, PagerDuty, Slack, Webhook, digest
 from rqscope.monitor.alerts.rules import DEFAULT_RULES, load_rules
 from rqscope.monitor.alerts.sending import Notifier
+from rqscope.monitor.cron import CronState
 from rqscope.monitor.settings import Settings
 from rqscope.monitor.snapshot import Snapshot
 
@@ -51,7 +52,12 @@ def distinct_names(notifiers: list[Notifier]) -> list[Notifier]:
     ]
 
 
-def build_engine(settings: Settings, redis: Redis, snapshot: Callable[[], Snapshot]) -> AlertEngine:
+def build_engine(
+    settings: Settings,
+    redis: Redis,
+    snapshot: Callable[[], Snapshot],
+    cron: Callable[[], CronState] | None = None,
+) -> AlertEngine:
     """The engine for these settings; a bad rules file fails here, at start."""
     rules = load_rules(settings.alert_rules or DEFAULT_RULES)
     base_url = settings.public_url or f"http://{settings.host}:{settings.port}/"
@@ -63,6 +69,7 @@ def build_engine(settings: Settings, redis: Redis, snapshot: Callable[[], Snapsh
         interval=settings.alert_interval,
         repeat_seconds=settings.alert_repeat,
         base_url=base_url,
+        cron=cron,
     )
 
 
