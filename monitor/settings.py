@@ -11,6 +11,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from rqscope.monitor.errors import SettingsError
+from rqscope.tasks.errors import TaskArgumentsError
+from rqscope.tasks.when import DEFAULT_MAX_DELAY, parse_delay
 
 PREFIX = "RQSCOPE_"
 
@@ -21,6 +23,8 @@ DEFAULT_REDIS_TIMEOUT = 2.0
 DEFAULT_SNAPSHOT_TTL = 1.0
 DEFAULT_LOG_LEVEL = "INFO"
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
+DEFAULT_MAX_BATCH = 1000
+DEFAULT_MAX_BATCH_BYTES = 4 * 1024 * 1024
 DEFAULT_WEB_WORKERS = 2
 DEFAULT_WEB_THREADS = 4
 DEFAULT_PUBLISH_INTERVAL = 5.0
@@ -70,6 +74,9 @@ class Settings:
     log_level: str = DEFAULT_LOG_LEVEL
     snapshot_ttl: float = DEFAULT_SNAPSHOT_TTL
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_batch: int = DEFAULT_MAX_BATCH  # jobs one POST /api/tasks/batch may enqueue
+    max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES  # the batch route's body limit, instead of max_body_bytes
+    max_delay: float = DEFAULT_MAX_DELAY  # seconds ahead a job may be scheduled
     web_workers: int = DEFAULT_WEB_WORKERS
     web_threads: int = DEFAULT_WEB_THREADS
     publish_interval: float = DEFAULT_PUBLISH_INTERVAL
@@ -156,6 +163,16 @@ def _int(name: str, raw: str, low: int, high: int) -> int:
     if not low <= value <= high:
         raise SettingsError(f"{name}={raw!r} must be between {low} and {high}")
     return value
+
+
+def _delay(name: str, raw: str) -> float:
+    try:
+        seconds = parse_delay(raw, name)
+    except TaskArgumentsError:
+        raise SettingsError(f"{name}={raw[:64]!r} must be seconds or like 90s, 5m, 2h, 30d") from None
+    if seconds <= 0:
+        raise SettingsError(f"{name}={raw!r} must be greater than 0")
+    return seconds
 
 
 def _bool(name: str, raw: str) -> bool:
@@ -337,6 +354,12 @@ def from_env(env: Mapping[str, str]) -> Settings:
         values["log_level"] = raw.upper()
     if raw := get("max_body_bytes"):
         values["max_body_bytes"] = _int(env_name("max_body_bytes"), raw, 256, 16 * 1024 * 1024)
+    if raw := get("max_batch"):
+        values["max_batch"] = _int(env_name("max_batch"), raw, 1, 100_000)
+    if raw := get("max_batch_bytes"):
+        values["max_batch_bytes"] = _int(env_name("max_batch_bytes"), raw, 1024, 256 * 1024 * 1024)
+    if raw := get("max_delay"):
+        values["max_delay"] = _delay(env_name("max_delay"), raw)
     if raw := get("web_workers"):
         values["web_workers"] = _int(env_name("web_workers"), raw, 1, 64)
     if raw := get("web_threads"):

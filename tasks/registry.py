@@ -6,25 +6,18 @@ import functools
 import importlib
 import inspect
 import logging
-import pickle
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from redis import Redis
-from rq import Queue, Retry, get_current_job
-from rq.exceptions import DuplicateJobError
-from rq.job import Job, validate_job_id
+from rq import Retry, get_current_job
+from rq.job import Job
 from rq.timeouts import JobTimeoutException
-from rqscope.tasks.errors import (
-    DuplicateTaskError,
-    QueueNotAllowedError,
-    TaskArgumentsError,
-    TaskError,
-    UnknownTaskError,
-)
-from rqscope.tasks.metrics import record_enqueued
+from rqscope.tasks.enqueue import enqueue_all, place
+from rqscope.tasks.errors import DuplicateTaskError, TaskArgumentsError, TaskError, UnknownTaskError
 from rqscope.tasks.runs import Run, finish
 
 log = logging.getLogger(__name__)
@@ -174,48 +167,16 @@ def enqueue_task(
     connection: Redis,
     queue: str | None = None,
     job_id: str | None = None,
+    at: datetime | None = None,
     serializer: Any = None,
 ) -> tuple[Job, bool]:
-    """Enqueue one run of `spec`; return (job, created). An existing `job_id` is not enqueued again: that
-    job is returned, read with `serializer` (a process that must not run code from Redis passes its own)."""
-    queue_name = queue or spec.queue
-    if queue_name not in spec.allowed_queues:
-        raise QueueNotAllowedError(
-            f"task {spec.name!r} may run on {', '.join(spec.allowed_queues)}, not {queue_name!r}"
-        )
-    spec.check_arguments(args, kwargs)
-    if job_id is not None:
-        try:
-            validate_job_id(job_id)
-        except (TypeError, ValueError) as exc:
-            raise TaskArgumentsError(f"job_id: {exc}") from None
-    rq_queue = Queue(queue_name, connection=connection)
-    options: dict[str, Any] = {
-        "args": tuple(args),
-        "kwargs": dict(kwargs),
-        "timeout": spec.timeout,
-        "result_ttl": spec.result_ttl,
-        "failure_ttl": spec.failure_ttl,
-        "retry": spec.retry,
-    }
-    try:
-        if job_id is not None:
-            try:
-                job = rq_queue.enqueue_call(spec.func, job_id=job_id, unique=True, **options)
-            except DuplicateJobError:
-                return Job.fetch(job_id, connection=connection, serializer=serializer), False
-            pipe = connection.pipeline(transaction=False)
-            record_enqueued(pipe, spec.name, queue_name)
-            pipe.execute()
-            return job, True
-        with connection.pipeline() as pipe:
-            job = rq_queue.enqueue_call(spec.func, pipeline=pipe, **options)
-            record_enqueued(pipe, spec.name, queue_name)
-            pipe.execute()
-        return job, True
-    except (TypeError, ValueError, AttributeError, pickle.PicklingError) as exc:
-        # pickling happens before anything is sent, so nothing was enqueued
-        raise TaskArgumentsError(f"{spec.name}: arguments cannot be serialised: {exc}") from None
+    """Enqueue one run of `spec`, now or at `at`; return (job, created). An existing `job_id` is not enqueued
+    again: that job is returned, read with `serializer` (a process that must not run code from Redis passes its
+    own)."""
+    placed = enqueue_all([place(spec, args, kwargs, queue=queue, job_id=job_id, at=at)], connection=connection)[0]
+    if placed.job is not None:
+        return placed.job, True
+    return Job.fetch(placed.job_id, connection=connection, serializer=serializer), False
 
 
 def enqueue(name: str, *args: Any, connection: Redis, registry: TaskRegistry = REGISTRY, **kwargs: Any) -> Job:

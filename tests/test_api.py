@@ -55,7 +55,7 @@ def failures(real_redis: Redis) -> tuple[list[str], list[str]]:
     key_errors = [enqueue("t_fail", i, connection=real_redis).id for i in range(4)]
     report = REGISTRY.get("generate_report")
     report_errors = [
-        enqueue_task(report, [i], {"duration": 0, "fail_rate": 1.0}, connection=real_redis, queue="default")[0].id
+        enqueue_task(report, [str(i)], {"duration": 0, "fail_rate": 1.0}, connection=real_redis, queue="default")[0].id
         for i in range(3)
     ]
     InstrumentedWorker(["default"], connection=real_redis).work(burst=True, logging_level="WARNING")

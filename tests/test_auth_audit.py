@@ -132,6 +132,7 @@ def queued(redis: Redis) -> str:
 # every mutating (endpoint, method), with each way it can succeed; a new route fails the test until it has one
 SCENARIOS: dict[tuple[str, str], list[Scenario]] = {
     ("api_tasks.create", "POST"): [lambda r: ("/api/tasks", {}, {"task": "t_ok", "args": [1]})],
+    ("api_tasks.batch", "POST"): [lambda r: ("/api/tasks/batch", {}, {"tasks": [{"task": "t_ok", "args": [1]}]})],
     ("api_tasks.cancel", "DELETE"): [
         lambda r: (f"/api/tasks/{queued(r)}", {}, None),
         lambda r: (f"/api/tasks/{started_job(r)}", {}, None),

@@ -55,6 +55,12 @@ def test_accepts_redis_url_schemes(url: str) -> None:
         ({"RQSCOPE_NO_AUTH": "1", "RQSCOPE_HOST": "0.0.0.0"}, "RQSCOPE_NO_AUTH"),
         ({"RQSCOPE_API_TOKEN": "short"}, "RQSCOPE_API_TOKEN"),
         ({"RQSCOPE_MAX_BODY_BYTES": "10"}, "RQSCOPE_MAX_BODY_BYTES"),
+        ({"RQSCOPE_MAX_BATCH": "0"}, "RQSCOPE_MAX_BATCH"),
+        ({"RQSCOPE_MAX_BATCH": "1e9"}, "RQSCOPE_MAX_BATCH"),
+        ({"RQSCOPE_MAX_BATCH_BYTES": "10"}, "RQSCOPE_MAX_BATCH_BYTES"),
+        ({"RQSCOPE_MAX_DELAY": "0"}, "RQSCOPE_MAX_DELAY"),
+        ({"RQSCOPE_MAX_DELAY": "a fortnight"}, "RQSCOPE_MAX_DELAY"),
+        ({"RQSCOPE_MAX_DELAY": "9" * 5000}, "RQSCOPE_MAX_DELAY"),
         ({"RQSCOPE_SENTINEL_HOSTS": "a:1"}, "RQSCOPE_SENTINEL"),
         ({"RQSCOPE_SENTINEL_HOSTS": "nocolon", "RQSCOPE_SENTINEL_MASTER": "m"}, "RQSCOPE_SENTINEL_HOSTS"),
         ({"RQSCOPE_ALERT_INTERVAL": "-5"}, "RQSCOPE_ALERT_INTERVAL"),
@@ -100,6 +106,11 @@ def test_sentinel_settings() -> None:
 
 def test_no_auth_is_allowed_on_loopback() -> None:
     assert from_env({"RQSCOPE_NO_AUTH": "true", "RQSCOPE_HOST": "::1"}).no_auth is True
+
+
+@pytest.mark.parametrize(("raw", "seconds"), [("3600", 3600.0), ("90s", 90.0), ("45m", 2700.0), ("7d", 604800.0)])
+def test_max_delay_takes_seconds_or_a_unit(raw: str, seconds: float) -> None:
+    assert from_env({"RQSCOPE_MAX_DELAY": raw}).max_delay == seconds
 
 
 @pytest.mark.parametrize(

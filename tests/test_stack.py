@@ -90,8 +90,8 @@ def traffic(redis: Redis, seconds: float) -> None:
     n = 0
     while time.monotonic() < deadline:
         n += 1
-        enqueue("send_email", f"user{n}@example.com", connection=redis, duration=0.01, fail_rate=0.3)
-        enqueue("process_upload", f"up-{n}", connection=redis, duration=0.01, fail_rate=0.3)
+        enqueue("send_email", f"user{n}@example.com", "Hi", "body", connection=redis, duration=0.01, fail_rate=0.3)
+        enqueue("process_upload", f"/uploads/{n}.csv", connection=redis, duration=0.01, fail_rate=0.3)
         time.sleep(0.1)
 
 

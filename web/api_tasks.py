@@ -1,12 +1,17 @@
-"""The enqueue API: POST /api/tasks, GET and DELETE /api/tasks/<id>; every change is audited."""
+"""The enqueue API: POST /api/tasks and /api/tasks/batch, GET and DELETE /api/tasks/<id>; every change is audited."""
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, abort, jsonify, url_for
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Blueprint, Response, abort, jsonify, request, url_for
 from rq.exceptions import InvalidJobOperation
-from rq.job import JobStatus
+from rq.job import Job, JobStatus
 from rqscope.monitor import audit
-from rqscope.tasks.registry import enqueue_task
+from rqscope.tasks.enqueue import Placed, Placement, enqueue_all, place
+from rqscope.tasks.errors import TaskError
+from rqscope.tasks.when import run_at
 from rqscope.web.access import caller
 from rqscope.web.bodies import read_body, typed
 from rqscope.web.jobinfo import MAX_ID_LENGTH, display_serializer, fetch_job, load_view, stop_job, summary
@@ -14,36 +19,79 @@ from rqscope.web.state import state
 
 bp = Blueprint("api_tasks", __name__, url_prefix="/api/tasks")
 
-BODY_FIELDS = {"task", "args", "kwargs", "queue", "job_id"}
+ITEM_FIELDS = {"task", "args", "kwargs", "queue", "job_id", "in", "at"}
+EXAMPLE = '{"task": "name", "args": [], "kwargs": {}}'
 CANCELLABLE = {JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED}
+
+
+def _placement(item: dict[str, Any], where: str = "") -> Placement:
+    """One request item checked against the registry and the clock; abort(400) naming the problem."""
+    current = state()
+    name = typed(item, "task", str, "a string", where=where)
+    if name is None:
+        abort(400, f"{where}'task' is required")
+    args = typed(item, "args", list, "a list", default=[], where=where)
+    kwargs = typed(item, "kwargs", dict, "an object", default={}, where=where)
+    queue = typed(item, "queue", str, "a string", where=where)
+    job_id = typed(item, "job_id", str, "a string", where=where)
+    if job_id is not None and not 0 < len(job_id) <= MAX_ID_LENGTH:
+        abort(400, f"{where}'job_id' must be 1 to {MAX_ID_LENGTH} characters")
+    try:
+        at = run_at(item.get("in"), item.get("at"), now=datetime.now(UTC), max_delay=current.settings.max_delay)
+        return place(current.registry.get(name), args, kwargs, queue=queue, job_id=job_id, at=at)
+    except TaskError as exc:
+        abort(400, f"{where}{exc}")
+
+
+def _status(placed: Placed, at: datetime | None) -> str:
+    if placed.created:
+        return "scheduled" if at is not None else "queued"
+    job = Job.fetch(placed.job_id, connection=state().redis, serializer=display_serializer())
+    status = job.get_status(refresh=False)
+    return str(status.value if status else "queued")
 
 
 @bp.post("")
 def create() -> tuple[Response, int]:
     current = state()
     who = caller()
-    body = read_body(BODY_FIELDS, '{"task": "name", "args": [], "kwargs": {}}')
-    name = typed(body, "task", str, "a string")
-    if name is None:
-        abort(400, "'task' is required")
-    args = typed(body, "args", list, "a list", default=[])
-    kwargs = typed(body, "kwargs", dict, "an object", default={})
-    queue = typed(body, "queue", str, "a string")
-    job_id = typed(body, "job_id", str, "a string")
-    if job_id is not None and not 0 < len(job_id) <= MAX_ID_LENGTH:
-        abort(400, f"'job_id' must be 1 to {MAX_ID_LENGTH} characters")
-    spec = current.registry.get(name)
-    job, created = enqueue_task(
-        spec, args, kwargs, connection=current.redis, queue=queue, job_id=job_id, serializer=display_serializer()
-    )
-    if created:
-        audit.record(current.redis, who.name, "enqueue", f"{spec.name} {job.id}", 1)
-    status_url = url_for("api_tasks.show", job_id=job.id)
-    status = job.get_status(refresh=not created)
-    payload = {"id": job.id, "status": str(status.value if status else "queued"), "status_url": status_url}
-    response = jsonify(payload)
+    item = _placement(read_body(ITEM_FIELDS, EXAMPLE))
+    placed = enqueue_all([item], connection=current.redis)[0]
+    if placed.created:
+        audit.record(current.redis, who.name, "enqueue", f"{item.spec.name} {placed.job_id}", 1)
+    status_url = url_for("api_tasks.show", job_id=placed.job_id)
+    response = jsonify(id=placed.job_id, status=_status(placed, item.at), status_url=status_url)
     response.headers["Location"] = status_url
-    return response, 202 if created else 200
+    return response, 202 if placed.created else 200
+
+
+@bp.post("/batch")
+def batch() -> tuple[Response, int]:
+    """Up to RQSCOPE_MAX_BATCH runs, every item checked before any is written, all in one transaction."""
+    current = state()
+    who = caller()
+    limit = current.settings.max_batch
+    request.max_content_length = current.settings.max_batch_bytes
+    body = read_body({"tasks"}, '{"tasks": [' + EXAMPLE + "]}")
+    items = body.get("tasks")
+    if not isinstance(items, list):
+        abort(400, "'tasks' must be a list of task objects")
+    if not 0 < len(items) <= limit:
+        abort(400, f"'tasks' must hold 1 to {limit} items (RQSCOPE_MAX_BATCH), not {len(items)}")
+    placements = []
+    for index, item in enumerate(items):
+        where = f"tasks[{index}]: "
+        if not isinstance(item, dict):
+            abort(400, f"{where}each item must be an object like {EXAMPLE}")
+        if unknown := sorted(set(item) - ITEM_FIELDS):
+            abort(400, f"{where}unknown field(s): {', '.join(unknown)}; allowed: {', '.join(sorted(ITEM_FIELDS))}")
+        placements.append(_placement(item, where))
+    placed = enqueue_all(placements, connection=current.redis)
+    created = sum(p.created for p in placed)
+    if created:
+        names = sorted({p.spec.name for p in placements})
+        audit.record(current.redis, who.name, "enqueue", f"batch of {len(placed)}: {', '.join(names)}", created)
+    return jsonify(ids=[p.job_id for p in placed], created=created), 202
 
 
 @bp.get("/<job_id>")

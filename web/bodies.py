@@ -46,10 +46,11 @@ def read_body(allowed: set[str], example: str) -> dict[str, Any]:
     return body
 
 
-def typed(body: dict[str, Any], key: str, kind: type, label: str, default: Any = None) -> Any:
+def typed(body: dict[str, Any], key: str, kind: type, label: str, default: Any = None, where: str = "") -> Any:
+    """The body's value at `key` if it has the given type; abort(400) naming it (after `where`) otherwise."""
     value = body.get(key, default)
     if value is None and default is None:
         return None
     if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
-        abort(400, f"{key!r} must be {label}, not {type(value).__name__}")
+        abort(400, f"{where}{key!r} must be {label}, not {type(value).__name__}")
     return value

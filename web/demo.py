@@ -23,9 +23,9 @@ log = logging.getLogger(__name__)
 
 # (task name, args maker, extra kwargs); fail rates give about 10% failed runs overall
 TRAFFIC = (
-    ("generate_report", lambda n: (n,), {"pages": 12, "duration": 0.3, "fail_rate": 0.08}),
-    ("send_email", lambda n: (f"user{n}@example.com",), {"subject": "Your receipt", "fail_rate": 0.1}),
-    ("process_upload", lambda n: (f"up-{n}",), {"size_bytes": 4096, "fail_rate": 0.12}),
+    ("generate_report", lambda n: (f"r-{n}",), {"duration": 0.3, "fail_rate": 0.08}),
+    ("send_email", lambda n: (f"user{n}@example.com", "Your receipt", f"Receipt #{n}"), {"fail_rate": 0.1}),
+    ("process_upload", lambda n: (f"/uploads/{n}.csv",), {"fail_rate": 0.12}),
 )
 
 

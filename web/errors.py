@@ -12,6 +12,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 log = logging.getLogger(__name__)
 
 AUTHENTICATE = 'Bearer realm="rqscope"'
+BODY_LIMIT_SETTINGS = {"api_tasks.batch": "RQSCOPE_MAX_BATCH_BYTES"}  # routes with their own body limit
 
 
 def wants_json() -> bool:
@@ -36,8 +37,9 @@ def error_response(status: int, message: str) -> Response:
 def register(app: Flask) -> None:
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(exc: RequestEntityTooLarge) -> Response:
-        limit = app.config["MAX_CONTENT_LENGTH"]
-        return error_response(400, f"request body is larger than {limit} bytes (RQSCOPE_MAX_BODY_BYTES)")
+        limit = request.max_content_length
+        setting = BODY_LIMIT_SETTINGS.get(request.endpoint or "", "RQSCOPE_MAX_BODY_BYTES")
+        return error_response(400, f"request body is larger than {limit} bytes ({setting})")
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:

@@ -41,6 +41,22 @@ FILTER_SCHEMA = {
     },
 }
 READ = _errors(401, 403, 503)
+TASK_JOB = {
+    "get": {"summary": "A job's status, times, result and error", "responses": {"200": _json(OBJECT), **_errors(404, 503)}},
+    "delete": {"summary": "Cancel a queued job or stop a running one",
+               "responses": {"200": _json(OBJECT), "202": _json(OBJECT), **_errors(401, 403, 404, 409, 422, 503)}},
+}
+TASK_ITEM = {
+    "type": "object", "required": ["task"], "additionalProperties": False,
+    "properties": {
+        "task": {"type": "string"}, "args": {"type": "array"}, "kwargs": {"type": "object"},
+        "queue": {"type": "string"}, "job_id": {"type": "string", "minLength": 1, "maxLength": 128},
+        "in": {"oneOf": [{"type": "number", "minimum": 0}, {"type": "string", "pattern": "^[0-9.]+ *[smhd]?$"}],
+               "description": "run after this delay: seconds, or like 90s, 5m, 2h, 1d (at most RQSCOPE_MAX_DELAY)"},
+        "at": {"type": "string", "format": "date-time",
+               "description": "run at this ISO 8601 time, which must name its UTC offset; not with 'in'"},
+    },
+}
 DEAD_LETTER = {
     "type": "object",
     "description": "a notification that was never delivered: receiver name, alert, status, reason, time (epoch s)",
@@ -66,23 +82,26 @@ SPEC: dict[str, Any] = {
     "paths": {
         "/api/tasks": {
             "post": {
-                "summary": "Enqueue a registered task",
-                "requestBody": {"required": True, "content": {"application/json": {"schema": {
-                    "type": "object", "required": ["task"], "additionalProperties": False,
-                    "properties": {"task": {"type": "string"}, "args": {"type": "array"}, "kwargs": {"type": "object"},
-                                   "queue": {"type": "string"},
-                                   "job_id": {"type": "string", "minLength": 1, "maxLength": 128}}}}}},
-                "responses": {"202": _json(OBJECT, "enqueued"), "200": _json(OBJECT, "already enqueued"),
-                              **ACT},
+                "summary": "Enqueue a registered task, now or later",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": TASK_ITEM}}},
+                "responses": {"202": _json(OBJECT, "enqueued (status queued) or scheduled (status scheduled)"),
+                              "200": _json(OBJECT, "a job with this job_id already exists"), **ACT},
             }
         },
-        "/api/tasks/{job_id}": {
-            "parameters": [JOB_ID],
-            "get": {"summary": "A job's status, times, result and error",
-                    "responses": {"200": _json(OBJECT), **_errors(404, 503)}},
-            "delete": {"summary": "Cancel a queued job or stop a running one",
-                       "responses": {"200": _json(OBJECT), "202": _json(OBJECT), **_errors(401, 403, 404, 409, 422, 503)}},
+        "/api/tasks/batch": {
+            "post": {
+                "summary": "Enqueue up to RQSCOPE_MAX_BATCH tasks at once, all or nothing",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["tasks"], "additionalProperties": False,
+                    "properties": {"tasks": {"type": "array", "minItems": 1, "maxItems": 1000, "items": TASK_ITEM}}}}}},
+                "responses": {"202": _json({"type": "object", "properties": {
+                    "ids": {"type": "array", "items": {"type": "string"}, "description": "in request order"},
+                    "created": {"type": "integer", "description": "items whose job_id did not exist yet"}}}),
+                    **ACT},
+            },
+            **TASK_JOB,  # GET and DELETE read and cancel the job whose id is "batch", as for any other id
         },
+        "/api/tasks/{job_id}": {"parameters": [JOB_ID], **TASK_JOB},
         "/api/queues": {"get": {"summary": "Queues with counts and latency", "responses": {"200": _json(OBJECT), **READ}}},
         "/api/workers": {"get": {"summary": "Workers and their health", "responses": {"200": _json(OBJECT), **READ}}},
         "/api/queues/{queue}/jobs": {
