@@ -176,4 +176,5 @@ SCENARIOS: dict[str, tuple[Callable[[Rule, Timeline, bool], Case], bool]] = {
     "redis_memory": (_share("rqscope_redis_memory_used_bytes", "rqscope_redis_memory_max_bytes"), False),
     "redis_down": (_redis_down, False),
     "rate_limit_held": (_gauge("rqscope_rate_limit_oldest_held_seconds", {"key": "partner-api"}), False),
+    "cron_overdue": (_gauge("rqscope_cron_job_overdue_seconds", {"cron_job": "nightly clean-up"}), False),
 }

@@ -180,6 +180,13 @@ TEMPLATES: dict[str, Template] = {
         "a job held back by the concurrency limit has waited more than {threshold} for a slot",
         "",
     ),
+    "cron_overdue": Template(
+        lambda q, w: "rqscope_cron_job_overdue_seconds",
+        ">",
+        "seconds",
+        "a cron job is more than {threshold} past its due run (or the run its dead scheduler missed)",
+        "",  # as rqscope's own notifications link it (monitor/alerts/notifiers.py: the overview)
+    ),
 }
 
 

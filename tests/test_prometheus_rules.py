@@ -122,11 +122,12 @@ def test_summaries_read_as_rqscopes_own_notifications() -> None:
         "queue": "emails",
         "role": "worker",
         "key": "partner-api",
+        "cron_job": "nightly clean-up",
     }
     for rule in load_rules():
         for value in (0.0, 0.25, 0.5, 7.0):  # values on which Python's and Go's formats agree
             mine = annotate.render(annotate.annotation_parts(rule)["summary"], labels, value)
-            kept = tuple((k, labels[k]) for k in ("queue", "role", "key") if k in labels)
+            kept = tuple((k, labels[k]) for k in ("queue", "role", "key", "cron_job") if k in labels)
             assert mine == _summary(Observation(rule, kept, value, True)), rule.name
 
 
