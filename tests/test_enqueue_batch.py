@@ -181,3 +181,17 @@ def test_a_scheduled_job_runs_when_due_under_the_worker_with_scheduler(
     assert Job.fetch(soon, connection=real_redis).started_at.timestamp() >= started + 1  # type: ignore[union-attr]
     assert Job.fetch(now, connection=real_redis).get_status() == JobStatus.FINISHED
     assert Job.fetch(far, connection=real_redis).get_status() == JobStatus.SCHEDULED
+
+
+def test_the_guides_notify_all_runs_every_email_without_failures(real_client: FlaskClient, real_redis: Redis) -> None:
+    from rqscope.tasks.worker import InstrumentedWorker
+
+    items = [
+        {"task": "send_email", "args": [f"user{n}@example.com", "Notification", "hello"], "kwargs": {"duration": 0}}
+        for n in range(60)
+    ]
+    ids = batch(real_client, items).get_json()["ids"]
+    InstrumentedWorker(["high"], connection=real_redis).work(burst=True, logging_level="WARNING")
+    jobs = Job.fetch_many(ids, connection=real_redis)
+    assert [job.get_status() for job in jobs] == [JobStatus.FINISHED] * 60  # type: ignore[union-attr]
+    assert jobs[7].return_value()["to"] == "user7@example.com"  # type: ignore[union-attr,index]
