@@ -41,6 +41,20 @@ FILTER_SCHEMA = {
     },
 }
 READ = _errors(401, 403, 503)
+NULLABLE_TEXT = {"type": ["string", "null"]}
+CRON = {
+    "type": "object", "required": ["schedulers", "jobs"],
+    "properties": {
+        "schedulers": {"type": "array", "items": {"type": "object", "properties": {
+            "name": {"type": "string"}, "hostname": NULLABLE_TEXT, "pid": {"type": ["integer", "null"]},
+            "last_heartbeat": {**NULLABLE_TEXT, "format": "date-time"}, "alive": {"type": "boolean"}}}},
+        "jobs": {"type": "array", "items": {"type": "object", "properties": {
+            "name": {"type": "string"}, "func": NULLABLE_TEXT, "queue": NULLABLE_TEXT, "cron": NULLABLE_TEXT,
+            "interval": {"type": ["number", "null"]}, "last_enqueued_at": {**NULLABLE_TEXT, "format": "date-time"},
+            "next_enqueue_at": {**NULLABLE_TEXT, "format": "date-time"}, "overdue_seconds": {"type": "number"},
+            "scheduler": {"type": "string"}}}},
+    },
+}
 TASK_JOB = {
     "get": {"summary": "A job's status, times, result and error", "responses": {"200": _json(OBJECT), **_errors(404, 503)}},
     "delete": {"summary": "Cancel a queued job or stop a running one",
@@ -149,6 +163,10 @@ SPEC: dict[str, Any] = {
                      "requestBody": {"required": True, "content": {"application/json": {"schema": OBJECT}}},
                      "responses": {"200": _json(OBJECT), **ACT, **_errors(404, 409, 422)}},
         },
+        "/api/cron": {"get": {"summary": "RQ cron schedulers (alive: heartbeat within 90 s) and their cron jobs, with "
+                                         "how many seconds each is past its due run; rq-scheduler's repeating jobs "
+                                         "are listed with scheduler 'rq-scheduler'",
+                              "responses": {"200": _json(CRON), **READ}}},
         "/api/alerts": {"get": {"summary": "Pending, firing and recently resolved alerts, their history, and the "
                                            "notifications that could never be delivered",
                                 "responses": {"200": _json(ALERTS), **READ}}},
