@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from redis import Redis
+from redis.client import Pipeline
 
 AUDIT_KEY = "rqscope:audit"
 AUDIT_MAXLEN = 10_000
@@ -21,7 +22,8 @@ class AuditEntry:
     count: int
 
 
-def record(redis: Redis, who: str, action: str, target: str, count: int) -> None:
+def record(redis: Redis | Pipeline, who: str, action: str, target: str, count: int) -> None:
+    """Append one entry; given a pipeline, it is written with the pipeline's other commands."""
     fields = {"at": repr(time.time()), "who": who, "action": action, "target": target, "count": str(count)}
     redis.xadd(AUDIT_KEY, fields, maxlen=AUDIT_MAXLEN, approximate=True)  # type: ignore[arg-type]
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pickle
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -140,8 +140,11 @@ def _existing(pipe: Any, ids: list[str]) -> set[str]:
     return {job_id for job_id, flag in zip(ids, found, strict=True) if flag}
 
 
-def enqueue_all(placements: Sequence[Placement], *, connection: Redis) -> list[Placed]:
-    """Enqueue every placement in one transaction, in order; an id that already names a job is left as it is."""
+def enqueue_all(
+    placements: Sequence[Placement], *, connection: Redis, also: Callable[[Any, list[Placed]], None] | None = None
+) -> list[Placed]:
+    """Enqueue every placement in one transaction, in order; an id that already names a job is left as it is.
+    `also(pipeline, placed)` may add writes that must happen with the enqueue (an audit entry), in the same EXEC."""
     ids = [item.job_id for item in placements if item.job_id is not None]
     if len(set(ids)) != len(ids):
         seen: set[str] = set()
@@ -156,11 +159,14 @@ def enqueue_all(placements: Sequence[Placement], *, connection: Redis) -> list[P
                 existing = _existing(pipe, ids)
                 pipe.multi()
                 jobs = _build(pipe, placements, existing, connection)
+                placed = [
+                    Placed(job.id if job is not None else str(item.job_id), job is not None, job)
+                    for item, job in zip(placements, jobs, strict=True)
+                ]
+                if also is not None:
+                    also(pipe, placed)
                 pipe.execute()
             except WatchError:
                 continue  # a job with one of these ids appeared meanwhile: look again
-        return [
-            Placed(job.id if job is not None else str(item.job_id), job is not None, job)
-            for item, job in zip(placements, jobs, strict=True)
-        ]
+        return placed
     raise TaskError("jobs with these ids keep changing; try again")

@@ -66,6 +66,21 @@ def test_a_batch_is_one_transaction(real_client: FlaskClient, real_redis: Redis)
     assert enqueued(real_redis, "t_ok", "q1") == enqueued(real_redis, "t_ok", "q2") == 100
 
 
+def test_an_enqueue_and_its_audit_entry_are_one_round_trip(real_settings: Settings, real_redis: Redis) -> None:
+    from bench.common import CountingConnection, counting_client
+
+    client = create_app(real_settings, redis=counting_client(str(real_settings.redis_url)), testing=True).test_client()
+    client.post("/api/tasks", json={"task": "t_ok"})  # RQ reads the server version once per connection
+    for body, path in (
+        ({"task": "t_ok", "in": 60}, "/api/tasks"),
+        ({"tasks": [{"task": "t_ok"}] * 50}, "/api/tasks/batch"),
+    ):
+        before = CountingConnection.sends
+        assert client.post(path, json=body).status_code == 202
+        assert CountingConnection.sends - before == 1, path
+    assert [entry.action for entry in recent(real_redis, 5)] == ["enqueue"] * 3
+
+
 @pytest.mark.parametrize(
     ("items", "message"),
     [

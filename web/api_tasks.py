@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, Response, abort, jsonify, request, url_for
+from redis.client import Pipeline
 from rq.exceptions import InvalidJobOperation
 from rq.job import Job, JobStatus
 from rqscope.monitor import audit
@@ -56,9 +57,12 @@ def create() -> tuple[Response, int]:
     current = state()
     who = caller()
     item = _placement(read_body(ITEM_FIELDS, EXAMPLE))
-    placed = enqueue_all([item], connection=current.redis)[0]
-    if placed.created:
-        audit.record(current.redis, who.name, "enqueue", f"{item.spec.name} {placed.job_id}", 1)
+
+    def audited(pipe: Pipeline, placed: list[Placed]) -> None:
+        if placed[0].created:
+            audit.record(pipe, who.name, "enqueue", f"{item.spec.name} {placed[0].job_id}", 1)
+
+    placed = enqueue_all([item], connection=current.redis, also=audited)[0]
     status_url = url_for("api_tasks.show", job_id=placed.job_id)
     response = jsonify(id=placed.job_id, status=_status(placed, item.at), status_url=status_url)
     response.headers["Location"] = status_url
@@ -86,12 +90,14 @@ def batch() -> tuple[Response, int]:
         if unknown := sorted(set(item) - ITEM_FIELDS):
             abort(400, f"{where}unknown field(s): {', '.join(unknown)}; allowed: {', '.join(sorted(ITEM_FIELDS))}")
         placements.append(_placement(item, where))
-    placed = enqueue_all(placements, connection=current.redis)
-    created = sum(p.created for p in placed)
-    if created:
-        names = sorted({p.spec.name for p in placements})
-        audit.record(current.redis, who.name, "enqueue", f"batch of {len(placed)}: {', '.join(names)}", created)
-    return jsonify(ids=[p.job_id for p in placed], created=created), 202
+    names = ", ".join(sorted({p.spec.name for p in placements}))
+
+    def audited(pipe: Pipeline, placed: list[Placed]) -> None:
+        if created := sum(p.created for p in placed):
+            audit.record(pipe, who.name, "enqueue", f"batch of {len(placed)}: {names}", created)
+
+    placed = enqueue_all(placements, connection=current.redis, also=audited)
+    return jsonify(ids=[p.job_id for p in placed], created=sum(p.created for p in placed)), 202
 
 
 @bp.get("/<job_id>")
