@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from redis import Redis
@@ -52,6 +52,7 @@ class JobRow:
     exc_type: str | None = None
     exc_message: str | None = None
     exists: bool = True
+    scheduled_for: float | None = None  # scheduled list only: the job's score, when it falls due
 
     def as_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -113,8 +114,13 @@ class JobLister:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
 
-    def _range(self, queue: str, state: str, start: int, stop: int, order: str) -> tuple[int, list[str]]:
-        """(size, ids) for positions start..stop (inclusive) in the chosen order: one round trip."""
+    def _range(
+        self, queue: str, state: str, start: int, stop: int, order: str, scores: dict[str, float] | None = None
+    ) -> tuple[int, list[str]]:
+        """(size, ids) for positions start..stop (inclusive) in the chosen order: one round trip.
+
+        Given `scores`, a registry's entries are read with their scores into it.
+        """
         key = entry_key(queue, state)
         pipe = self.redis.pipeline(transaction=False)
         if state == "queued":
@@ -125,8 +131,11 @@ class JobLister:
                 pipe.lrange(key, -stop - 1, -start - 1)
         else:
             pipe.zcard(key)
-            (pipe.zrange if order == "oldest" else pipe.zrevrange)(key, start, stop)
+            (pipe.zrange if order == "oldest" else pipe.zrevrange)(key, start, stop, withscores=scores is not None)
         size, entries = pipe.execute()
+        if scores is not None and state != "queued":
+            scores.update((_job_id(state, entry), float(score)) for entry, score in entries)
+            entries = [entry for entry, _ in entries]
         if state == "queued" and order == "newest":
             entries = list(reversed(entries))
         return int(size), [_job_id(state, e) for e in entries]
@@ -186,11 +195,13 @@ class JobLister:
             raise ValueError(f"state must be one of {', '.join(JOB_STATES)}")
         filters = filters or JobFilter()
         start = (page - 1) * per_page
+        scores: dict[str, float] | None = {} if state == "scheduled" else None
         if not filters.active:
-            total, ids = self._range(queue, state, start, start + per_page - 1, order)
-            return JobPage(total, page, per_page, order, self.rows(ids, state == "failed"))
-        size, ids = self._range(queue, state, 0, SCAN_LIMIT - 1, order)
-        matches = [row for row in self.rows(ids, state == "failed" or bool(filters.exc)) if _matches(row, filters)]
+            total, ids = self._range(queue, state, start, start + per_page - 1, order, scores)
+            return JobPage(total, page, per_page, order, _scored(self.rows(ids, state == "failed"), scores))
+        size, ids = self._range(queue, state, 0, SCAN_LIMIT - 1, order, scores)
+        rows = _scored(self.rows(ids, state == "failed" or bool(filters.exc)), scores)
+        matches = [row for row in rows if _matches(row, filters)]
         return JobPage(
             total=len(matches),
             page=page,
@@ -209,6 +220,13 @@ class JobLister:
         size, ids = self._range(queue, state, 0, SCAN_LIMIT - 1, "newest")
         rows = self.rows(ids, state == "failed" or bool(filters.exc))
         return [row.id for row in rows if _matches(row, filters)], size > len(ids)
+
+
+def _scored(rows: list[JobRow], scores: dict[str, float] | None) -> list[JobRow]:
+    """Rows of the scheduled list with the time each falls due."""
+    if not scores:
+        return rows
+    return [replace(row, scheduled_for=scores.get(row.id)) for row in rows]
 
 
 def _matches(row: JobRow, filters: JobFilter) -> bool:

@@ -8,7 +8,7 @@ import time
 from dataclasses import asdict
 from typing import Any
 
-from flask import Blueprint, Response, abort, current_app, jsonify, request
+from flask import Blueprint, Response, abort, current_app, jsonify, request, url_for
 from rqscope.monitor import audit
 from rqscope.monitor.alerts import silences
 from rqscope.monitor.alerts.rules import parse_duration
@@ -23,7 +23,7 @@ from rqscope.web.access import caller
 from rqscope.web.args import MAX_FILTER_LENGTH, MAX_PAGE, choice_arg, int_arg, job_filter
 from rqscope.web.auth import Identity
 from rqscope.web.bodies import read_body, typed
-from rqscope.web.jobinfo import detail, fetch_job, load_view
+from rqscope.web.jobinfo import detail, enqueue_copy, enqueue_scheduled, fetch_job, load_view
 from rqscope.web.state import state
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -148,6 +148,24 @@ def retry_job(job_id: str) -> tuple[Response, int]:
         abort(409, f"job {found.id} is not in the failed registry of {found.origin!r}")
     _audit(who, "retry", found.id, 1)
     return jsonify(id=found.id, status="queued"), 200
+
+
+@bp.post("/jobs/<job_id>/enqueue")
+def enqueue_job_now(job_id: str) -> tuple[Response, int]:
+    who = caller()
+    found = fetch_job(job_id)
+    enqueue_scheduled(found)
+    _audit(who, "enqueue now", found.id, 1)
+    return jsonify(id=found.id, status="queued"), 200
+
+
+@bp.post("/jobs/<job_id>/copy")
+def copy_job(job_id: str) -> tuple[Response, int]:
+    who = caller()
+    new_id = enqueue_copy(job_id)
+    _audit(who, "enqueue a copy", f"{job_id[:128]} -> {new_id}", 1)
+    status_url = url_for("api_tasks.show", job_id=new_id)
+    return jsonify(id=new_id, copy_of=job_id, status="queued", status_url=status_url), 202
 
 
 @bp.delete("/jobs/<job_id>")

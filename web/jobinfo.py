@@ -9,14 +9,21 @@ from redis import RedisError
 from rq.command import send_stop_job_command
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
-from rqscope.monitor.display import DisplaySerializer
+from rqscope.monitor.display import DisplayError, DisplaySerializer
+from rqscope.monitor.jobresults import ResultView
 from rqscope.monitor.jobs import split_exception
-from rqscope.monitor.jobview import JobView, read_job
+from rqscope.monitor.jobview import JobView, copyable_call, read_job
+from rqscope.monitor.names import from_bytes
 from rqscope.monitor.report import iso
+from rqscope.monitor.scheduled import enqueue_now
 from rqscope.monitor.snapshot import parse_time
+from rqscope.tasks.errors import TaskError
+from rqscope.tasks.registry import enqueue_task
+from rqscope.tasks.rq_internals.keys import KEYS
 from rqscope.web.state import state
 
 MAX_ID_LENGTH = 128
+COPYABLE_STATES = ("finished", "failed", "canceled", "stopped")
 
 
 def parse_exc_string(exc_string: str | None) -> dict[str, str] | None:
@@ -71,8 +78,25 @@ def _whole(text: str | None) -> int | None:
         return None
 
 
+def result_row(result: ResultView) -> dict[str, Any]:
+    """One run's result as JSON: type, times, worker, return value or exception."""
+    return {
+        "id": result.id,
+        "type": result.type,
+        "created_at": iso(result.created_at),
+        "worker_name": result.worker_name,
+        "execution_id": result.execution_id,
+        "started_at": iso(result.started_at),
+        "ended_at": iso(result.ended_at),
+        "return_value": result.return_value,
+        "exception": parse_exc_string(result.exception),
+        "traceback": result.exception,
+        "unreadable": result.unreadable,
+    }
+
+
 def summary(view: JobView) -> dict[str, Any]:
-    """Status, times, result and error: what the enqueue API promises."""
+    """Status, times, result and error, and every result RQ keeps: what the enqueue API promises."""
     spec = state().registry.by_func_path(view.func) if view.func else None
     return {
         "id": view.id,
@@ -86,6 +110,8 @@ def summary(view: JobView) -> dict[str, Any]:
         "error": parse_exc_string(view.traceback),
         "retries_left": _whole(view.get("retries_left")),
         "unreadable": view.unreadable,
+        "results": [result_row(r) for r in view.results],
+        "results_total": view.results_total,
     }
 
 
@@ -105,4 +131,40 @@ def detail(view: JobView) -> dict[str, Any]:
         "failure_ttl": _whole(view.get("failure_ttl")),
         "traceback": view.traceback,
         "dependency_ids": view.dependency_ids,
+        "dependents": view.dependents,
+        "dependents_total": view.dependents_total,
+        "group": {"id": view.get("group_id"), "jobs": view.group_size} if view.get("group_id") else None,
+        "scheduled_for": iso(view.scheduled_for),
     }
+
+
+def enqueue_scheduled(job: Job) -> None:
+    """Move a scheduled job onto its queue now, or abort(409) saying why not."""
+    origin = state().redis.hget(KEYS.job(job.id), "origin")
+    queue = from_bytes(origin) if isinstance(origin, bytes) else job.origin  # a name's exact bytes
+    done = enqueue_now(state().redis, job.id, queue)
+    if not done.moved:
+        abort(409, f"cannot enqueue job {job.id} now: {done.reason}")
+
+
+def enqueue_copy(job_id: str) -> str:
+    """Enqueue a new job running the same registered task with the same arguments on the same queue; its id."""
+    current = state()
+    view = load_view(job_id)
+    status = view.get("status") or "unknown"
+    if status not in COPYABLE_STATES:
+        abort(409, f"only a {', '.join(COPYABLE_STATES)} job can be copied; this one is {status[:40]}")
+    raw = current.redis.hget(KEYS.job(view.id), "data")  # the call as stored: the view holds display copies
+    data = raw if isinstance(raw, bytes) else None
+    try:
+        func, args, kwargs = copyable_call(data, current.settings.display_pickle_types)
+    except DisplayError as exc:
+        abort(409, f"cannot copy job {view.id}: its arguments cannot be read as plain values ({exc})")
+    spec = current.registry.by_func_path(func)
+    if spec is None:
+        abort(409, f"cannot copy job {view.id}: {func[:200]!r} is not a registered task")
+    try:
+        job, _ = enqueue_task(spec, args, kwargs, connection=current.redis, queue=view.get("origin"))
+    except TaskError as exc:
+        abort(409, f"cannot copy job {view.id}: {exc}")
+    return job.id

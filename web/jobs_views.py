@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+from datetime import UTC, datetime
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from rq.exceptions import InvalidJobOperation
@@ -11,12 +13,12 @@ from rqscope.monitor import audit
 from rqscope.monitor.delete import delete_jobs, empty, entry_count
 from rqscope.monitor.exceptions import summaries
 from rqscope.monitor.jobs import MAX_PER_PAGE, ORDERS, JobLister
-from rqscope.monitor.snapshot import JOB_STATES
+from rqscope.monitor.snapshot import JOB_STATES, parse_time
 from rqscope.web import names
 from rqscope.web.access import caller
 from rqscope.web.api import retry_in
 from rqscope.web.args import MAX_PAGE, choice_arg, int_arg, job_filter
-from rqscope.web.jobinfo import detail, fetch_job, load_view, stop_job
+from rqscope.web.jobinfo import detail, enqueue_copy, enqueue_scheduled, fetch_job, load_view, stop_job
 from rqscope.web.state import state
 from werkzeug.wrappers import Response
 
@@ -29,6 +31,34 @@ BULK_ACTIONS = ("retry", "empty")
 def pretty(value: object) -> str:
     """Decoded job data as indented JSON text, escaped by the template like any other text."""
     return json.dumps(value, indent=1, ensure_ascii=False)
+
+
+def _moment(value: str | float | None) -> datetime | None:
+    if isinstance(value, (int, float)):
+        return datetime.fromtimestamp(value, UTC)
+    return parse_time(value)
+
+
+@bp.app_template_filter("utc")
+def utc(value: str | float | None) -> str:
+    """The exact time, to the second, in UTC."""
+    moment = _moment(value)
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC") if moment else ""
+
+
+@bp.app_template_filter("when")
+def when(value: str | float | None) -> str:
+    """A time relative to now: "in 59 min", "3 s ago"; pages put the exact time in a title beside it."""
+    moment = _moment(value)
+    if moment is None:
+        return ""
+    delta = moment.timestamp() - time.time()
+    seconds = abs(delta)
+    for size, unit in ((86400, "d"), (3600, "h"), (60, "min"), (1, "s")):
+        if seconds >= size or unit == "s":
+            amount = f"{int(seconds // size)} {unit}"
+            break
+    return f"in {amount}" if delta > 0 else f"{amount} ago"
 
 
 def _page_args() -> tuple[int, int, str]:
@@ -136,6 +166,11 @@ def bulk(queue: str, state_name: str) -> Response:
 def job_action(job_id: str, action: str) -> Response:
     who = caller()
     current = state()
+    if action == "copy":
+        new_id = enqueue_copy(job_id)
+        audit.record(current.redis, who.name, "enqueue a copy", f"{job_id[:128]} -> {new_id}", 1)
+        flash(f"Enqueued a copy of job {job_id[:128]}: this is the new job.")
+        return redirect(url_for("jobs.job_detail", job_id=new_id))
     job = fetch_job(job_id)
     status = job.get_status(refresh=False)
     if action == "retry":
@@ -154,9 +189,12 @@ def job_action(job_id: str, action: str) -> Response:
         except InvalidJobOperation as exc:
             abort(409, f"cannot stop this job: {exc}")
         flash(f"Asked the worker to stop job {job.id}.")
+    elif action == "enqueue":
+        enqueue_scheduled(job)
+        flash(f"Enqueued job {job.id} now.")
     else:
         abort(409, f"cannot {action[:20]} a job that is {status.value if status else 'gone'}")
-    audit.record(current.redis, who.name, action, job.id, 1)
+    audit.record(current.redis, who.name, "enqueue now" if action == "enqueue" else action, job.id, 1)
     if action == "delete":
         return redirect(url_for("jobs.job_list", queue=job.origin, state_name="failed"))
     return redirect(url_for("jobs.job_detail", job_id=job.id))
