@@ -3,7 +3,8 @@
 Round trip 1 is a pipeline: the queue and worker sets, INFO, the task metrics hash, the published
 process ids, the cron schedulers and rq 3's concurrency limits. Round trip 2 reads every queue,
 worker, process and limit at once (monitor.rows): by read-only Lua scripts, or where scripting is
-not allowed by pipelines, in one more round trip, three in all.
+not allowed by pipelines, in one more round trip, three in all. Rows whose bytes did not change
+since the last read are not parsed again (monitor.shaping).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from rqscope.monitor.rows import (
     read_by_pipeline,
     read_by_script,
 )
+from rqscope.monitor.shaping import RowShaper, serving_counts
 from rqscope.monitor.snapshot import (
     CRON_SCHEDULERS_KEY,
     DEFAULT_WORKER_TTL_SECONDS,
@@ -42,6 +44,14 @@ log = logging.getLogger(__name__)
 
 # What a reply stands for when Redis answers it with an error (a disabled INFO, a key of the wrong type)
 FIRST_DEFAULTS: tuple[Any, ...] = (set(), set(), {}, {}, [], 0, set())
+# the INFO sections the snapshot reads (REDIS_INFO_FIELDS and the version); asked for by name from
+# Redis 7, which takes several at once: the rest of INFO costs Redis and this process time to write and parse
+INFO_SECTIONS = ("server", "clients", "memory", "stats")
+
+
+def major_version(info: dict[str, Any]) -> int:
+    major = as_text(info.get("redis_version")).partition(".")[0]
+    return int(major) if major.isdigit() else 0
 
 
 class SnapshotReader:
@@ -51,6 +61,8 @@ class SnapshotReader:
         self.redis = redis
         self.worker_ttl = worker_ttl
         self.use_script = use_script
+        self.shaper = RowShaper(tuple(REGISTRY_KEY_TEMPLATES))
+        self.info_sections = False  # known once a first full INFO names the version
 
     def fetch(self, now: float | None = None) -> Snapshot:
         """Read everything; a Redis failure yields a down snapshot instead of an exception."""
@@ -70,7 +82,10 @@ class SnapshotReader:
         pipe = self.redis.pipeline(transaction=False)
         pipe.smembers(QUEUES_KEY)
         pipe.smembers(WORKERS_KEY)
-        pipe.info()
+        if self.info_sections:
+            pipe.execute_command("INFO", *INFO_SECTIONS)
+        else:
+            pipe.info()
         pipe.hgetall(METRICS_KEY)
         pipe.zrangebyscore(PROCS_KEY, now, "+inf")
         pipe.zcard(CRON_SCHEDULERS_KEY)
@@ -79,6 +94,8 @@ class SnapshotReader:
         queue_keys, worker_keys, info, metrics, proc_ids, cron, limit_keys = (
             or_empty(reply, default) for reply, default in zip(first, FIRST_DEFAULTS, strict=True)
         )
+        if info:
+            self.info_sections = major_version(info) >= 7
         queues = sorted(name_from_key(QUEUE_KEY_PREFIX, k) for k in queue_keys)
         workers = sorted(name_from_key(WORKER_KEY_PREFIX, k) for k in worker_keys)
         procs = sorted(as_text(p) for p in proc_ids)
@@ -97,25 +114,22 @@ class SnapshotReader:
             rows = read_by_pipeline(self.redis, queues, workers, procs, limits)
             trips += 2 if any(r[1] for r in rows[0]) or any(r[-2] for r in rows[1]) else 1
         queue_rows, worker_rows, proc_rows, limit_rows = rows
+        samples = [s for s in (parse_sample(r) for r in proc_rows) if s is not None]
+        by_worker_name = {s.name: s for s in samples if s.role == "worker" and s.name}
+        shaped_workers = self.shaper.workers(
+            list(zip(workers, worker_rows, strict=True)), now, by_worker_name, self.worker_ttl
+        )
+        shaped_queues = self.shaper.queues(
+            list(zip(queues, queue_rows, strict=True)), now, serving_counts(shaped_workers)
+        )
         snapshot = build_snapshot(
             now=now,
             info=info,
-            queue_rows=[
-                (
-                    name,
-                    count(r[0]),
-                    as_text(r[1]) or None,
-                    r[2] or None,
-                    bool(count(r[3])),
-                    {state: count(v) for state, v in zip(REGISTRY_KEY_TEMPLATES, r[4:], strict=False)},
-                )
-                for name, r in zip(queues, queue_rows, strict=True)
-            ],
-            worker_rows=list(zip(workers, worker_rows, strict=True)),
-            samples=[s for s in (parse_sample(r) for r in proc_rows) if s is not None],
+            queues=shaped_queues,
+            workers=shaped_workers,
+            samples=samples,
             metrics=metrics,
             cron=count(cron),
-            worker_ttl=self.worker_ttl,
             rate_limits=limit_rows,
         )
         return snapshot, trips

@@ -28,7 +28,7 @@ JOB_STATES = ("queued", *REGISTRY_KEY_TEMPLATES)
 WORKER_STATES = ("idle", "busy", "suspended", "unknown", "dead")
 # RQ expires a worker's key worker_ttl + 60 s after its last heartbeat (420 + 60 by default)
 DEFAULT_WORKER_TTL_SECONDS = 480.0
-# The worker hash fields the snapshot reads, in the order shape_worker unpacks them
+# The worker hash fields the snapshot reads, in the order monitor.shaping unpacks them
 WORKER_FIELDS = (
     "state",
     "queues",
@@ -149,14 +149,16 @@ def as_text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
-def _int(text: str) -> int:
+def whole(text: str) -> int:
+    """An integer from text; 0 for garbage."""
     try:
         return int(text) if text.isdigit() else int(float(text))
     except (ValueError, OverflowError):
         return 0
 
 
-def _float(value: Any) -> float:
+def number(value: Any) -> float:
+    """A finite float from Redis bytes; 0.0 for garbage, inf and nan."""
     try:
         result = float(as_text(value))
     except ValueError:
@@ -176,103 +178,31 @@ def parse_time(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def shape_worker(
-    key_name: str, values: Sequence[Any], now: float, processes: Mapping[str, ProcessSample], ttl: float
-) -> WorkerState:
-    """A WorkerState from its hash fields in WORKER_FIELDS order; garbage becomes unknown, never an error."""
-    if len(values) != len(WORKER_FIELDS) + EXECUTION_VALUES:
-        values = [None] * (len(WORKER_FIELDS) + EXECUTION_VALUES)
-    texts = (v.decode("utf-8", "replace") if v.__class__ is bytes else v for v in values)
-    (
-        state,
-        queues,
-        hostname,
-        pid,
-        heartbeat_text,
-        birth,
-        current_job,
-        successes,
-        failures,
-        working,
-        current_working,
-        death,
-        liveness,
-        execution,
-        execution_created,
-    ) = texts
-    if not current_job and execution:
-        # RQ 3 keeps a worker's running jobs in its executions set instead of `current_job`
-        current_job = execution.rsplit(":", 1)[0]
-        created = parse_time(execution_created)
-        current_working = str(max(0.0, now - created.timestamp())) if created else None
-    heartbeat = parse_time(heartbeat_text)
-    age = max(0.0, now - heartbeat.timestamp()) if heartbeat else None
-    if state == "started":
-        state = "idle"
-    if state not in WORKER_STATES:
-        state = "unknown"
-    dead = death is not None or age is None or age > ttl
-    interval = _float(liveness)
-    if interval > 0 and key_name not in processes and age is not None and age > 3 * interval:
-        # an rqscope worker whose stats expired and that has not heartbeaten since (RQ heartbeats at
-        # birth, and a worker back from a Redis outage heartbeats before its next publication)
-        dead = True
-    return WorkerState(
-        name=key_name,
-        hostname=hostname or "unknown",
-        pid=_int(pid or "") or None,
-        state="dead" if dead else state,
-        queues=tuple(q for q in (queues or "").split(",") if q),
-        current_job=current_job or None,
-        heartbeat_age=age,
-        birth_text=birth,
-        successful_jobs=_int(successes or ""),
-        failed_jobs=_int(failures or ""),
-        working_seconds=_float(working),
-        current_job_seconds=_float(current_working),
-        dead=dead,
-        process=processes.get(key_name),
-    )
-
-
 def _redis_state(info: Mapping[str, Any]) -> RedisState:
     if not info:
         return RedisState(up=True, error="INFO unavailable")
     return RedisState(
         up=True,
         version=as_text(info.get("redis_version")),
-        info={name: _float(info.get(name, 0)) for name in REDIS_INFO_FIELDS},
+        info={name: number(info.get(name, 0)) for name in REDIS_INFO_FIELDS},
     )
 
 
 def build_snapshot(
     now: float,
     info: Mapping[str, Any],
-    queue_rows: list[tuple[str, int, str | None, Any, bool, dict[str, int]]],
-    worker_rows: list[tuple[str, Sequence[Any]]],
+    queues: tuple[QueueState, ...],
+    workers: tuple[WorkerState, ...],
     samples: list[ProcessSample],
     metrics: Mapping[bytes | str, bytes | str],
     cron: int,
-    worker_ttl: float,
     rate_limits: Sequence[tuple[str, Sequence[Any]]] = (),
 ) -> Snapshot:
-    """Assemble a Snapshot from raw replies: (name, queued, head id, head enqueued_at, locked, registries)."""
-    by_worker_name = {s.name: s for s in samples if s.role == "worker" and s.name}
-    workers = tuple(shape_worker(name, values, now, by_worker_name, worker_ttl) for name, values in worker_rows)
-    serving: dict[str, int] = {}
-    for worker in workers:
-        if not worker.dead:
-            for queue in worker.queues:
-                serving[queue] = serving.get(queue, 0) + 1
-    queues = []
-    for name, queued, _head, enqueued_at, locked, registries in queue_rows:
-        oldest = parse_time(enqueued_at)
-        latency = max(0.0, now - oldest.timestamp()) if oldest and queued else 0.0
-        queues.append(QueueState(name, queued, registries, oldest, latency, locked, serving.get(name, 0)))
+    """Assemble a Snapshot from shaped queues and workers (monitor.shaping) and the other raw replies."""
     return Snapshot(
         taken_at=now,
         redis=_redis_state(info),
-        queues=tuple(queues),
+        queues=queues,
         workers=workers,
         processes=tuple(samples),
         tasks=parse_metrics(metrics),
@@ -284,10 +214,10 @@ def build_snapshot(
 def shape_rate_limit(key: str, values: Sequence[Any], now: float) -> RateLimitState:
     """A RateLimitState from (concurrency, allowed ZCARD, held ZCARD, oldest held [id, score])."""
     concurrency, allowed, held, oldest = (list(values) + [None] * 4)[:4]
-    since = _float(oldest[1]) if isinstance(oldest, list | tuple) and len(oldest) == 2 else 0.0
+    since = number(oldest[1]) if isinstance(oldest, list | tuple) and len(oldest) == 2 else 0.0
     return RateLimitState(
         key=key,
-        concurrency=_int(as_text(concurrency)),
+        concurrency=whole(as_text(concurrency)),
         allowed=allowed if isinstance(allowed, int) else 0,
         held=held if isinstance(held, int) else 0,
         oldest_held_seconds=max(0.0, now - since) if since else 0.0,

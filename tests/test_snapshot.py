@@ -12,7 +12,8 @@ from rq import Queue
 from rqscope.monitor.cache import SnapshotCache
 from rqscope.monitor.families import snapshot_families
 from rqscope.monitor.reader import SnapshotReader, fetch_snapshot
-from rqscope.monitor.snapshot import WORKER_FIELDS, Snapshot, parse_time, shape_rate_limit, shape_worker
+from rqscope.monitor.shaping import shape_worker
+from rqscope.monitor.snapshot import WORKER_FIELDS, Snapshot, parse_time, shape_rate_limit
 from rqscope.tasks.procstats import publish, sample
 from rqscope.tasks.registry import enqueue
 from rqscope.tasks.worker import InstrumentedWorker
@@ -344,3 +345,83 @@ def test_rate_limits_are_read_with_their_slots_and_held_jobs(real_redis: Redis) 
 def test_rate_limit_rows_degrade_on_garbage() -> None:
     limit = shape_rate_limit("k", [b"x", "no", None, [b"id"]], time.time())
     assert (limit.concurrency, limit.allowed, limit.held, limit.oldest_held_seconds) == (0, 0, 0, 0.0)
+
+
+def _worker(redis: Redis, name: bytes | str, **fields: str) -> None:
+    key = b"rq:worker:" + (name if isinstance(name, bytes) else name.encode())
+    redis.sadd("rq:workers", key)
+    redis.hset(
+        key, mapping={"state": "idle", "queues": "queue-0", "hostname": "h1", "last_heartbeat": utc(5), **fields}
+    )
+
+
+@pytest.mark.redis
+def test_a_reader_reparses_only_changed_rows_and_never_serves_a_stale_one(real_redis: Redis) -> None:
+    fill(real_redis, queues=3, workers=4)
+    reader = SnapshotReader(real_redis)
+    now = time.time()
+    first = reader.fetch(now)
+    assert reader.shaper.parsed == 3 + 4
+    real_redis.hset("rq:worker:w-1", mapping={"state": "busy", "successful_job_count": "41", "current_job": "job-1"})
+    real_redis.zadd("rq:failed:queue-2", {"another": now})
+    second = reader.fetch(now + 100)
+    assert reader.shaper.parsed == 3 + 4 + 2  # the changed worker and the changed queue, nothing else
+    changed = {w.name: w for w in second.workers}["w-1"]
+    assert (changed.state, changed.successful_jobs, changed.current_job) == ("busy", 41, "job-1")
+    assert second.queue("queue-2").registries["failed"] == 2  # type: ignore[union-attr]
+    assert second.queue("queue-1").registries["failed"] == 1  # type: ignore[union-attr]
+    # what depends on the moment of the read moves on for the rows that were not parsed again
+    unchanged = {w.name: w for w in first.workers}["w-0"], {w.name: w for w in second.workers}["w-0"]
+    assert 99 < unchanged[1].heartbeat_age - unchanged[0].heartbeat_age < 101  # type: ignore[operator]
+    latency = first.queue("queue-0").latency_seconds, second.queue("queue-0").latency_seconds  # type: ignore[union-attr]
+    assert 99 < latency[1] - latency[0] < 101
+    assert first.queue("queue-2").registries["failed"] == 1  # type: ignore[union-attr]  # an earlier snapshot is kept
+
+
+@pytest.mark.redis
+def test_a_removed_worker_or_queue_leaves_the_next_read(real_redis: Redis) -> None:
+    fill(real_redis, queues=2, workers=3)
+    reader = SnapshotReader(real_redis)
+    assert len(reader.fetch().workers) == 3
+    real_redis.srem("rq:workers", "rq:worker:w-2")
+    real_redis.delete("rq:worker:w-2")
+    real_redis.srem("rq:queues", "rq:queue:queue-1")
+    snapshot = reader.fetch()
+    assert sorted(w.name for w in snapshot.workers) == ["w-0", "w-1"]
+    assert [q.name for q in snapshot.queues] == ["queue-0"]
+    # re-registered with the very same bytes, it is back, alive, under its own name
+    _worker(real_redis, "w-2", queues="queue-0")
+    again = {w.name: w for w in reader.fetch().workers}
+    assert "w-2" in again and not again["w-2"].dead
+
+
+@pytest.mark.redis
+def test_rows_with_identical_bytes_keep_their_own_hostile_names(real_redis: Redis) -> None:
+    hostile = ["evil\nqueue", "a/../b", "100%", "x" * 5000, "caf\xe9"]
+    raw_names = [n.encode() for n in hostile] + [b"\xff\xfebin"]
+    beat = utc(5)
+    for raw in raw_names:  # every queue and every worker has exactly the same row as the others
+        real_redis.sadd("rq:queues", b"rq:queue:" + raw)
+        real_redis.rpush(b"rq:queue:" + raw, "same-job")
+        _worker(real_redis, raw, queues="shared", last_heartbeat=beat)
+    real_redis.hset("rq:job:same-job", mapping={"enqueued_at": utc(30)})
+    reader = SnapshotReader(real_redis)
+    reader.fetch()
+    assert reader.shaper.parsed == 2  # one queue row and one worker row, parsed once for all the names
+    snapshot = reader.fetch()
+    assert reader.shaper.parsed == 2  # the second read shapes everything from the kept parse
+    from prometheus_client.parser import text_string_to_metric_families
+    from rqscope.monitor.exposition import render
+    from rqscope.monitor.names import as_name, label
+
+    expected = sorted(as_name(raw) for raw in raw_names)
+    assert [q.name for q in snapshot.queues] == expected
+    assert sorted(w.name for w in snapshot.workers) == expected
+    text = render(snapshot_families(snapshot)).decode()
+    labels = {
+        s.labels["queue"]
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "rqscope_queue_jobs" and s.labels["state"] == "queued"
+    }
+    assert labels == {label(name) for name in expected} and len(labels) == len(raw_names)
