@@ -163,6 +163,22 @@ SPEC: dict[str, Any] = {
                      "requestBody": {"required": True, "content": {"application/json": {"schema": OBJECT}}},
                      "responses": {"200": _json(OBJECT), **ACT, **_errors(404, 409, 422)}},
         },
+        "/api/jobs/{job_id}/enqueue": {
+            "parameters": [JOB_ID],
+            "post": {"summary": "Enqueue a scheduled job now (409 unless it is scheduled, or when it is due and a "
+                                "scheduler is running for its queue)",
+                     "requestBody": {"required": True, "content": {"application/json": {"schema": OBJECT}}},
+                     "responses": {"200": _json(OBJECT), **ACT, **_errors(404, 409, 422)}},
+        },
+        "/api/jobs/{job_id}/copy": {
+            "parameters": [JOB_ID],
+            "post": {"summary": "Enqueue a new job running a finished, failed, canceled or stopped job's registered "
+                                "task with the same arguments on the same queue; 409 if its task is not registered "
+                                "or its arguments are not plain values",
+                     "requestBody": {"required": True, "content": {"application/json": {"schema": OBJECT}}},
+                     "responses": {"202": _json(OBJECT, "the new job: id, copy_of, status, status_url"), **ACT,
+                                   **_errors(404, 409)}},
+        },
         "/api/cron": {"get": {"summary": "RQ cron schedulers (alive: heartbeat within 90 s) and their cron jobs, with "
                                          "how many seconds each is past its due run; rq-scheduler's repeating jobs "
                                          "are listed with scheduler 'rq-scheduler'",
