@@ -49,9 +49,8 @@ def shape_entry(
     found = _meta(meta)
     cron = found.get("cron_string")
     cron = cron[:MAX_TEXT] if isinstance(cron, str) and cron else None
-    interval = found.get("interval")
-    whole = isinstance(interval, int) and not isinstance(interval, bool)
-    interval = float(interval) if whole and interval > 0 else None
+    every = found.get("interval")
+    interval = float(every) if isinstance(every, int) and not isinstance(every, bool) and every > 0 else None
     if cron is None and interval is None:
         return None
     return CronJobState(
