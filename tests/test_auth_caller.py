@@ -160,6 +160,9 @@ FORWARDING = [
     {"X-Original-Forwarded-For": "203.0.113.9"},
     {"Fastly-Client-IP": "203.0.113.9"},
     {"X-Envoy-External-Address": "203.0.113.9"},
+    {"x-forwarded-port": "443"},  # any case, and any X-Forwarded-* name
+    {"X-Forwarded-Anything": "1"},
+    {"via": "1.1 proxy"},
 ]
 
 

@@ -34,6 +34,10 @@ FORWARDING_HEADERS = (
     "X-ProxyUser-Ip",
 )
 FORWARDING_PREFIX = "x-forwarded-"
+# the same names as WSGI environ keys (X-Real-IP and X_Real_IP both arrive as HTTP_X_REAL_IP): a set lookup
+# per key, where asking werkzeug's headers for each absent name raises and catches an exception
+FORWARDING_KEYS = frozenset("HTTP_" + name.upper().replace("-", "_") for name in FORWARDING_HEADERS)
+FORWARDING_KEY_PREFIX = "HTTP_" + FORWARDING_PREFIX.upper().replace("-", "_")
 MAX_SHOWN = 100
 
 
@@ -71,9 +75,7 @@ def check_host(allowed: frozenset[str]) -> None:
 
 def relayed(req: Request) -> bool:
     """Whether any proxy forwarding header is present, trusted or not."""
-    if any(name in req.headers for name in FORWARDING_HEADERS):
-        return True
-    return any(name.lower().startswith(FORWARDING_PREFIX) for name in req.headers.keys())
+    return any(key in FORWARDING_KEYS or key.startswith(FORWARDING_KEY_PREFIX) for key in req.environ)
 
 
 def peer_address(req: Request) -> str:
