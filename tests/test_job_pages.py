@@ -291,3 +291,19 @@ def test_relative_times_read_both_ways() -> None:
     now = time.time()
     assert when(now + 3 * 3600 + 5) == "in 3 h" and when(now - 90) == "1 min ago"
     assert when(now - 2 * 86400) == "2 d ago" and when(None) == "" and when("garbage") == ""
+
+
+@pytest.mark.skipif(not hasattr(Queue, "_enqueue_rate_limited_job"), reason="concurrency limits arrived in rq 3.0")
+def test_enqueue_now_respects_a_concurrency_limit(real_client: FlaskClient, real_redis: Redis) -> None:
+    from rq.rate_limit import RateLimit, RateLimitRegistry  # type: ignore[import-not-found]
+
+    queue = Queue("default", connection=real_redis)
+    jobs = [queue.enqueue_in(timedelta(hours=1), t_ok, i, rate_limit=RateLimit("partner", 1)) for i in range(2)]
+    for job in jobs:
+        assert real_client.post(f"/api/jobs/{job.id}/enqueue", json={}).status_code == 200
+    limit = RateLimitRegistry("partner", connection=real_redis)
+    assert limit.get_allowed_job_count() == 1 and limit.get_rate_limited_job_count() == 1
+    assert real_redis.llen(KEYS.queue("default")) == 1  # one slot: one job on the queue, one held back
+    work(real_redis)  # RQ's limiter promotes the held job when the slot frees
+    assert [job.get_status() for job in jobs] == [JobStatus.FINISHED, JobStatus.FINISHED]
+    assert [job.return_value() for job in jobs] == [0, 2]
