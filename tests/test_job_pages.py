@@ -307,3 +307,18 @@ def test_enqueue_now_respects_a_concurrency_limit(real_client: FlaskClient, real
     work(real_redis)  # RQ's limiter promotes the held job when the slot frees
     assert [job.get_status() for job in jobs] == [JobStatus.FINISHED, JobStatus.FINISHED]
     assert [job.return_value() for job in jobs] == [0, 2]
+
+
+def test_concurrent_enqueue_now_moves_the_job_once(real_redis: Redis, redis_server) -> None:  # type: ignore[no-untyped-def]
+    from concurrent.futures import ThreadPoolExecutor
+
+    from rqscope.monitor.scheduled import enqueue_now
+
+    job = Queue("default", connection=real_redis).enqueue_in(timedelta(hours=1), t_ok, 1)
+    clients = [Redis.from_url(redis_server.url) for _ in range(8)]
+    with ThreadPoolExecutor(len(clients)) as pool:
+        outcomes = list(pool.map(lambda c: enqueue_now(c, job.id, "default").moved, clients))
+    assert outcomes.count(True) == 1
+    assert real_redis.lrange(KEYS.queue("default"), 0, -1) == [job.id.encode()]
+    for client in clients:
+        client.close()
