@@ -13,6 +13,7 @@ from rq import Queue
 from rq.job import Job, validate_job_id
 from rqscope.tasks.errors import QueueNotAllowedError, TaskArgumentsError, TaskError
 from rqscope.tasks.metrics import record_enqueued
+from rqscope.tasks.rq_internals.jobs import schedule_job
 from rqscope.tasks.rq_internals.keys import KEYS
 
 if TYPE_CHECKING:
@@ -115,7 +116,7 @@ def _build(pipe: Any, placements: Sequence[Placement], skip: set[str], connectio
             else:
                 item = placements[indexes[0]]
                 made = [rq_queue.create_job(item.spec.func, **_options(item))]
-                rq_queue.schedule_job(made[0], item.at, pipeline=pipe)
+                schedule_job(pipe, rq_queue, made[0], item.at)
         except (TypeError, ValueError, AttributeError, pickle.PicklingError) as exc:
             # pickling happens while the pipeline is built, before anything is sent: nothing was enqueued
             raise _unserialisable(placements, indexes, exc) from None

@@ -139,6 +139,12 @@ def test_keys_follow_a_prefix() -> None:
     assert keys.rate_limit("k", "allowed") == "{billing}:rl:k:allowed"
 
 
+def t_ok_func():  # type: ignore[no-untyped-def]
+    from rqscope.tasks.registry import REGISTRY
+
+    return REGISTRY.get("t_ok").func
+
+
 def test_fail_job_records_what_rq_records(real_redis: Redis) -> None:
     job = enqueue("t_ok", 1, connection=real_redis)
     with real_redis.pipeline() as pipe:
@@ -150,6 +156,26 @@ def test_fail_job_records_what_rq_records(real_redis: Redis) -> None:
     (result,) = Result.all(job, serializer=job.serializer)
     assert result.type == Result.Type.FAILED
     assert result.exc_string == "Traceback: it died"
+
+
+def test_schedule_job_writes_nothing_outside_the_transaction(real_redis: Redis) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from rq import Queue
+    from rq.registry import ScheduledJobRegistry
+    from rqscope.tasks.rq_internals import schedule_job
+
+    queue = Queue("default", connection=real_redis)
+    at = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=1)
+    with real_redis.pipeline() as pipe:
+        job = queue.create_job(t_ok_func(), args=(1,))
+        schedule_job(pipe, queue, job, at)
+        assert real_redis.keys("*") == []  # nothing sent before the transaction runs
+        pipe.execute()
+    assert ScheduledJobRegistry(queue=queue).get_scheduled_time(job.id) == at
+    assert job.get_status() == JobStatus.SCHEDULED and Queue.all(connection=real_redis) == [queue]
+    own = queue.enqueue_at(at, t_ok_func(), 1)  # RQ's own scheduling writes the same fields
+    assert set(real_redis.hkeys(job.key)) == set(real_redis.hkeys(own.key))
 
 
 @pytest.mark.skipif(not RQ3, reason="RQ_KEY_PREFIX arrived in rq 3.0")

@@ -45,6 +45,10 @@ Hooks (what they rely on; why no public API does it; the test that breaks when R
   test_worker::test_a_horse_that_recorded_a_retry_before_dying_is_not_failed_again
 - `jobs.fail_job`: `FailedJobRegistry.add` and `Result.create_failure` in a caller's pipeline, as
   RQ's private `Job._handle_failure` does. test_rq_internals::test_fail_job_records_what_rq_records
+- `jobs.schedule_job`: `Queue.schedule_job` on a queue whose connection is the caller's transaction,
+  because rq before 3.0 sends the scheduled registry's ZADD outside the pipeline it is given.
+  test_enqueue_batch::test_an_enqueue_and_its_audit_entry_are_one_round_trip,
+  test_rq_internals::test_schedule_job_writes_nothing_outside_the_transaction
 - `jobs.promote_held`, `jobs.release_limit`, `jobs.failed_job_done` (rq 3 only): RQ's public
   `RateLimitRegistry` and `release_slot`, after a retry, a delete or a failure rqscope wrote itself.
   test_retry::test_a_retried_job_still_respects_its_concurrency_limit,
@@ -54,7 +58,7 @@ Hooks (what they rely on; why no public API does it; the test that breaks when R
 """
 
 from rqscope.tasks.rq_internals.checks import SUPPORTED, verify_rq, verify_worker
-from rqscope.tasks.rq_internals.jobs import fail_job, failed_job_done, promote_held, release_limit
+from rqscope.tasks.rq_internals.jobs import fail_job, failed_job_done, promote_held, release_limit, schedule_job
 from rqscope.tasks.rq_internals.keys import KEYS, REGISTRY_NAMES, Keys, rq_key_prefix
 from rqscope.tasks.rq_internals.queue import StoppableQueue
 from rqscope.tasks.rq_internals.worker import STOP_GRACE_SECONDS, UNRECORDED, HookedWorker
@@ -72,6 +76,7 @@ __all__ = [
     "failed_job_done",
     "promote_held",
     "release_limit",
+    "schedule_job",
     "rq_key_prefix",
     "verify_rq",
     "verify_worker",

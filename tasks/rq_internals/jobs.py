@@ -1,11 +1,23 @@
-"""Failing a job from outside a worker, and filling an rq 3 limit's free slots, through RQ's public APIs."""
+"""Failing a job from outside a worker, scheduling one inside a transaction, and filling an rq 3 limit's free
+slots, through RQ's public APIs."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from redis import Redis
 from redis.client import Pipeline
+from rq import Queue
 from rq.job import Job, JobStatus
 from rq.results import Result
+
+
+def schedule_job(pipeline: Pipeline, queue: Queue, job: Job, at: datetime) -> None:
+    """`Queue.schedule_job` with every write on `pipeline`. Before rq 3.0, `ScheduledJobRegistry.schedule`
+    sends its ZADD on the registry's own connection, whatever pipeline it is given, so a transaction would
+    not hold it; a queue whose connection is the pipeline makes that ZADD one of the pipeline's commands."""
+    on_pipeline = Queue(queue.name, connection=pipeline, serializer=queue.serializer)  # type: ignore[arg-type]
+    on_pipeline.schedule_job(job, at, pipeline=pipeline)
 
 
 def fail_job(job: Job, exc_string: str, worker_name: str, pipeline: Pipeline) -> None:
