@@ -91,10 +91,12 @@ return out
     execution_prefix=KEYS.execution(""),
 )
 
-# A script blocks Redis while it runs; chunks keep each run short (about 0.6 ms here) and are
-# sent together, so other clients' commands interleave between them at no extra round trip.
-SCRIPT_QUEUES = 64
-SCRIPT_WORKERS = 128
+# A script blocks Redis while it runs. A queue costs Redis about 18 µs in the script (11 commands) and
+# a worker about 11 µs (its HMGET's reply is converted into Lua and back), so a chunk of 16 queues
+# and 32 workers holds Redis for about 0.6 ms (measured on 2 cores); chunks are sent together, and
+# other clients' commands run between them at no extra round trip.
+SCRIPT_QUEUES = 16
+SCRIPT_WORKERS = 32
 
 
 def or_empty(reply: Any, default: Any) -> Any:
