@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import UTC, datetime
 from typing import Any, cast
 
 from redis import Redis
@@ -29,52 +28,9 @@ from rqscope.monitor.snapshot import (
     as_text,
 )
 from rqscope.tasks.rq_internals import KEYS, promote_held
+from rqscope.tasks.rq_internals.scripts import RETRY_SCRIPT, rq_timestamp
 
 BATCH_SIZE = 500
-
-# KEYS: failed registry, queue list, queue set, rate-limit key set.
-# ARGV: job key prefix, queue key, enqueued_at, rate-limit key prefix, timestamp, ids...
-# Returns {moved, limit key, concurrency, limit key, concurrency, ...} for the limits that held jobs.
-RETRY_SCRIPT = """
-local moved, limits, held = 0, {}, {}
-for i = 6, #ARGV do
-  local id = ARGV[i]
-  if redis.call('ZREM', KEYS[1], id) == 1 then
-    local job = ARGV[1] .. id
-    if redis.call('EXISTS', job) == 1 then
-      local limit = redis.call('HMGET', job, 'rate_limit_key', 'rate_limit_concurrency', 'ttl')
-      local status = 'queued'
-      if limit[1] and limit[2] then status = 'rate_limited' end
-      redis.call('HSET', job, 'status', status, 'enqueued_at', ARGV[3],
-                 'started_at', '', 'ended_at', '', 'exc_info', '')
-      local ttl = tonumber(limit[3] or '')
-      if ttl and ttl > 0 then redis.call('EXPIRE', job, ttl) else redis.call('PERSIST', job) end
-      if status == 'rate_limited' then
-        local base = ARGV[4] .. limit[1]
-        redis.call('SADD', KEYS[4], limit[1])
-        redis.call('HSET', base, 'concurrency', limit[2])
-        redis.call('ZADD', base .. ':rate_limited', ARGV[5], id)
-        if not held[limit[1]] then
-          held[limit[1]] = true
-          table.insert(limits, limit[1])
-          table.insert(limits, limit[2])
-        end
-      else
-        redis.call('RPUSH', KEYS[2], id)
-      end
-      moved = moved + 1
-    end
-  end
-end
-if moved > 0 then redis.call('SADD', KEYS[3], ARGV[2]) end
-table.insert(limits, 1, moved)
-return limits
-"""
-
-
-def rq_timestamp(moment: datetime | None = None) -> str:
-    """A timestamp in the format RQ writes (utcformat)."""
-    return (moment or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def batches(ids: Iterable[str], size: int = BATCH_SIZE) -> Iterator[list[str]]:

@@ -21,45 +21,13 @@ from dataclasses import dataclass
 
 from redis import Redis
 from rqscope.monitor.names import exact
-from rqscope.monitor.retry import rq_timestamp
 from rqscope.monitor.snapshot import as_text
 from rqscope.tasks.rq_internals import KEYS, promote_held
+from rqscope.tasks.rq_internals.scripts import ENQUEUE_NOW_SCRIPT, rq_timestamp
 
 DUE_MARGIN = 10.0  # seconds: clock skew between hosts plus the scheduler's read-to-write window
 
 MOVED, NOT_SCHEDULED, DUE, GONE = 1, 0, -1, -2
-
-# KEYS: scheduled registry, queue list, queue set, rate-limit key set, scheduler lock of the queue.
-# ARGV: job key, job id, queue key, enqueued_at, rate-limit key prefix, now, margin.
-# Returns {outcome} or {MOVED, limit key, concurrency} when a concurrency limit holds the job back.
-ENQUEUE_NOW_SCRIPT = """
-local score = redis.call('ZSCORE', KEYS[1], ARGV[2])
-if not score then return {0} end
-if tonumber(score) <= tonumber(ARGV[6]) + tonumber(ARGV[7]) and redis.call('EXISTS', KEYS[5]) == 1 then
-  return {-1}
-end
-redis.call('ZREM', KEYS[1], ARGV[2])
-local job = ARGV[1]
-if redis.call('EXISTS', job) == 0 then return {-2} end
-local f = redis.call('HMGET', job, 'rate_limit_key', 'rate_limit_concurrency', 'ttl',
-                     'enqueue_at_front', 'enqueue_at_front_on_retry', 'ended_at')
-local status = 'queued'
-if f[1] and f[2] then status = 'rate_limited' end
-redis.call('HSET', job, 'status', status, 'enqueued_at', ARGV[4])
-local ttl = tonumber(f[3] or '')
-if ttl and ttl > 0 then redis.call('EXPIRE', job, ttl) end
-redis.call('SADD', KEYS[3], ARGV[3])
-if status == 'rate_limited' then
-  local base = ARGV[5] .. f[1]
-  redis.call('SADD', KEYS[4], f[1])
-  redis.call('HSET', base, 'concurrency', f[2])
-  redis.call('ZADD', base .. ':rate_limited', ARGV[6], ARGV[2])
-  return {1, f[1], f[2]}
-end
-local front = f[4] == '1' or (f[5] == '1' and f[6] and f[6] ~= '')
-if front then redis.call('LPUSH', KEYS[2], ARGV[2]) else redis.call('RPUSH', KEYS[2], ARGV[2]) end
-return {1}
-"""
 
 
 @dataclass(frozen=True)

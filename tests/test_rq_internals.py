@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from typing import Any
 
 import pytest
@@ -176,6 +177,34 @@ def test_schedule_job_writes_nothing_outside_the_transaction(real_redis: Redis) 
     assert job.get_status() == JobStatus.SCHEDULED and Queue.all(connection=real_redis) == [queue]
     own = queue.enqueue_at(at, t_ok_func(), 1)  # RQ's own scheduling writes the same fields
     assert set(real_redis.hkeys(job.key)) == set(real_redis.hkeys(own.key))
+
+
+def test_enqueue_now_writes_what_rqs_scheduler_writes(real_redis: Redis) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from rq import Queue
+    from rq.job import Job
+    from rq.scheduler import RQScheduler
+    from rqscope.monitor.scheduled import enqueue_now
+
+    queue = Queue("default", connection=real_redis)
+    soon = datetime.now(UTC) + timedelta(seconds=1)
+    ours = queue.enqueue_at(soon + timedelta(hours=1), t_ok_func(), 1, ttl=600)
+    theirs = queue.enqueue_at(soon, t_ok_func(), 1, ttl=600)
+    assert enqueue_now(real_redis, ours.id, "default").moved
+    time.sleep(max(0.0, (soon - datetime.now(UTC)).total_seconds()) + 1.1)
+    scheduler = RQScheduler(["default"], connection=real_redis)
+    scheduler.acquire_locks()
+    scheduler.enqueue_scheduled_jobs()
+    scheduler.release_locks()
+    assert queue.job_ids == [ours.id, theirs.id]
+    mine, rqs = real_redis.hgetall(ours.key), real_redis.hgetall(theirs.key)
+    assert set(mine) == set(rqs)
+    for field in (b"status", b"origin", b"ttl"):
+        assert mine.get(field) == rqs.get(field), field
+    assert 0 < real_redis.ttl(ours.key) <= 600 and 0 < real_redis.ttl(theirs.key) <= 600
+    for job in (ours, theirs):
+        assert Job.fetch(job.id, connection=real_redis).get_status() == JobStatus.QUEUED
 
 
 @pytest.mark.skipif(not RQ3, reason="RQ_KEY_PREFIX arrived in rq 3.0")

@@ -49,6 +49,11 @@ Hooks (what they rely on; why no public API does it; the test that breaks when R
   because rq before 3.0 sends the scheduled registry's ZADD outside the pipeline it is given.
   test_enqueue_batch::test_an_enqueue_and_its_audit_entry_are_one_round_trip,
   test_rq_internals::test_schedule_job_writes_nothing_outside_the_transaction
+- `scripts.RETRY_SCRIPT`, `scripts.ENQUEUE_NOW_SCRIPT`, `scripts.rq_timestamp`: Lua that writes a job's
+  hash and lists as RQ's requeue and RQ's scheduler do, in one atomic step; RQ's own do it in several
+  round trips and lose the job on a crash in between.
+  test_retry::test_retried_job_has_the_fields_rq_requeue_writes,
+  test_rq_internals::test_enqueue_now_writes_what_rqs_scheduler_writes
 - `jobs.promote_held`, `jobs.release_limit`, `jobs.failed_job_done` (rq 3 only): RQ's public
   `RateLimitRegistry` and `release_slot`, after a retry, a delete or a failure rqscope wrote itself.
   test_retry::test_a_retried_job_still_respects_its_concurrency_limit,
