@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -18,7 +19,7 @@ from rqscope.monitor.alerts import silences
 from rqscope.monitor.audit import recent
 from rqscope.monitor.embedded import EmbeddedRedis, free_port
 from rqscope.monitor.settings import from_env
-from rqscope.tasks.registry import enqueue
+from rqscope.tasks.registry import REGISTRY, enqueue, enqueue_task
 from rqscope.web import create_app
 
 from tests.helpers import REPO
@@ -125,6 +126,11 @@ def failed(redis: Redis) -> str:
     return make_failed(redis, 1)[0]
 
 
+def scheduled(redis: Redis) -> str:
+    later = datetime.now(UTC) + timedelta(hours=1)
+    return enqueue_task(REGISTRY.get("t_ok"), [1], {}, connection=redis, at=later)[0].id
+
+
 def queued(redis: Redis) -> str:
     return enqueue("t_ok", 1, connection=redis).id
 
@@ -140,6 +146,8 @@ SCENARIOS: dict[tuple[str, str], list[Scenario]] = {
     ("api.retry_queue", "POST"): [lambda r: (failed(r) and "/api/queues/default/retry", {}, {})],
     ("api.empty_registry", "DELETE"): [lambda r: (failed(r) and "/api/queues/default/registries/failed", {}, None)],
     ("api.retry_job", "POST"): [lambda r: (f"/api/jobs/{failed(r)}/retry", {}, {})],
+    ("api.enqueue_job_now", "POST"): [lambda r: (f"/api/jobs/{scheduled(r)}/enqueue", {}, {})],
+    ("api.copy_job", "POST"): [lambda r: (f"/api/jobs/{failed(r)}/copy", {}, {})],
     ("api.delete_job", "DELETE"): [lambda r: (f"/api/jobs/{failed(r)}", {}, None)],
     ("api.create_silence", "POST"): [lambda r: ("/api/silences", {}, {"matchers": {"queue": "default"}})],
     ("api.expire_silence", "DELETE"): [lambda r: (f"/api/silences/{silence(r)}", {}, None)],
@@ -155,6 +163,8 @@ SCENARIOS: dict[tuple[str, str], list[Scenario]] = {
         lambda r: (f"/jobs/{failed(r)}/delete", {}, None),
         lambda r: (f"/jobs/{queued(r)}/cancel", {}, None),
         lambda r: (f"/jobs/{started_job(r)}/stop", {}, None),
+        lambda r: (f"/jobs/{scheduled(r)}/enqueue", {}, None),
+        lambda r: (f"/jobs/{failed(r)}/copy", {}, None),
     ],
 }
 OWN_SESSION = {"session_views.login", "session_views.logout"}  # they change only the caller's own session
