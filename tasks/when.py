@@ -41,7 +41,10 @@ def parse_at(value: Any) -> datetime:
         raise TaskArgumentsError(f"'at': {value!r} is not an ISO 8601 time") from None
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise TaskArgumentsError(f"'at': {value!r} has no UTC offset; add one, like +00:00 or Z")
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # the first or last hours of year 1 or 9999, moved to UTC
+        raise TaskArgumentsError(f"'at': {value!r} is out of range") from None
 
 
 def run_at(delay: Any, at: Any, *, now: datetime, max_delay: float = DEFAULT_MAX_DELAY) -> datetime | None:
