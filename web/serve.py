@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
+from redis import RedisError
 from rqscope.monitor.settings import Settings
 from rqscope.tasks.errors import RqscopeError
 
@@ -22,6 +23,9 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
         "loglevel": settings.log_level.lower(),
         "accesslog": None,
         "proc_name": "rqscope-serve",
+        # the app, the task modules and their imports are loaded once, before the workers fork: a worker's
+        # first requests do not wait for them
+        "preload_app": True,
         "post_worker_init": post_worker_init,
         # a queue name may be any length (RQ takes 5,000 characters); gunicorn's 4,094-byte request
         # line would refuse its percent-encoded URL. 0 lifts gunicorn's cap (at most 8,190 otherwise)
@@ -47,10 +51,15 @@ class SidecarServer(BaseApplication):  # type: ignore[misc]
 
 
 def post_worker_init(worker: Any) -> None:
-    """gunicorn's hook, once each worker has loaded the app: start its background work."""
+    """gunicorn's hook, once each worker has loaded the app: start its background work, connect to Redis."""
     from rqscope.web.app import start
+    from rqscope.web.state import EXTENSION
 
     start(worker.wsgi)
+    try:  # the first request need not open the connection; a Redis that is away is the requests' concern
+        worker.wsgi.extensions[EXTENSION].redis.ping()
+    except RedisError as exc:
+        worker.log.warning("Redis not reachable at worker start: %s", exc)
 
 
 def serve(settings: Settings) -> int:
