@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -108,8 +109,58 @@ def count_commands(client: Redis, action: Callable[[], object]) -> tuple[int, ob
     return total() - before - 1, result  # the INFO that read `before` is counted too
 
 
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as info:
+            return next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), "")
+    except OSError:
+        return ""
+
+
 def machine() -> str:
-    return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    model = f" ({cpu_model()})" if cpu_model() else ""
+    return f"{platform.machine()}, {os.cpu_count()} cores{model}, Python {platform.python_version()}"
+
+
+@dataclass(frozen=True)
+class RedisCost:
+    """What one action cost the Redis server: commands, CPU time, time inside scripts and the longest script."""
+
+    commands: int
+    cpu_seconds: float
+    script_seconds: float
+    longest_script_seconds: float
+
+
+# what redis_cost itself sends, left out of the counts (neither exporter sends CONFIG or SLOWLOG)
+MEASURING = ("cmdstat_config", "cmdstat_slowlog")
+
+
+def redis_cost(client: Redis, action: Callable[[], object]) -> tuple[RedisCost, object]:
+    """Run `action`, measuring the server from INFO commandstats, INFO cpu and a SLOWLOG that logs every command."""
+    threshold = client.config_get("slowlog-log-slower-than")["slowlog-log-slower-than"]
+    client.config_set("slowlog-log-slower-than", 0)
+    client.config_set("slowlog-max-len", 100_000)
+    try:
+        client.slowlog_reset()
+        client.config_resetstat()
+        before = client.info("cpu")
+        result = action()
+        after = client.info("cpu")
+        stats = client.info("commandstats")
+        log = client.slowlog_get(100_000)
+    finally:
+        client.config_set("slowlog-log-slower-than", threshold)
+    calls = sum(int(v["calls"]) for k, v in stats.items() if not k.startswith(MEASURING)) - 2  # the INFO cpu pair
+    scripts = [e["duration"] / 1e6 for e in log if e["command"].split(b" ", 1)[0].upper() in (b"EVAL", b"EVALSHA")]
+    cost = RedisCost(
+        commands=calls,
+        cpu_seconds=sum(after[k] - before[k] for k in ("used_cpu_user", "used_cpu_sys")),
+        script_seconds=sum(float(v["usec"]) for k, v in stats.items() if k in ("cmdstat_eval", "cmdstat_evalsha"))
+        / 1e6,
+        longest_script_seconds=max(scripts, default=0.0),
+    )
+    return cost, result
 
 
 class CountingConnection(Connection):

@@ -1,19 +1,20 @@
 """A full /metrics scrape over HTTP: `rqscope serve` against rq-exporter's own server, on the same Redis state.
 
-Fills one Redis with 50 queues, 100k queued, 20k failed, 20k finished, 200 started jobs and 100 workers.
-Each exporter runs as its users run it: `rqscope serve` (gunicorn, its 1 s snapshot cache) from this
-environment, rq-exporter's console script from the peers' virtualenv (bench/peers.py). Scrapes alternate
-between the two, one every 1.2 s, each on a new connection, so rqscope's cache has always expired when it
-is scraped. Prints each one's per-scrape p50 and mean, Redis commands per scrape, and the ratio; beside it,
-rqscope's in-process scrape (Flask test client, cache off) as a secondary figure. Then the same at 10x the
-queues and workers.
+Fills one Redis with 50 queues, 100k queued, 20k failed, 20k finished, 200 started jobs and 100 workers
+(with --large, then 500 queues and 1,000 workers). Each exporter runs as its users run it: `rqscope serve`
+(gunicorn with its default workers and threads, its 1 s snapshot cache) from this environment, rq-exporter's
+console script from the peers' virtualenv (bench/peers.py). Scrapes alternate between the two, one every
+1.2 s, each on a new connection, so rqscope's cache has always expired when it is scraped. Prints each one's
+per-scrape p50 and p95, the ratio, what one scrape costs the Redis server (commands, CPU, the longest single
+script), rqscope's in-process scrape (Flask test client, cache off) beside it, and a table row for the README.
 
-Run: python -m bench.scrape [--rounds 30] [--tenfold-rounds 10]   (builds the peers' venv on first run)
+Run: python -m bench.scrape [--rounds 30] [--large] [--budget 900]   (builds the peers' venv on first run)
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 from collections.abc import Callable, Mapping
 
@@ -22,13 +23,14 @@ from redis import Redis
 from rqscope.monitor.settings import Settings
 from rqscope.web import create_app
 
-from bench.common import CountingConnection, count_commands, counting_client, median, throwaway_redis
+from bench.common import CountingConnection, RedisCost, counting_client, redis_cost, throwaway_redis
 from bench.fill import fill_state
 from bench.peers import PeersEnv, ready_peers, rq_exporter_command
 from bench.servers import Reply, Server, Summary, alternate, cold_gap, rqscope_serve, timed_request
 
 PEER = "rq-exporter"
-WARM_UP_ROUNDS = 4  # enough for both gunicorn workers to load their scripts and connections before timing
+WARM_UP_ROUNDS = 5  # untimed, measured on the Redis side; enough for both gunicorn workers to warm up
+IN_PROCESS_WARM_UP = 20  # imports, connections, the script cache, the reader's parsed rows
 # the series in which each exporter reports queued jobs: (family, label naming the state)
 QUEUED_SERIES = {"rqscope": ("rqscope_queue_jobs", "state"), PEER: ("rq_jobs", "status")}
 
@@ -45,34 +47,48 @@ def queued_total(name: str, body: bytes) -> int:
     )
 
 
-def commands_per_scrape(scrapes: Mapping[str, Callable[[], Reply]], admin: Redis, gap: float) -> dict[str, int]:
-    """Warm-up rounds, alternating like the timed ones, counting each scrape's Redis commands (fewest seen)."""
-    fewest: dict[str, int] = {}
+def typical(costs: list[RedisCost]) -> RedisCost:
+    """The fewest commands, the median CPU and script time, and the longest script of any of `costs`."""
+    return RedisCost(
+        commands=min(c.commands for c in costs),
+        cpu_seconds=statistics.median(c.cpu_seconds for c in costs),
+        script_seconds=statistics.median(c.script_seconds for c in costs),
+        longest_script_seconds=max(c.longest_script_seconds for c in costs),
+    )
+
+
+def warm_up(scrapes: Mapping[str, Callable[[], Reply]], admin: Redis, gap: float) -> dict[str, RedisCost]:
+    """Untimed rounds, alternating like the timed ones, each scrape measured on the Redis side."""
+    costs: dict[str, list[RedisCost]] = {name: [] for name in scrapes}
     for _ in range(WARM_UP_ROUNDS):
         for name, scrape in scrapes.items():
             time.sleep(gap)
-            commands, reply = count_commands(admin, scrape)
+            cost, reply = redis_cost(admin, scrape)
             assert isinstance(reply, Reply) and reply.status == 200, f"{name}: {reply}"
-            fewest[name] = min(commands, fewest.get(name, commands))
-    return fewest
+            costs[name].append(cost)
+    return {name: typical(c) for name, c in costs.items()}
 
 
-def over_http(url: str, admin: Redis, peers: PeersEnv, rounds: int, gap: float) -> dict[str, tuple[Summary, int]]:
+def over_http(
+    url: str, admin: Redis, peers: PeersEnv, rounds: int, gap: float, deadline: float
+) -> dict[str, tuple[Summary, RedisCost]]:
     exporter = Server(PEER, lambda port: rq_exporter_command(peers, url, port), peers.environ(), "/metrics")
     with rqscope_serve(url) as ours, exporter as theirs:
         scrapes = {
-            "rqscope": lambda: timed_request(ours.url, "/metrics"),
-            PEER: lambda: timed_request(theirs.url, "/metrics"),
+            "rqscope": lambda: timed_request(ours.url, "/metrics", timeout=60),
+            PEER: lambda: timed_request(theirs.url, "/metrics", timeout=60),
         }
         seen = {name: queued_total(name, scrape().body) for name, scrape in scrapes.items()}
         if len(set(seen.values())) != 1:
             raise RuntimeError(f"the exporters disagree on the state: queued jobs {seen}")
-        commands = commands_per_scrape(scrapes, admin, gap)
-        seconds = alternate(scrapes, rounds, gap)
-    return {name: (Summary.of(seconds[name]), commands[name]) for name in scrapes}
+        costs = warm_up(scrapes, admin, gap)
+        seconds = alternate(scrapes, rounds, gap, deadline)
+    if not seconds["rqscope"]:
+        raise RuntimeError("the time budget ran out before the first timed round")
+    return {name: (Summary.of(seconds[name]), costs[name]) for name in scrapes}
 
 
-def in_process(url: str, admin: Redis, rounds: int) -> dict[str, float]:
+def in_process(url: str, admin: Redis, rounds: int) -> tuple[Summary, RedisCost, int]:
     """rqscope's scrape through Flask's test client with the snapshot cache off: no HTTP, no gunicorn."""
     settings = Settings(redis_url=url, snapshot_ttl=1e-9, task_modules=("rqscope.tasks.examples",))
     client = create_app(settings, redis=counting_client(url), testing=True).test_client()
@@ -80,9 +96,9 @@ def in_process(url: str, admin: Redis, rounds: int) -> dict[str, float]:
     def scrape() -> None:
         assert client.get("/metrics").status_code == 200
 
-    for _ in range(20):  # imports, connections, the script cache
+    for _ in range(IN_PROCESS_WARM_UP):
         scrape()
-    commands, _ = count_commands(admin, scrape)
+    cost = typical([redis_cost(admin, scrape)[0] for _ in range(WARM_UP_ROUNDS)])
     before = CountingConnection.sends
     scrape()
     round_trips = CountingConnection.sends - before
@@ -91,53 +107,73 @@ def in_process(url: str, admin: Redis, rounds: int) -> dict[str, float]:
         started = time.perf_counter()
         scrape()
         samples.append(time.perf_counter() - started)
-    return {"median_s": median(samples), "commands": commands, "round_trips": round_trips}
+    return Summary.of(samples), cost, round_trips
 
 
-def report(title: str, http: dict[str, tuple[Summary, int]], local: dict[str, float], gap: float) -> None:
-    ours, theirs = http["rqscope"][0], http[PEER][0]
-    print(f"{title} over HTTP, alternating {gap} s apart, {ours.count} scrapes each:")
-    for name, (summary, commands) in http.items():
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:,.1f}"
+
+
+def report(
+    state: str, http: dict[str, tuple[Summary, RedisCost]], local: tuple[Summary, RedisCost, int], gap: float
+) -> str:
+    """Print the figures; return the README table row."""
+    (ours, our_cost), (theirs, their_cost) = http["rqscope"], http[PEER]
+    local_summary, local_cost, round_trips = local
+    print(f"{state}: over HTTP, alternating {gap} s apart, {ours.count} scrapes each")
+    for name, (summary, cost) in http.items():
         print(
-            f"  {name:<12} p50 {summary.p50 * 1000:8.1f} ms   mean {summary.mean * 1000:8.1f} ms   "
-            f"{commands:6,} Redis commands per scrape"
+            f"  {name:<12} p50 {ms(summary.p50):>8} ms   p95 {ms(summary.p95):>8} ms   mean {ms(summary.mean):>8} ms"
+            f"   Redis: {cost.commands:,} commands, {ms(cost.cpu_seconds)} ms CPU per scrape"
         )
-    print(f"  ratio {PEER} / rqscope: p50 {theirs.p50 / ours.p50:.1f}x, mean {theirs.mean / ours.mean:.1f}x")
+    print(f"  ratio {PEER} / rqscope: p50 {theirs.p50 / ours.p50:.1f}x, p95 {theirs.p95 / ours.p95:.1f}x")
     print(
-        "  (secondary) rqscope in-process, Flask test client, cache off, back to back: "
-        f"median {local['median_s'] * 1000:.1f} ms, {local['commands']:,.0f} commands, "
-        f"{local['round_trips']:.0f} round trips"
+        f"  rqscope's Redis time per scrape: {ms(our_cost.cpu_seconds)} ms CPU, {ms(our_cost.script_seconds)} ms "
+        f"in read scripts, longest single script {our_cost.longest_script_seconds * 1000:.2f} ms"
+    )
+    print(
+        f"  rqscope in-process (Flask test client, cache off, back to back): p50 {ms(local_summary.p50)} ms, "
+        f"p95 {ms(local_summary.p95)} ms, {local_cost.commands:,} commands, {round_trips} round trips"
+    )
+    return (
+        f"| {state} ({time.strftime('%Y-%m-%d')}, {ours.count} scrapes each) "
+        f"| {ms(ours.p50)} / {ms(ours.p95)} ms | {ms(theirs.p50)} / {ms(theirs.p95)} ms "
+        f"| {theirs.p50 / ours.p50:.1f}x / {theirs.p95 / ours.p95:.1f}x "
+        f"| {ms(our_cost.cpu_seconds)} ms CPU, longest script {our_cost.longest_script_seconds * 1000:.2f} ms "
+        f"| {our_cost.commands:,} vs {their_cost.commands:,} "
+        f"| {ms(local_summary.p50)} ms ({theirs.p50 / local_summary.p50:.0f}x) |"
     )
 
 
-def run_state(url: str, admin: Redis, peers: PeersEnv, title: str, rounds: int, gap: float) -> None:
-    report(title, over_http(url, admin, peers, rounds, gap), in_process(url, admin, rounds), gap)
+TABLE_HEAD = (
+    "| state (date, scrapes) | rqscope serve, p50 / p95 | rq-exporter, p50 / p95 | ratio p50 / p95 "
+    "| Redis per rqscope scrape | Redis commands per scrape | rqscope in-process p50 (ratio) |\n"
+    "|---|---|---|---|---|---|---|"
+)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=30, help="timed scrapes of each exporter")
-    parser.add_argument("--tenfold-rounds", type=int, default=10, help="the same at 10x queues and workers (0: skip)")
+    parser.add_argument("--rounds", type=int, default=30, help="timed scrapes of each exporter per state")
+    parser.add_argument("--large", action="store_true", help="then the same at 500 queues and 1,000 workers")
+    parser.add_argument("--large-rounds", type=int, default=10, help="timed scrapes of each at 500 queues")
     parser.add_argument("--gap", type=cold_gap, default=1.2, help="seconds between the starts of two scrapes")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply job counts (for a quick run)")
+    parser.add_argument("--budget", type=float, default=900, help="seconds for the whole run; fewer rounds if short")
     args = parser.parse_args()
+    deadline = time.monotonic() + args.budget
     peers, jobs = ready_peers(PEER, args.scale)
+    states = [(50, 100, args.rounds)] + ([(500, 1000, args.large_rounds)] if args.large else [])
+    rows = []
     with throwaway_redis() as (server, admin):
-        fill_state(admin, queues=50, workers=100, **jobs)
-        run_state(
-            server.url, admin, peers, f"50 queues, 100 workers, {sum(jobs.values()):,} jobs:", args.rounds, args.gap
-        )
-        if args.tenfold_rounds:
+        for queues, workers, rounds in states:
             admin.flushall()
-            fill_state(admin, queues=500, workers=1000, **jobs)
-            run_state(
-                server.url,
-                admin,
-                peers,
-                f"500 queues, 1000 workers (10x), {sum(jobs.values()):,} jobs:",
-                args.tenfold_rounds,
-                args.gap,
-            )
+            fill_state(admin, queues=queues, workers=workers, **jobs)
+            state = f"{queues:,} queues, {workers:,} workers"
+            print(f"{state}, {sum(jobs.values()):,} jobs")
+            http = over_http(server.url, admin, peers, rounds, args.gap, deadline)
+            rows.append(report(state, http, in_process(server.url, admin, rounds), args.gap))
+    print("\nREADME rows:\n" + TABLE_HEAD + "\n" + "\n".join(rows))
 
 
 if __name__ == "__main__":

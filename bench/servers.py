@@ -18,7 +18,7 @@ from pathlib import Path
 from rqscope.monitor.embedded import free_port
 from rqscope.monitor.settings import DEFAULT_SNAPSHOT_TTL
 
-from bench.common import REPO, stop_process, wait_until
+from bench.common import REPO, percentile, stop_process, wait_until
 
 # rqscope's alert evaluator reads through the same snapshot cache as /metrics; an hour between evaluations
 # keeps it from warming the cache just before a measured request
@@ -144,11 +144,16 @@ def cold_gap(text: str | float) -> float:
     return gap
 
 
-def alternate(requests: Mapping[str, Callable[[], Reply]], rounds: int, gap: float) -> dict[str, list[float]]:
-    """Each request in turn, `rounds` times, starting `gap` s apart (or when the previous one ends, if later)."""
+def alternate(
+    requests: Mapping[str, Callable[[], Reply]], rounds: int, gap: float, deadline: float | None = None
+) -> dict[str, list[float]]:
+    """Each request in turn, `rounds` times, starting `gap` s apart (or when the previous one ends, if later);
+    no round starts after `deadline` (time.monotonic()), so fewer rounds may come back."""
     seconds: dict[str, list[float]] = {name: [] for name in requests}
     next_start = time.monotonic()
     for _ in range(rounds):
+        if deadline is not None and time.monotonic() + len(requests) * gap > deadline:
+            break
         for name, send in requests.items():
             time.sleep(max(0.0, next_start - time.monotonic()))
             next_start = time.monotonic() + gap
@@ -164,7 +169,8 @@ class Summary:
     p50: float
     mean: float
     count: int
+    p95: float = float("nan")
 
     @classmethod
     def of(cls, samples: Sequence[float]) -> Summary:
-        return cls(statistics.median(samples), statistics.fmean(samples), len(samples))
+        return cls(statistics.median(samples), statistics.fmean(samples), len(samples), percentile(samples, 0.95))
