@@ -16,7 +16,9 @@ from redis.client import Pipeline
 
 METRICS_KEY = "rqscope:metrics"
 ROLLUP_KEY_TEMPLATE = "rqscope:metrics:m:{minute}"
-ROLLUP_TTL_SECONDS = 2 * 3600
+# 25 h: the 24 h chart reads the last day's minutes, and the alert leader folds each finished hour
+# into an hourly hash (monitor/compaction.py) well before its minutes expire
+ROLLUP_TTL_SECONDS = 25 * 3600
 SEP = "\x1f"
 
 OUTCOMES = ("success", "failure", "retried", "timeout", "killed")
@@ -56,6 +58,7 @@ redis.call('HINCRBYFLOAT', KEYS[2], ARGV[4], ARGV[6])
 redis.call('HINCRBY', KEYS[2], ARGV[5], 1)
 redis.call('HINCRBY', KEYS[3], ARGV[3], 1)
 redis.call('HINCRBYFLOAT', KEYS[3], ARGV[4], ARGV[6])
+redis.call('HINCRBY', KEYS[3], ARGV[5], 1)
 redis.call('EXPIRE', KEYS[3], ARGV[2])
 return 1
 """
@@ -95,6 +98,7 @@ def record_run(
     pipeline.hincrby(METRICS_KEY, field_name(task, queue, "b:" + bucket_for(duration)), 1)
     pipeline.hincrby(key, field_name(task, queue, "o:" + outcome), 1)
     pipeline.hincrbyfloat(key, field_name(task, queue, "sum"), duration)
+    pipeline.hincrby(key, field_name(task, queue, "b:" + bucket_for(duration)), 1)
     pipeline.expire(key, ROLLUP_TTL_SECONDS)
 
 

@@ -14,6 +14,7 @@ from rqscope.monitor.alerts.notifiers import Email, PagerDuty, Slack, Webhook, d
 from rqscope.monitor.alerts.rules import DEFAULT_RULES, load_rules
 from rqscope.monitor.alerts.sending import Notifier
 from rqscope.monitor.cron import CronState
+from rqscope.monitor.history import STEP_SECONDS, MinuteRecorder
 from rqscope.monitor.settings import Settings
 from rqscope.monitor.snapshot import Snapshot
 
@@ -102,6 +103,15 @@ def start(engine: AlertEngine) -> BackgroundScheduler:
         max_instances=1,
         coalesce=True,
         id="deliver",
+    )
+    recorder = MinuteRecorder(engine.redis, engine.lease, engine.snapshot, engine.clock)
+    scheduler.add_job(
+        _guarded(recorder.step, "history"),  # queue points and the hourly rollup fold, by the leader only
+        "interval",
+        seconds=min(STEP_SECONDS, engine.interval),
+        max_instances=1,
+        coalesce=True,
+        id="history",
     )
     scheduler.start()
     return scheduler
