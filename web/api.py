@@ -17,7 +17,7 @@ from rqscope.monitor.exceptions import summaries
 from rqscope.monitor.jobs import MAX_PER_PAGE, ORDERS, JobLister
 from rqscope.monitor.report import queue_row, rate_limit_row, redis_row, totals, worker_row
 from rqscope.monitor.retry import Retrier
-from rqscope.monitor.snapshot import JOB_STATES, QUEUE_KEY_PREFIX, QUEUES_KEY, Snapshot
+from rqscope.monitor.snapshot import JOB_STATES, QUEUE_KEY_PREFIX, QUEUES_KEY, Snapshot, WorkerState
 from rqscope.web import names
 from rqscope.web.access import caller
 from rqscope.web.args import MAX_FILTER_LENGTH, MAX_PAGE, choice_arg, int_arg, job_filter
@@ -66,11 +66,33 @@ def queues() -> tuple[Response, int]:
     )
 
 
+MAX_WORKERS_PER_PAGE = 500
+
+
+def worker_page(workers: tuple[WorkerState, ...], page: int, per_page: int) -> tuple[tuple[WorkerState, ...], int]:
+    """One page of workers (a page past the end is the last one) and the number of pages."""
+    pages = max(1, -(-len(workers) // per_page))
+    page = min(page, pages)
+    return workers[(page - 1) * per_page : page * per_page], pages
+
+
 @bp.get("/workers")
 def workers() -> tuple[Response, int]:
     current = state()
     snapshot = current.snapshots.get()
-    return _snapshot_answer(snapshot, workers=[worker_row(w) for w in snapshot.workers])
+    if "page" not in request.args and "per_page" not in request.args:  # every worker, as before paging existed
+        return _snapshot_answer(snapshot, workers=[worker_row(w) for w in snapshot.workers])
+    page = int_arg("page", 1, 1, MAX_PAGE)
+    per_page = int_arg("per_page", 50, 1, MAX_WORKERS_PER_PAGE)
+    shown, pages = worker_page(snapshot.workers, page, per_page)
+    return _snapshot_answer(
+        snapshot,
+        total=len(snapshot.workers),
+        page=min(page, pages),
+        per_page=per_page,
+        pages=pages,
+        workers=[worker_row(w) for w in shown],
+    )
 
 
 @bp.get("/queues/<name:queue>/jobs")

@@ -32,6 +32,7 @@ from rqscope.web import (
     jobs_views,
     openapi,
     pages,
+    redis_views,
     session_key,
     session_views,
     sessions,
@@ -86,6 +87,7 @@ def create_app(
     for blueprint in (health.bp, api_tasks.bp, api.bp, openapi.bp, session_views.bp, dashboard.bp, jobs_views.bp):
         app.register_blueprint(blueprint)
     app.register_blueprint(cron_views.bp)
+    app.register_blueprint(redis_views.bp)
     return app
 
 

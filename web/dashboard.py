@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, flash, jsonify, redirect, render_template, request, url_for
 from redis import RedisError
 from rqscope.monitor import audit
 from rqscope.monitor.alerts import silences
 from rqscope.monitor.alerts.state import Alert
 from rqscope.monitor.rates import read_series
+from rqscope.monitor.snapshot import DEFAULT_WORKER_TTL_SECONDS, WorkerState
 from rqscope.monitor.workers import forget_dead_worker
 from rqscope.web import names
 from rqscope.web.access import caller
-from rqscope.web.api import silence_from
+from rqscope.web.api import silence_from, worker_page
+from rqscope.web.args import MAX_PAGE, int_arg
 from rqscope.web.charts import sparkline
 from rqscope.web.state import state
 from werkzeug.wrappers import Response
@@ -21,25 +24,59 @@ from werkzeug.wrappers import Response
 bp = Blueprint("dashboard", __name__)
 bp.record_once(names.install)
 SORTS = ("name", "failure_ratio", "runs", "p95")
+WINDOW_MINUTES = 15
+WORKERS_PER_PAGE = 50
 
 
 @bp.get("/")
 def overview() -> str:
-    current = state()
-    series = read_series(current.redis, minutes=16)
-    runs, failed, seconds = series.window(None, 15)
     return render_template(
-        "dashboard/overview.html",
-        firing=[a for a in _alerts() if a.state == "firing"],
-        throughput=runs / seconds,
-        failure_ratio=(failed / runs) if runs else None,
-        window_minutes=15,
+        "dashboard/overview.html", firing=[a for a in _alerts() if a.state == "firing"], **_recent_runs()
     )
+
+
+def _recent_runs() -> dict[str, Any]:
+    series = read_series(state().redis, minutes=WINDOW_MINUTES + 1)
+    runs, failed, seconds = series.window(None, WINDOW_MINUTES)
+    return {
+        "throughput": runs / seconds,
+        "failure_ratio": (failed / runs) if runs else None,
+        "window_minutes": WINDOW_MINUTES,
+    }
+
+
+@bp.get("/overview/live")
+def overview_live() -> Response:
+    """The overview's figures that the counts poll (/api/queues) does not carry, for its live refresh."""
+    snapshot = state().snapshots.get()
+    workers = {"live": len(snapshot.live_workers), "dead": len(snapshot.dead_workers)}
+    return jsonify(**_recent_runs(), workers=workers, redis_up=snapshot.redis.up)
+
+
+def stale(worker: WorkerState) -> bool:
+    """No heartbeat within RQ's worker TTL: the worker is gone, or stuck where it cannot heartbeat."""
+    return worker.heartbeat_age is None or worker.heartbeat_age > DEFAULT_WORKER_TTL_SECONDS
 
 
 @bp.get("/workers")
 def workers() -> str:
-    return render_template("dashboard/workers.html")
+    snapshot = state().snapshots.get()
+    page = int_arg("page", 1, 1, MAX_PAGE)
+    # by name, as GET /api/workers pages them (the page's live refresh reads that); the pages holding a
+    # stale or dead worker are linked above the table so that none hides on page 3
+    shown, pages = worker_page(snapshot.workers, page, WORKERS_PER_PAGE)
+    flagged = [i for i, w in enumerate(snapshot.workers) if w.dead or stale(w)]
+    return render_template(
+        "dashboard/workers.html",
+        workers=shown,
+        page=min(page, pages),
+        pages=pages,
+        per_page=WORKERS_PER_PAGE,
+        stale=stale,
+        stale_after=DEFAULT_WORKER_TTL_SECONDS,
+        stale_count=sum(1 for w in snapshot.workers if stale(w)),
+        flagged_pages=sorted({i // WORKERS_PER_PAGE + 1 for i in flagged}),
+    )
 
 
 @bp.post("/workers/<name:name>/forget")

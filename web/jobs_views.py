@@ -7,12 +7,13 @@ import time
 from datetime import UTC, datetime
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from redis import WatchError
 from rq.exceptions import InvalidJobOperation
-from rq.job import JobStatus
+from rq.job import Job, JobStatus
 from rqscope.monitor import audit
 from rqscope.monitor.delete import delete_jobs, empty, entry_count
 from rqscope.monitor.exceptions import summaries
-from rqscope.monitor.jobs import MAX_PER_PAGE, ORDERS, JobLister
+from rqscope.monitor.jobs import MAX_PER_PAGE, ORDERS, JobLister, JobRow
 from rqscope.monitor.snapshot import JOB_STATES, parse_time
 from rqscope.web import names
 from rqscope.web.access import caller
@@ -24,7 +25,9 @@ from werkzeug.wrappers import Response
 
 bp = Blueprint("jobs", __name__)
 bp.record_once(names.install)
-BULK_ACTIONS = ("retry", "empty")
+BULK_ACTIONS = ("retry", "empty", "cancel")
+CANCELABLE = ("queued", "scheduled", "deferred")
+CANCEL_FROM = (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED)
 
 
 @bp.app_template_filter("pretty")
@@ -59,6 +62,22 @@ def when(value: str | float | None) -> str:
             amount = f"{int(seconds // size)} {unit}"
             break
     return f"in {amount}" if delta > 0 else f"{amount} ago"
+
+
+@bp.app_template_filter("duration")
+def duration(job: JobRow) -> str:
+    """How long a job ran (ended - started): "850 ms", "12.3 s", "4 min 5 s", "2 h 3 min"; "" until it ended."""
+    started, ended = _moment(job.started_at), _moment(job.ended_at)
+    if started is None or ended is None:
+        return ""
+    seconds = max(0.0, (ended - started).total_seconds())
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)} min {int(seconds % 60)} s"
+    return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60)} min"
 
 
 def _page_args() -> tuple[int, int, str]:
@@ -149,6 +168,9 @@ def bulk(queue: str, state_name: str) -> Response:
         ids = selected or _matching(queue, state_name)[0]
         done = retry_in(queue, ids)
         message = f"Retried {done:,} job{'s' if done != 1 else ''}."
+    elif action == "cancel" and selected and state_name in CANCELABLE:
+        done = cancel_jobs(queue, selected)
+        message = f"Canceled {done:,} job{'s' if done != 1 else ''}."
     elif action == "empty" and not selected and state_name != "started":
         if job_filter(dict(request.values)).active:
             done = delete_jobs(current.redis, queue, state_name, _matching(queue, state_name)[0])
@@ -156,10 +178,38 @@ def bulk(queue: str, state_name: str) -> Response:
             done = empty(current.redis, queue, state_name)
         message = f"Deleted {done:,} job{'s' if done != 1 else ''} from {state_name}."
     else:
-        abort(400, "action must be retry (failed jobs) or empty")
+        abort(400, "action must be retry (failed jobs), cancel (selected queued, scheduled or deferred jobs) or empty")
     audit.record(current.redis, who.name, action, f"{names.label(queue)}/{state_name}", done)
     flash(message)
     return redirect(url_for("jobs.job_list", queue=queue, state_name=state_name))
+
+
+def cancel_jobs(queue: str, ids: list[str]) -> int:
+    """Cancel those of these jobs of the queue that are still queued, scheduled or deferred, with RQ's own cancel.
+
+    The cancels share one MULTI/EXEC, WATCHing the job hashes, so a job a worker takes meanwhile is left
+    alone; rate-limited jobs (rq 3) are canceled one by one, as RQ allows only that for them.
+    """
+    redis = state().redis
+    keys = [Job.key_for(job_id) for job_id in ids]
+    for _ in range(5):
+        with redis.pipeline() as pipe:
+            try:
+                pipe.watch(*keys)
+                jobs = [job for job in Job.fetch_many(ids, connection=redis) if job is not None]
+                jobs = [job for job in jobs if job.origin == queue and job.get_status(refresh=False) in CANCEL_FROM]
+                pipe.multi()
+                one_by_one = [job for job in jobs if getattr(job, "has_rate_limit", False)]
+                for job in jobs:
+                    if job not in one_by_one:
+                        job.cancel(pipeline=pipe)
+                pipe.execute()
+            except WatchError:
+                continue
+        for job in one_by_one:
+            job.cancel()
+        return len(jobs)
+    abort(409, "these jobs kept changing while they were canceled; reload and try again")
 
 
 @bp.post("/jobs/<job_id>/<action>")
