@@ -21,6 +21,9 @@ def queue_families(snapshot: Snapshot) -> Iterable[Metric]:
         "rqscope_queue_workers", "Live workers listening on each queue, by state", "gauge", ("queue", "state")
     )
     locked = Rows("rqscope_scheduler_lock_held", "1 when an RQ scheduler holds the queue's lock", "gauge", ("queue",))
+    paused = Rows(
+        "rqscope_queue_paused", "1 when the queue is paused (rqscope workers skip it), else 0", "gauge", ("queue",)
+    )
     by_queue_state: dict[tuple[str, str], int] = defaultdict(int)
     for worker in snapshot.workers:
         for queue in worker.queues:
@@ -34,7 +37,11 @@ def queue_families(snapshot: Snapshot) -> Iterable[Metric]:
         locked.add((name,), 1 if queue_state.scheduler_locked else 0)
         for state in SERVING_STATES:
             workers.add((name, state), by_queue_state.get((name, state), 0))
-    return [jobs, latency, workers, locked]
+        paused.add((name,), 1 if snapshot.is_paused(name) else 0)
+    known = {queue_state.name for queue_state in snapshot.queues}
+    for name in sorted(snapshot.paused - known):  # paused before its first job, or deleted since
+        paused.add((name,), 1)
+    return [jobs, latency, workers, locked, paused]
 
 
 def worker_families(snapshot: Snapshot) -> Iterable[Metric]:

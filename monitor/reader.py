@@ -1,10 +1,10 @@
 """Reads the whole RQ state from Redis in a constant number of round trips, never writing.
 
 Round trip 1 is a pipeline: the queue and worker sets, INFO, the task metrics hash, the published
-process ids, the cron schedulers and rq 3's concurrency limits. Round trip 2 reads every queue,
-worker, process and limit at once (monitor.rows): by read-only Lua scripts, or where scripting is
-not allowed by pipelines, in one more round trip, three in all. Rows whose bytes did not change
-since the last read are not parsed again (monitor.shaping).
+process ids, the cron schedulers, rq 3's concurrency limits, the paused queues and RQ's suspension.
+Round trip 2 reads every queue, worker, process and limit at once (monitor.rows): by read-only Lua
+scripts, or where scripting is not allowed by pipelines, in one more round trip, three in all.
+Rows whose bytes did not change since the last read are not parsed again (monitor.shaping).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from redis import Redis, RedisError
+from rqscope.monitor.paused import paused_names
 from rqscope.monitor.rows import (
     ScriptsRefused,
     count,
@@ -39,11 +40,12 @@ from rqscope.monitor.snapshot import (
 from rqscope.tasks.metrics import METRICS_KEY
 from rqscope.tasks.procstats import PROCS_KEY, parse_sample
 from rqscope.tasks.rq_internals.keys import KEYS
+from rqscope.tasks.rq_internals.queue import PAUSED_KEY
 
 log = logging.getLogger(__name__)
 
 # What a reply stands for when Redis answers it with an error (a disabled INFO, a key of the wrong type)
-FIRST_DEFAULTS: tuple[Any, ...] = (set(), set(), {}, {}, [], 0, set())
+FIRST_DEFAULTS: tuple[Any, ...] = (set(), set(), {}, {}, [], 0, set(), set(), 0)
 # the INFO sections the snapshot reads (REDIS_INFO_FIELDS and the version); asked for by name from
 # Redis 7, which takes several at once: the rest of INFO costs Redis and this process time to write and parse
 INFO_SECTIONS = ("server", "clients", "memory", "stats")
@@ -90,8 +92,10 @@ class SnapshotReader:
         pipe.zrangebyscore(PROCS_KEY, now, "+inf")
         pipe.zcard(CRON_SCHEDULERS_KEY)
         pipe.smembers(KEYS.rate_limit_keys)
+        pipe.smembers(PAUSED_KEY)
+        pipe.exists(KEYS.suspended)
         first = pipe.execute(raise_on_error=False)
-        queue_keys, worker_keys, info, metrics, proc_ids, cron, limit_keys = (
+        queue_keys, worker_keys, info, metrics, proc_ids, cron, limit_keys, paused, suspended = (
             or_empty(reply, default) for reply, default in zip(first, FIRST_DEFAULTS, strict=True)
         )
         if info:
@@ -131,6 +135,8 @@ class SnapshotReader:
             metrics=metrics,
             cron=count(cron),
             rate_limits=limit_rows,
+            paused=paused_names(paused),
+            suspended=count(suspended) > 0,
         )
         return snapshot, trips
 

@@ -124,6 +124,8 @@ class Snapshot:
     tasks: Mapping[tuple[str, str], TaskStats] = field(default_factory=dict)
     cron_schedulers: int = 0
     rate_limits: tuple[RateLimitState, ...] = ()
+    paused: frozenset[str] = frozenset()  # names of the queues `rqscope worker` skips (monitor.paused)
+    suspended: bool = False  # RQ's suspension (`rq suspend`): workers take no new job
     round_trips: int = 0
     duration_seconds: float = 0.0
 
@@ -140,6 +142,9 @@ class Snapshot:
 
     def queue(self, name: str) -> QueueState | None:
         return next((q for q in self.queues if q.name == name), None)
+
+    def is_paused(self, name: str) -> bool:
+        return name in self.paused
 
 
 def as_text(value: Any) -> str:
@@ -197,6 +202,8 @@ def build_snapshot(
     metrics: Mapping[bytes | str, bytes | str],
     cron: int,
     rate_limits: Sequence[tuple[str, Sequence[Any]]] = (),
+    paused: frozenset[str] = frozenset(),
+    suspended: bool = False,
 ) -> Snapshot:
     """Assemble a Snapshot from shaped queues and workers (monitor.shaping) and the other raw replies."""
     return Snapshot(
@@ -208,6 +215,8 @@ def build_snapshot(
         tasks=parse_metrics(metrics),
         cron_schedulers=int(cron or 0),
         rate_limits=tuple(shape_rate_limit(key, values, now) for key, values in rate_limits),
+        paused=paused,
+        suspended=suspended,
     )
 
 

@@ -17,6 +17,11 @@ Hooks (what they rely on; why no public API does it; the test that breaks when R
   the job when the reply is lost; here a claim script moves it, and a stop request ends the wait.
   test_replay::test_a_dequeue_whose_reply_is_lost_keeps_the_job,
   test_chaos::test_warm_shutdown_at_random_moments
+- `queue.CLAIM_SCRIPT` and `queue.PAUSED_KEY`: the claim reads RQ's suspension key (`rq suspend`) and
+  rqscope's paused set in the same script, so a paused queue is skipped without a pop and a suspended
+  worker claims nothing even mid-wait; RQ has no per-queue pause and checks suspension only between jobs.
+  test_controls::test_a_paused_queue_keeps_its_job_while_the_worker_runs_its_other_queues,
+  test_controls::test_suspended_workers_take_no_job_until_resumed
 - `reorder_queues`: RQ calls it right after a job is dequeued; RQ has no "job dequeued" event.
   test_worker::test_a_stop_requested_between_jobs_takes_nothing_more_off_the_queues
 - `prepare_execution`: a copy of RQ's (`Execution.create(worker_name=)`, state BUSY) that also takes

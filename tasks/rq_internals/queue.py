@@ -11,6 +11,11 @@ left there by a worker that died is failed by RQ's intermediate-list maintenance
 The blocking wait pops nothing: it rotates the first queue onto itself (BLMOVE LEFT LEFT) for at
 most a second, then claims again, so a stop request is seen within a second, and a job on a
 lower-priority queue waits at most that long when the worker is idle.
+
+Paused queues (rqscope's set PAUSED_KEY, of queue keys) and RQ's suspension (`rq suspend`) are read
+by the same script: a paused queue is skipped without popping, and a suspended worker claims nothing,
+even one already waiting for a job (RQ itself only looks between jobs). The blocking wait is on the
+first queue that is not paused; with none left, the worker sleeps a second between claims.
 """
 
 from __future__ import annotations
@@ -29,28 +34,42 @@ from rq.defaults import DEFAULT_FAILURE_TTL as FAILURE_TTL
 from rq.exceptions import DequeueTimeout, NoSuchJobError, StopRequested
 from rq.registry import FailedJobRegistry
 from rqscope.tasks.outage import STOP_CHECK_SECONDS, never, wait_out
+from rqscope.tasks.rq_internals.keys import KEYS
 
 log = logging.getLogger(__name__)
 CLAIM_TTL_SECONDS = 24 * 3600
+IDLE_CHECK_SECONDS = 0.1  # how often a worker with nothing to wait on looks for a stop request
 
-# KEYS[1]: the worker's claim hash; then, per queue in priority order, its list and its intermediate list.
-# ARGV[1]: the claim's TTL. Returns {queue key, job id}, or false when every queue is empty.
+# rqscope's set of paused queues' keys. Under RQ's key prefix, so that a prefix holding a Redis Cluster
+# hash tag puts it in the slot of the queues the claim script reads with it.
+PAUSED_KEY = f"{KEYS.prefix}:rqscope:paused"
+
+# KEYS[1]: the worker's claim hash; KEYS[2]: the paused set; KEYS[3]: RQ's suspension flag; then, per
+# queue in priority order, its list and its intermediate list. ARGV[1]: the claim's TTL.
+# Returns {queue key, job id}; {queue key} of the first queue not paused when every such queue is
+# empty; false when the workers are suspended or every queue is paused.
 CLAIM_SCRIPT = """
 local held = redis.call('HMGET', KEYS[1], 'queue', 'id')
 if held[1] and held[2] then
-  for i = 2, #KEYS, 2 do
+  for i = 4, #KEYS, 2 do
     if KEYS[i] == held[1] and redis.call('LPOS', KEYS[i + 1], held[2]) then return {held[1], held[2]} end
   end
   redis.call('DEL', KEYS[1])
 end
-for i = 2, #KEYS, 2 do
-  local id = redis.call('LMOVE', KEYS[i], KEYS[i + 1], 'LEFT', 'RIGHT')
-  if id then
-    redis.call('HSET', KEYS[1], 'queue', KEYS[i], 'id', id)
-    redis.call('EXPIRE', KEYS[1], ARGV[1])
-    return {KEYS[i], id}
+if redis.call('EXISTS', KEYS[3]) == 1 then return false end
+local open = false
+for i = 4, #KEYS, 2 do
+  if redis.call('SISMEMBER', KEYS[2], KEYS[i]) == 0 then
+    local id = redis.call('LMOVE', KEYS[i], KEYS[i + 1], 'LEFT', 'RIGHT')
+    if id then
+      redis.call('HSET', KEYS[1], 'queue', KEYS[i], 'id', id)
+      redis.call('EXPIRE', KEYS[1], ARGV[1])
+      return {KEYS[i], id}
+    end
+    open = open or KEYS[i]
   end
 end
+if open then return {open} end
 return false
 """
 
@@ -98,14 +117,15 @@ class StoppableQueue(Queue):
             return super().dequeue_any(queues, timeout, connection, job_class, serializer, death_penalty_class)
         queues = list(queues)
         by_key = {queue.key: queue for queue in queues}
-        keys = [context.claim_key, *(key for queue in queues for key in (queue.key, queue.intermediate_queue_key))]
+        pairs = (key for queue in queues for key in (queue.key, queue.intermediate_queue_key))
+        keys = [context.claim_key, PAUSED_KEY, KEYS.suspended, *pairs]
         script = connection.register_script(CLAIM_SCRIPT)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             claimed = wait_out(
                 script, keys, [CLAIM_TTL_SECONDS], log_as="claiming a job: ", give_up=context.stop_requested
             )
-            if claimed:
+            if claimed and len(claimed) == 2:
                 queue = by_key[_text(claimed[0])]
                 job_id = _text(claimed[1])
                 try:
@@ -128,20 +148,33 @@ class StoppableQueue(Queue):
                 return job, queue
             if deadline is None:
                 return None
-            _wait_for_work(connection, queues[0].key, deadline, timeout, context.stop_requested)
+            open_key = claimed[0] if claimed else None
+            _wait_for_work(connection, open_key, deadline, timeout, context.stop_requested)
 
 
 def _wait_for_work(
-    connection: Redis, first_key: str, deadline: float, timeout: int | None, stop_requested: Callable[[], bool]
+    connection: Redis,
+    open_key: bytes | str | None,
+    deadline: float,
+    timeout: int | None,
+    stop_requested: Callable[[], bool],
 ) -> None:
-    """Block for at most a second until the first queue has a job, taking nothing off it."""
+    """Block for at most a second until the first queue not paused has a job, taking nothing off it;
+    with no such queue (all paused, or the workers suspended) sleep that second, sending nothing."""
     if stop_requested():
         raise StopRequested()
     left = deadline - time.monotonic()
     if left <= 0:
-        raise DequeueTimeout(timeout, first_key)
+        raise DequeueTimeout(timeout, open_key)
     wait = max(0.01, min(float(STOP_CHECK_SECONDS), left))
-    wait_out(connection.blmove, first_key, first_key, wait, "LEFT", "LEFT", give_up=stop_requested)
+    if open_key is not None:
+        wait_out(connection.blmove, open_key, open_key, wait, "LEFT", "LEFT", give_up=stop_requested)
+        return
+    until = time.monotonic() + wait
+    while (rest := until - time.monotonic()) > 0:
+        time.sleep(min(rest, IDLE_CHECK_SECONDS))
+        if stop_requested():
+            raise StopRequested()
 
 
 def _drop_claim(connection: Redis, claim_key: str, queue: Queue, job_id: str, failure: str | None) -> None:
