@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from pathlib import Path
@@ -16,6 +17,7 @@ from rqscope.tasks.procstats import PROCS_KEY
 from rqscope.web import create_app
 from rqscope.web.app import start
 from rqscope.web.session_key import SECRET_KEY, keep_making
+from rqscope.web.state import EXTENSION
 
 from tests.helpers import http_status, spawn, stop, wait_for
 
@@ -61,6 +63,30 @@ def test_start_runs_the_publisher_and_the_alert_leader(real_settings: Settings, 
         wait_for(lambda: real_redis.exists(LEASE_KEY) and real_redis.zcard(PROCS_KEY) >= 1, timeout=10)
     finally:
         stop()
+
+
+def test_processes_forked_from_one_app_lead_as_themselves(
+    real_settings: Settings, real_redis: Redis
+) -> None:
+    app = create_app(real_settings.replace(alert_interval=0.2, publish_interval=60))
+    built = app.extensions[EXTENSION].alerts.holder
+    reader, writer = os.pipe()
+    child = os.fork()  # as gunicorn's preload_app forks its workers from one app
+    if child == 0:
+        stop = start(app)
+        os.write(writer, app.extensions[EXTENSION].alerts.holder.encode())
+        stop()
+        os._exit(0)
+    os.close(writer)
+    stop = start(app)
+    try:
+        theirs = os.read(reader, 200).decode()
+        ours = app.extensions[EXTENSION].alerts.holder
+        assert len({built, theirs, ours}) == 3
+        wait_for(lambda: real_redis.get(LEASE_KEY) in (ours.encode(), theirs.encode()), timeout=10)
+    finally:
+        stop()
+        os.waitpid(child, 0)
 
 
 def test_factory_never_reads_the_demos_redis_url(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
