@@ -88,16 +88,25 @@ def create_app(
         app.register_blueprint(blueprint)
     app.register_blueprint(cron_views.bp)
     app.register_blueprint(redis_views.bp)
+    app.register_blueprint(api_series.bp)
+    app.register_blueprint(charts.bp)
     return app
 
 
 def _shown(value: object) -> object:
+    if isinstance(value, Markup):  # a macro's output: already escaped, and it must stay markup
+        return value if value.isascii() else Markup(label(value))
     return label(value) if isinstance(value, str) and not value.isascii() else value
 
 
 def start(app: Flask) -> Callable[[], None]:
     """Start this process's background work (process stats, alerts, the shared session key); returns its stop."""
     current = app.extensions[EXTENSION]
+    if current.alerts is not None:
+        # an engine built before gunicorn forked (preload_app) would lend every worker the same lease holder,
+        # and each would lead: this process evaluates with a holder of its own
+        cron = app.extensions[cron_views.EXTENSION]
+        current.alerts = alerting.build_engine(current.settings, current.redis, current.snapshots.get, cron.get)
     publisher = Publisher(current.redis, "web", current.settings.publish_interval)
     publisher.start()
     scheduler = alerting.start(current.alerts) if current.alerts is not None else None
