@@ -157,6 +157,7 @@ SCENARIOS: dict[tuple[str, str], list[Scenario]] = {
     ("jobs.bulk", "POST"): [
         lambda r: (failed(r) and "/queues/default/failed/bulk", {"action": "retry"}, None),
         lambda r: (failed(r) and "/queues/default/failed/bulk", {"action": "empty"}, None),
+        lambda r: ("/queues/default/queued/bulk", {"action": "cancel", "ids": queued(r)}, None),
     ],
     ("jobs.job_action", "POST"): [
         lambda r: (f"/jobs/{failed(r)}/retry", {}, None),
