@@ -84,6 +84,20 @@ ALERTS = {
                    "dead_letters": {"type": "array", "items": DEAD_LETTER}},
 }
 ACT = _errors(400, 401, 403, 415, 503)
+SECTION = {"type": "object", "additionalProperties": {"type": ["string", "number"]}}
+REDIS_INFO = {
+    "type": "object", "required": ["up", "server", "memory", "clients", "persistence", "replication", "keyspace", "pool"],
+    "properties": {
+        "up": {"type": "boolean"}, "read_at": {"type": "string", "format": "date-time"},
+        "server": SECTION, "memory": SECTION, "clients": SECTION, "persistence": SECTION, "replication": SECTION,
+        "keyspace": {"type": "object", "additionalProperties": {"type": "object", "properties": {
+            "keys": {"type": "integer"}, "expires": {"type": "integer"}, "avg_ttl": {"type": "integer"}}}},
+        "pool": {"type": "object", "properties": {"in_use": {"type": "integer"}, "idle": {"type": "integer"},
+                                                  "max": {"type": "integer"}}},
+    },
+}
+REDIS_DOWN = {"type": "object", "required": ["error", "up"], "properties": {
+    "error": {"type": "string"}, "up": {"type": "boolean", "const": False}, "pool": OBJECT}}
 
 SPEC: dict[str, Any] = {
     "openapi": "3.1.0",
@@ -117,7 +131,19 @@ SPEC: dict[str, Any] = {
         },
         "/api/tasks/{job_id}": {"parameters": [JOB_ID], **TASK_JOB},
         "/api/queues": {"get": {"summary": "Queues with counts and latency", "responses": {"200": _json(OBJECT), **READ}}},
-        "/api/workers": {"get": {"summary": "Workers and their health", "responses": {"200": _json(OBJECT), **READ}}},
+        "/api/workers": {"get": {
+            "summary": "Workers and their health: every worker, or one page of them (by name) with page or per_page",
+            "parameters": [{"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000000}},
+                           {"name": "per_page", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}}],
+            "responses": {"200": _json({"type": "object", "required": ["workers"], "properties": {
+                "workers": {"type": "array", "items": OBJECT}, "total": {"type": "integer"},
+                "page": {"type": "integer"}, "pages": {"type": "integer"}, "per_page": {"type": "integer"}}}),
+                **_errors(400, 401, 403, 503)}}},
+        "/api/redis": {"get": {
+            "summary": "Redis INFO as the Redis page shows it (a whitelist: never the config or a password), read at "
+                       "most once per snapshot interval, and rqscope's own connection pool",
+            "responses": {"200": _json(REDIS_INFO), "503": _json(REDIS_DOWN, "Redis did not answer INFO"),
+                          **_errors(401, 403)}}},
         "/api/queues/{queue}/jobs": {
             "parameters": [QUEUE],
             "get": {
