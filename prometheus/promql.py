@@ -185,7 +185,7 @@ TEMPLATES: dict[str, Template] = {
         ">",
         "seconds",
         "a cron job is more than {threshold} past its due run (or the run its dead scheduler missed)",
-        "",  # as rqscope's own notifications link it (monitor/alerts/notifiers.py: the overview)
+        "cron",
     ),
 }
 

@@ -51,7 +51,8 @@ def dashboard_link(base_url: str, note: Notification) -> str:
     base = base_url.rstrip("/")
     queue = dict(note.alert.labels).get("queue")
     if queue is None:
-        return f"{base}/workers" if "worker" in note.alert.kind else f"{base}/"
+        pages = {"cron_overdue": "cron", "workers_below": "workers", "dead_workers": "workers"}
+        return f"{base}/{pages.get(note.alert.kind, '')}"
     state = "failed" if note.alert.kind in ("failed_jobs", "failure_ratio") else "queued"
     return f"{base}/queues/{encode_segment(queue)}/{state}"
 
