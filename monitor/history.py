@@ -31,7 +31,7 @@ class MinuteRecorder:
         self._folded: set[int] = set()  # hours known to have their hourly hash, not sent again
 
     def step(self) -> bool:
-        """Record this minute if this process leads and has not recorded it yet; True when it wrote."""
+        """Record this minute if this process leads and nobody recorded it yet; True when this call did."""
         now = self.clock()
         minute = int(now // 60)
         if minute == self._last_minute or not self.lease.held():
@@ -51,4 +51,4 @@ class MinuteRecorder:
             return False
         self._last_minute = minute
         self._folded = set(due)  # folded now or before; older hours drop out of the set
-        return True
+        return answers[0] == 1  # 0: another leader recorded this minute already

@@ -29,7 +29,8 @@ WINDOWS = {"1h": 60, "24h": 24 * 60}
 
 # KEYS[1]: the alert lease, KEYS[2]: the last recorded minute, KEYS[3..]: one list per queue.
 # ARGV[1]: the lease token, ARGV[2]: this minute, ARGV[3]: max points, ARGV[4]: TTL, ARGV[5..]: each
-# queue's point, in KEYS order. Returns -1 when another process leads, 0 when this minute was recorded.
+# queue's point, in KEYS order. Returns -1 when another process leads, 0 when this minute was recorded
+# already, 1 when this call recorded it.
 RECORD = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
 if tonumber(redis.call('GET', KEYS[2]) or '-1') >= tonumber(ARGV[2]) then return 0 end
@@ -39,7 +40,7 @@ for i = 3, #KEYS do
   redis.call('LTRIM', KEYS[i], -tonumber(ARGV[3]), -1)
   redis.call('EXPIRE', KEYS[i], ARGV[4])
 end
-return #KEYS - 2
+return 1
 """
 
 

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from flask import Flask
+from markupsafe import Markup
 from redis import Redis
 from rqscope.monitor.alerts import runner as alerting
 from rqscope.monitor.cache import SnapshotCache
@@ -23,7 +24,9 @@ from rqscope.tasks.registry import REGISTRY, TaskRegistry, import_task_modules
 from rqscope.web import (
     access,
     api,
+    api_series,
     api_tasks,
+    charts,
     cron_views,
     dashboard,
     errors,

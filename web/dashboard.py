@@ -17,7 +17,7 @@ from rqscope.web import names
 from rqscope.web.access import caller
 from rqscope.web.api import silence_from, worker_page
 from rqscope.web.args import MAX_PAGE, int_arg
-from rqscope.web.charts import sparkline
+from rqscope.web.charts import overview_chart, sparkline
 from rqscope.web.state import state
 from werkzeug.wrappers import Response
 
@@ -31,7 +31,10 @@ WORKERS_PER_PAGE = 50
 @bp.get("/")
 def overview() -> str:
     return render_template(
-        "dashboard/overview.html", firing=[a for a in _alerts() if a.state == "firing"], **_recent_runs()
+        "dashboard/overview.html",
+        firing=[a for a in _alerts() if a.state == "firing"],
+        runs_chart=overview_chart(),
+        **_recent_runs(),
     )
 
 

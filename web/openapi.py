@@ -98,6 +98,51 @@ REDIS_INFO = {
 }
 REDIS_DOWN = {"type": "object", "required": ["error", "up"], "properties": {
     "error": {"type": "string"}, "up": {"type": "boolean", "const": False}, "pool": OBJECT}}
+NUMBERS = {"type": "array", "items": {"type": ["number", "null"]}}
+SERIES_BASE = {"window": {"type": "string"}, "step_seconds": {"type": "integer", "enum": [60, 3600]},
+               "t": {"type": "array", "items": {"type": "integer"}, "description": "each bin's start, epoch seconds"}}
+RUNS_SERIES = {
+    "type": "object", "required": ["window", "step_seconds", "t", "outcomes", "counts"],
+    "description": "runs per second by outcome in each bin, oldest first; the last bin is the current one, its "
+                   "rate taken over the time elapsed in it",
+    "properties": {**SERIES_BASE, "unit": {"type": "string", "enum": ["runs/s"]},
+                   "outcomes": {"type": "object", "additionalProperties": NUMBERS},
+                   "counts": {"type": "object", "additionalProperties": {"type": "integer"}}},
+}
+QUEUE_SERIES = {
+    "type": "object", "required": ["window", "t", "queued", "latency_seconds"],
+    "description": "one point a minute, recorded by the alert leader; null where none was recorded",
+    "properties": {**SERIES_BASE, "queued": NUMBERS, "latency_seconds": NUMBERS},
+}
+TASK_SERIES = {
+    "type": "object", "required": ["window", "t", "runs", "failure_percent", "quantiles_seconds", "histogram"],
+    "description": "per bin: runs, failure % and p50/p95/p99 run time estimated from the histogram buckets; the "
+                   "window's histogram (le: bucket upper bounds in seconds)",
+    "properties": {**SERIES_BASE, "runs": {"type": "array", "items": {"type": "integer"}},
+                   "failure_percent": NUMBERS, "quantiles_seconds": {"type": "object", "additionalProperties": NUMBERS},
+                   "histogram": {"type": "object", "properties": {"le": {"type": "array", "items": {"type": "string"}},
+                                                                 "count": {"type": "array", "items": {"type": "integer"}}}},
+                   "rates": {"type": "object", "additionalProperties": NUMBERS}},
+}
+RUN_WINDOW = {"name": "window", "in": "query", "schema": {"type": "string", "enum": ["15m", "1h", "24h", "7d"]},
+              "description": "15m and 1h: minute bins; 24h and 7d: hour bins (default 1h)"}
+TASK = {"name": "task", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1},
+        "description": "a task name, encoded as a queue name is"}
+SERIES_ERRORS = _errors(400, 401, 403, 503)
+SECTION = {"type": "object", "additionalProperties": {"type": ["string", "number"]}}
+REDIS_INFO = {
+    "type": "object", "required": ["up", "server", "memory", "clients", "persistence", "replication", "keyspace", "pool"],
+    "properties": {
+        "up": {"type": "boolean"}, "read_at": {"type": "string", "format": "date-time"},
+        "server": SECTION, "memory": SECTION, "clients": SECTION, "persistence": SECTION, "replication": SECTION,
+        "keyspace": {"type": "object", "additionalProperties": {"type": "object", "properties": {
+            "keys": {"type": "integer"}, "expires": {"type": "integer"}, "avg_ttl": {"type": "integer"}}}},
+        "pool": {"type": "object", "properties": {"in_use": {"type": "integer"}, "idle": {"type": "integer"},
+                                                  "max": {"type": "integer"}}},
+    },
+}
+REDIS_DOWN = {"type": "object", "required": ["error", "up"], "properties": {
+    "error": {"type": "string"}, "up": {"type": "boolean", "const": False}, "pool": OBJECT}}
 
 SPEC: dict[str, Any] = {
     "openapi": "3.1.0",
@@ -229,6 +274,24 @@ SPEC: dict[str, Any] = {
         "/api/silences/{silence_id}": {
             "parameters": [{"name": "silence_id", "in": "path", "required": True, "schema": {"type": "string", "maxLength": 64}}],
             "delete": {"summary": "Expire a silence now", "responses": {"200": _json(OBJECT), **_errors(401, 403, 404, 503)}},
+        },
+        "/api/series/runs": {"get": {"summary": "Runs per second by outcome, all tasks (the overview's chart)",
+                                     "parameters": [RUN_WINDOW], "responses": {"200": _json(RUNS_SERIES), **SERIES_ERRORS}}},
+        "/api/series/queues/{queue}": {
+            "parameters": [QUEUE],
+            "get": {"summary": "A queue's depth and latency, one point a minute",
+                    "parameters": [{"name": "window", "in": "query", "schema": {"type": "string", "enum": ["1h", "24h"]}}],
+                    "responses": {"200": _json(QUEUE_SERIES), **SERIES_ERRORS}},
+        },
+        "/api/series/queues/{queue}/runs": {
+            "parameters": [QUEUE],
+            "get": {"summary": "Runs per second by outcome of the tasks run from one queue", "parameters": [RUN_WINDOW],
+                    "responses": {"200": _json(RUNS_SERIES), **SERIES_ERRORS}},
+        },
+        "/api/series/tasks/{task}": {
+            "parameters": [TASK],
+            "get": {"summary": "One task's runs, failure %, run time percentiles and histogram", "parameters": [RUN_WINDOW],
+                    "responses": {"200": _json(TASK_SERIES), **SERIES_ERRORS}},
         },
         "/api/audit": {
             "get": {"summary": "The newest audit entries",
