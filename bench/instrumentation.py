@@ -118,8 +118,14 @@ def wrk(base: str, script: str, connections: int, seconds: int) -> dict[str, flo
         ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script, base + "/api/tasks"],
         check=True, capture_output=True, text=True, timeout=seconds + 60,
     ).stdout  # fmt: skip
-    return {"connections": connections, "rps": parse_rps(out), "p50_ms": parse_latency(out, "50%"),
-            "p99_ms": parse_latency(out, "99%"), "requests": parse_requests(out), "non2xx": parse_non2xx(out)}  # fmt: skip
+    return {
+        "connections": connections,
+        "rps": parse_rps(out),
+        "p50_ms": parse_latency(out, "50%"),
+        "p99_ms": parse_latency(out, "99%"),
+        "requests": parse_requests(out),
+        "non2xx": parse_non2xx(out),
+    }
 
 
 def http_enqueue(url: str, client: Redis, seconds: int = 10) -> list[dict[str, object]]:
