@@ -61,7 +61,7 @@ def queues() -> tuple[Response, int]:
     return _snapshot_answer(
         snapshot,
         totals=totals(snapshot),
-        queues=[queue_row(q) for q in snapshot.queues],
+        queues=[{**queue_row(q), "paused": snapshot.is_paused(q.name)} for q in snapshot.queues],
         rate_limits=[rate_limit_row(limit) for limit in snapshot.rate_limits],
     )
 
@@ -81,12 +81,14 @@ def workers() -> tuple[Response, int]:
     current = state()
     snapshot = current.snapshots.get()
     if "page" not in request.args and "per_page" not in request.args:  # every worker, as before paging existed
-        return _snapshot_answer(snapshot, workers=[worker_row(w) for w in snapshot.workers])
+        rows = [worker_row(w) for w in snapshot.workers]
+        return _snapshot_answer(snapshot, suspended=snapshot.suspended, workers=rows)
     page = int_arg("page", 1, 1, MAX_PAGE)
     per_page = int_arg("per_page", 50, 1, MAX_WORKERS_PER_PAGE)
     shown, pages = worker_page(snapshot.workers, page, per_page)
     return _snapshot_answer(
         snapshot,
+        suspended=snapshot.suspended,
         total=len(snapshot.workers),
         page=min(page, pages),
         per_page=per_page,

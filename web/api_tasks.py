@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, Response, abort, jsonify, request, url_for
@@ -10,12 +10,12 @@ from redis.client import Pipeline
 from rq.exceptions import InvalidJobOperation
 from rq.job import Job, JobStatus
 from rqscope.monitor import audit
-from rqscope.tasks.enqueue import Placed, Placement, enqueue_all, place
+from rqscope.tasks.enqueue import Placed, Placement, enqueue_all
 from rqscope.tasks.errors import TaskError
-from rqscope.tasks.when import run_at
 from rqscope.web.access import caller
 from rqscope.web.bodies import read_body, typed
 from rqscope.web.jobinfo import MAX_ID_LENGTH, display_serializer, fetch_job, load_view, stop_job, summary
+from rqscope.web.placing import enqueue_one, placement
 from rqscope.web.state import state
 
 bp = Blueprint("api_tasks", __name__, url_prefix="/api/tasks")
@@ -27,7 +27,6 @@ CANCELLABLE = {JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED}
 
 def _placement(item: dict[str, Any], where: str = "") -> Placement:
     """One request item checked against the registry and the clock; abort(400) naming the problem."""
-    current = state()
     name = typed(item, "task", str, "a string", where=where)
     if name is None:
         abort(400, f"{where}'task' is required")
@@ -38,8 +37,7 @@ def _placement(item: dict[str, Any], where: str = "") -> Placement:
     if job_id is not None and not 0 < len(job_id) <= MAX_ID_LENGTH:
         abort(400, f"{where}'job_id' must be 1 to {MAX_ID_LENGTH} characters")
     try:
-        at = run_at(item.get("in"), item.get("at"), now=datetime.now(UTC), max_delay=current.settings.max_delay)
-        return place(current.registry.get(name), args, kwargs, queue=queue, job_id=job_id, at=at)
+        return placement(name, args, kwargs, queue=queue, job_id=job_id, delay=item.get("in"), at=item.get("at"))
     except TaskError as exc:
         abort(400, f"{where}{exc}")
 
@@ -54,15 +52,9 @@ def _status(placed: Placed, at: datetime | None) -> str:
 
 @bp.post("")
 def create() -> tuple[Response, int]:
-    current = state()
     who = caller()
     item = _placement(read_body(ITEM_FIELDS, EXAMPLE))
-
-    def audited(pipe: Pipeline, placed: list[Placed]) -> None:
-        if placed[0].created:
-            audit.record(pipe, who.name, "enqueue", f"{item.spec.name} {placed[0].job_id}", 1)
-
-    placed = enqueue_all([item], connection=current.redis, also=audited)[0]
+    placed = enqueue_one(item, who.name)
     status_url = url_for("api_tasks.show", job_id=placed.job_id)
     response = jsonify(id=placed.job_id, status=_status(placed, item.at), status_url=status_url)
     response.headers["Location"] = status_url

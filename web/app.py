@@ -27,6 +27,7 @@ from rqscope.web import (
     api_series,
     api_tasks,
     charts,
+    controls,
     cron_views,
     dashboard,
     errors,
@@ -90,6 +91,7 @@ def create_app(
     for blueprint in (health.bp, api_tasks.bp, api.bp, openapi.bp, session_views.bp, dashboard.bp, jobs_views.bp):
         app.register_blueprint(blueprint)
     app.register_blueprint(cron_views.bp)
+    app.register_blueprint(controls.bp)
     app.register_blueprint(redis_views.bp)
     app.register_blueprint(api_series.bp)
     app.register_blueprint(charts.bp)
