@@ -35,7 +35,7 @@ def test_overview_counts_links_and_workers_refresh_without_reload(page, real_red
     page.evaluate("window.__sameDocument = true")
     row = page.locator("tr[data-queue=default]")
     assert row.locator("[data-count=failed]").evaluate("n => n.tagName") == "SPAN"  # zero: text, not a link
-    assert row.locator("a.queue-name").get_attribute("href") == "/queues/default/queued"
+    assert row.locator("a.queue-name").get_attribute("href") == "/queues/default"
     make_failed(real_redis, 2)
     register_workers(real_redis, 2)
     failed = row.locator("a[data-count=failed]")
