@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from redis import Redis, WatchError
 from rq import Queue
 from rq.job import Job, validate_job_id
-from rqscope.tasks.errors import QueueNotAllowedError, TaskArgumentsError, TaskError
+from rqscope.tasks.errors import JobIdConflictError, QueueNotAllowedError, TaskArgumentsError
 from rqscope.tasks.metrics import record_enqueued
 from rqscope.tasks.rq_internals.jobs import schedule_job
 from rqscope.tasks.rq_internals.keys import KEYS
@@ -19,8 +19,15 @@ from rqscope.tasks.rq_internals.keys import KEYS
 if TYPE_CHECKING:
     from rqscope.tasks.registry import TaskSpec
 
-# KEYS: job hashes. Which of them exist, in one round trip on the connection that WATCHes them.
-EXISTING = "local found = {} for i, key in ipairs(KEYS) do found[i] = redis.call('EXISTS', key) end return found"
+# KEYS: job hashes. Each one's description (RQ writes "<function path>(<arguments>)"), or false where there is
+# no such job, in one round trip on the connection that WATCHes them.
+EXISTING = """
+local found = {}
+for i, key in ipairs(KEYS) do
+  found[i] = redis.call('EXISTS', key) == 1 and (redis.call('HGET', key, 'description') or '')
+end
+return found
+"""
 WATCH_ATTEMPTS = 5
 
 
@@ -131,14 +138,26 @@ def _build(pipe: Any, placements: Sequence[Placement], skip: set[str], connectio
     return jobs
 
 
-def _existing(pipe: Any, ids: list[str]) -> set[str]:
-    """Watch the given job ids and return those that exist; the MULTI that follows fails if any appears."""
-    if not ids:
+def _existing(pipe: Any, placements: Sequence[Placement]) -> set[str]:
+    """Watch the placements' job ids and return those that already name a run of the same task; the MULTI that
+    follows fails if any appears. An id that names another function's job is refused."""
+    chosen = [(index, item) for index, item in enumerate(placements) if item.job_id is not None]
+    if not chosen:
         return set()
-    keys = [KEYS.job_prefix + job_id for job_id in ids]
+    keys = [KEYS.job_prefix + str(item.job_id) for _, item in chosen]
     pipe.watch(*keys)
     found = pipe.eval(EXISTING, len(keys), *keys)
-    return {job_id for job_id, flag in zip(ids, found, strict=True) if flag}
+    existing = set()
+    for (index, item), description in zip(chosen, found, strict=True):
+        if description is None:
+            continue
+        if not bytes(description).startswith(f"{item.spec.func_path}(".encode()):
+            where = f"tasks[{index}]: " if len(placements) > 1 else ""
+            raise JobIdConflictError(
+                f"{where}job_id {item.job_id!r} already names a job that is not a run of {item.spec.name}"
+            )
+        existing.add(str(item.job_id))
+    return existing
 
 
 def enqueue_all(
@@ -157,7 +176,7 @@ def enqueue_all(
     for _ in range(WATCH_ATTEMPTS):
         with connection.pipeline() as pipe:
             try:
-                existing = _existing(pipe, ids)
+                existing = _existing(pipe, placements)
                 pipe.multi()
                 jobs = _build(pipe, placements, existing, connection)
                 placed = [
@@ -170,4 +189,4 @@ def enqueue_all(
             except WatchError:
                 continue  # a job with one of these ids appeared meanwhile: look again
         return placed
-    raise TaskError("jobs with these ids keep changing; try again")
+    raise JobIdConflictError("jobs with these ids keep changing; try again")

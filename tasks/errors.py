@@ -27,5 +27,9 @@ class TaskArgumentsError(TaskError):
     """The arguments do not fit the task's signature or cannot be serialised."""
 
 
+class JobIdConflictError(TaskError):
+    """A job_id names a job that is not a run of the requested task, or keeps changing under the request."""
+
+
 class DuplicateTaskError(RqscopeError):
     """Two different functions were registered under one task name."""

@@ -10,7 +10,7 @@ from typing import Any
 from rqscope.tasks.errors import TaskArgumentsError
 
 DEFAULT_MAX_DELAY = 30 * 86400.0
-DELAY = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d)?$")
+DELAY = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d)?$", re.ASCII)
 UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 MAX_TEXT = 64  # longer than any delay or timestamp: the message quotes the value, so it stays short
 
@@ -25,7 +25,10 @@ def parse_delay(value: Any, field: str = "in") -> float:
             raise TaskArgumentsError(f'{field!r}: {value[:MAX_TEXT]!r} is not seconds or like "90s", "5m", "2h"')
         seconds = float(match.group(1)) * UNITS[match.group(2) or "s"]
     else:
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # an integer too large for a float
+            seconds = math.inf
     if not math.isfinite(seconds) or seconds < 0:
         raise TaskArgumentsError(f"{field!r} must be a finite number of seconds, 0 or more")
     return seconds

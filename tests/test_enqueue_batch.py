@@ -103,6 +103,8 @@ def test_an_enqueue_and_its_audit_entry_are_one_round_trip(real_settings: Settin
         ([{"task": "t_ok", "in": True}], "'in' must be seconds"),
         ([{"task": "t_ok", "in": "nan"}], "is not seconds"),
         ([{"task": "t_ok", "in": "9" * 5000}], "is not seconds"),
+        ([{"task": "t_ok", "in": 2**1024}], "'in' must be a finite number of seconds"),
+        ([{"task": "t_ok", "in": "\u0661\u0662"}], "is not seconds"),  # Arabic-Indic digits
         ([{"task": "t_ok", "in": "31d"}], "longer than the 2592000 s allowed"),
         ([{"task": "t_ok", "in": -5}], "'in' must be a finite number of seconds"),
         ([], "'tasks' must hold 1 to 1000 items"),
@@ -144,6 +146,21 @@ def test_replaying_a_batch_with_job_ids_enqueues_nothing_twice(real_client: Flas
     assert again.get_json() == {"ids": [*first["ids"], "notify-5"], "created": 1}
     assert Queue("default", connection=real_redis).job_ids == [f"notify-{n}" for n in range(6)]
     assert enqueued(real_redis, "t_ok", "default") == 6
+
+
+def test_a_job_id_naming_another_tasks_job_is_a_conflict(real_client: FlaskClient, real_redis: Redis) -> None:
+    report = real_client.post("/api/tasks", json={"task": "generate_report", "args": ["r1"], "job_id": "shared"})
+    assert report.status_code == 202
+    refused = batch(
+        real_client, [{"task": "t_ok"}, {"task": "send_email", "args": ["a", "b", "c"], "job_id": "shared"}]
+    )
+    assert refused.status_code == 409
+    assert "tasks[1]: job_id 'shared' already names a job that is not a run of send_email" in refused.text
+    single = real_client.post("/api/tasks", json={"task": "t_ok", "job_id": "shared", "in": 60})
+    assert single.status_code == 409
+    assert Queue("default", connection=real_redis).count == 0 and Queue("high", connection=real_redis).count == 0
+    same = real_client.post("/api/tasks", json={"task": "generate_report", "args": ["other"], "job_id": "shared"})
+    assert same.status_code == 200 and same.get_json()["id"] == "shared"  # the same task: already enqueued
 
 
 def test_non_json_and_unauthenticated_batches(real_settings: Settings, real_redis: Redis) -> None:

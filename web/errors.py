@@ -6,7 +6,7 @@ import logging
 
 from flask import Flask, Response, jsonify, render_template, request
 from redis import RedisError
-from rqscope.tasks.errors import RqscopeError
+from rqscope.tasks.errors import JobIdConflictError, RqscopeError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(RqscopeError)
     def rqscope_error(exc: RqscopeError) -> Response:
-        return error_response(400, str(exc))
+        return error_response(409 if isinstance(exc, JobIdConflictError) else 400, str(exc))
 
     @app.errorhandler(RedisError)
     def redis_down(exc: RedisError) -> Response:
