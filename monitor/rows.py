@@ -33,14 +33,13 @@ REGISTRY_PREFIXES = tuple(t.format(queue="") for t in REGISTRY_KEY_TEMPLATES.val
 
 # ARGV: queue count, worker count, queue names..., worker names..., process ids...
 # The reply is flat: per queue LLEN, head id, head's enqueued_at, scheduler lock and one ZCARD per
-# registry; then per worker one of its RQ 3 executions and when it was created; then one HGETALL
-# list per process. The worker hashes themselves are read by HMGETs beside the scripts: converting
-# a 13-field reply into Lua and back cost Redis more than the HMGET itself (about 7 µs a worker).
+# registry; then per worker its WORKER_FIELDS; then one HGETALL list per process.
 # pcall, so that a key of the wrong type reads as empty instead of failing the whole read.
 READ_SCRIPT = Template("""
 local function num(reply) if type(reply) == 'number' then return reply end return 0 end
 local nq, nw = tonumber(ARGV[1]), tonumber(ARGV[2])
 local registries = {$registries}
+local worker_fields = {$fields}
 local out, n = {}, 0
 for i = 3, 2 + nq do
   local q = ARGV[i]
@@ -60,15 +59,19 @@ for i = 3, 2 + nq do
     out[n] = num(redis.pcall('ZCARD', prefix .. q))
   end
 end
+local width = #worker_fields
 for i = 3 + nq, 2 + nq + nw do
+  local reply = redis.pcall('HMGET', '$worker_prefix' .. ARGV[i], unpack(worker_fields))
+  local ok = type(reply) == 'table' and not reply.err
+  for j = 1, width do out[n + j] = ok and reply[j] or false end
   local execution = redis.pcall('SRANDMEMBER', '$worker_prefix' .. ARGV[i] .. ':executions')
   if type(execution) ~= 'string' then execution = false end
   local created = false
   if execution then created = redis.pcall('HGET', '$execution_prefix' .. execution, 'created_at') end
   if type(created) ~= 'string' then created = false end
-  out[n + 1] = execution
-  out[n + 2] = created
-  n = n + 2
+  out[n + width + 1] = execution
+  out[n + width + 2] = created
+  n = n + width + 2
 end
 for i = 3 + nq + nw, #ARGV do
   local reply = redis.pcall('HGETALL', '$proc_prefix' .. ARGV[i])
@@ -79,6 +82,7 @@ end
 return out
 """).substitute(
     registries=", ".join(f"'{p}'" for p in REGISTRY_PREFIXES),
+    fields=", ".join(f"'{f}'" for f in WORKER_FIELDS),
     queue_prefix=QUEUE_KEY_PREFIX,
     job_prefix=JOB_KEY_TEMPLATE.format(id=""),
     lock_prefix=SCHEDULER_LOCK_TEMPLATE.format(queue=""),
@@ -88,11 +92,11 @@ return out
 )
 
 # A script blocks Redis while it runs. A queue costs Redis about 18 µs in the script (11 commands) and
-# a worker's executions about 2 µs, so a chunk of 16 queues and 128 workers holds Redis for about
-# 0.5 ms (measured on 2 cores); chunks are sent together, and other clients' commands run between
-# them at no extra round trip.
+# a worker about 11 µs (its HMGET's reply is converted into Lua and back), so a chunk of 16 queues
+# and 32 workers holds Redis for about 0.6 ms (measured on 2 cores); chunks are sent together, and
+# other clients' commands run between them at no extra round trip.
 SCRIPT_QUEUES = 16
-SCRIPT_WORKERS = 128
+SCRIPT_WORKERS = 32
 
 
 def or_empty(reply: Any, default: Any) -> Any:
@@ -166,30 +170,21 @@ def read_by_script(redis: Redis, queues: list[str], workers: list[str], procs: l
             *map(exact, chunk_workers),
             *chunk_procs,
         )
-    for name in workers:
-        pipe.hmget(exact(WORKER_KEY_PREFIX + name), WORKER_FIELDS)
     _read_rate_limits(pipe, limits)
     replies = pipe.execute(raise_on_error=False)
     queue_rows: list[list[Any]] = []
-    executions: list[list[Any]] = []
+    worker_rows: list[list[Any]] = []
     proc_rows: list[dict[bytes | str, Any]] = []
-    queue_width = 4 + len(REGISTRY_PREFIXES)
     for (chunk_queues, chunk_workers, _), reply in zip(chunks, replies, strict=False):
         if isinstance(reply, (NoPermissionError, ResponseError)):
             raise ScriptsRefused(str(reply))
+        queue_width, worker_width = 4 + len(REGISTRY_PREFIXES), len(WORKER_FIELDS) + EXECUTION_VALUES
         queue_end = len(chunk_queues) * queue_width
-        worker_end = queue_end + len(chunk_workers) * EXECUTION_VALUES
+        worker_end = queue_end + len(chunk_workers) * worker_width
         queue_rows.extend(reply[i : i + queue_width] for i in range(0, queue_end, queue_width))
-        executions.extend(reply[i : i + EXECUTION_VALUES] for i in range(queue_end, worker_end, EXECUTION_VALUES))
+        worker_rows.extend(reply[i : i + worker_width] for i in range(queue_end, worker_end, worker_width))
         proc_rows.extend(_pairs(r) for r in reply[worker_end:])
-    hashes = replies[len(chunks) : len(chunks) + len(workers)]
-    worker_rows = [[*_fields(fields), *execution] for fields, execution in zip(hashes, executions, strict=True)]
-    return queue_rows, worker_rows, proc_rows, _rate_limit_rows(limits, replies[len(chunks) + len(workers) :])
-
-
-def _fields(reply: Any) -> list[Any]:
-    """A worker's HMGET reply; all absent when its key is of another type."""
-    return reply if isinstance(reply, list) else [None] * len(WORKER_FIELDS)
+    return queue_rows, worker_rows, proc_rows, _rate_limit_rows(limits, replies[len(chunks) :])
 
 
 def read_by_pipeline(redis: Redis, queues: list[str], workers: list[str], procs: list[str], limits: list[str]) -> Rows:
@@ -214,7 +209,10 @@ def read_by_pipeline(redis: Redis, queues: list[str], workers: list[str], procs:
         queued, head, locked = (or_empty(next(replies), None) for _ in range(3))
         counts = [count(or_empty(next(replies), 0)) for _ in REGISTRY_PREFIXES]
         queue_rows.append([count(queued), head or b"", b"", count(locked), *counts])
-    worker_rows = [[*_fields(next(replies)), or_empty(next(replies), None), None] for _ in workers]
+    worker_rows = [
+        [*(or_empty(next(replies), None) or [None] * len(WORKER_FIELDS)), or_empty(next(replies), None), None]
+        for _ in workers
+    ]
     proc_rows = [or_empty(next(replies), {}) for _ in procs]
     # second round: each queue head's enqueued_at and each running execution's created_at
     heads = [(row, 2, JOB_KEY_TEMPLATE.format(id=as_text(row[1])), "enqueued_at") for row in queue_rows if row[1]]
