@@ -36,10 +36,11 @@ def _queue_known(queue: str) -> None:
 
 def _ttl(value: Any, strict: bool) -> int | None:
     """Seconds a suspension lasts: an integer over the API; in the form also "90s", "5m", "2h", "1d"."""
+    whole = isinstance(value, int) or isinstance(value, float) and value.is_integer()  # JSON's 60.0 is 60
+    if strict and (isinstance(value, bool) or not whole):
+        abort(400, "'ttl' must be a whole number of seconds")
     if value is None or value == "":
         return None
-    if strict and (isinstance(value, bool) or not isinstance(value, int)):
-        abort(400, "'ttl' must be a whole number of seconds")
     try:
         seconds = -int(-parse_delay(value, "ttl") // 1)
     except TaskArgumentsError as exc:
@@ -72,7 +73,7 @@ def api_resume_queue(queue: str) -> Response:
 @bp.post("/api/workers/suspend")
 def api_suspend_workers() -> Response:
     body = read_body({"ttl"}, '{"ttl": 3600} or {}') if request.content_length or request.is_json else {}
-    ttl = _ttl(body.get("ttl"), strict=True)
+    ttl = _ttl(body["ttl"], strict=True) if "ttl" in body else None
     set_suspended(state().redis, True, caller().name, ttl)
     return jsonify(suspended=True, ttl=ttl)
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify
 from rqscope.monitor.jobs import MAX_PER_PAGE, ORDERS
+from rqscope.monitor.paused import MAX_SUSPEND_SECONDS
 from rqscope.monitor.snapshot import JOB_STATES
 from rqscope.web.api import DURATION_PATTERN
 
@@ -84,6 +85,15 @@ ALERTS = {
                    "dead_letters": {"type": "array", "items": DEAD_LETTER}},
 }
 ACT = _errors(400, 401, 403, 415, 503)
+CONTROL_QUEUE = {
+    "type": "object", "required": ["queue", "url_name", "paused", "changed"],
+    "properties": {"queue": {"type": "string"}, "url_name": {"type": "string"}, "paused": {"type": "boolean"},
+                   "changed": {"type": "boolean", "description": "false when the queue was already in that state"}},
+}
+CONTROL_WORKERS = {
+    "type": "object", "required": ["suspended", "ttl"],
+    "properties": {"suspended": {"type": "boolean"}, "ttl": {"type": ["integer", "null"]}},
+}
 SECTION = {"type": "object", "additionalProperties": {"type": ["string", "number"]}}
 REDIS_INFO = {
     "type": "object", "required": ["up", "server", "memory", "clients", "persistence", "replication", "keyspace", "pool"],
@@ -182,8 +192,24 @@ SPEC: dict[str, Any] = {
                            {"name": "per_page", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}}],
             "responses": {"200": _json({"type": "object", "required": ["workers"], "properties": {
                 "workers": {"type": "array", "items": OBJECT}, "total": {"type": "integer"},
-                "page": {"type": "integer"}, "pages": {"type": "integer"}, "per_page": {"type": "integer"}}}),
+                "page": {"type": "integer"}, "pages": {"type": "integer"}, "per_page": {"type": "integer"},
+                "suspended": {"type": "boolean", "description": "RQ's suspension (rq suspend) is set"}}}),
                 **_errors(400, 401, 403, 503)}}},
+        "/api/workers/suspend": {"post": {
+            "summary": "Suspend every RQ worker (RQ's own suspension, as `rq suspend`): each finishes its job and "
+                       "takes no new one; rqscope workers also stop waiting for one",
+            "requestBody": {"required": False, "content": {"application/json": {"schema": {
+                "type": "object", "additionalProperties": False,
+                "properties": {"ttl": {"type": "integer", "minimum": 1, "maximum": MAX_SUSPEND_SECONDS,
+                                       "description": "seconds until the suspension ends by itself"}}}}}},
+            "responses": {"200": _json(CONTROL_WORKERS), **ACT}}},
+        "/api/workers/resume": {"post": {"summary": "Resume every RQ worker (as `rq resume`)",
+                                         "responses": {"200": _json(CONTROL_WORKERS), **ACT}}},
+        "/api/queues/{queue}/pause": {"parameters": [QUEUE], "post": {
+            "summary": "Pause a queue: rqscope workers take no job from it (a stock rq worker ignores this)",
+            "responses": {"200": _json(CONTROL_QUEUE), **ACT, **_errors(404)}}},
+        "/api/queues/{queue}/resume": {"parameters": [QUEUE], "post": {
+            "summary": "Resume a paused queue", "responses": {"200": _json(CONTROL_QUEUE), **ACT, **_errors(404)}}},
         "/api/redis": {"get": {
             "summary": "Redis INFO as the Redis page shows it (a whitelist: never the config or a password), read at "
                        "most once per snapshot interval, and rqscope's own connection pool",
