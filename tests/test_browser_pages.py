@@ -20,9 +20,9 @@ pytestmark = [pytest.mark.redis, pytest.mark.browser, pytest.mark.slow]
 LIVE = 15_000  # ms: a few polls (one every 3 s)
 
 
-def hide(page, hidden: bool) -> None:  # type: ignore[no-untyped-def]
+def hide(tab, hidden: bool) -> None:  # type: ignore[no-untyped-def]
     """Make the tab hidden or shown as the Page Visibility API reports it, and say so."""
-    page.evaluate(
+    tab.evaluate(
         "(h) => { Object.defineProperty(document, 'hidden', {configurable: true, get: () => h});"
         " document.dispatchEvent(new Event('visibilitychange')); }",
         hidden,
@@ -166,3 +166,17 @@ def test_keyboard_shortcuts_and_a_visible_focus(page, real_redis: Redis) -> None
     page.keyboard.press("Tab")  # keyboard focus shows a ring
     outline = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
     assert page.evaluate("document.activeElement.tagName") in ("A", "INPUT", "BUTTON") and outline == "solid"
+
+
+def test_a_worker_whose_name_is_not_utf8_stays_live_on_refresh(page, real_redis: Redis) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    name = b"w\xff/.."
+    now = datetime.now(UTC).isoformat()
+    real_redis.sadd("rq:workers", b"rq:worker:" + name)
+    real_redis.hset(b"rq:worker:" + name, mapping={"state": "busy", "queues": "default", "last_heartbeat": now})
+    login(page)
+    page.goto("/workers")
+    row = page.locator("tr[data-worker]")
+    assert row.get_attribute("data-worker") == "w\\xff/.."
+    real_redis.hset(b"rq:worker:" + name, "state", "idle")
+    expect(row.locator("[data-field=state]")).to_have_text("idle", timeout=LIVE)  # matched by name, not "gone"
+    assert "gone" not in (row.get_attribute("class") or "")

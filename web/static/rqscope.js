@@ -19,6 +19,12 @@
     if (element && element.textContent !== text) { element.textContent = text; }
   }
 
+  // a name as the page writes it (monitor.names.label): bytes that are not UTF-8 arrive in JSON as lone
+  // surrogates U+DC80..U+DCFF and are shown as \xff escapes
+  function label(name) {
+    return name.replace(/[\uDC80-\uDCFF]/g, function (c) { return "\\x" + (c.charCodeAt(0) - 0xDC00).toString(16).padStart(2, "0"); });
+  }
+
   function plural(count, word) { return count.toLocaleString("en-US") + " " + word + (count === 1 ? "" : "s"); }
 
   // ---- times, as the server's `when`, `utc` and `duration` filters write them ---------------------
@@ -159,7 +165,7 @@
       if (key in totals) { setText(node, totals[key]); }
     });
     var byName = {};
-    (data.queues || []).forEach(function (queue) { byName[queue.name] = queue; });
+    (data.queues || []).forEach(function (queue) { byName[label(queue.name)] = queue; });
     document.querySelectorAll("tr[data-queue]").forEach(function (row) {
       var queue = byName[row.getAttribute("data-queue")];
       if (!queue) { return; }
@@ -189,7 +195,7 @@
   // ---- workers ----------------------------------------------------------------------------------------
   function applyWorkers(table, data) {
     var staleAfter = parseFloat(table.getAttribute("data-stale-after")), byName = {}, unseen = 0;
-    (data.workers || []).forEach(function (w) { byName[w.name] = w; });
+    (data.workers || []).forEach(function (w) { byName[label(w.name)] = w; });
     var shown = {};
     table.querySelectorAll("tr[data-worker]").forEach(function (row) {
       var name = row.getAttribute("data-worker"), w = byName[name];
