@@ -139,20 +139,6 @@ RUN_WINDOW = {"name": "window", "in": "query", "schema": {"type": "string", "enu
 TASK = {"name": "task", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1},
         "description": "a task name, encoded as a queue name is"}
 SERIES_ERRORS = _errors(400, 401, 403, 503)
-SECTION = {"type": "object", "additionalProperties": {"type": ["string", "number"]}}
-REDIS_INFO = {
-    "type": "object", "required": ["up", "server", "memory", "clients", "persistence", "replication", "keyspace", "pool"],
-    "properties": {
-        "up": {"type": "boolean"}, "read_at": {"type": "string", "format": "date-time"},
-        "server": SECTION, "memory": SECTION, "clients": SECTION, "persistence": SECTION, "replication": SECTION,
-        "keyspace": {"type": "object", "additionalProperties": {"type": "object", "properties": {
-            "keys": {"type": "integer"}, "expires": {"type": "integer"}, "avg_ttl": {"type": "integer"}}}},
-        "pool": {"type": "object", "properties": {"in_use": {"type": "integer"}, "idle": {"type": "integer"},
-                                                  "max": {"type": "integer"}}},
-    },
-}
-REDIS_DOWN = {"type": "object", "required": ["error", "up"], "properties": {
-    "error": {"type": "string"}, "up": {"type": "boolean", "const": False}, "pool": OBJECT}}
 
 SPEC: dict[str, Any] = {
     "openapi": "3.1.0",
