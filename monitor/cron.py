@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,6 +44,9 @@ class CronSchedulerState:
     last_heartbeat: float | None
     alive: bool
     created_at: float | None = None
+    listed: bool = True  # in RQ's registry; False: only rqscope remembers it (monitor/cron_memory.py)
+    raw_fields: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
+    raw_jobs: str | None = field(default=None, repr=False, compare=False)  # its cron_jobs JSON as read
 
 
 @dataclass(frozen=True)
@@ -89,15 +92,18 @@ def _seconds(value: Any) -> float | None:
 
 def _epoch(value: Any) -> float | None:
     moment = parse_time(value) if isinstance(value, str) else None
-    return moment.timestamp() if moment is not None else None
+    try:
+        return moment.timestamp() if moment is not None else None
+    except (OverflowError, ValueError):
+        return None
 
 
 def next_cron_run(cron: str, after: float, local: bool = LOCAL_CRON) -> float | None:
     """The first run of `cron` strictly after `after`, read as RQ reads it; None for a string it cannot parse."""
     if len(cron) > MAX_CRON_TEXT:
         return None
-    base = datetime.fromtimestamp(after, UTC)
     try:
+        base = datetime.fromtimestamp(after, UTC)
         if not local:
             return float(croniter(cron, base).get_next(datetime).timestamp())
         # as rq 3 does: match in local time; a repeated local hour maps to its first occurrence, so skip back-steps
@@ -127,15 +133,25 @@ def overdue_seconds(due: float | None, now: float) -> float:
     return max(0.0, now - due) if due is not None else 0.0
 
 
-def shape_scheduler(name: str, heartbeat: float | None, fields: dict[str, Any], now: float) -> CronSchedulerState:
+def shape_scheduler(
+    name: str,
+    heartbeat: float | None,
+    fields: dict[str, Any],
+    now: float,
+    raw_jobs: str | None = None,
+    listed: bool = True,
+) -> CronSchedulerState:
     pid = fields.get("pid")
     return CronSchedulerState(
         name=name,
         hostname=_text(fields.get("hostname")),
         pid=int(pid) if isinstance(pid, str) and pid.isdigit() and len(pid) < 10 else None,
         last_heartbeat=heartbeat,
-        alive=heartbeat is not None and now - heartbeat <= DEAD_AFTER_SECONDS,
+        alive=listed and heartbeat is not None and now - heartbeat <= DEAD_AFTER_SECONDS,
         created_at=_epoch(fields.get("created_at")),
+        listed=listed,
+        raw_fields={k: v for k, v in fields.items() if isinstance(v, str)},
+        raw_jobs=raw_jobs,
     )
 
 
@@ -158,9 +174,10 @@ def shape_job(entry: dict[str, Any], scheduler: CronSchedulerState, now: float) 
     interval = None if cron else _seconds(entry.get("interval"))
     last, stored_next = _epoch(entry.get("latest_enqueue_time")), _epoch(entry.get("next_enqueue_time"))
     due = stored_next
-    if not scheduler.alive:
-        # nobody will enqueue it: it is late from the next run the dead scheduler owed
-        due = missed_run(cron, interval, last, scheduler.created_at) or stored_next
+    if due is None and not scheduler.alive:
+        # the scheduler stored no next run and will store none now: work out the one it owed. The stored
+        # time is preferred: the scheduler computed it in its own host's time zone, which may not be ours
+        due = missed_run(cron, interval, last, scheduler.created_at)
     return CronJobState(
         name=name,
         func=func,
@@ -168,7 +185,7 @@ def shape_job(entry: dict[str, Any], scheduler: CronSchedulerState, now: float) 
         cron=cron,
         interval=interval,
         last_enqueued_at=last,
-        next_enqueue_at=stored_next if scheduler.alive or stored_next is not None else due,
+        next_enqueue_at=due,
         overdue_seconds=overdue_seconds(due, now),
         scheduler=scheduler.name,
     )

@@ -1,4 +1,5 @@
-"""Reading RQ's cron state in five pipelined round trips, whatever the number of schedulers, jobs and runs.
+"""Reading RQ's cron state, and rqscope's copy of schedulers RQ dropped, in five pipelined round trips,
+whatever the number of schedulers, jobs and runs.
 
 Every count is capped (schedulers, cron jobs, rq-scheduler entries, runs per job) and every big hash
 field is measured (HSTRLEN) before it is read, so a hostile or huge registry costs a bounded scrape.
@@ -23,6 +24,7 @@ from rqscope.monitor.cron import (
     shape_job,
     shape_scheduler,
 )
+from rqscope.monitor.cron_memory import SEEN_KEY, parse, remembered_names
 from rqscope.monitor.cron_rqscheduler import RQ_SCHEDULER_JOBS_KEY, shape_entry
 from rqscope.monitor.names import as_name, exact
 from rqscope.monitor.snapshot import as_text, parse_time
@@ -69,25 +71,36 @@ class CronReader:
         pipe.zcard(self.keys.cron_schedulers)
         pipe.zrange(RQ_SCHEDULER_JOBS_KEY, 0, MAX_ENTRIES - 1, withscores=True)
         pipe.zcard(RQ_SCHEDULER_JOBS_KEY)
-        listed, scheduler_count, entries, entry_count = _results(pipe)
+        pipe.hkeys(SEEN_KEY)
+        listed, scheduler_count, entries, entry_count, seen = _results(pipe)
         schedulers, entries = _finite(listed), _finite(entries)
         truncated = (scheduler_count or 0) > len(schedulers) or (entry_count or 0) > len(entries)
+        listed_names = {name for name, _ in schedulers}
+        seen_names = set(remembered_names(seen))
+        only_seen = sorted(seen_names - listed_names)[: max(0, MAX_SCHEDULERS - len(schedulers))]
 
         for name, _ in schedulers:
             key = exact(self.keys.cron_scheduler(name))
             pipe.hmget(key, *SCHEDULER_FIELDS)
             pipe.hstrlen(key, "cron_jobs")
+        for name in only_seen:
+            pipe.hget(SEEN_KEY, exact(name))
         for job_id, _ in entries:
             key = exact(self.keys.job(job_id))
             pipe.hmget(key, "origin", *RUN_FIELDS)
             pipe.hstrlen(key, "meta")
             pipe.hstrlen(key, "description")
         sizes = _results(pipe)
+        copies = dict(zip(only_seen, sizes[2 * len(schedulers) : 2 * len(schedulers) + len(only_seen)], strict=True))
+        base = 2 * len(schedulers) + len(only_seen)
 
+        gone = set()  # listed, but RQ dropped the hash: the copy rqscope remembered stands in for it
         for i, (name, _) in enumerate(schedulers):
             if 0 < (sizes[2 * i + 1] or 0) <= MAX_FIELD_BYTES:
                 pipe.hget(exact(self.keys.cron_scheduler(name)), "cron_jobs")
-        base = 2 * len(schedulers)
+            elif not any(sizes[2 * i] or ()) and not sizes[2 * i + 1] and name in seen_names:
+                gone.add(name)
+                pipe.hget(SEEN_KEY, exact(name))
         for i, (job_id, _) in enumerate(entries):
             key = exact(self.keys.job(job_id))
             for field, size in (("meta", sizes[base + 3 * i + 1]), ("description", sizes[base + 3 * i + 2])):
@@ -95,16 +108,27 @@ class CronReader:
                     pipe.hget(key, field)
         bodies = iter(_results(pipe))
 
-        shaped: list[CronSchedulerState] = []
-        jobs: list[CronJobState] = []
+        read: list[tuple[str, float | None, dict[str, str], str | None, bool]] = []
         for i, (name, heartbeat) in enumerate(schedulers):
+            if name in gone:
+                copy = parse(next(bodies))
+                read.append((name, heartbeat, copy.fields if copy else {}, copy.cron_jobs if copy else None, True))
+                continue
             head = sizes[2 * i] or [None] * 3
             fields = {k: as_text(v) for k, v in zip(SCHEDULER_FIELDS, head, strict=True) if v is not None}
-            scheduler = shape_scheduler(name, heartbeat, fields, now)
-            shaped.append(scheduler)
             raw = next(bodies) if 0 < (sizes[2 * i + 1] or 0) <= MAX_FIELD_BYTES else None
             truncated |= (sizes[2 * i + 1] or 0) > MAX_FIELD_BYTES
-            for entry in job_entries(as_name(raw) if raw is not None else None):
+            read.append((name, heartbeat, fields, as_name(raw) if raw is not None else None, True))
+        for name in only_seen:
+            if copy := parse(copies[name]):
+                read.append((name, copy.heartbeat, copy.fields, copy.cron_jobs, False))
+
+        shaped: list[CronSchedulerState] = []
+        jobs: list[CronJobState] = []
+        for name, heartbeat, fields, raw_jobs, is_listed in read:
+            scheduler = shape_scheduler(name, heartbeat, fields, now, raw_jobs, is_listed)
+            shaped.append(scheduler)
+            for entry in job_entries(raw_jobs):
                 job = shape_job(entry, scheduler, now)
                 if job is not None and len(jobs) < MAX_JOBS:
                     jobs.append(job)

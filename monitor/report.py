@@ -9,12 +9,19 @@ from rqscope.monitor.names import encode_segment
 from rqscope.monitor.snapshot import JOB_STATES, QueueState, RateLimitState, Snapshot, WorkerState
 
 
-def iso(moment: datetime | float | None) -> str | None:
-    if moment is None:
+def utc_moment(epoch: float) -> datetime | None:
+    """The UTC time of an epoch, or None for one no calendar holds (a garbled number from Redis)."""
+    try:
+        return datetime.fromtimestamp(epoch, UTC)
+    except (OverflowError, ValueError, OSError):
         return None
+
+
+def iso(moment: datetime | float | None) -> str | None:
+    """ISO 8601 in UTC; None for no moment, or one no calendar holds."""
     if isinstance(moment, (int, float)):
-        moment = datetime.fromtimestamp(moment, UTC)
-    return moment.isoformat().replace("+00:00", "Z")
+        moment = utc_moment(moment)
+    return None if moment is None else moment.isoformat().replace("+00:00", "Z")
 
 
 def queue_row(queue: QueueState) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from rqscope.monitor.alerts.evaluate import evaluate
 from rqscope.monitor.alerts.rules import Rule
 from rqscope.monitor.cron import CronSchedulerState, CronState, missed_run, next_cron_run, shape_job
 from rqscope.monitor.cron_fetch import MAX_SCHEDULERS, CronCache, CronReader
+from rqscope.monitor.cron_memory import SEEN_KEY, remember
 from rqscope.monitor.cron_rqscheduler import RQ_SCHEDULER_JOBS_KEY
 from rqscope.monitor.embedded import EmbeddedRedis
 from rqscope.monitor.reader import fetch_snapshot
@@ -134,6 +135,70 @@ def test_a_real_scheduler_then_killed(redis_server: EmbeddedRedis, real_redis: R
     ]
 
 
+@pytest.mark.parametrize("registry_cleaned", [False, True], ids=["hash-expired", "also-unregistered"])
+def test_a_dead_schedulers_jobs_outlive_rqs_copy_and_keep_alerting(
+    redis_server: EmbeddedRedis, real_redis: Redis, registry_cleaned: bool
+) -> None:
+    process = _start_scheduler(redis_server.url, "sched-b")
+    try:
+        wait_for(lambda: real_redis.zcard(KEYS.cron_job_history("tick")) == 1)
+        remember(real_redis, CronReader(real_redis).fetch())  # what the alert leader does each evaluation
+    finally:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+    heartbeat = real_redis.zscore(KEYS.cron_schedulers, "sched-b")
+    real_redis.delete(KEYS.cron_scheduler("sched-b"))  # RQ's 120 s TTL on the scheduler's hash ran out
+    if registry_cleaned:
+        real_redis.zrem(KEYS.cron_schedulers, "sched-b")  # CronScheduler.all(cleanup=True) dropped it too
+    later = heartbeat + 400
+    state = CronReader(real_redis).fetch(now=later)
+    assert [(s.name, s.alive) for s in state.schedulers] == [("sched-b", False)]
+    tick = next(j for j in state.jobs if j.name == "tick")
+    assert tick.next_enqueue_at is not None and tick.overdue_seconds == pytest.approx(later - tick.next_enqueue_at)
+    observed = evaluate((RULE,), fetch_snapshot(real_redis), None, later, state)
+    assert ((("cron_job", "tick"),), True) in [(o.labels, o.active) for o in observed]
+    remember(real_redis, state)
+    assert real_redis.hexists(SEEN_KEY, "sched-b")  # dead, not stopped: still remembered
+
+
+def test_a_scheduler_stopped_on_purpose_is_forgotten(redis_server: EmbeddedRedis, real_redis: Redis) -> None:
+    process = _start_scheduler(redis_server.url, "sched-c")
+    try:
+        wait_for(lambda: real_redis.zscore(KEYS.cron_schedulers, "sched-c") is not None)
+        wait_for(lambda: real_redis.exists(KEYS.cron_scheduler("sched-c")))
+        remember(real_redis, CronReader(real_redis).fetch())
+        assert real_redis.hexists(SEEN_KEY, "sched-c")
+    finally:
+        process.terminate()  # a warm stop: RQ takes the scheduler out of its registry
+        process.wait(timeout=20)
+    real_redis.zrem(KEYS.cron_schedulers, "sched-c")  # as RQ's own unregister does on a clean stop
+    real_redis.delete(KEYS.cron_scheduler("sched-c"))
+    state = CronReader(real_redis).fetch()
+    assert [(s.name, s.listed) for s in state.schedulers] == [("sched-c", False)]
+    remember(real_redis, state)
+    assert not real_redis.hexists(SEEN_KEY, "sched-c")
+    assert CronReader(real_redis).fetch().jobs == ()
+
+
+def test_a_dead_schedulers_stored_next_run_wins_over_our_time_zone() -> None:
+    # the scheduler computed "0 2 * * *" in New York: 07:00 UTC; the sidecar's own zone must not move it
+    stored = T0 + 3 * 3600
+    entry = {"name": "nightly", "func_name": "app.clean", "cron": "0 2 * * *", "next_enqueue_time": _iso(stored)}
+    job = shape_job(entry, _scheduler(False), T0)
+    assert job is not None and job.next_enqueue_at == stored and job.overdue_seconds == 0
+    later = shape_job(entry, _scheduler(False), stored + 500)
+    assert later is not None and later.overdue_seconds == pytest.approx(500)
+
+
+def test_a_timestamp_no_calendar_holds_is_shown_empty(real_redis: Redis, real_client: FlaskClient) -> None:
+    jobs = [{"name": "far", "func_name": "app.f", "interval": 60, "next_enqueue_time": "9999-12-31T23:59:59.999999Z"}]
+    real_redis.zadd(KEYS.cron_schedulers, {"s-far": time.time()})
+    real_redis.hset(KEYS.cron_scheduler("s-far"), mapping={"hostname": "h", "pid": "1", "cron_jobs": json.dumps(jobs)})
+    assert real_client.get("/cron").status_code == 200
+    (far,) = real_client.get("/api/cron").get_json()["jobs"]
+    assert far["overdue_seconds"] == 0
+
+
 def test_metrics_page_and_alert_from_the_same_read(real_redis: Redis, real_client: FlaskClient) -> None:
     scheduler = CronScheduler(real_redis, name="sched-b")
     scheduler.register(print, "default", interval=5, name="fast")
@@ -242,7 +307,7 @@ def test_a_huge_registry_is_read_in_bounded_round_trips(real_redis: Redis) -> No
     assert time.perf_counter() - started < 2
     assert state.up and state.truncated and len(state.schedulers) == MAX_SCHEDULERS and state.jobs == ()
     used = real_redis.info("stats")["total_commands_processed"] - before
-    assert used <= 4 + 2 * MAX_SCHEDULERS + 1  # one pipeline per step, no per-item round trip beyond the caps
+    assert used <= 5 + 2 * MAX_SCHEDULERS + 1  # one pipeline per step, no per-item round trip beyond the caps
 
 
 def test_the_cron_read_is_cached_for_a_second(redis: Redis) -> None:

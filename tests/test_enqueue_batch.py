@@ -180,7 +180,9 @@ def test_in_schedules_the_job(real_client: FlaskClient, real_redis: Redis, when:
     score = ScheduledJobRegistry("default", connection=real_redis).get_scheduled_time(job_id).timestamp()
     assert before + seconds - 1 <= score <= time.time() + seconds + 1
     assert Queue("default", connection=real_redis).count == 0
-    assert real_client.get(f"/api/tasks/{job_id}").get_json()["status"] == "scheduled"
+    shown = real_client.get(f"/api/tasks/{job_id}").get_json()
+    assert shown["status"] == "scheduled"
+    assert abs(datetime.fromisoformat(shown["scheduled_for"].replace("Z", "+00:00")).timestamp() - score) < 1
 
 
 def test_at_with_any_offset_is_read_as_that_instant(real_client: FlaskClient, real_redis: Redis) -> None:

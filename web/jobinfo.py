@@ -106,6 +106,7 @@ def summary(view: JobView) -> dict[str, Any]:
         "enqueued_at": iso(parse_time(view.get("enqueued_at"))),
         "started_at": iso(parse_time(view.get("started_at"))),
         "ended_at": iso(parse_time(view.get("ended_at"))),
+        "scheduled_for": iso(view.scheduled_for),
         "result": view.result,
         "error": parse_exc_string(view.traceback),
         "retries_left": _whole(view.get("retries_left")),
@@ -134,7 +135,6 @@ def detail(view: JobView) -> dict[str, Any]:
         "dependents": view.dependents,
         "dependents_total": view.dependents_total,
         "group": {"id": view.get("group_id"), "jobs": view.group_size} if view.get("group_id") else None,
-        "scheduled_for": iso(view.scheduled_for),
     }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from redis import WatchError
@@ -14,6 +14,7 @@ from rqscope.monitor import audit
 from rqscope.monitor.delete import delete_jobs, empty, entry_count
 from rqscope.monitor.exceptions import summaries
 from rqscope.monitor.jobs import MAX_PER_PAGE, ORDERS, JobLister, JobRow
+from rqscope.monitor.report import utc_moment
 from rqscope.monitor.snapshot import JOB_STATES, parse_time
 from rqscope.web import names
 from rqscope.web.access import caller
@@ -38,7 +39,7 @@ def pretty(value: object) -> str:
 
 def _moment(value: str | float | None) -> datetime | None:
     if isinstance(value, (int, float)):
-        return datetime.fromtimestamp(value, UTC)
+        return utc_moment(value)
     return parse_time(value)
 
 

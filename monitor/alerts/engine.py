@@ -35,6 +35,7 @@ from rqscope.monitor.alerts.silences import Silence, all_silences, silenced
 from rqscope.monitor.alerts.state import Alert, Notification, advance
 from rqscope.monitor.alerts.store import LOST, STALE, Store, parsed, reconcile
 from rqscope.monitor.cron import CronState
+from rqscope.monitor.cron_memory import remember
 from rqscope.monitor.rates import read_series
 from rqscope.monitor.snapshot import Snapshot
 
@@ -190,7 +191,13 @@ class AlertEngine:
         if self.cron is None or not snapshot.redis.up or not any(r.kind == "cron_overdue" for r in self.rules):
             return None
         cron = self.cron()
-        return cron if cron.up else None
+        if not cron.up:
+            return None
+        try:
+            remember(self.redis, cron)  # a dead scheduler's jobs outlive RQ's copy of them (monitor/cron_memory.py)
+        except RedisError as exc:
+            log.warning("could not remember the cron schedulers: %s", exc)
+        return cron
 
     def _keep_watch(self) -> list[Notification]:
         """Redis is away: evaluate RedisDown from memory and page directly."""
