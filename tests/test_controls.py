@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -180,6 +181,9 @@ def test_pause_and_resume_over_the_api_show_everywhere(app: Flask, real_redis: R
     rows = client.get("/api/queues", headers=bearer(VIEWER)).get_json()["queues"]
     assert [(row["name"], row["paused"]) for row in rows] == [("default", True)]
     assert paused_metric(client, "default") == 1
+    text = client.get("/metrics", headers=bearer(OPERATOR)).get_data()
+    checked = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, timeout=30)
+    assert checked.returncode == 0 and not checked.stdout and not checked.stderr, checked
     for page in ("/", "/queues/default/queued"):
         assert 'class="badge paused"' in client.get(page, headers=bearer(VIEWER)).get_data(as_text=True)
     client.post("/api/queues/default/resume", headers=bearer(OPERATOR))
