@@ -123,6 +123,8 @@ def arguments(spec: TaskSpec, values: Mapping[str, str]) -> tuple[list[Any], dic
         elif field.kind == inspect.Parameter.VAR_KEYWORD:
             if not isinstance(value, dict):
                 raise TaskArgumentsError(f'{field.name}: write a JSON object, like {{"key": 1}}')
+            if twice := sorted(set(value) & set(kwargs)):
+                raise TaskArgumentsError(f"{field.name}: {', '.join(twice)} already has a field of its own")
             kwargs.update(value)
         else:  # positional only, after an empty one
             raise TaskArgumentsError(f"{field.name}: give {gap} too, or leave {field.name} empty")
