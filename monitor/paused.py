@@ -45,7 +45,7 @@ def set_suspended(redis: Redis, suspended: bool, who: str, ttl: int | None = Non
     """Suspend (for `ttl` seconds, or until resumed) or resume every RQ worker, and audit it."""
     with redis.pipeline() as pipe:
         if suspended:
-            suspend(pipe, ttl)  # type: ignore[arg-type] - RQ only calls SET and EXPIRE on it
+            suspend(pipe, ttl)  # type: ignore[arg-type]  # RQ only calls SET and EXPIRE on it
         else:
             resume(pipe)  # type: ignore[arg-type]
         target = "all workers" + (f" for {ttl} s" if suspended and ttl else "")

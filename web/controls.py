@@ -22,6 +22,7 @@ from rqscope.web.bodies import read_body
 from rqscope.web.placing import enqueue_one, placement
 from rqscope.web.state import state
 from rqscope.web.task_form import arguments, fields
+from werkzeug.wrappers import Response as Redirect
 
 bp = Blueprint("controls", __name__)
 bp.record_once(names.install)
@@ -101,7 +102,7 @@ def _confirm_queue(queue: str, action: str) -> str:
     return render_template("dashboard/control_confirm.html", action=action, queue=queue, target=target, back=back)
 
 
-def _queue_page(queue: str, pause: bool) -> Response:
+def _queue_page(queue: str, pause: bool) -> Redirect:
     done = "paused" if pause else "resumed"
     changed = _queue_change(queue, pause)
     flash(f"Queue {label(queue)} {done}." if changed else f"Queue {label(queue)} was already {done}.")
@@ -109,12 +110,12 @@ def _queue_page(queue: str, pause: bool) -> Response:
 
 
 @bp.post("/queues/<name:queue>/pause")
-def pause_queue(queue: str) -> Response:
+def pause_queue(queue: str) -> Redirect:
     return _queue_page(queue, True)
 
 
 @bp.post("/queues/<name:queue>/resume")
-def resume_queue(queue: str) -> Response:
+def resume_queue(queue: str) -> Redirect:
     return _queue_page(queue, False)
 
 
@@ -126,7 +127,7 @@ def confirm_workers(action: str) -> str:
 
 
 @bp.post("/workers/suspend")
-def suspend_workers() -> Response:
+def suspend_workers() -> Redirect:
     ttl = _ttl(request.form.get("ttl", "").strip(), strict=False)
     set_suspended(state().redis, True, caller().name, ttl)
     flash("Workers suspended" + (f" for {ttl} s." if ttl else " until resumed."))
@@ -134,7 +135,7 @@ def suspend_workers() -> Response:
 
 
 @bp.post("/workers/resume")
-def resume_workers() -> Response:
+def resume_workers() -> Redirect:
     set_suspended(state().redis, False, caller().name)
     flash("Workers resumed.")
     return redirect(url_for("dashboard.overview"))
@@ -165,7 +166,7 @@ def enqueue_form() -> tuple[str, int]:
 
 
 @bp.post("/enqueue")
-def enqueue_submit() -> Response | tuple[str, int]:
+def enqueue_submit() -> Redirect | tuple[str, int]:
     who = caller()
     name = request.form.get("task", "")
     try:
