@@ -17,6 +17,7 @@ from redis import Redis
 from rq import Queue, Retry, get_current_job
 from rq.group import Group
 from rq.job import Job, JobStatus
+from rq.results import Result
 from rqscope.monitor import audit
 from rqscope.monitor.settings import Settings
 from rqscope.tasks.rq_internals.keys import KEYS
@@ -93,14 +94,17 @@ def test_every_result_of_a_retried_job_newest_first(real_client: FlaskClient, re
     assert "third run ok" in page and "pages-worker" in page
 
 
-def test_a_failure_rq_retried_leaves_no_result_only_the_final_one(real_client: FlaskClient, real_redis: Redis) -> None:
+def test_every_attempt_of_a_retried_job_has_a_result(real_client: FlaskClient, real_redis: Redis) -> None:
     queue = Queue("default", connection=real_redis)
     job = queue.enqueue(raises_twice, "raises", retry=Retry(max=2))
     failing = queue.enqueue(t_fail, 7)
     work(real_redis)
     body = real_client.get(f"/api/jobs/{job.id}").get_json()
     assert job.get_status() == JobStatus.FINISHED and real_redis.get("raises") == b"3"
-    assert [r["type"] for r in body["results"]] == ["success"]  # what RQ itself keeps (Result.all)
+    # RQ keeps no result for a failure it retries; rqscope's worker records each one as `retried`
+    assert [r["type"] for r in body["results"]] == ["success", "retried", "retried"]
+    assert [r["exception"]["type"] for r in body["results"][1:]] == ["RuntimeError", "RuntimeError"]
+    assert len(Result.all(job)) == 3 and job.latest_result().type == Result.Type.SUCCESSFUL  # type: ignore[union-attr]
     failed = real_client.get(f"/api/jobs/{failing.id}").get_json()["results"]
     assert [r["type"] for r in failed] == ["failed"]
     assert failed[0]["exception"] == {"type": "KeyError", "message": "'missing 7'"}

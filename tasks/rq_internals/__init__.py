@@ -54,6 +54,9 @@ Hooks (what they rely on; why no public API does it; the test that breaks when R
   because rq before 3.0 sends the scheduled registry's ZADD outside the pipeline it is given.
   test_enqueue_batch::test_an_enqueue_and_its_audit_entry_are_one_round_trip,
   test_rq_internals::test_schedule_job_writes_nothing_outside_the_transaction
+- `jobs.record_retried_attempt`, from `handle_job_failure` through `increment_failed_job_count(pipeline)`:
+  RQ keeps no result for a failed run it retries; a `retried` result with the exception goes into RQ's own
+  outcome pipeline, where the job is requeued. test_job_pages::test_every_attempt_of_a_retried_job_has_a_result
 - `scripts.RETRY_SCRIPT`, `scripts.ENQUEUE_NOW_SCRIPT`, `scripts.rq_timestamp`: Lua that writes a job's
   hash and lists as RQ's requeue and RQ's scheduler do, in one atomic step; RQ's own do it in several
   round trips and lose the job on a crash in between.

@@ -8,6 +8,7 @@ from datetime import datetime
 from redis import Redis
 from redis.client import Pipeline
 from rq import Queue
+from rq.executions import Execution
 from rq.job import Job, JobStatus
 from rq.results import Result
 
@@ -26,6 +27,24 @@ def fail_job(job: Job, exc_string: str, worker_name: str, pipeline: Pipeline) ->
     job.set_status(JobStatus.FAILED, pipeline=pipeline)
     job.failed_job_registry.add(job, ttl=job.failure_ttl, exc_string=exc_string, pipeline=pipeline)
     Result.create_failure(job, job.failure_ttl, exc_string=exc_string, worker_name=worker_name, pipeline=pipeline)
+
+
+def record_retried_attempt(
+    pipeline: Pipeline, job: Job, exc_string: str, worker_name: str, execution: Execution | None
+) -> None:
+    """A `retried` result, with its exception, for a failed run that RQ retries: RQ keeps a result for every
+    other run (success, failure, stop, a returned Retry) but none for this one, so its traceback was lost."""
+    Result(
+        job.id,
+        Result.Type.RETRIED,
+        job.connection,
+        exc_string=exc_string,
+        worker_name=worker_name,
+        serializer=job.serializer,
+        execution_id=execution.id if execution is not None else None,
+        execution_started_at=execution.created_at if execution is not None else None,
+        execution_ended_at=job.ended_at,
+    ).save(ttl=job.failure_ttl, pipeline=pipeline)
 
 
 def promote_held(redis: Redis, key: str, concurrency: int) -> list[str]:

@@ -30,6 +30,7 @@ from rq.utils import now, utcformat
 from rq.worker import WorkerStatus
 from rqscope.tasks.outage import REDIS_UNAVAILABLE, wait_out
 from rqscope.tasks.rq_internals.checks import verify_rq, verify_worker
+from rqscope.tasks.rq_internals.jobs import record_retried_attempt
 from rqscope.tasks.rq_internals.queue import StoppableQueue, claiming
 
 UNRECORDED = "Work-horse ended without recording the job's outcome (Redis was unavailable)"
@@ -68,6 +69,7 @@ class HookedWorker(Worker):
         self.horse_job_id: str | None = None  # the job this worker's last horse ran
         self.run_id: str | None = None  # the execution whose outcome is being recorded
         self.failing = False
+        self.retried_attempt: tuple[Job, str, Execution | None] | None = None  # recorded with RQ's pipeline
         self.holding_job = False
         self.stop_requested_at = 0.0
 
@@ -225,10 +227,12 @@ class HookedWorker(Worker):
         if not self.is_horse and not self._parent_fails(job, args, kwargs):
             return
         self.failing = True
+        if job.should_retry and getattr(self, "_stopped_job_id", None) != job.id:  # as RQ decides to retry
+            self.retried_attempt = (job, exc_string, _execution_in(args, kwargs))
         try:
             super().handle_job_failure(job, queue, started_job_registry, exc_string, *args, **kwargs)
         finally:
-            self.failing = False
+            self.failing, self.retried_attempt = False, None
         # RQ logs and swallows a failed bookkeeping pipeline, and a job left in the started registry
         # would stay there for good: raise instead, so that the parent settles it once Redis is back
         if self._registered(job, _execution_in(args, kwargs) or self.execution):
@@ -275,5 +279,8 @@ class HookedWorker(Worker):
 
     def increment_failed_job_count(self, pipeline: Pipeline | None = None) -> None:
         super().increment_failed_job_count(pipeline)
+        if self.retried_attempt is not None and pipeline is not None:
+            job, exc_string, execution = self.retried_attempt
+            record_retried_attempt(pipeline, job, exc_string, self.name, execution)
         if not self.failing:  # handle_job_failure added it with the status (cleanup_execution)
             self.add_run(pipeline)
