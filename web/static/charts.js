@@ -25,14 +25,14 @@
 
   // kind -> how its series becomes uPlot data and a table; the Python twin is web/charts.py table()
   var KINDS = {
-    "runs": { unit: "runs/s", names: OUTCOMES, values: function (d) { return OUTCOMES.map(function (o) { return d.outcomes[o]; }); },
+    "runs": { unit: "runs/s", axis: "runs per second", names: OUTCOMES, values: function (d) { return OUTCOMES.map(function (o) { return d.outcomes[o]; }); },
       columns: OUTCOMES.map(function (o) { return o + " (runs/s)"; }) },
-    "queue-depth": { unit: "jobs", names: ["queued"], values: function (d) { return [d.queued]; }, columns: ["Queued (jobs)"] },
-    "queue-latency": { unit: "s", names: ["latency"], values: function (d) { return [d.latency_seconds]; }, columns: ["Latency (s)"] },
-    "task-quantiles": { unit: "s", names: ["p50", "p95", "p99"],
+    "queue-depth": { unit: "jobs", dots: true, axis: "queued jobs", names: ["queued"], values: function (d) { return [d.queued]; }, columns: ["Queued (jobs)"] },
+    "queue-latency": { unit: "s", dots: true, axis: "latency (s)", names: ["latency"], values: function (d) { return [d.latency_seconds]; }, columns: ["Latency (s)"] },
+    "task-quantiles": { unit: "s", dots: true, axis: "run time (s)", names: ["p50", "p95", "p99"],
       values: function (d) { return [d.quantiles_seconds.p50, d.quantiles_seconds.p95, d.quantiles_seconds.p99]; },
       columns: ["p50 (s)", "p95 (s)", "p99 (s)"] },
-    "task-failure": { unit: "%", names: ["failure %"], values: function (d) { return [d.failure_percent]; },
+    "task-failure": { unit: "%", dots: true, axis: "failed runs (%)", names: ["failure %"], values: function (d) { return [d.failure_percent]; },
       columns: ["Runs", "Failure %"], extra: function (d) { return [d.runs]; } },
     "task-histogram": { unit: "runs", names: ["runs"], histogram: true }
   };
@@ -66,9 +66,14 @@
     table.replaceChild(body, table.tBodies[0]);
   }
 
-  function unitFormat(unit) {
+  function numbers(self, ticks) {
+    return ticks.map(function (v) { return v === null ? "" : String(+v.toPrecision(4)); });
+  }
+
+  function timeTicks(step) {
     return function (self, ticks) {
-      return ticks.map(function (v) { return v === null ? "" : (+v.toPrecision(4)) + (unit === "%" ? "%" : " " + unit); });
+      var span = ticks.length > 1 ? ticks[ticks.length - 1] - ticks[0] : 0;
+      return ticks.map(function (t) { return when(t, span > 86400 ? 3600 : 60); });
     };
   }
 
@@ -85,7 +90,7 @@
       opts.axes = [
         Object.assign({ label: "Run time ≤ (s)", values: function (u, ticks) { return ticks.map(function (i) { return labels[i] === undefined ? "" : labels[i]; }); },
           splits: function () { return labels.map(function (_, i) { return i; }); } }, axisStyle),
-        Object.assign({ label: "Runs", values: unitFormat("") }, axisStyle)
+        Object.assign({ label: "runs", values: numbers }, axisStyle)
       ];
       opts.series = [{ label: "≤ s", value: function (u, i) { return i === null ? "–" : labels[i]; } },
         { label: "runs", stroke: colors.line, fill: colors.line + "55", paths: uPlot.paths.bars({ size: [0.8, 60] }), points: { show: false } }];
@@ -93,10 +98,12 @@
     }
     var step = data.step_seconds;
     opts.tzDate = function (ts) { return uPlot.tzDate(new Date(ts * 1000), "Etc/UTC"); };
-    opts.axes = [Object.assign({ label: "Time (UTC)" }, axisStyle), Object.assign({ label: spec.unit, values: unitFormat(spec.unit), size: 70 }, axisStyle)];
+    opts.axes = [Object.assign({ label: "Time (UTC)", values: timeTicks(step), space: 70 }, axisStyle),
+      Object.assign({ label: spec.axis, values: numbers, size: 56 }, axisStyle)];
     opts.series = [{ label: "time (UTC)", value: function (u, ts) { return ts === null ? "–" : when(ts, step); } }].concat(spec.names.map(function (name) {
       var color = colors[name] || colors.line;
-      return { label: name, stroke: color, width: 2, spanGaps: false, points: { size: 4 },
+      return { label: name, stroke: color, width: 2, spanGaps: false,
+        points: spec.dots ? { show: true, size: data.t.length > 200 ? 3 : 6, fill: color, stroke: color } : {},
         value: function (u, v) { return v === null || v === undefined ? "–" : (+v.toPrecision(4)) + (spec.unit === "%" ? "%" : " " + spec.unit); } };
     }));
     return opts;
