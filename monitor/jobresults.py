@@ -19,7 +19,7 @@ from rqscope.monitor.display import DisplayError, loads, plain
 from rqscope.monitor.jobs import decode_exc
 from rqscope.monitor.snapshot import as_text
 
-MAX_RESULTS = 10  # what RQ keeps per job; a longer stream (approximate trimming) is counted, not read
+MAX_RESULTS = 100  # RQ trims each stream to about 10 (approximately: often a few more); more is counted, not read
 
 # rq.results.Result.Type values (the same in rq 2.11 and 3.x)
 RESULT_TYPES = {b"1": "success", b"2": "failed", b"3": "stopped", b"4": "retried", b"5": "max_retries_exceeded"}
