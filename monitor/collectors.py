@@ -12,7 +12,7 @@ from redis import Redis, RedisError
 from rqscope.monitor.alerts.outbox import notification_counts
 from rqscope.monitor.cache import SnapshotCache
 from rqscope.monitor.cron import CronState
-from rqscope.monitor.cron_collector import CRON_FAMILIES, CronCollector
+from rqscope.monitor.cron_collector import CronCollector
 from rqscope.monitor.families import notification_family, snapshot_families
 
 log = logging.getLogger(__name__)
@@ -35,10 +35,9 @@ class SelfMetrics:
 class SnapshotCollector:
     """Queues, workers, pools, Redis and task metrics from one cached snapshot."""
 
-    def __init__(self, cache: SnapshotCache, self_metrics: SelfMetrics, replaced: frozenset[str] = frozenset()) -> None:
+    def __init__(self, cache: SnapshotCache, self_metrics: SelfMetrics) -> None:
         self.cache = cache
         self.self_metrics = self_metrics
-        self.replaced = replaced  # families another collector exports in full, left out here so no name repeats
         self.redis_up = True  # as this scrape's snapshot found it
 
     def collect(self) -> Iterable[Metric]:
@@ -48,7 +47,7 @@ class SnapshotCollector:
         if not snapshot.redis.up:
             self.self_metrics.errors.labels("redis").inc()
         try:
-            families = [f for f in snapshot_families(snapshot) if f.name not in self.replaced]
+            families = list(snapshot_families(snapshot))
         except Exception:  # a shaping bug must not take the whole scrape down
             log.exception("could not shape the snapshot into metrics")
             self.self_metrics.errors.labels("shaping").inc()
@@ -82,7 +81,7 @@ def build_registry(
     registry = CollectorRegistry(auto_describe=False)
     holder = CollectorRegistry(auto_describe=False)
     self_metrics = SelfMetrics(holder)
-    snapshots = SnapshotCollector(cache, self_metrics, CRON_FAMILIES if cron is not None else frozenset())
+    snapshots = SnapshotCollector(cache, self_metrics)
     registry.register(snapshots)
     if redis is not None:
         registry.register(NotificationCollector(redis, snapshots))

@@ -8,9 +8,6 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from rqscope.monitor.cron import CronState
 from rqscope.monitor.names import label
 
-# the snapshot counts registered schedulers as an unlabelled rqscope_cron_schedulers; this one, by state, replaces it
-CRON_FAMILIES = frozenset({"rqscope_cron_job_overdue_seconds", "rqscope_cron_schedulers"})
-
 
 def cron_families(state: CronState) -> list[Metric]:
     """Pure shaping: a cron read -> metric families; nothing when Redis did not answer."""

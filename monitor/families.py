@@ -158,7 +158,6 @@ def redis_families(snapshot: Snapshot) -> Iterable[Metric]:
     return [
         up,
         *(_single(name, text, typ, info.get(field, 0.0)) for name, field, typ, text in REDIS_FIGURES),
-        _single("rqscope_cron_schedulers", "RQ cron schedulers registered", "gauge", snapshot.cron_schedulers),
         _single(
             "rqscope_snapshot_round_trips", "Redis round trips the last snapshot took", "gauge", snapshot.round_trips
         ),  # fmt: skip

@@ -213,7 +213,7 @@ def test_metrics_page_and_alert_from_the_same_read(real_redis: Redis, real_clien
     families = {f.name: f for f in text_string_to_metric_families(text)}
     states = {s.labels["state"]: s.value for s in families["rqscope_cron_schedulers"].samples}
     assert states == {"alive": 1, "dead": 1}
-    assert text.count("# TYPE rqscope_cron_schedulers ") == 1  # the snapshot's unlabelled count is replaced
+    assert text.count("# TYPE rqscope_cron_schedulers ") == 1  # one family, by state
     assert [s.labels for s in families["rqscope_cron_job_overdue_seconds"].samples] == [{"cron_job": "fast"}]
     promtool = shutil.which("promtool")
     assert promtool is not None
