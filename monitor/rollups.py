@@ -15,7 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from redis import Redis
-from rqscope.tasks.metrics import ROLLUP_KEY_TEMPLATE, SEP, TaskStats
+from rqscope.monitor.names import exact
+from rqscope.tasks.metrics import BUCKET_LABELS, OUTCOMES, ROLLUP_KEY_TEMPLATE, SEP, TaskStats, total_field
 
 HOURLY_KEY_TEMPLATE = "rqscope:metrics:h:{hour}"
 HOURLY_TTL_SECONDS = 8 * 86400
@@ -40,39 +41,59 @@ class Window:
         return min(max(self.now - self.starts[index], 1.0), float(self.step))
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else value
+SEP_BYTES = SEP.encode()
+OUTCOME_KINDS = {f"o:{o}".encode(): o for o in OUTCOMES}
+BUCKET_KINDS = {f"b:{label}".encode(): label for label in BUCKET_LABELS}
+TOTAL_FIELDS = [total_field(o) for o in OUTCOMES]
 
 
-def add_fields(into: TaskStats, raw: Mapping[bytes | str, bytes | str], task: str | None, queue: str | None) -> None:
-    """Add one rollup hash's fields for the matching (task, queue) pairs; malformed fields are skipped."""
-    for raw_key, raw_value in raw.items():
-        parts = _text(raw_key).split(SEP)
+def _number(raw: bytes | str | None) -> float:
+    """A count or sum from Redis; anything else (missing, malformed, negative, not finite) is 0."""
+    if raw is None:
+        return 0.0
+    try:
+        number = float(raw)
+    except ValueError:
+        return 0.0
+    return number if math.isfinite(number) and number >= 0 else 0.0
+
+
+def add_totals(into: TaskStats, raw: list[bytes | str | None]) -> None:
+    """Add a rollup's per-outcome totals (HMGET of TOTAL_FIELDS, in OUTCOMES order)."""
+    for outcome, value in zip(OUTCOMES, raw, strict=True):
+        into.outcomes[outcome] += int(_number(value))
+
+
+def add_fields(
+    into: TaskStats, raw: Mapping[bytes | str, bytes | str], task: bytes | None, queue: bytes | None
+) -> None:
+    """Add one rollup hash's fields for the matching (task, queue) pairs (exact bytes); malformed ones are skipped."""
+    for key, value in raw.items():
+        parts = (key if isinstance(key, bytes) else exact(key)).split(SEP_BYTES)
         if len(parts) != 3 or (task is not None and parts[0] != task) or (queue is not None and parts[1] != queue):
             continue
-        try:
-            number = float(_text(raw_value))
-        except ValueError:
-            continue
-        if not math.isfinite(number) or number < 0:
-            continue
         kind = parts[2]
-        if kind.startswith("o:") and kind[2:] in into.outcomes:
-            into.outcomes[kind[2:]] += int(number)
-        elif kind.startswith("b:") and kind[2:] in into.buckets:
-            into.buckets[kind[2:]] += int(number)
-        elif kind == "sum":
-            into.duration_sum += number
+        if kind in OUTCOME_KINDS:
+            into.outcomes[OUTCOME_KINDS[kind]] += int(_number(value))
+        elif kind in BUCKET_KINDS:
+            into.buckets[BUCKET_KINDS[kind]] += int(_number(value))
+        elif kind == b"sum":
+            into.duration_sum += _number(value)
 
 
 def read_window(
     redis: Redis, name: str, task: str | None = None, queue: str | None = None, now: float | None = None
 ) -> Window:
-    """The window `name` (a key of WINDOWS) for one task and/or queue (None: all), in one round trip."""
+    """The window `name` (a key of WINDOWS) for one task and/or queue (None: all), in one round trip.
+
+    For all tasks and queues only the per-outcome totals are read (five fields a hash, whatever the
+    number of tasks); for one task or queue, the whole hashes.
+    """
     step, count = WINDOWS[name]
     now = time.time() if now is None else now
     current = int(now // step)
     starts = [(current - count + 1 + i) * step for i in range(count)]
+    totals_only = task is None and queue is None
     pipe = redis.pipeline(transaction=False)
     sources: list[int] = []  # for each command, the bin it adds to
     for index, start in enumerate(starts):
@@ -83,10 +104,17 @@ def read_window(
         else:
             keys = [HOURLY_KEY_TEMPLATE.format(hour=start // 3600)]
         for key in keys:
-            pipe.hgetall(key)
+            if totals_only:
+                pipe.hmget(key, TOTAL_FIELDS)
+            else:
+                pipe.hgetall(key)
             sources.append(index)
     bins = [TaskStats() for _ in starts]
+    wanted_task = None if task is None else exact(task)
+    wanted_queue = None if queue is None else exact(queue)
     for index, raw in zip(sources, pipe.execute(raise_on_error=False), strict=True):
-        if isinstance(raw, dict):
-            add_fields(bins[index], raw, task, queue)
+        if isinstance(raw, list):
+            add_totals(bins[index], raw)
+        elif isinstance(raw, dict):
+            add_fields(bins[index], raw, wanted_task, wanted_queue)
     return Window(name, step, starts, bins, now)

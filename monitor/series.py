@@ -67,3 +67,10 @@ def queue(history: QueueHistory) -> dict[str, Any]:
         "queued": history.queued,
         "latency_seconds": history.latency_seconds,
     }
+
+
+def recent(window: Window) -> tuple[int, int, float]:
+    """(runs, failed runs, seconds) over the whole window, the current bin counted by its elapsed time."""
+    runs = sum(b.runs for b in window.bins)
+    failed = sum(_failed(b) for b in window.bins)
+    return runs, failed, sum(window.seconds(i) for i in range(len(window.bins))) or float(window.step)

@@ -49,8 +49,14 @@ def rollup_key(epoch_seconds: float) -> str:
     return ROLLUP_KEY_TEMPLATE.format(minute=int(epoch_seconds // 60))
 
 
+def total_field(outcome: str) -> str:
+    """A rollup's count of one outcome over every task and queue: the overview's chart reads only these."""
+    return "o:" + outcome  # no separator, so it never reads as a (task, queue) field
+
+
 # KEYS: the run's marker, the metrics hash, the minute's rollup. ARGV: marker TTL, rollup TTL, outcome
-# field, sum field, bucket field, duration. A run whose marker exists was counted: a replayed write adds nothing.
+# field, sum field, bucket field, duration, the rollup's total field for the outcome. A run whose marker
+# exists was counted: a replayed write adds nothing.
 RECORD_ONCE = """
 if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 0 end
 redis.call('HINCRBY', KEYS[2], ARGV[3], 1)
@@ -59,6 +65,7 @@ redis.call('HINCRBY', KEYS[2], ARGV[5], 1)
 redis.call('HINCRBY', KEYS[3], ARGV[3], 1)
 redis.call('HINCRBYFLOAT', KEYS[3], ARGV[4], ARGV[6])
 redis.call('HINCRBY', KEYS[3], ARGV[5], 1)
+redis.call('HINCRBY', KEYS[3], ARGV[7], 1)
 redis.call('EXPIRE', KEYS[3], ARGV[2])
 return 1
 """
@@ -89,7 +96,7 @@ def record_run(
     if run_id is not None:
         keys = [RUN_MARKER_TEMPLATE.format(id=run_id), METRICS_KEY, key]
         fields = [field_name(task, queue, kind) for kind in ("o:" + outcome, "sum", "b:" + bucket_for(duration))]
-        args = [RUN_MARKER_TTL_SECONDS, ROLLUP_TTL_SECONDS, *fields, repr(duration)]
+        args = [RUN_MARKER_TTL_SECONDS, ROLLUP_TTL_SECONDS, *fields, repr(duration), total_field(outcome)]
         # EVAL, not a registered script: the pipeline would first ask SCRIPT EXISTS, one more round trip
         pipeline.eval(RECORD_ONCE, len(keys), *keys, *args)
         return
@@ -99,6 +106,7 @@ def record_run(
     pipeline.hincrby(key, field_name(task, queue, "o:" + outcome), 1)
     pipeline.hincrbyfloat(key, field_name(task, queue, "sum"), duration)
     pipeline.hincrby(key, field_name(task, queue, "b:" + bucket_for(duration)), 1)
+    pipeline.hincrby(key, total_field(outcome), 1)
     pipeline.expire(key, ROLLUP_TTL_SECONDS)
 
 

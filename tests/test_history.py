@@ -46,6 +46,7 @@ def test_a_run_adds_its_histogram_bucket_to_its_minute_once(real_redis: Redis) -
     minute = real_redis.hgetall(ROLLUP_KEY_TEMPLATE.format(minute=int(NOW // 60)))
     assert minute[b"t\x1fq\x1fb:0.5"] == b"1" and minute[b"t\x1fq\x1fb:10.0"] == b"1"  # the replay added nothing
     assert minute[b"t\x1fq\x1fo:success"] == b"1"
+    assert minute[b"o:success"] == b"1" and minute[b"o:failure"] == b"1"  # the totals the overview reads
     # kept 25 h, so that the 24 h chart and the hourly fold still find it
     assert 24 * 3600 < real_redis.ttl(ROLLUP_KEY_TEMPLATE.format(minute=int(NOW // 60))) <= 25 * 3600
 

@@ -38,7 +38,7 @@ def test_record_run_is_one_round_trip_and_exports_cumulative_histogram(redis: Re
     for duration, outcome in [(0.001, "success"), (0.3, "success"), (2.0, "failure"), (5000.0, "killed")]:
         pipe = redis.pipeline(transaction=False)
         record_run(pipe, "t", "q", outcome, duration, now=120.0)
-        assert len(pipe.command_stack) == 7  # three on the totals, three on the minute's rollup, its expiry
+        assert len(pipe.command_stack) == 8  # three on the totals, four on the minute's rollup, its expiry
         pipe.execute()
     registry = registry_for(redis)
     labels = {"task": "t", "queue": "q"}
