@@ -66,6 +66,13 @@
     table.replaceChild(body, table.tBodies[0]);
   }
 
+  function shortBound(le) {
+    if (le === "+Inf") { return "+Inf"; }
+    var seconds = parseFloat(le);
+    if (seconds < 1) { return Math.round(seconds * 1000) + "ms"; }
+    return seconds < 60 ? seconds + "s" : seconds / 60 + "min";
+  }
+
   function numbers(self, ticks) {
     return ticks.map(function (v) { return v === null ? "" : String(+v.toPrecision(4)); });
   }
@@ -87,13 +94,16 @@
     if (spec.histogram) {
       var labels = data.histogram.le;
       opts.scales.x = { time: false, range: function () { return [-0.5, labels.length - 0.5]; } };
+      var every = width / labels.length < 44 ? 2 : 1;  // every other bound when they would overlap
       opts.axes = [
-        Object.assign({ label: "Run time ≤ (s)", values: function (u, ticks) { return ticks.map(function (i) { return labels[i] === undefined ? "" : labels[i]; }); },
+        Object.assign({ label: "run time ≤", values: function (u, ticks) {
+          return ticks.map(function (i) { return labels[i] === undefined || i % every ? "" : shortBound(labels[i]); });
+        },
           splits: function () { return labels.map(function (_, i) { return i; }); } }, axisStyle),
         Object.assign({ label: "runs", values: numbers }, axisStyle)
       ];
-      opts.series = [{ label: "≤ s", value: function (u, i) { return i === null ? "–" : labels[i]; } },
-        { label: "runs", stroke: colors.line, fill: colors.line + "55", paths: uPlot.paths.bars({ size: [0.8, 60] }), points: { show: false } }];
+      opts.series = [{ label: "run time ≤", value: function (u, i) { return i === null ? "–" : shortBound(labels[i]); } },
+        { label: "runs", value: function (u, v) { return v === null || v === undefined ? "–" : String(v); }, stroke: colors.line, fill: colors.line + "55", paths: uPlot.paths.bars({ size: [0.8, 60] }), points: { show: false } }];
       return opts;
     }
     var step = data.step_seconds;
