@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import argparse
 import time
+from functools import partial
 
 from redis import Redis
+from redis.typing import EncodableT, FieldT
 from rqscope.monitor.alerts.lease import Lease
 from rqscope.monitor.history import MinuteRecorder
 from rqscope.monitor.queue_history import history_key
@@ -36,16 +38,16 @@ WEEK_HOURS = 7 * 24
 OUTCOME_RUNS = {"success": 40, "failure": 3, "retried": 1, "timeout": 1, "killed": 1}
 
 
-def totals(pairs: int, scale: int) -> dict[str, str]:
+def totals(pairs: int, scale: int) -> dict[FieldT, EncodableT]:
     """A rollup's per-outcome totals over its (task, queue) pairs, as the workers' writes keep them."""
     return {total_field(o): str(n * pairs * scale) for o, n in OUTCOME_RUNS.items()}
 
 
-def rollup(task: str, queue: str, scale: int) -> dict[str, str]:
+def rollup(task: str, queue: str, scale: int) -> dict[FieldT, EncodableT]:
     """One minute (or hour, scaled) of one task's runs: every outcome, a sum and three buckets."""
     fields = {f"o:{o}": n for o, n in OUTCOME_RUNS.items()}
     fields |= {f"b:{BUCKET_LABELS[i]}": n for i, n in ((3, 20), (5, 20), (9, 6))}
-    out = {f"{task}{SEP}{queue}{SEP}{kind}": str(n * scale) for kind, n in fields.items()}
+    out: dict[FieldT, EncodableT] = {f"{task}{SEP}{queue}{SEP}{kind}": str(n * scale) for kind, n in fields.items()}
     out[f"{task}{SEP}{queue}{SEP}sum"] = repr(13.7 * scale)
     return out
 
@@ -106,7 +108,7 @@ def main() -> None:
             for path in paths.values():  # the first request of each imports templates: not what is measured
                 timed_request(serve.url, path)
             seconds = alternate(
-                {name: (lambda p=path: timed_request(serve.url, p)) for name, path in paths.items()},
+                {name: partial(timed_request, serve.url, path) for name, path in paths.items()},
                 args.rounds,
                 args.gap,
             )

@@ -66,7 +66,7 @@ class QueueHistory:
     latency_seconds: list[float | None]
 
 
-def _point(raw: bytes) -> tuple[int, int, float] | None:
+def _point(raw: bytes | str) -> tuple[int, int, float] | None:
     try:
         minute, queued, latency = raw.split()
         value = (int(minute), int(queued), float(latency))
