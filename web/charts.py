@@ -67,8 +67,15 @@ def table(kind: str, data: dict[str, Any]) -> dict[str, Any]:
 
 def chart(kind: str, title: str, data: dict[str, Any], src: str, windows: Sequence[str], live: bool = False) -> dict:
     """What the chart macro needs: the series' JSON address, its table, its window switch."""
-    return {"kind": kind, "title": title, "src": src, "window": data["window"], "windows": list(windows),
-            "live": live, "table": table(kind, data)}  # fmt: skip
+    return {
+        "kind": kind,
+        "title": title,
+        "src": src,
+        "window": data["window"],
+        "windows": list(windows),
+        "live": live,
+        "table": table(kind, data),
+    }
 
 
 def _window(choices: Sequence[str], default: str) -> str:
