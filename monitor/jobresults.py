@@ -3,8 +3,9 @@
 RQ writes one entry per run to the job's results stream (`Result.save`, trimmed to about 10): a success
 with its return value, a failure with its traceback, a stop, or a run that returned `Retry`. For a failure
 that RQ retried because of the job's own `Retry(max=...)` RQ writes none; `rqscope worker` writes a
-`retried` entry with the traceback (a stock `rq worker` leaves only the retry count). Return values go through the restricted display decoder, so a hostile pickle is
-shown as a stand-in or as unreadable, never run.
+`retried` entry with the traceback (a stock `rq worker` leaves only the retry count). Return values go
+through the restricted display decoder, so a hostile pickle is shown as a stand-in or as unreadable,
+never run.
 """
 
 from __future__ import annotations
