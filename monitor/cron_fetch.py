@@ -8,13 +8,13 @@ field is measured (HSTRLEN) before it is read, so a hostile or huge registry cos
 from __future__ import annotations
 
 import math
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
 from redis import Redis, RedisError
+from rqscope.monitor.cache import TtlCache
 from rqscope.monitor.cron import (
     CronJobState,
     CronRun,
@@ -173,21 +173,8 @@ def _run(run_id: str, values: Sequence[Any] | None) -> CronRun:
     )
 
 
-class CronCache:
+class CronCache(TtlCache[CronState]):
     """The last cron read while it is younger than `ttl`: N viewers, scrapes and the alert loop cost one read."""
 
     def __init__(self, reader: CronReader, ttl: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
-        self.reader = reader
-        self.ttl = ttl
-        self.clock = clock
-        self.fetches = 0
-        self._lock = threading.Lock()
-        self._value: CronState | None = None
-        self._fetched_at = 0.0
-
-    def get(self) -> CronState:
-        with self._lock:  # one thread reads; the others wait for its answer instead of reading again
-            if self._value is None or self.clock() - self._fetched_at >= self.ttl:
-                self._value, self._fetched_at = self.reader.fetch(), self.clock()
-                self.fetches += 1
-            return self._value
+        super().__init__(reader.fetch, ttl, clock)

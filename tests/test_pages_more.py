@@ -192,10 +192,10 @@ def test_one_info_call_serves_many_views(real_app, real_redis: Redis) -> None:  
     for _ in range(5):
         client.get("/redis", headers=HTML)
         client.get("/api/redis")
-    assert cache.reads == 1
+    assert cache.fetches == 1
     time.sleep(cache.ttl + 0.05)
     client.get("/api/redis")
-    assert cache.reads == 2
+    assert cache.fetches == 2
 
 
 def test_redis_page_shows_an_outage_as_a_state() -> None:

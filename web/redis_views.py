@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, render_template
 from flask.sansio.blueprints import BlueprintSetupState
 from redis import Redis, RedisError
+from rqscope.monitor.cache import TtlCache
 from rqscope.monitor.report import iso
 from rqscope.tasks.procstats import pool_usage
 from rqscope.web.state import EXTENSION, state
@@ -68,35 +68,19 @@ def shape(info: Mapping[str, Any], now: float) -> RedisInfo:
     return RedisInfo(up=True, read_at=now, sections=sections, keyspace=keyspace)
 
 
-class InfoCache:
-    """One INFO call per `ttl` seconds for every viewer; an outage is cached too, so it costs one timeout."""
-
-    def __init__(self, redis: Redis, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.redis = redis
-        self.ttl = ttl
-        self.clock = clock
-        self.reads = 0
-        self._lock = threading.Lock()
-        self._value: RedisInfo | None = None
-        self._read_at = 0.0
-
-    def get(self) -> RedisInfo:
-        with self._lock:
-            if self._value is not None and self.clock() - self._read_at < self.ttl:
-                return self._value
-            self.reads += 1
-            try:
-                self._value = shape(self.redis.info(), time.time())
-            except RedisError as exc:
-                self._value = RedisInfo(up=False, read_at=time.time(), error=str(exc)[:TEXT_LIMIT])
-            self._read_at = self.clock()
-            return self._value
+def read_info(redis: Redis) -> RedisInfo:
+    """One INFO call, shaped; an outage is a state, and is cached like any read, so it costs one timeout."""
+    try:
+        return shape(redis.info(), time.time())
+    except RedisError as exc:
+        return RedisInfo(up=False, read_at=time.time(), error=str(exc)[:TEXT_LIMIT])
 
 
 @bp.record_once
 def _install(setup: BlueprintSetupState) -> None:
     current = setup.app.extensions[EXTENSION]
-    setup.app.extensions[CACHE] = InfoCache(current.redis, ttl=max(1.0, current.settings.snapshot_ttl))
+    redis = current.redis
+    setup.app.extensions[CACHE] = TtlCache(lambda: read_info(redis), ttl=max(1.0, current.settings.snapshot_ttl))
 
 
 def _read() -> tuple[RedisInfo, dict[str, int]]:
