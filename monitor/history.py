@@ -1,6 +1,6 @@
 """The alert leader's once-a-minute history step: queue points and the hourly fold of run rollups.
 
-Both go in one pipeline, one round trip a minute, and both scripts check the lease token, so only
+Both go in one pipeline, one round trip a minute, and every script checks the lease token, so only
 the leader writes; the queue points also carry the minute, so a second leader in that minute adds none.
 """
 
@@ -40,15 +40,19 @@ class MinuteRecorder:
         if not snapshot.redis.up:
             return False
         due = compaction.due_hours(now)
-        hours = [h for h in due if h not in self._folded]
+        hours = [h for h in due if h not in self._folded][-compaction.HOURS_PER_STEP :]  # a backlog: newest first
         with self.redis.pipeline(transaction=False) as pipe:
             queue_history.record(pipe, self.lease.holder, snapshot.queues, minute)
             if hours:
                 compaction.fold(pipe, self.lease.holder, hours)
             answers = pipe.execute()
-        if any(a == -1 for a in answers):
+        if any(a == compaction.NOT_LEADER for a in answers):
             log.info("history not recorded: another process leads")
             return False
         self._last_minute = minute
-        self._folded = set(due)  # folded now or before; older hours drop out of the set
+        for index, hour in enumerate(hours):
+            minutes = answers[1 + index * 60 : 1 + (index + 1) * 60]
+            if minutes[-1] == compaction.FINISHED or all(a == compaction.SKIPPED for a in minutes):
+                self._folded.add(hour)  # finished now, or before
+        self._folded &= set(due)  # older hours drop out of the set
         return answers[0] == 1  # 0: another leader recorded this minute already

@@ -7,8 +7,9 @@ from urllib.parse import quote
 import pytest
 from flask.testing import FlaskClient
 from redis import Redis
-from rqscope.monitor import queue_history
+from rqscope.monitor import compaction, queue_history
 from rqscope.monitor.alerts.lease import Lease
+from rqscope.monitor.compaction import FOLDABLE_HOURS, HOURS_PER_STEP
 from rqscope.monitor.history import MinuteRecorder
 from rqscope.monitor.rollups import HOURLY_KEY_TEMPLATE, read_window
 from rqscope.monitor.snapshot import QueueState, RedisState, Snapshot
@@ -88,16 +89,23 @@ def test_the_leader_folds_finished_hours_once_and_seven_days_read_them(real_redi
     hour = int(NOW // 3600)
     runs(real_redis, [(3600, "success", "a", 0.1), (3600 + 60, "failure", "b", 0.1), (7200, "success", "c", 2.0)])
     lease = leader(real_redis)
-    recorder = MinuteRecorder(real_redis, lease, lambda: snapshot(), clock=lambda: NOW)
-    assert recorder.step()
+    clock = [NOW]
+    recorder = MinuteRecorder(real_redis, lease, lambda: snapshot(), clock=lambda: clock[0])
+    assert recorder.step()  # the newest finished hours first, HOURS_PER_STEP a minute
+    assert real_redis.exists(HOURLY_KEY_TEMPLATE.format(hour=hour - 1))
+    assert not real_redis.exists(HOURLY_KEY_TEMPLATE.format(hour=hour - 23))
+    for _ in range(FOLDABLE_HOURS // HOURS_PER_STEP + 1):  # the backlog drains a few hours a minute
+        clock[0] += 60
+        recorder.step()
     folded = real_redis.hgetall(HOURLY_KEY_TEMPLATE.format(hour=hour - 1))
     assert folded[b"t\x1fq\x1fo:success"] == b"1" and folded[b"t\x1fq\x1fo:failure"] == b"1"
     assert float(folded[b"t\x1fq\x1fsum"]) == pytest.approx(0.2)
     assert 7 * 86400 < real_redis.ttl(HOURLY_KEY_TEMPLATE.format(hour=hour - 1)) <= 8 * 86400
     assert real_redis.exists(HOURLY_KEY_TEMPLATE.format(hour=hour - 23)) == 1  # an empty hour is marked done
     assert not real_redis.exists(HOURLY_KEY_TEMPLATE.format(hour=hour))  # the current hour is not finished
+    assert not real_redis.keys("rqscope:metrics:h:*:staging")
     # a replay (another process, or this one after a restart) adds nothing to a folded hour
-    again = MinuteRecorder(real_redis, lease, lambda: snapshot(), clock=lambda: NOW + 60)
+    again = MinuteRecorder(real_redis, lease, lambda: snapshot(), clock=lambda: clock[0] + 60)
     real_redis.hincrby(ROLLUP_KEY_TEMPLATE.format(minute=(hour - 1) * 60 + 5), "t\x1fq\x1fo:success", 1)
     assert again.step()
     assert real_redis.hget(HOURLY_KEY_TEMPLATE.format(hour=hour - 1), "t\x1fq\x1fo:success") == b"1"
@@ -106,6 +114,25 @@ def test_the_leader_folds_finished_hours_once_and_seven_days_read_them(real_redi
         real_redis.delete(ROLLUP_KEY_TEMPLATE.format(minute=minute))
     week = read_window(real_redis, "7d", now=NOW + 3 * 3600)
     assert [b.runs for b in week.bins][-6:-3] == [1, 2, 0]
+
+
+def test_each_fold_script_reads_one_minute_and_a_half_folded_hour_is_never_read(real_redis: Redis) -> None:
+    hour = int(NOW // 3600) - 1
+    runs(real_redis, [(3600 + 60 * m, "success", f"a{m}", 0.1) for m in range(30)])
+    lease = leader(real_redis)
+    with real_redis.pipeline(transaction=False) as pipe:
+        compaction.fold(pipe, lease.holder, [hour])
+        scripts = pipe.command_stack
+        assert len(scripts) == 60 and all(len(args) == 2 + 1 + 4 + 3 for args, _ in scripts)  # 4 keys: one minute
+        pipe.command_stack = scripts[:30]  # a leader that stopped half way through the hour
+        assert pipe.execute() == [compaction.FOLDED] * 30
+    assert not real_redis.exists(HOURLY_KEY_TEMPLATE.format(hour=hour))  # readers see whole hours only
+    with real_redis.pipeline(transaction=False) as pipe:  # the next leader replays the whole hour
+        compaction.fold(pipe, lease.holder, [hour])
+        answers = pipe.execute()
+    assert answers == [compaction.SKIPPED] * 30 + [compaction.FOLDED] * 29 + [compaction.FINISHED]
+    folded = real_redis.hgetall(HOURLY_KEY_TEMPLATE.format(hour=hour))
+    assert folded[b"t\x1fq\x1fo:success"] == b"30" and folded[b"compacted"] == b"60"
 
 
 def test_a_process_that_does_not_lead_writes_nothing(real_redis: Redis) -> None:
