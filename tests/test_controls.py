@@ -274,6 +274,16 @@ def test_a_viewer_sees_no_controls_and_is_refused(app: Flask, real_redis: Redis)
     for path, form in CONTROL_POSTS:
         refused = client.post(path, data=form, json=None if form is not None else {}, headers=bearer(VIEWER))
         assert refused.status_code == 403, path
+    confirmations = (
+        "/queues/default/pause/confirm",
+        "/queues/default/resume/confirm",
+        "/workers/suspend/confirm",
+        "/workers/resume/confirm",
+        "/queues/default/queued/confirm?action=empty",
+    )
+    for page in confirmations:  # the step before a change shows a viewer no form either
+        shown = client.get(page, headers={**bearer(VIEWER), **HTML})
+        assert shown.status_code == 403 and 'method="post"' not in shown.get_data(as_text=True).lower(), page
     assert real_redis.smembers(PAUSED_KEY) == {b"rq:queue:default"} and real_redis.exists("rq:suspended")
     assert real_redis.llen("rq:queue:default") == 0
 
@@ -316,6 +326,8 @@ def test_the_enqueue_form_validates_as_the_api_does_and_keeps_the_values(app: Fl
         ({"arg.subject": "hi", "in": "5 weeks"}, "&#39;in&#39;: &#39;5 weeks&#39; is not seconds"),
         ({"arg.subject": "hi", "queue": "low"}, "may run on high, default, not &#39;low&#39;"),
         ({"arg.subject": "hi", "arg.duration": "[" * 40 + "]" * 40}, "nested deeper than 32 levels"),
+        ({"arg.subject": "hi", "arg.duration": "1e999"}, "duration: numbers must be finite"),
+        ({"arg.subject": "hi", "arg.duration": "[-1e400]"}, "duration: numbers must be finite"),
     ):
         refused = client.post("/enqueue", data={**values, **change})
         page = refused.get_data(as_text=True)
@@ -334,3 +346,13 @@ def test_the_enqueue_form_validates_as_the_api_does_and_keeps_the_values(app: Fl
     forged = client.post("/enqueue", data={k: v for k, v in values.items() if k != "csrf_token"})
     assert forged.status_code == 403
     assert client.get("/enqueue?task=nope", headers=HTML).status_code == 404
+
+
+def test_the_queue_chart_page_shows_the_pause_and_its_control(app: Flask, real_redis: Redis) -> None:
+    known(real_redis)
+    set_paused(real_redis, "default", True, "ops")
+    client = app.test_client()
+    operator = client.get("/queues/default", headers={**bearer(OPERATOR), **HTML}).get_data(as_text=True)
+    assert 'class="badge paused"' in operator and 'href="/queues/default/resume/confirm"' in operator
+    viewer = client.get("/queues/default", headers={**bearer(VIEWER), **HTML}).get_data(as_text=True)
+    assert 'class="badge paused"' in viewer and "/resume/confirm" not in viewer

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
-from flask import Flask, g, redirect, request, url_for
+from flask import Flask, abort, g, redirect, request, url_for
 from rqscope.monitor.settings import Settings
 from rqscope.web.auth import Identity, require_metrics, require_operator, verdict
 from rqscope.web.hosts import allowed_hosts, check_host
@@ -37,6 +37,14 @@ def metrics_endpoint(view: View) -> View:
 def caller() -> Identity:
     """Who is asking, as the app's guard found them (it refused everyone else before the view ran)."""
     return g.who  # type: ignore[no-any-return]
+
+
+def operator_page() -> Identity:
+    """For a page that only prepares a change (a confirmation step): a viewer, who could not make it, gets 403."""
+    who = caller()
+    if not who.can_act:
+        abort(403, "this page prepares a change, which needs the operator role")
+    return who
 
 
 def declared(app: Flask, endpoint: str | None) -> str | None:

@@ -15,15 +15,20 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def check_values(value: Any, level: int = 0) -> None:
-    """Abort on JSON that is nested too deep or holds numbers that are not finite."""
+def value_problem(value: Any, level: int = 0) -> str | None:
+    """What is wrong with decoded JSON: nesting deeper than MAX_DEPTH, or a number that is not finite."""
     if level > MAX_DEPTH:
-        abort(400, f"body is nested deeper than {MAX_DEPTH} levels")
+        return f"nested deeper than {MAX_DEPTH} levels"
     if isinstance(value, float) and not math.isfinite(value):
-        abort(400, "numbers in the body must be finite")
+        return "numbers must be finite"
     children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
-    for child in children:
-        check_values(child, level + 1)
+    return next((found for child in children if (found := value_problem(child, level + 1))), None)
+
+
+def check_values(value: Any) -> None:
+    """Abort on JSON that is nested too deep or holds numbers that are not finite."""
+    if problem := value_problem(value):
+        abort(400, "numbers in the body must be finite" if problem.startswith("numbers") else f"body is {problem}")
 
 
 def read_body(allowed: set[str], example: str) -> dict[str, Any]:

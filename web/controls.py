@@ -17,7 +17,7 @@ from rqscope.tasks.registry import TaskSpec
 from rqscope.tasks.rq_internals.keys import KEYS
 from rqscope.tasks.when import parse_delay
 from rqscope.web import names
-from rqscope.web.access import caller
+from rqscope.web.access import caller, operator_page
 from rqscope.web.bodies import read_body
 from rqscope.web.placing import enqueue_one, placement
 from rqscope.web.state import state
@@ -53,7 +53,14 @@ def _ttl(value: Any, strict: bool) -> int | None:
 
 def _queue_change(queue: str, pause: bool) -> bool:
     _queue_known(queue)
-    return set_paused(state().redis, queue, pause, caller().name)
+    changed = set_paused(state().redis, queue, pause, caller().name)
+    state().snapshots.invalidate()  # the page this redirects to shows the change, not a cached snapshot
+    return changed
+
+
+def _suspension(suspended: bool, ttl: int | None = None) -> None:
+    set_suspended(state().redis, suspended, caller().name, ttl)
+    state().snapshots.invalidate()
 
 
 def _queue_answer(queue: str, pause: bool) -> Response:
@@ -75,23 +82,25 @@ def api_resume_queue(queue: str) -> Response:
 def api_suspend_workers() -> Response:
     body = read_body({"ttl"}, '{"ttl": 3600} or {}') if request.content_length or request.is_json else {}
     ttl = _ttl(body["ttl"], strict=True) if "ttl" in body else None
-    set_suspended(state().redis, True, caller().name, ttl)
+    _suspension(True, ttl)
     return jsonify(suspended=True, ttl=ttl)
 
 
 @bp.post("/api/workers/resume")
 def api_resume_workers() -> Response:
-    set_suspended(state().redis, False, caller().name)
+    _suspension(False)
     return jsonify(suspended=False, ttl=None)
 
 
 @bp.get("/queues/<name:queue>/pause/confirm")
 def confirm_pause(queue: str) -> str:
+    operator_page()
     return _confirm_queue(queue, "pause")
 
 
 @bp.get("/queues/<name:queue>/resume/confirm")
 def confirm_resume(queue: str) -> str:
+    operator_page()
     return _confirm_queue(queue, "resume")
 
 
@@ -121,6 +130,7 @@ def resume_queue(queue: str) -> Redirect:
 
 @bp.get("/workers/<any(suspend, resume):action>/confirm")
 def confirm_workers(action: str) -> str:
+    operator_page()
     target = url_for(f"controls.{action}_workers")
     back = url_for("dashboard.overview")
     return render_template("dashboard/control_confirm.html", action=action, queue=None, target=target, back=back)
@@ -129,14 +139,14 @@ def confirm_workers(action: str) -> str:
 @bp.post("/workers/suspend")
 def suspend_workers() -> Redirect:
     ttl = _ttl(request.form.get("ttl", "").strip(), strict=False)
-    set_suspended(state().redis, True, caller().name, ttl)
+    _suspension(True, ttl)
     flash("Workers suspended" + (f" for {ttl} s." if ttl else " until resumed."))
     return redirect(url_for("dashboard.overview"))
 
 
 @bp.post("/workers/resume")
 def resume_workers() -> Redirect:
-    set_suspended(state().redis, False, caller().name)
+    _suspension(False)
     flash("Workers resumed.")
     return redirect(url_for("dashboard.overview"))
 

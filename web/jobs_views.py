@@ -17,7 +17,7 @@ from rqscope.monitor.jobs import MAX_PER_PAGE, ORDERS, JobLister, JobRow
 from rqscope.monitor.report import utc_moment
 from rqscope.monitor.snapshot import JOB_STATES, parse_time
 from rqscope.web import names
-from rqscope.web.access import caller
+from rqscope.web.access import caller, operator_page
 from rqscope.web.api import retry_in
 from rqscope.web.args import MAX_PAGE, choice_arg, int_arg, job_filter
 from rqscope.web.jobinfo import detail, enqueue_copy, enqueue_scheduled, fetch_job, load_view, stop_job
@@ -134,6 +134,7 @@ def _matching(queue: str, state_name: str) -> tuple[list[str], bool]:
 
 @bp.get("/queues/<name:queue>/<state_name>/confirm")
 def confirm(queue: str, state_name: str) -> str:
+    operator_page()
     _check_state(queue, state_name)
     action = request.args.get("action", "")
     if action not in BULK_ACTIONS or (action == "retry" and state_name != "failed"):

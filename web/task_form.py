@@ -14,7 +14,7 @@ from typing import Any
 
 from rqscope.tasks.errors import TaskArgumentsError
 from rqscope.tasks.registry import TaskSpec
-from rqscope.web.bodies import MAX_DEPTH
+from rqscope.web.bodies import value_problem
 
 POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
 KIND_NAMES = {
@@ -82,19 +82,14 @@ def _reject(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def _depth(value: Any) -> int:
-    children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
-    return 1 + max((_depth(child) for child in children), default=0)
-
-
 def parse_value(name: str, text: str) -> Any:
     """A field's value: JSON when it parses as JSON, the text itself otherwise."""
     try:
         value = json.loads(text, parse_constant=_reject)
     except (ValueError, RecursionError):
         return text
-    if _depth(value) > MAX_DEPTH:
-        raise TaskArgumentsError(f"{name}: nested deeper than {MAX_DEPTH} levels")
+    if problem := value_problem(value):  # the API's own checks of a JSON body
+        raise TaskArgumentsError(f"{name}: {problem}")
     return value
 
 

@@ -338,6 +338,10 @@
       var close = el("button", { type: "button" }, "Close");
       close.addEventListener("click", function () { dialog.close(); });
       dialog.appendChild(close);
+      // focus may stay on the closed dialog's button, where Enter would open nothing: hand it back to the page
+      dialog.addEventListener("close", function () {
+        if (dialog.contains(document.activeElement)) { document.activeElement.blur(); }
+      });
       document.body.appendChild(dialog);
     }
     if (dialog.open) { dialog.close(); } else { dialog.showModal(); }
