@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import re
 import signal
@@ -14,6 +15,7 @@ import psutil
 import pytest
 from redis import Redis
 from rqscope.web.cli import build_parser, main, settings_from
+from rqscope.web.serve import KEEPALIVE_REQUESTS
 from werkzeug.security import generate_password_hash
 
 from tests.helpers import http_status, rqscope_command, spawn, stop, wait_for
@@ -87,6 +89,16 @@ def test_serve_runs_under_gunicorn(redis_server) -> None:  # type: ignore[no-unt
         )
         with urllib.request.urlopen(request, timeout=5) as response:
             assert response.status == 202
+        # a keep-alive connection is closed after KEEPALIVE_REQUESTS requests, so connections spread over workers
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        answers = []
+        for _ in range(KEEPALIVE_REQUESTS):
+            connection.request("GET", "/healthz")
+            response = connection.getresponse()
+            response.read()
+            answers.append(response.getheader("Connection", ""))
+        connection.close()
+        assert answers[-1].lower() == "close" and "close" not in (a.lower() for a in answers[:-1])
     finally:
         stop(process)
     assert process.returncode is not None

@@ -9,6 +9,8 @@ from redis import RedisError
 from rqscope.monitor.settings import Settings
 from rqscope.tasks.errors import RqscopeError
 
+KEEPALIVE_REQUESTS = 100
+
 
 def gunicorn_options(settings: Settings) -> dict[str, Any]:
     """gunicorn's settings for the sidecar, from rqscope's (RQSCOPE_HOST, _PORT, _WEB_WORKERS, ...)."""
@@ -27,6 +29,7 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
         # first requests do not wait for them
         "preload_app": True,
         "post_worker_init": post_worker_init,
+        "pre_request": pre_request,
         # a queue name may be any length (RQ takes 5,000 characters); gunicorn's 4,094-byte request
         # line would refuse its percent-encoded URL. 0 lifts gunicorn's cap (at most 8,190 otherwise)
         "limit_request_line": 0,
@@ -48,6 +51,16 @@ class SidecarServer(BaseApplication):  # type: ignore[misc]
         from rqscope.web.app import create_app
 
         return create_app(self.settings)
+
+
+def pre_request(worker: Any, req: Any) -> None:
+    """gunicorn's hook before each request: close a keep-alive connection after KEEPALIVE_REQUESTS requests.
+
+    A gthread worker keeps every connection it accepted. The first worker up after a start accepts every
+    connection a client opens at once, and serves them all on one core while the other idles; reopened now
+    and then, connections spread over the workers (nginx's keepalive_requests does the same)."""
+    if req.req_number % KEEPALIVE_REQUESTS == 0:
+        req.must_close = True
 
 
 def post_worker_init(worker: Any) -> None:
