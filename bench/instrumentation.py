@@ -116,8 +116,11 @@ HTTP_RUNS = (("first 10 s after start", 4), ("warmed", 4), ("warmed", 16))  # (l
 def wrk(base: str, script: str, connections: int, seconds: int) -> dict[str, float]:
     out = subprocess.run(
         ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script, base + "/api/tasks"],
-        check=True, capture_output=True, text=True, timeout=seconds + 60,
-    ).stdout  # fmt: skip
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+    ).stdout
     return {
         "connections": connections,
         "rps": parse_rps(out),
@@ -203,15 +206,19 @@ def main() -> None:
             print(f"  ratio           {results['worker_ratio']:8.3f}  (goal >= 0.95)")
             direct = direct_enqueue_latency(client, args.requests)
             results["direct_enqueue"] = direct
-            print(f"direct Queue.enqueue x{args.requests}: {direct['rps']:.0f}/s, "
-                  f"p50 {direct['p50_ms']:.2f} ms, p99 {direct['p99_ms']:.2f} ms")  # fmt: skip
+            print(
+                f"direct Queue.enqueue x{args.requests}: {direct['rps']:.0f}/s, "
+                f"p50 {direct['p50_ms']:.2f} ms, p99 {direct['p99_ms']:.2f} ms"
+            )
         if shutil.which("wrk"):
             results["http_enqueue"] = runs = http_enqueue(server.url, client)
             print("HTTP POST /api/tasks of send_email, rqscope serve (2 gunicorn workers x 4 threads), wrk 10 s each:")
             for run in runs:
-                print(f"  {run['run']:<24} {run['connections']:>2} connections: {run['rps']:6.0f}/s, "
-                      f"p50 {run['p50_ms']:5.2f} ms, p99 {run['p99_ms']:5.2f} ms, non-2xx {run['non2xx']}, "
-                      f"enqueued {run['enqueued']} of {run['requests']}")  # fmt: skip
+                print(
+                    f"  {run['run']:<24} {run['connections']:>2} connections: {run['rps']:6.0f}/s, "
+                    f"p50 {run['p50_ms']:5.2f} ms, p99 {run['p99_ms']:5.2f} ms, non-2xx {run['non2xx']}, "
+                    f"enqueued {run['enqueued']} of {run['requests']}"
+                )
             print("  goal: p99 < 10 ms at 4 connections, from the first second")
         else:
             print("wrk not installed (apt-get install wrk): HTTP part skipped")

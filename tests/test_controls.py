@@ -319,8 +319,16 @@ def test_the_enqueue_form_validates_as_the_api_does_and_keeps_the_values(app: Fl
     form = client.get("/enqueue?task=send_email", headers=HTML).get_data(as_text=True)
     assert all(f'name="arg.{p}"' in form for p in ("to", "subject", "body", "duration", "fail_rate"))
     assert "keyword only" in form and '<option value="high"' in form and '<option value="default"' in form
-    values = {"csrf_token": CSRF, "task": "send_email", "arg.to": '"ops@example.com"', "arg.subject": "",
-              "arg.body": "<script>x</script>", "arg.duration": "0.01", "queue": "high", "in": ""}  # fmt: skip
+    values = {
+        "csrf_token": CSRF,
+        "task": "send_email",
+        "arg.to": '"ops@example.com"',
+        "arg.subject": "",
+        "arg.body": "<script>x</script>",
+        "arg.duration": "0.01",
+        "queue": "high",
+        "in": "",
+    }
     for change, problem in (
         ({}, "missing a required argument: &#39;subject&#39;"),
         ({"arg.subject": "hi", "in": "5 weeks"}, "&#39;in&#39;: &#39;5 weeks&#39; is not seconds"),

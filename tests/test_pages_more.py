@@ -87,8 +87,13 @@ def test_failed_list_shows_relative_times_exact_titles_and_durations(
     [job_id] = make_failed(real_redis, 1)
     started = datetime.now(UTC) - timedelta(minutes=3, seconds=30)
     ended = started + timedelta(seconds=75, microseconds=250_000)
-    real_redis.hset(f"rq:job:{job_id}", mapping={"started_at": started.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-                                                 "ended_at": ended.strftime("%Y-%m-%dT%H:%M:%S.%fZ")})  # fmt: skip
+    real_redis.hset(
+        f"rq:job:{job_id}",
+        mapping={
+            "started_at": started.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "ended_at": ended.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        },
+    )
     body = page(real_client, "/queues/default/failed")
     row = re.search(r'<tr data-job-id="' + job_id + r'">(.*?)</tr>', body, re.S).group(1)  # type: ignore[union-attr]
     ended_cell = re.search(r'<td class="when" data-field="ended_at">(.*?)</td>', row).group(1)  # type: ignore[union-attr]
@@ -109,12 +114,16 @@ def test_bulk_cancel_cancels_the_selected_queued_jobs_and_audits_it(
     body = page(real_client, "/queues/default/queued")
     assert 'data-confirm-selected="Cancel"' in body and "Cancel selected" in body
     token = csrf(real_client)
-    response = real_client.post("/queues/default/queued/bulk",
-                                data={"csrf_token": token, "action": "cancel", "ids": ids[:2] + [planned]})  # fmt: skip
+    response = real_client.post(
+        "/queues/default/queued/bulk", data={"csrf_token": token, "action": "cancel", "ids": ids[:2] + [planned]}
+    )
     assert response.status_code == 302
     # the scheduled job of the same queue, selected too, is canceled with them
     assert [Job.fetch(i, connection=real_redis).get_status() for i in ids] == [
-        JobStatus.CANCELED, JobStatus.CANCELED, JobStatus.QUEUED]  # fmt: skip
+        JobStatus.CANCELED,
+        JobStatus.CANCELED,
+        JobStatus.QUEUED,
+    ]
     assert Queue("default", connection=real_redis).job_ids == [ids[2]]
     assert set(real_redis.zrange("rq:canceled:default", 0, -1)) >= {ids[0].encode(), ids[1].encode()}
     assert real_redis.zscore("rq:scheduled:default", planned) is None
@@ -130,8 +139,9 @@ def test_bulk_cancel_leaves_failed_running_and_other_queues_jobs_alone(
     other = Queue("other", connection=real_redis).enqueue("tests.sample_tasks.t_ok", 1).id
     page(real_client, "/queues/default/queued")
     token = csrf(real_client)
-    response = real_client.post("/queues/default/queued/bulk",
-                                data={"csrf_token": token, "action": "cancel", "ids": [failed, other]})  # fmt: skip
+    response = real_client.post(
+        "/queues/default/queued/bulk", data={"csrf_token": token, "action": "cancel", "ids": [failed, other]}
+    )
     assert response.status_code == 302
     assert Job.fetch(failed, connection=real_redis).get_status() == JobStatus.FAILED
     assert Job.fetch(other, connection=real_redis).get_status() == JobStatus.QUEUED

@@ -22,15 +22,34 @@ CACHE = "rqscope.redis_info"
 # clients, anything a later Redis adds) reaches the page. INFO never holds passwords; CONFIG is never read.
 FIELDS: dict[str, tuple[str, ...]] = {
     "server": ("redis_version", "redis_mode", "os", "uptime_in_seconds"),
-    "memory": ("used_memory", "used_memory_rss", "used_memory_peak", "maxmemory", "maxmemory_policy",
-               "mem_fragmentation_ratio"),
+    "memory": (
+        "used_memory",
+        "used_memory_rss",
+        "used_memory_peak",
+        "maxmemory",
+        "maxmemory_policy",
+        "mem_fragmentation_ratio",
+    ),
     "clients": ("connected_clients", "blocked_clients", "maxclients", "rejected_connections"),
-    "persistence": ("loading", "rdb_changes_since_last_save", "rdb_bgsave_in_progress", "rdb_last_save_time",
-                    "rdb_last_bgsave_status", "aof_enabled", "aof_rewrite_in_progress", "aof_last_bgrewrite_status",
-                    "aof_last_write_status"),
-    "replication": ("role", "connected_slaves", "master_link_status", "master_last_io_seconds_ago",
-                    "master_sync_in_progress"),
-}  # fmt: skip
+    "persistence": (
+        "loading",
+        "rdb_changes_since_last_save",
+        "rdb_bgsave_in_progress",
+        "rdb_last_save_time",
+        "rdb_last_bgsave_status",
+        "aof_enabled",
+        "aof_rewrite_in_progress",
+        "aof_last_bgrewrite_status",
+        "aof_last_write_status",
+    ),
+    "replication": (
+        "role",
+        "connected_slaves",
+        "master_link_status",
+        "master_last_io_seconds_ago",
+        "master_sync_in_progress",
+    ),
+}
 TEXT_LIMIT = 200  # INFO values are short; a longer one is cut, not trusted
 
 
