@@ -34,7 +34,12 @@ local place = tonumber(ARGV[3])
 if tonumber(redis.call('HGET', KEYS[3], 'compacted') or '0') ~= place then return 0 end
 local raw = redis.call('HGETALL', KEYS[4])
 for j = 1, #raw, 2 do
-  if tonumber(raw[j + 1]) then redis.call('HINCRBYFLOAT', KEYS[3], raw[j], raw[j + 1]) end
+  -- a value HINCRBYFLOAT would refuse (" 2", "nan", "inf") must not stop the script half-way: Redis
+  -- keeps what a failed script wrote, and the retry would add it again
+  local n = tonumber(raw[j + 1])
+  if n and n == n and n ~= math.huge and n ~= -math.huge then
+    redis.call('HINCRBYFLOAT', KEYS[3], raw[j], string.format('%.17g', n))
+  end
 end
 redis.call('HSET', KEYS[3], 'compacted', place + 1)
 redis.call('EXPIRE', KEYS[3], ARGV[2])

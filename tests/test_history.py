@@ -135,6 +135,20 @@ def test_each_fold_script_reads_one_minute_and_a_half_folded_hour_is_never_read(
     assert folded[b"t\x1fq\x1fo:success"] == b"30" and folded[b"compacted"] == b"60"
 
 
+def test_a_minute_with_values_no_float_takes_is_folded_without_them(real_redis: Redis) -> None:
+    hour = int(NOW // 3600) - 1
+    for place in range(60):
+        real_redis.hset(ROLLUP_KEY_TEMPLATE.format(minute=hour * 60 + place), mapping={"a": "1"})
+    real_redis.hset(ROLLUP_KEY_TEMPLATE.format(minute=hour * 60 + 5), mapping={"z": " 2", "n": "nan", "i": "inf"})
+    lease = leader(real_redis)
+    for _ in range(2):  # a second pass (a retry, another leader) changes nothing
+        with real_redis.pipeline(transaction=False) as pipe:
+            compaction.fold(pipe, lease.holder, [hour])
+            pipe.execute()
+    folded = real_redis.hgetall(HOURLY_KEY_TEMPLATE.format(hour=hour))
+    assert folded == {b"a": b"60", b"z": b"2", b"compacted": b"60"}  # " 2" is a number; nan and inf are not
+
+
 def test_a_process_that_does_not_lead_writes_nothing(real_redis: Redis) -> None:
     leader(real_redis, "leader-a")
     runs(real_redis, [(3600, "success", "a", 0.1)])
