@@ -45,6 +45,7 @@ class CronSchedulerState:
     alive: bool
     created_at: float | None = None
     listed: bool = True  # in RQ's registry; False: only rqscope remembers it (monitor/cron_memory.py)
+    remembered: bool = False  # read from rqscope's copy: RQ no longer holds its hash
     raw_fields: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
     raw_jobs: str | None = field(default=None, repr=False, compare=False)  # its cron_jobs JSON as read
 
@@ -62,6 +63,7 @@ class CronJobState:
     scheduler: str
     runs: tuple[CronRun, ...] = ()
     source: str = "rq"  # "rq-scheduler" for an entry of rq-scheduler's sorted set, listed read-only
+    remembered: bool = False  # its scheduler is known only from rqscope's copy
 
 
 @dataclass(frozen=True)
@@ -140,6 +142,7 @@ def shape_scheduler(
     now: float,
     raw_jobs: str | None = None,
     listed: bool = True,
+    remembered: bool = False,
 ) -> CronSchedulerState:
     pid = fields.get("pid")
     return CronSchedulerState(
@@ -150,6 +153,7 @@ def shape_scheduler(
         alive=listed and heartbeat is not None and now - heartbeat <= DEAD_AFTER_SECONDS,
         created_at=_epoch(fields.get("created_at")),
         listed=listed,
+        remembered=remembered,
         raw_fields={k: v for k, v in fields.items() if isinstance(v, str)},
         raw_jobs=raw_jobs,
     )
@@ -188,4 +192,5 @@ def shape_job(entry: dict[str, Any], scheduler: CronSchedulerState, now: float) 
         next_enqueue_at=due,
         overdue_seconds=overdue_seconds(due, now),
         scheduler=scheduler.name,
+        remembered=scheduler.remembered,
     )

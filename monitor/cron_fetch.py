@@ -24,7 +24,7 @@ from rqscope.monitor.cron import (
     shape_job,
     shape_scheduler,
 )
-from rqscope.monitor.cron_memory import SEEN_KEY, parse, remembered_names
+from rqscope.monitor.cron_memory import MAX_REMEMBERED_BYTES, SEEN_KEY, copy_key, parse
 from rqscope.monitor.cron_rqscheduler import RQ_SCHEDULER_JOBS_KEY, shape_entry
 from rqscope.monitor.names import as_name, exact
 from rqscope.monitor.snapshot import as_text, parse_time
@@ -71,36 +71,41 @@ class CronReader:
         pipe.zcard(self.keys.cron_schedulers)
         pipe.zrange(RQ_SCHEDULER_JOBS_KEY, 0, MAX_ENTRIES - 1, withscores=True)
         pipe.zcard(RQ_SCHEDULER_JOBS_KEY)
-        pipe.hkeys(SEEN_KEY)
+        pipe.zrevrange(SEEN_KEY, 0, MAX_SCHEDULERS - 1, withscores=True)
         listed, scheduler_count, entries, entry_count, seen = _results(pipe)
         schedulers, entries = _finite(listed), _finite(entries)
         truncated = (scheduler_count or 0) > len(schedulers) or (entry_count or 0) > len(entries)
         listed_names = {name for name, _ in schedulers}
-        seen_names = set(remembered_names(seen))
+        seen_names = {name for name, _ in _finite(seen)}
         only_seen = sorted(seen_names - listed_names)[: max(0, MAX_SCHEDULERS - len(schedulers))]
+        copied = [name for name, _ in schedulers if name in seen_names] + only_seen
 
         for name, _ in schedulers:
             key = exact(self.keys.cron_scheduler(name))
             pipe.hmget(key, *SCHEDULER_FIELDS)
             pipe.hstrlen(key, "cron_jobs")
-        for name in only_seen:
-            pipe.hget(SEEN_KEY, exact(name))
+        for name in copied:
+            pipe.strlen(copy_key(name))
         for job_id, _ in entries:
             key = exact(self.keys.job(job_id))
             pipe.hmget(key, "origin", *RUN_FIELDS)
             pipe.hstrlen(key, "meta")
             pipe.hstrlen(key, "description")
         sizes = _results(pipe)
-        copies = dict(zip(only_seen, sizes[2 * len(schedulers) : 2 * len(schedulers) + len(only_seen)], strict=True))
-        base = 2 * len(schedulers) + len(only_seen)
+        copy_sizes = dict(zip(copied, sizes[2 * len(schedulers) : 2 * len(schedulers) + len(copied)], strict=True))
+        readable = {name for name, size in copy_sizes.items() if 0 < (size or 0) <= MAX_REMEMBERED_BYTES}
+        base = 2 * len(schedulers) + len(copied)
 
         gone = set()  # listed, but RQ dropped the hash: the copy rqscope remembered stands in for it
         for i, (name, _) in enumerate(schedulers):
             if 0 < (sizes[2 * i + 1] or 0) <= MAX_FIELD_BYTES:
                 pipe.hget(exact(self.keys.cron_scheduler(name)), "cron_jobs")
-            elif not any(sizes[2 * i] or ()) and not sizes[2 * i + 1] and name in seen_names:
+            elif not any(sizes[2 * i] or ()) and not sizes[2 * i + 1] and name in readable:
                 gone.add(name)
-                pipe.hget(SEEN_KEY, exact(name))
+                pipe.get(copy_key(name))
+        only_seen = [name for name in only_seen if name in readable]
+        for name in only_seen:
+            pipe.get(copy_key(name))
         for i, (job_id, _) in enumerate(entries):
             key = exact(self.keys.job(job_id))
             for field, size in (("meta", sizes[base + 3 * i + 1]), ("description", sizes[base + 3 * i + 2])):
@@ -108,31 +113,34 @@ class CronReader:
                     pipe.hget(key, field)
         bodies = iter(_results(pipe))
 
-        read: list[tuple[str, float | None, dict[str, str], str | None, bool]] = []
+        read: list[tuple[str, float | None, dict[str, str], str | None, bool, bool]] = []
         for i, (name, heartbeat) in enumerate(schedulers):
             if name in gone:
                 copy = parse(next(bodies))
-                read.append((name, heartbeat, copy.fields if copy else {}, copy.cron_jobs if copy else None, True))
+                fields, jobs_json = (copy.fields, copy.cron_jobs) if copy else ({}, None)
+                read.append((name, heartbeat, fields, jobs_json, True, True))
                 continue
             head = sizes[2 * i] or [None] * 3
             fields = {k: as_text(v) for k, v in zip(SCHEDULER_FIELDS, head, strict=True) if v is not None}
             raw = next(bodies) if 0 < (sizes[2 * i + 1] or 0) <= MAX_FIELD_BYTES else None
             truncated |= (sizes[2 * i + 1] or 0) > MAX_FIELD_BYTES
-            read.append((name, heartbeat, fields, as_name(raw) if raw is not None else None, True))
+            read.append((name, heartbeat, fields, as_name(raw) if raw is not None else None, True, False))
         for name in only_seen:
-            if copy := parse(copies[name]):
-                read.append((name, copy.heartbeat, copy.fields, copy.cron_jobs, False))
+            if copy := parse(next(bodies)):
+                read.append((name, copy.heartbeat, copy.fields, copy.cron_jobs, False, True))
 
         shaped: list[CronSchedulerState] = []
         jobs: list[CronJobState] = []
-        for name, heartbeat, fields, raw_jobs, is_listed in read:
-            scheduler = shape_scheduler(name, heartbeat, fields, now, raw_jobs, is_listed)
+        for name, heartbeat, fields, raw_jobs, is_listed, remembered in read:
+            scheduler = shape_scheduler(name, heartbeat, fields, now, raw_jobs, is_listed, remembered)
             shaped.append(scheduler)
             for entry in job_entries(raw_jobs):
                 job = shape_job(entry, scheduler, now)
                 if job is not None and len(jobs) < MAX_JOBS:
                     jobs.append(job)
                 truncated |= job is not None and len(jobs) >= MAX_JOBS
+        served = {job.name for job in jobs if not job.remembered}
+        jobs = [job for job in jobs if not (job.remembered and job.name in served)]  # a restart under a new name
         for i, (job_id, score) in enumerate(entries):
             head = sizes[base + 3 * i] or [None] * 4
             found = {}

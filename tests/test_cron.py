@@ -23,7 +23,7 @@ from rqscope.monitor.alerts.evaluate import evaluate
 from rqscope.monitor.alerts.rules import Rule
 from rqscope.monitor.cron import CronSchedulerState, CronState, missed_run, next_cron_run, shape_job
 from rqscope.monitor.cron_fetch import MAX_SCHEDULERS, CronCache, CronReader
-from rqscope.monitor.cron_memory import SEEN_KEY, remember
+from rqscope.monitor.cron_memory import MAX_REMEMBERED_BYTES, SEEN_KEY, copy_key, remember
 from rqscope.monitor.cron_rqscheduler import RQ_SCHEDULER_JOBS_KEY
 from rqscope.monitor.embedded import EmbeddedRedis
 from rqscope.monitor.reader import fetch_snapshot
@@ -158,7 +158,7 @@ def test_a_dead_schedulers_jobs_outlive_rqs_copy_and_keep_alerting(
     observed = evaluate((RULE,), fetch_snapshot(real_redis), None, later, state)
     assert ((("cron_job", "tick"),), True) in [(o.labels, o.active) for o in observed]
     remember(real_redis, state)
-    assert real_redis.hexists(SEEN_KEY, "sched-b")  # dead, not stopped: still remembered
+    assert real_redis.zscore(SEEN_KEY, "sched-b") is not None  # dead, not stopped: still remembered
 
 
 def test_a_scheduler_stopped_on_purpose_is_forgotten(redis_server: EmbeddedRedis, real_redis: Redis) -> None:
@@ -167,7 +167,7 @@ def test_a_scheduler_stopped_on_purpose_is_forgotten(redis_server: EmbeddedRedis
         wait_for(lambda: real_redis.zscore(KEYS.cron_schedulers, "sched-c") is not None)
         wait_for(lambda: real_redis.exists(KEYS.cron_scheduler("sched-c")))
         remember(real_redis, CronReader(real_redis).fetch())
-        assert real_redis.hexists(SEEN_KEY, "sched-c")
+        assert real_redis.zscore(SEEN_KEY, "sched-c") is not None
     finally:
         process.terminate()  # a warm stop: RQ takes the scheduler out of its registry
         process.wait(timeout=20)
@@ -176,8 +176,42 @@ def test_a_scheduler_stopped_on_purpose_is_forgotten(redis_server: EmbeddedRedis
     state = CronReader(real_redis).fetch()
     assert [(s.name, s.listed) for s in state.schedulers] == [("sched-c", False)]
     remember(real_redis, state)
-    assert not real_redis.hexists(SEEN_KEY, "sched-c")
+    assert real_redis.zscore(SEEN_KEY, "sched-c") is None and not real_redis.exists(copy_key("sched-c"))
     assert CronReader(real_redis).fetch().jobs == ()
+
+
+def _scheduler_hash(redis: Redis, name: str, heartbeat: float, jobs: list[dict[str, object]]) -> None:
+    redis.zadd(KEYS.cron_schedulers, {name: heartbeat})
+    redis.hset(KEYS.cron_scheduler(name), mapping={"hostname": "h", "pid": "1", "cron_jobs": json.dumps(jobs)})
+
+
+def test_a_crashed_scheduler_restarted_under_a_new_name_is_not_overdue(real_redis: Redis) -> None:
+    now = time.time()
+    tick = {"name": "tick", "func_name": "app.tick", "interval": 30, "next_enqueue_time": _iso(now + 20)}
+    _scheduler_hash(real_redis, "host:1:aaaa", now, [tick])
+    remember(real_redis, CronReader(real_redis).fetch(now=now))
+    real_redis.delete(KEYS.cron_scheduler("host:1:aaaa"))  # killed: RQ drops its hash, then its entry
+    real_redis.zrem(KEYS.cron_schedulers, "host:1:aaaa")
+    later = now + 1000
+    _scheduler_hash(real_redis, "host:2:bbbb", later, [{**tick, "next_enqueue_time": _iso(later + 20)}])
+    state = CronReader(real_redis).fetch(now=later)
+    assert [(j.name, j.scheduler, j.overdue_seconds) for j in state.jobs] == [("tick", "host:2:bbbb", 0)]
+    remember(real_redis, state)  # the replaced scheduler is forgotten, not counted dead for a week
+    assert real_redis.zscore(SEEN_KEY, "host:1:aaaa") is None
+    assert [s.name for s in CronReader(real_redis).fetch(now=later).schedulers] == ["host:2:bbbb"]
+
+
+@pytest.mark.parametrize(
+    "copy", [b'{"heartbeat": 1, "fields": [1]}', b'{"heartbeat": 1, "fields": "x"}', b"not json", b"\xff\xfe"]
+)
+def test_a_garbled_or_huge_copy_is_read_as_nothing(real_redis: Redis, copy: bytes) -> None:
+    real_redis.zadd(SEEN_KEY, {"evil": time.time()})
+    real_redis.set(copy_key("evil"), copy)
+    real_redis.zadd(SEEN_KEY, {"huge": time.time()})
+    real_redis.set(copy_key("huge"), b"{" + b" " * (MAX_REMEMBERED_BYTES + 1) + b"}")
+    state = CronReader(real_redis).fetch()
+    assert state.up and state.jobs == ()
+    assert {s.name for s in state.schedulers} <= {"evil"}  # parsed or left out, never a crash
 
 
 def test_a_dead_schedulers_stored_next_run_wins_over_our_time_zone() -> None:
