@@ -22,12 +22,19 @@ PAYLOAD = "<script>window.__pwned=1</script><img src=x onerror=window.__pwned=1>
 ARTIFACTS = REPO / "test-artifacts"
 
 
-@pytest.fixture(scope="module")
-def sidecar(redis_server: EmbeddedRedis) -> Iterator[str]:
+def serving(redis_url: str, **extra: str) -> Iterator[str]:
+    """`rqscope serve` with one gunicorn worker, the users ops (operator) and watcher (viewer), and a 0.2 s
+    snapshot cache; `extra` adds or replaces RQSCOPE_* settings. Yields its URL; stopped by pid."""
     port = free_port()
     users = f"ops:operator:{generate_password_hash(PASSWORD)},watcher:viewer:{generate_password_hash(PASSWORD)}"
-    env = {"RQSCOPE_REDIS_URL": redis_server.url, "RQSCOPE_TASK_MODULES": "tests.sample_tasks,rqscope.tasks.examples",
-           "RQSCOPE_USERS": users, "RQSCOPE_SNAPSHOT_TTL": "0.2", "RQSCOPE_LOG_LEVEL": "WARNING"}  # fmt: skip
+    env = {
+        "RQSCOPE_REDIS_URL": redis_url,
+        "RQSCOPE_TASK_MODULES": "tests.sample_tasks,rqscope.tasks.examples",
+        "RQSCOPE_USERS": users,
+        "RQSCOPE_SNAPSHOT_TTL": "0.2",
+        "RQSCOPE_LOG_LEVEL": "WARNING",
+        **extra,
+    }
     process = spawn(rqscope_command("serve", "--port", str(port), "--web-workers", "1"), env)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -35,6 +42,11 @@ def sidecar(redis_server: EmbeddedRedis) -> Iterator[str]:
         yield url
     finally:
         stop(process)
+
+
+@pytest.fixture(scope="module")
+def sidecar(redis_server: EmbeddedRedis) -> Iterator[str]:
+    yield from serving(redis_server.url)
 
 
 @pytest.fixture(scope="module")

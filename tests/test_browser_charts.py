@@ -6,13 +6,12 @@ from collections.abc import Iterator
 
 import pytest
 from redis import Redis
-from rqscope.monitor.embedded import EmbeddedRedis, free_port
+from rqscope.monitor.embedded import EmbeddedRedis
 from rqscope.tasks.registry import REGISTRY, enqueue, enqueue_task
-from werkzeug.security import generate_password_hash
 
 import tests.sample_tasks  # noqa: F401  (registers t_ok and t_fail for enqueue)
-from tests.helpers import http_status, rqscope_command, spawn, stop, wait_for
-from tests.test_browser import PASSWORD, browser, login, page  # noqa: F401  (fixtures)
+from tests.helpers import rqscope_command, spawn, stop, wait_for
+from tests.test_browser import PASSWORD, browser, login, page, serving  # noqa: F401  (fixtures)
 
 pytestmark = [pytest.mark.redis, pytest.mark.browser, pytest.mark.slow]
 SUCCESS, FAILURE, LINE = (4, 120, 87), (185, 28, 28), (29, 78, 216)  # the light palette of static/charts.js
@@ -22,23 +21,7 @@ BACKLOG = "charts backlog"  # a queue no worker reads, so its depth stays up
 @pytest.fixture(scope="module")
 def sidecar(redis_server: EmbeddedRedis) -> Iterator[str]:
     """`rqscope serve` whose alert leader evaluates (and records history) every second."""
-    port = free_port()
-    users = f"ops:operator:{generate_password_hash(PASSWORD)},watcher:viewer:{generate_password_hash(PASSWORD)}"
-    env = {
-        "RQSCOPE_REDIS_URL": redis_server.url,
-        "RQSCOPE_TASK_MODULES": "tests.sample_tasks",
-        "RQSCOPE_USERS": users,
-        "RQSCOPE_SNAPSHOT_TTL": "0.2",
-        "RQSCOPE_LOG_LEVEL": "WARNING",
-        "RQSCOPE_ALERT_INTERVAL": "1",
-    }
-    process = spawn(rqscope_command("serve", "--port", str(port), "--web-workers", "1"), env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(lambda: http_status(url + "/healthz") == 200, timeout=30)
-        yield url
-    finally:
-        stop(process)
+    yield from serving(redis_server.url, RQSCOPE_TASK_MODULES="tests.sample_tasks", RQSCOPE_ALERT_INTERVAL="1")
 
 
 @pytest.fixture
