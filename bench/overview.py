@@ -19,6 +19,7 @@ from functools import partial
 
 from redis import Redis
 from redis.typing import EncodableT, FieldT
+from rqscope.monitor.alerts.keys import LEASE_KEY
 from rqscope.monitor.alerts.lease import Lease
 from rqscope.monitor.history import MinuteRecorder
 from rqscope.monitor.queue_history import history_key
@@ -81,7 +82,7 @@ def fill_history(redis: Redis, queues: list[str], now: float) -> None:
     lease = Lease(redis, "bench", 3600.0, 60.0)
     lease.renew()
     MinuteRecorder(redis, lease, lambda: Snapshot(now, RedisState(up=True)), clock=lambda: now).step()
-    redis.delete("rqscope:alerts:leader")
+    redis.delete(LEASE_KEY)
 
 
 def main() -> None:

@@ -8,8 +8,9 @@ from typing import Any, cast
 
 from redis import Redis
 from redis.client import Pipeline
+from rqscope.tasks.rq_internals.keys import OWN
 
-AUDIT_KEY = "rqscope:audit"
+AUDIT_KEY = OWN + "audit"
 AUDIT_MAXLEN = 10_000
 
 

@@ -18,9 +18,10 @@ from typing import Any
 from redis import Redis
 from rqscope.monitor.cron import DEAD_AFTER_SECONDS, CronState, job_entries
 from rqscope.monitor.names import exact
+from rqscope.tasks.rq_internals.keys import OWN
 
-SEEN_KEY = "rqscope:cron:seen"  # a sorted set: scheduler name -> its last heartbeat, read capped
-COPY_PREFIX = "rqscope:cron:seen:"  # + the scheduler's name: its copy, JSON, expiring with FORGET_AFTER
+SEEN_KEY = OWN + "cron:seen"  # a sorted set: scheduler name -> its last heartbeat, read capped
+COPY_PREFIX = OWN + "cron:seen:"  # + the scheduler's name: its copy, JSON, expiring with FORGET_AFTER
 FORGET_AFTER_SECONDS = 7 * 86400.0
 MAX_REMEMBERED_BYTES = 64 * 1024  # one scheduler's copy; a larger cron_jobs list is not remembered
 

@@ -25,11 +25,12 @@ from rqscope.monitor.jobs import entry_key
 from rqscope.monitor.names import exact
 from rqscope.monitor.snapshot import REGISTRY_KEY_TEMPLATES, as_text
 from rqscope.tasks.rq_internals import KEYS, release_limit
+from rqscope.tasks.rq_internals.keys import OWN
 
 SHORT_LIST = 20_000  # a list this long is scanned by a whole batch of LREMs in well under 50 ms
 BATCH_SIZE = 200  # jobs per script: about 3 ms of Redis time on an idle 2-core machine, 7 ms on a busy one
-PENDING_KEY = "rqscope:emptying"  # hash: detached key -> {"queue", "state"} of an empty in progress
-DETACHED_KEY_PREFIX = "rqscope:emptying:"
+PENDING_KEY = OWN + "emptying"  # hash: detached key -> {"queue", "state"} of an empty in progress
+DETACHED_KEY_PREFIX = OWN + "emptying:"
 # RQ's key layout as the script needs it (rq 2.12: Job.delete, ExecutionRegistry, Group), passed as ARGV.
 # The started registry holds "id:execution" and is cleaned per execution; the others hold plain ids.
 LAYOUT = [

@@ -19,9 +19,10 @@ from redis.client import Pipeline
 from rqscope.monitor.alerts.keys import LEASE_KEY
 from rqscope.monitor.names import exact
 from rqscope.monitor.snapshot import QueueState
+from rqscope.tasks.rq_internals.keys import OWN
 
-QUEUE_HISTORY_PREFIX = b"rqscope:history:queue:"
-LAST_MINUTE_KEY = "rqscope:history:minute"  # the last minute recorded: a second leader in it adds nothing
+QUEUE_HISTORY_PREFIX = (OWN + "history:queue:").encode()
+LAST_MINUTE_KEY = OWN + "history:minute"  # the last minute recorded: a second leader in it adds nothing
 MAX_QUEUES = 200
 MAX_POINTS = 24 * 60 + 10
 HISTORY_TTL_SECONDS = 25 * 3600

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from redis import Redis
 from rqscope.monitor.names import exact
 from rqscope.tasks.metrics import BUCKET_LABELS, OUTCOMES, ROLLUP_KEY_TEMPLATE, SEP, TaskStats, total_field
+from rqscope.tasks.rq_internals.keys import OWN_FORMAT
 
-HOURLY_KEY_TEMPLATE = "rqscope:metrics:h:{hour}"
+HOURLY_KEY_TEMPLATE = OWN_FORMAT + "metrics:h:{hour}"
 HOURLY_TTL_SECONDS = 8 * 86400
 # window name -> (bin seconds, number of bins); the last bin is the current, partial one
 WINDOWS: dict[str, tuple[int, int]] = {"15m": (60, 15), "1h": (60, 60), "24h": (3600, 24), "7d": (3600, 168)}

@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from redis.client import Pipeline
+from rqscope.tasks.rq_internals.keys import OWN, OWN_FORMAT
 
-METRICS_KEY = "rqscope:metrics"
-ROLLUP_KEY_TEMPLATE = "rqscope:metrics:m:{minute}"
+METRICS_KEY = OWN + "metrics"
+ROLLUP_KEY_TEMPLATE = OWN_FORMAT + "metrics:m:{minute}"
 # 25 h: the 24 h chart reads the last day's minutes, and the alert leader folds each finished hour
 # into an hourly hash (monitor/compaction.py) well before its minutes expire
 ROLLUP_TTL_SECONDS = 25 * 3600
@@ -69,7 +70,7 @@ redis.call('HINCRBY', KEYS[3], ARGV[7], 1)
 redis.call('EXPIRE', KEYS[3], ARGV[2])
 return 1
 """
-RUN_MARKER_TEMPLATE = "rqscope:run:{id}"
+RUN_MARKER_TEMPLATE = OWN_FORMAT + "run:{id}"
 # a replay follows its lost reply within seconds (RQ's WatchError loop, a reconnect): the marker
 # outlives that window with a wide margin and costs ~130 bytes for ten minutes
 RUN_MARKER_TTL_SECONDS = 600

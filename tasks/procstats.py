@@ -11,11 +11,12 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 from redis import ConnectionError, ConnectionPool, Redis, RedisError
+from rqscope.tasks.rq_internals.keys import OWN, OWN_FORMAT
 
 log = logging.getLogger(__name__)
 
-PROCS_KEY = "rqscope:procs"  # sorted set: process id -> expiry (epoch seconds)
-PROC_KEY_TEMPLATE = "rqscope:proc:{id}"
+PROCS_KEY = OWN + "procs"  # sorted set: process id -> expiry (epoch seconds)
+PROC_KEY_TEMPLATE = OWN_FORMAT + "proc:{id}"
 # `rqscope worker` writes its publish interval into its RQ worker hash under this field: its samples
 # expire three intervals after its last sign of life, so a killed worker shows as dead in seconds
 LIVENESS_FIELD = "rqscope_publish_interval"

@@ -140,6 +140,56 @@ def test_keys_follow_a_prefix() -> None:
     assert keys.rate_limit("k", "allowed") == "{billing}:rl:k:allowed"
 
 
+def test_rqscopes_own_keys_keep_their_names_under_rqs_default_prefix() -> None:
+    from rqscope.monitor import audit, cron_memory, delete, queue_history, rollups
+    from rqscope.monitor.alerts import keys, silences
+    from rqscope.tasks import metrics, procstats
+    from rqscope.web import ratelimit, session_key, sessions
+
+    assert KEYS.prefix == "rq"  # an upgrade keeps every counter, alert state and session it had
+    assert (metrics.METRICS_KEY, metrics.ROLLUP_KEY_TEMPLATE.format(minute=7)) == (
+        "rqscope:metrics",
+        "rqscope:metrics:m:7",
+    )
+    assert (keys.LEASE_KEY, keys.STATE_KEY, keys.ready_key("hook")) == (
+        "rqscope:alerts:leader",
+        "rqscope:alerts:state",
+        "rqscope:alerts:outbox:ready:hook",
+    )
+    assert (audit.AUDIT_KEY, silences.SILENCES_KEY, session_key.SECRET_KEY) == (
+        "rqscope:audit",
+        "rqscope:alerts:silences",
+        "rqscope:session-key",
+    )
+    assert (rollups.HOURLY_KEY_TEMPLATE.format(hour=3), queue_history.history_key("q")) == (
+        "rqscope:metrics:h:3",
+        b"rqscope:history:queue:q",
+    )
+    assert (
+        procstats.PROCS_KEY,
+        procstats.PROC_KEY_TEMPLATE.format(id="p"),
+        metrics.RUN_MARKER_TEMPLATE.format(id="r"),
+    ) == (
+        "rqscope:procs",
+        "rqscope:proc:p",
+        "rqscope:run:r",
+    )
+    assert (cron_memory.SEEN_KEY, cron_memory.copy_key("s"), delete.PENDING_KEY) == (
+        "rqscope:cron:seen",
+        b"rqscope:cron:seen:s",
+        "rqscope:emptying",
+    )
+    assert sessions.SESSION_KEY.format("id").startswith("rqscope:session:")
+    assert ratelimit.FAILURES_KEY.format(kind="user", digest="d") == "rqscope:signin-failures:user:d"
+
+
+def test_rqscopes_own_keys_share_the_slot_of_any_other_prefix() -> None:
+    assert Keys("rq").own("metrics") == "rqscope:metrics"
+    assert Keys("{billing}").own("metrics") == "{billing}:rqscope:metrics"
+    assert Keys("{rq}").for_format().own("metrics:m:{minute}").format(minute=5) == "{rq}:rqscope:metrics:m:5"
+    assert Keys("app.rq").own("audit") == "app.rq:rqscope:audit"
+
+
 def t_ok_func():  # type: ignore[no-untyped-def]
     from rqscope.tasks.registry import REGISTRY
 

@@ -7,8 +7,9 @@ import hashlib
 from dataclasses import dataclass
 
 from redis import Redis
+from rqscope.tasks.rq_internals.keys import OWN_FORMAT
 
-FAILURES_KEY = "rqscope:signin-failures:{kind}:{digest}"
+FAILURES_KEY = OWN_FORMAT + "signin-failures:{kind}:{digest}"
 LIMIT = 10
 WINDOW = 60  # seconds: a budget comes back a minute after its last failure
 

@@ -16,10 +16,11 @@ from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from itsdangerous import URLSafeTimedSerializer
 from redis import Redis, RedisError
 from rqscope.tasks.backoff import backoff
+from rqscope.tasks.rq_internals.keys import OWN
 
 log = logging.getLogger(__name__)
 
-SECRET_KEY = "rqscope:session-key"
+SECRET_KEY = OWN + "session-key"
 READY = "RQSCOPE_SHARED_SECRET_READY"
 RETRY_READ_SECONDS = 5.0
 

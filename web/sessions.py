@@ -17,9 +17,10 @@ from flask import Flask, request
 from flask.sessions import SecureCookieSessionInterface
 from redis import Redis
 from rqscope.monitor.settings import Settings
+from rqscope.tasks.rq_internals.keys import OWN_FORMAT
 from rqscope.web.session_key import SharedKeySessions
 
-SESSION_KEY = "rqscope:session:{}"
+SESSION_KEY = OWN_FORMAT + "session:{}"
 SESSION_TTL = 12 * 3600  # seconds a sign-in lasts; fixed, so that a GET never writes to Redis
 SID_FIELD = "sid"
 

@@ -7,8 +7,9 @@ import secrets
 from dataclasses import asdict, dataclass
 
 from redis import Redis
+from rqscope.tasks.rq_internals.keys import OWN
 
-SILENCES_KEY = "rqscope:alerts:silences"
+SILENCES_KEY = OWN + "alerts:silences"
 
 
 @dataclass(frozen=True)

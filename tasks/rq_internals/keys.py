@@ -18,6 +18,17 @@ class Keys:
 
     prefix: str = "rq"
 
+    @property
+    def own_prefix(self) -> str:
+        """Where rqscope's own keys start: `rqscope:` under RQ's default `rq`, `<prefix>:rqscope:` otherwise."""
+        # kept bare under `rq` so that an upgrade keeps every counter, alert state and session; under
+        # any other prefix they share its hash tag, and so the Redis Cluster slot of the RQ keys they describe
+        return "rqscope:" if self.prefix == "rq" else f"{self.prefix}:rqscope:"
+
+    def own(self, name: str) -> str:
+        """The name of one of rqscope's own keys under this prefix."""
+        return self.own_prefix + name
+
     def for_format(self) -> Keys:
         """The same keys with the prefix's braces doubled, for templates filled with str.format."""
         return Keys(self.prefix.replace("{", "{{").replace("}", "}}"))
@@ -140,3 +151,6 @@ REGISTRY_NAMES = {
 }
 
 KEYS = Keys(rq_key_prefix())
+OWN = KEYS.own_prefix  # the start of every rqscope key in this process
+# rqscope's key templates filled with str.format: the prefix's braces doubled
+OWN_FORMAT = KEYS.for_format().own_prefix
