@@ -58,8 +58,9 @@ def tests_yaml(rules: tuple[Rule, ...], source: str, dashboard_url: str = DASHBO
         "tests": [promtool_case(rule, step, dashboard_url) for rule in rules],
     }
     what = (
-        f"`promtool test rules {TESTS_FILE}`: per rule, a series on Redis `main` crosses the threshold and\n"
-        "# fires once its `for:` has elapsed, one on Redis `eu` stays at the threshold, and the alert resolves."
+        f"`promtool test rules {TESTS_FILE}`: per rule, one sidecar watches Redis `east` and `west`, whose series\n"
+        "# differ only in `redis` (same queue names): east's cross the threshold and fire, labelled redis: east, once\n"
+        "# `for:` has elapsed, west's stay at the threshold and never fire, and the alert resolves."
     )
     return header(source, what) + dump(body)
 

@@ -1,5 +1,10 @@
 """rqscope's alert kinds as PromQL: one expression template per kind, in one table."""
 
+# Every series carries `redis`, the Redis instance it was read from, and one sidecar may watch several. Aggregations
+# name what they drop (`without`) and matches what they ignore (`ignoring`), never `redis`: two instances' queues of
+# the same name never merge, each alert keeps its instance's `redis` label, and the target's own labels (`instance`,
+# which the dashboard link reads, and any an operator adds for routing) stay on the alert as well.
+
 from __future__ import annotations
 
 import json

@@ -13,8 +13,9 @@ from prometheus.annotate import DASHBOARD_URL, annotation_parts, render
 from prometheus.cases import SCENARIOS, Timeline
 from prometheus.promql import ALERT_PREFIX, duration, number
 
-HOT = {"job": "rqscope", "instance": "web:9190", "redis": "main"}
-COLD = {"job": "rqscope", "instance": "web-eu:9190", "redis": "eu"}  # same queue names on another Redis
+# one sidecar watching two Redis instances that hold queues of the same names: only `redis` tells them apart
+HOT = {"job": "rqscope", "instance": "web:9190", "redis": "east"}
+COLD = {"job": "rqscope", "instance": "web:9190", "redis": "west"}
 
 
 def step_ms(rules: tuple[Rule, ...]) -> int:
@@ -58,7 +59,7 @@ def example_queue(rule: Rule) -> str:
 
 
 def input_series(rule: Rule, tl: Timeline, samples: int) -> list[dict[str, str]]:
-    """The hot series on Redis `main`, the cold ones on Redis `eu`, and a hot one in a queue the rule leaves out."""
+    """The hot series on Redis `east`, the cold ones on Redis `west`, and a hot one in a queue the rule leaves out."""
     queue = example_queue(rule) if rule.per_queue else None
     targets = [(HOT, queue, True), (COLD, queue, False)]
     if rule.queues and not rule.applies_to("unmatched"):

@@ -6,6 +6,7 @@ import re
 import shutil
 import subprocess
 import sys
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from rqscope.monitor.alerts.notifiers import dashboard_link
 from rqscope.monitor.alerts.rules import KINDS, Rule, load_rules
 from rqscope.monitor.alerts.state import Alert, Notification, _summary
 
-from prometheus import annotate, cases, generate, promql
+from prometheus import annotate, cases, generate, promql, testfile
 from tests.helpers import REPO
 
 PROMETHEUS = REPO / "prometheus"
@@ -46,6 +47,11 @@ def test_prometheus_config_is_valid() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     config = yaml.safe_load((REPO / "prometheus.yml").read_text())
     assert config["rule_files"] == ["prometheus/rqscope.rules.yml"]
+    # every series carries the sidecar's own `redis`: a target label of that name would rename it to exported_redis
+    for scrape in config["scrape_configs"]:
+        assert all("redis" not in static.get("labels", {}) for static in scrape["static_configs"]), scrape
+        relabels = scrape.get("relabel_configs", []) + scrape.get("metric_relabel_configs", [])
+        assert all(relabel.get("target_label") != "redis" for relabel in relabels), scrape
 
 
 def prometheus_rules() -> dict[str, dict[str, Any]]:
@@ -97,10 +103,42 @@ def test_every_rule_fires_in_its_promtool_case_with_its_severity_and_the_redis_l
         quiet = [prom_seconds(c["eval_time"]) for c in checks if not c["exp_alerts"]]
         fired_at, (alert,) = firing[0]
         assert alert["exp_labels"]["severity"] == rule.severity
-        assert alert["exp_labels"]["redis"] == "main"  # the series on Redis `eu` stays at the threshold
+        assert alert["exp_labels"]["redis"] == "east"  # the series on Redis `west` stays at the threshold
+        assert all(alerts == [] or alerts[0]["exp_labels"]["redis"] == "east" for _, alerts in firing), rule.name
+        # the same sidecar, the same series names and queue: only `redis` tells west's series from east's
+        series = {re.sub(r',redis="(east|west)"', "", s["series"]) for s in case["input_series"]}
+        assert len(series) < len(case["input_series"]) and 'instance="web:9190"' in case["input_series"][0]["series"]
+        assert any('redis="west"' in s["series"] for s in case["input_series"]), rule.name
         assert min(quiet) < fired_at < max(quiet), f"{rule.name}: quiet before it fires and after it resolves"
         if rule.for_seconds:  # still pending one step before `for:` has elapsed
             assert fired_at - prom_seconds(case["interval"]) in quiet, rule.name
+
+
+AGGREGATIONS = r"\b(sum|min|max|avg|group|count|count_values|stddev|stdvar|topk|bottomk|quantile|limitk)\s*(\w*)\s*\("
+
+
+def test_no_expression_merges_two_redis_instances_or_drops_their_label() -> None:
+    """by/on name what they keep, so they must name `redis`; without/ignoring name what they drop, so they must not."""
+    for name, alert in prometheus_rules().items():
+        expr = alert["expr"]
+        for operator, modifier in re.findall(AGGREGATIONS, expr):
+            assert modifier in ("by", "without"), f"{name}: {operator} without a grouping keeps no label: {expr}"
+        for modifier, names in re.findall(r"\b(by|without|on|ignoring)\s*\(([^)]*)\)", expr):
+            kept = "redis" in {n.strip() for n in names.split(",")}
+            assert kept == (modifier in ("by", "on")), f"{name}: {modifier} ({names}) in {expr}"
+
+
+def test_a_rule_that_sums_across_instances_fails_its_promtool_case(tmp_path: Path) -> None:
+    """The cases have teeth: summing two instances' runs of one queue loses `redis` and moves the ratio."""
+    shipped = (PROMETHEUS / "rqscope.rules.yml").read_text()
+    merged = shipped.replace("sum without (task, outcome)", "sum by (job, instance, queue)")
+    assert merged != shipped
+    (tmp_path / "rqscope.rules.yml").write_text(merged)
+    (tmp_path / "rqscope.rules.test.yml").write_text((PROMETHEUS / "rqscope.rules.test.yml").read_text())
+    result = promtool("test", "rules", str(tmp_path / "rqscope.rules.test.yml"))
+    assert result.returncode != 0
+    failed = set(re.findall(r"alertname: (\w+)", result.stdout + result.stderr))
+    assert failed == {"RqscopeFailedJobsSpike", "RqscopeFailureRatioHigh"}, result.stdout + result.stderr
 
 
 def test_every_kind_has_a_promql_template_and_a_promtool_scenario() -> None:
@@ -118,7 +156,7 @@ def test_summaries_read_as_rqscopes_own_notifications() -> None:
     labels = {
         "job": "rqscope",
         "instance": "web:9190",
-        "redis": "main",
+        "redis": "east",
         "queue": "emails",
         "role": "worker",
         "key": "partner-api",
@@ -128,12 +166,13 @@ def test_summaries_read_as_rqscopes_own_notifications() -> None:
         for value in (0.0, 0.25, 0.5, 7.0):  # values on which Python's and Go's formats agree
             mine = annotate.render(annotate.annotation_parts(rule)["summary"], labels, value)
             kept = tuple((k, labels[k]) for k in ("queue", "role", "key", "cron_job") if k in labels)
-            assert mine == _summary(Observation(rule, kept, value, True)), rule.name
+            # rqscope's own summary, after the instance it was read from
+            assert mine == "[east] " + _summary(Observation(rule, kept, value, True)), rule.name
 
 
-@pytest.mark.parametrize("queue", ["emails", "a b/c+d%é"])
-def test_dashboard_links_open_the_page_rqscopes_own_alerts_link_to(queue: str) -> None:
-    labels = {"instance": "web:9190", "queue": queue}
+@pytest.mark.parametrize(("queue", "redis"), [("emails", "default"), ("a b/c+d%é", "eu west&x=1")])
+def test_dashboard_links_open_the_page_rqscopes_own_alerts_link_to_on_their_instance(queue: str, redis: str) -> None:
+    labels = {"instance": "web:9190", "queue": queue, "redis": redis}
     for rule in load_rules():
         link = annotate.render(annotate.annotation_parts(rule)["dashboard_url"], labels, 1.0)
         alert = Alert(
@@ -147,7 +186,9 @@ def test_dashboard_links_open_the_page_rqscopes_own_alerts_link_to(queue: str) -
             "firing",
             0.0,
         )
-        assert link == dashboard_link("http://web:9190/", Notification("firing", alert)), rule.name
+        page, instance = link.split("?")
+        assert page == dashboard_link("http://web:9190/", Notification("firing", alert)), rule.name
+        assert urllib.parse.parse_qs(instance) == {"redis": [redis]}, rule.name
 
 
 def test_generate_check_fails_on_a_hand_edited_or_missing_file(tmp_path: Path) -> None:
@@ -184,10 +225,14 @@ rules:
 """
 
 
-def test_other_thresholds_windows_queue_globs_and_labels_generate_rules_that_pass_their_tests(tmp_path: Path) -> None:
+def test_other_thresholds_windows_queue_globs_and_labels_generate_rules_that_pass_their_tests(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The templates and scenarios hold for any rule, not only the shipped ones: promtool runs the generated cases."""
+    # an instance name that needs escaping in a URL: Prometheus's templates and ours must write it alike
+    monkeypatch.setitem(testfile.HOT, "redis", "eu west+1&x")
     (tmp_path / "rules.yml").write_text(CUSTOM_RULES)
-    files = generate.generate(tmp_path / "rules.yml", "https://rq.example.com/{redis}")
+    files = generate.generate(tmp_path / "rules.yml", "https://{job}.example.com")
     for name, text in files.items():
         (tmp_path / name).write_text(text)
     check = promtool("check", "rules", str(tmp_path / "rqscope.rules.yml"))
@@ -197,7 +242,9 @@ def test_other_thresholds_windows_queue_globs_and_labels_generate_rules_that_pas
     backlog = yaml.safe_load(files["rqscope.rules.yml"])["groups"][0]["rules"][0]
     assert backlog["expr"] == 'rqscope_queue_jobs{state="queued", queue=~"mail\\\\ q\\\\+1.*|sms"} > 10.5'
     assert backlog["labels"] == {"severity": "info", "team": "mail"}
-    assert "https://rq.example.com/main/queues/mail%20q%2B1/queued" in files["rqscope.rules.test.yml"]
+    link = "https://rqscope.example.com/queues/mail%20q%2B1/queued?redis=eu+west%2B1%26x"
+    assert link in files["rqscope.rules.test.yml"]
+    assert "summary: '[eu west+1&x] Queue mail q+1: 11 jobs'" in files["rqscope.rules.test.yml"]
     assert 'queue="unmatched"' in files["rqscope.rules.test.yml"]  # crosses the threshold outside the globs
 
 
@@ -209,6 +256,9 @@ def test_alertmanager_example_is_valid() -> None:
         [amtool, "check-config", "prometheus/alertmanager.yml"], cwd=REPO, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stdout + result.stderr
+    config = yaml.safe_load((PROMETHEUS / "alertmanager.yml").read_text())
+    assert "redis" in config["route"]["group_by"]  # east's and west's backlog in `emails` are two incidents
+    assert all("redis" in rule["equal"] for rule in config["inhibit_rules"])  # west down mutes only west's alerts
 
 
 def test_compose_commands_and_variables_match_the_cli_and_settings() -> None:
