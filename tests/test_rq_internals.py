@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -31,7 +32,9 @@ from rqscope.tasks.rq_internals import KEYS, REGISTRY_NAMES, Keys, fail_job, ver
 from rqscope.tasks.rq_internals.checks import OPTIONAL_SIGNATURES, SIGNATURES
 from rqscope.tasks.worker import InstrumentedWorker
 
-from tests.helpers import REPO
+from tests.helpers import REPO, wait_for
+from tests.receivers import Receiver
+from tests.test_auth_caller import PASSWORD, TOKEN, USERS, sidecar, sign_in
 
 RQ3 = tuple(int(p) for p in rq.__version__.split(".")[:2]) >= (3, 0)
 
@@ -257,11 +260,11 @@ def test_enqueue_now_writes_what_rqs_scheduler_writes(real_redis: Redis) -> None
         assert Job.fetch(job.id, connection=real_redis).get_status() == JobStatus.QUEUED
 
 
-@pytest.mark.skipif(not RQ3, reason="RQ_KEY_PREFIX arrived in rq 3.0")
-def test_worker_and_sidecar_see_the_same_state_under_a_key_prefix(redis_server, real_redis: Redis) -> None:  # type: ignore[no-untyped-def]
-    code = """
+# under RQ_KEY_PREFIX={rq}: a worker run (two failures), a cron scheduler, and what the sidecar reads of them
+UNDER_PREFIX = """
 import json, sys
 from redis import Redis
+from rq.cron import CronScheduler
 from rqscope.monitor.reader import fetch_snapshot
 from rqscope.tasks.registry import enqueue
 from rqscope.tasks.worker import InstrumentedWorker
@@ -269,26 +272,61 @@ import tests.sample_tasks
 redis = Redis.from_url(sys.argv[1])
 for i in range(3):
     enqueue("t_ok", i, connection=redis)
-enqueue("t_fail", 0, connection=redis)
+failed = [enqueue("t_fail", i, connection=redis).id for i in range(2)]
 InstrumentedWorker(["default"], connection=redis, publish_interval=60).work(burst=True, logging_level="ERROR")
+cron = CronScheduler(redis, name="nightly")
+cron.register(print, "default", interval=3600, name="hourly")
+cron.register_birth()
+cron.save()
+cron.heartbeat()
 snapshot = fetch_snapshot(redis)
 (queue,) = [q for q in snapshot.queues if q.name == "default"]
 runs = {f"{t}/{o}": n for (t, q), stats in snapshot.tasks.items() for o, n in stats.outcomes.items() if n}
-print(json.dumps({"counts": queue.counts, "runs": runs}))
+print(json.dumps({"counts": queue.counts, "runs": runs, "failed": failed}))
 """
-    env = {**os.environ, "RQ_KEY_PREFIX": "{rq}", "PYTHONPATH": str(REPO)}
-    out = subprocess.run(
-        [sys.executable, "-c", code, redis_server.url],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    ).stdout
-    import json
+RULES = """rules:
+  - {name: AnyFailure, kind: failed_jobs, threshold: 0, window: 5m, for: 0s, severity: warning, summary: "{value}"}
+  - {name: CronJobOverdue, kind: cron_overdue, threshold: 300, for: 0s, severity: warning, summary: "{value}"}
+"""
 
-    seen = json.loads(out)
-    assert seen["counts"]["finished"] == 3 and seen["counts"]["failed"] == 1
-    assert seen["runs"] == {"t_ok/success": 3, "t_fail/failure": 1}
+
+@pytest.mark.skipif(not RQ3, reason="RQ_KEY_PREFIX arrived in rq 3.0")
+def test_under_a_hash_tag_prefix_every_key_lives_in_its_slot(redis_server, real_redis: Redis, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    env = {**os.environ, "RQ_KEY_PREFIX": "{rq}", "PYTHONPATH": str(REPO)}
+    run = subprocess.run(
+        [sys.executable, "-c", UNDER_PREFIX, redis_server.url], env=env, cwd=REPO, capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    seen = json.loads(run.stdout.splitlines()[-1])  # the cron scheduler logs to stdout first
+    assert seen["counts"]["finished"] == 3 and seen["counts"]["failed"] == 2
+    assert seen["runs"] == {"t_ok/success": 3, "t_fail/failure": 2}
     assert real_redis.exists("{rq}:queues") and not real_redis.exists("rq:queues")
+    (tmp_path / "rules.yml").write_text(RULES)
+    with Receiver() as receiver:
+        served_env = {
+            "RQ_KEY_PREFIX": "{rq}",
+            "RQSCOPE_USERS": USERS,
+            "RQSCOPE_API_TOKEN": TOKEN,
+            "RQSCOPE_ALERT_INTERVAL": "1",
+            "RQSCOPE_ALERT_RULES": str(tmp_path / "rules.yml"),
+            "RQSCOPE_ALERT_WEBHOOK_URLS": receiver.url,
+        }
+        with sidecar(redis_server.url, served_env) as served:
+            assert sign_in(served, username="ops", password="wrong")[1].status_code == 401
+            assert sign_in(served, username="ops", password=PASSWORD)[1].status_code in (302, 303)
+            token = {"Authorization": f"Bearer {TOKEN}"}
+            assert served.post(f"/api/jobs/{seen['failed'][0]}/retry", headers=token).status_code == 200
+            silence = served.post("/api/silences", headers=token, json={"matchers": {"queue": "elsewhere"}})
+            assert silence.status_code == 201
+            emptied = served.open("DELETE", "/api/queues/default/registries/finished", headers=token)
+            assert emptied.json() == {"deleted": 3}
+            # the leader evaluated, sent the failure alert, remembered the cron scheduler and recorded history
+            wait_for(lambda: receiver.bodies and real_redis.keys("{rq}:rqscope:metrics:h:*"), timeout=30)
+            wait_for(lambda: real_redis.exists("{rq}:rqscope:history:minute", "{rq}:rqscope:cron:seen") == 2)
+            assert real_redis.exists("{rq}:rqscope:alerts:leader", "{rq}:rqscope:alerts:outbox:finished") == 2
+            running = {key.decode() for key in real_redis.keys("*")}
+    found = running | {key.decode() for key in real_redis.keys("*")}  # and what stopping wrote
+    assert sorted(key for key in found if not key.startswith("{rq}:")) == []
+    own = {key.removeprefix("{rq}:rqscope:").split(":")[0] for key in found if key.startswith("{rq}:rqscope:")}
+    expected = {"metrics", "run", "alerts", "audit", "history", "cron", "session", "session-key", "signin-failures"}
+    assert expected <= own, own
