@@ -11,19 +11,40 @@ from typing import Any
 
 DATASOURCE = {"type": "prometheus", "uid": "rqscope-prometheus"}
 OUT = Path(__file__).resolve().parent / "dashboards"
-SEL = 'job="$job", instance=~"$instance"'
+# One sidecar may watch several Redis instances and every series carries `redis`: every selector filters on the
+# `redis` variable, and every aggregation keeps `redis`, so two instances' queues of the same name never merge.
+REDIS = 'redis=~"$redis"'
+SEL = f'{REDIS}, job="$job", instance=~"$instance"'
 QSEL = f'{SEL}, queue=~"$queue"'
 FAILED = 'outcome=~"failure|timeout|killed"'
+ALL = {"selected": True, "text": ["All"], "value": ["$__all"]}
 
 
 def target(expr: str, legend: str = "", ref: str = "A", instant: bool = False) -> dict[str, Any]:
-    return {"datasource": DATASOURCE, "expr": expr, "legendFormat": legend, "refId": ref,
-            "instant": instant, "range": not instant}  # fmt: skip
+    return {
+        "datasource": DATASOURCE,
+        "expr": expr,
+        "legendFormat": legend,
+        "refId": ref,
+        "instant": instant,
+        "range": not instant,
+    }
 
 
-def panel(kind: str, title: str, targets: list[dict[str, Any]], unit: str = "short", **extra: Any) -> dict[str, Any]:
-    return {"type": kind, "title": title, "datasource": DATASOURCE, "targets": targets,
-            "fieldConfig": {"defaults": {"unit": unit}, "overrides": []}, "options": {}, **extra}  # fmt: skip
+def panel(kind: str, title: str, targets: list[dict[str, Any]], unit: str = "short") -> dict[str, Any]:
+    return {
+        "type": kind,
+        "title": title,
+        "datasource": DATASOURCE,
+        "targets": targets,
+        "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
+        "options": {},
+    }
+
+
+def stat(title: str, expr: str) -> dict[str, Any]:
+    """A stat panel with one value per Redis instance."""
+    return panel("stat", title, [target(expr, "{{redis}}", instant=True)])
 
 
 def layout(rows: list[list[dict[str, Any]]], height: int = 8) -> list[dict[str, Any]]:
@@ -39,86 +60,182 @@ def layout(rows: list[list[dict[str, Any]]], height: int = 8) -> list[dict[str, 
     return panels
 
 
-def variable(name: str, query: str, multi: bool = True) -> dict[str, Any]:
-    return {"name": name, "type": "query", "datasource": DATASOURCE, "query": {"query": query, "refId": name},
-            "definition": query, "refresh": 2, "includeAll": multi, "multi": multi, "allValue": ".*" if multi else None,
-            "current": {}, "sort": 1}  # fmt: skip
+def variable(name: str, query: str, multi: bool = True, current: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "name": name,
+        "type": "query",
+        "datasource": DATASOURCE,
+        "query": {"query": query, "refId": name},
+        "definition": query,
+        "refresh": 2,
+        "includeAll": multi,
+        "multi": multi,
+        "allValue": ".*" if multi else None,
+        "current": current or {},
+        "sort": 1,
+    }
+
+
+def variables() -> list[dict[str, Any]]:
+    """The Redis instance first: the others list only what the chosen instances hold."""
+    return [
+        variable("redis", "label_values(rqscope_redis_up, redis)", current=ALL),
+        variable("job", f"label_values(rqscope_redis_up{{{REDIS}}}, job)", multi=False),
+        variable("instance", f'label_values(rqscope_redis_up{{{REDIS}, job="$job"}}, instance)'),
+        variable("queue", f'label_values(rqscope_queue_jobs{{{REDIS}, job="$job"}}, queue)'),
+    ]
 
 
 def dashboard(uid: str, title: str, rows: list[list[dict[str, Any]]]) -> dict[str, Any]:
+    alerts = {
+        "name": "Firing alerts",
+        "datasource": DATASOURCE,
+        "enable": True,
+        "iconColor": "red",
+        "expr": f'ALERTS{{alertstate="firing", job="$job", {REDIS}}}',
+        "titleFormat": "{{alertname}}",
+        "textFormat": "{{redis}} {{queue}} {{severity}}",
+        "step": "60s",
+        "useValueForTime": False,
+    }
     return {
-        "uid": uid, "title": title, "tags": ["rqscope"], "timezone": "utc", "schemaVersion": 39, "version": 1,
-        "editable": False, "refresh": "30s", "time": {"from": "now-6h", "to": "now"},
-        "templating": {"list": [
-            variable("job", "label_values(rqscope_redis_up, job)", multi=False),
-            variable("instance", 'label_values(rqscope_redis_up{job="$job"}, instance)'),
-            variable("queue", 'label_values(rqscope_queue_jobs{job="$job"}, queue)'),
-        ]},
-        "annotations": {"list": [{
-            "name": "Firing alerts", "datasource": DATASOURCE, "enable": True, "iconColor": "red",
-            "expr": 'ALERTS{alertstate="firing", job="$job"}', "titleFormat": "{{alertname}}",
-            "textFormat": "{{queue}} {{severity}}", "step": "60s", "useValueForTime": False,
-        }]},
+        "uid": uid,
+        "title": title,
+        "tags": ["rqscope"],
+        "timezone": "utc",
+        "schemaVersion": 39,
+        "version": 1,
+        "editable": False,
+        "refresh": "30s",
+        "time": {"from": "now-6h", "to": "now"},
+        "templating": {"list": variables()},
+        "annotations": {"list": [alerts]},
         "panels": layout(rows),
-    }  # fmt: skip
+    }
+
+
+def overview() -> dict[str, Any]:
+    runs = f"sum by (redis) (rate(rqscope_task_runs_total{{{QSEL}}}[5m]))"
+    failed = f"sum by (redis) (rate(rqscope_task_runs_total{{{QSEL}, {FAILED}}}[5m]))"
+    latency = f"max by (redis, queue) (rqscope_queue_latency_seconds{{{QSEL}}})"
+    return dashboard(
+        "rqscope-overview",
+        "rqscope / Overview",
+        [
+            [
+                stat("Queued", f'sum by (redis) (rqscope_queue_jobs{{{QSEL}, state="queued"}})'),
+                stat("Failed", f'sum by (redis) (rqscope_queue_jobs{{{QSEL}, state="failed"}})'),
+                stat("Live workers", f'sum by (redis) (rqscope_workers{{{SEL}, state!="dead"}})'),
+                stat("Redis up", f"min by (redis) (rqscope_redis_up{{{SEL}}})"),
+            ],
+            [
+                panel("timeseries", "Throughput (runs/s)", [target(runs, "{{redis}} runs")], "ops"),
+                panel(
+                    "timeseries",
+                    "Failure ratio",
+                    [target(f"{failed} / {runs}", "{{redis}} failed share")],
+                    "percentunit",
+                ),
+            ],
+            [panel("timeseries", "Queue latency", [target(latency, "{{redis}} {{queue}}")], "s")],
+        ],
+    )
+
+
+def queues() -> dict[str, Any]:
+    by_state = f"sum by (redis, state) (rqscope_queue_jobs{{{QSEL}}})"
+    keys = "job, instance, redis, queue"
+    orphans = (
+        f'rqscope_queue_jobs{{{QSEL}, state="queued"}} > 0 and on ({keys}) '
+        f"sum by ({keys}) (rqscope_queue_workers{{{QSEL}}}) == 0"
+    )
+    return dashboard(
+        "rqscope-queues",
+        "rqscope / Queues",
+        [
+            [panel("timeseries", "Jobs by state", [target(by_state, "{{redis}} {{state}}")])],
+            [
+                panel(
+                    "timeseries",
+                    "Latency by queue",
+                    [target(f"rqscope_queue_latency_seconds{{{QSEL}}}", "{{redis}} {{queue}}")],
+                    "s",
+                ),
+                panel("table", "Queues with jobs and no workers", [target(orphans, instant=True)]),
+            ],
+        ],
+    )
+
+
+def tasks() -> dict[str, Any]:
+    outcomes = f"sum by (redis, outcome) (rate(rqscope_task_runs_total{{{QSEL}}}[5m]))"
+    buckets = f"sum by (redis, le, task) (rate(rqscope_task_duration_seconds_bucket{{{QSEL}}}[5m]))"
+    failing = f"topk(10, sum by (redis, task) (increase(rqscope_task_runs_total{{{QSEL}, {FAILED}}}[1h])))"
+    quantiles = [
+        target(f"histogram_quantile({q}, {buckets})", f"p{label} {{{{redis}}}} {{{{task}}}}", ref)
+        for q, label, ref in ((0.5, 50, "A"), (0.95, 95, "B"), (0.99, 99, "C"))
+    ]
+    return dashboard(
+        "rqscope-tasks",
+        "rqscope / Tasks",
+        [
+            [panel("timeseries", "Runs by outcome", [target(outcomes, "{{redis}} {{outcome}}")], "ops")],
+            [panel("timeseries", "Duration p50 / p95 / p99", quantiles, "s")],
+            [panel("bargauge", "Top failing tasks (1h)", [target(failing, "{{redis}} {{task}}", instant=True)])],
+        ],
+    )
+
+
+def workers() -> dict[str, Any]:
+    def per_host(title: str, expr: str, unit: str) -> dict[str, Any]:
+        return panel("timeseries", title, [target(expr, "{{redis}} {{hostname}}")], unit)
+
+    by_state = f"sum by (redis, state) (rqscope_workers{{{SEL}}})"
+    return dashboard(
+        "rqscope-workers",
+        "rqscope / Workers",
+        [
+            [
+                panel("timeseries", "Workers by state", [target(by_state, "{{redis}} {{state}}")]),
+                per_host("Heartbeat age", f"rqscope_worker_heartbeat_age_seconds{{{SEL}}}", "s"),
+            ],
+            [
+                per_host("Worker RSS", f"rqscope_worker_resident_memory_bytes{{{SEL}}}", "bytes"),
+                per_host("Worker CPU", f"rate(rqscope_worker_cpu_seconds_total{{{SEL}}}[5m])", "percentunit"),
+            ],
+        ],
+    )
+
+
+def redis() -> dict[str, Any]:
+    in_use = f'sum by (redis, role) (rqscope_redis_pool_connections{{{SEL}, state="in_use"}})'
+    pool_use = f"{in_use} / sum by (redis, role) (rqscope_redis_pool_max_connections{{{SEL}}})"
+    exhausted = f"sum by (redis, role) (rate(rqscope_redis_pool_exhausted_total{{{SEL}}}[5m]))"
+    clients = [
+        target(f"rqscope_redis_connected_clients{{{SEL}}}", "{{redis}} connected", "A"),
+        target(f"rqscope_redis_max_clients{{{SEL}}}", "{{redis}} maxclients", "B"),
+    ]
+    refused = [
+        target(f"rate(rqscope_redis_rejected_connections_total{{{SEL}}}[5m])", "{{redis}} rejected", "A"),
+        target(exhausted, "{{redis}} exhausted {{role}}", "B"),
+    ]
+    memory = [target(f"rqscope_redis_memory_used_bytes{{{SEL}}}", "{{redis}} used")]
+    return dashboard(
+        "rqscope-redis",
+        "rqscope / Redis",
+        [
+            [panel("timeseries", "Clients and maxclients", clients), panel("timeseries", "Memory", memory, "bytes")],
+            [
+                panel("timeseries", "Pool use by role", [target(pool_use, "{{redis}} {{role}}")], "percentunit"),
+                panel("timeseries", "Rejected connections and pool exhaustion", refused, "ops"),
+            ],
+        ],
+    )
 
 
 def dashboards() -> dict[str, dict[str, Any]]:
-    runs = f"sum(rate(rqscope_task_runs_total{{{QSEL}}}[5m]))"
-    failed = f"sum(rate(rqscope_task_runs_total{{{QSEL}, {FAILED}}}[5m]))"
-    quantile = "histogram_quantile({q}, sum by (le, task) (rate(rqscope_task_duration_seconds_bucket{{{sel}}}[5m])))"
-    return {
-        "rqscope-overview": dashboard("rqscope-overview", "rqscope / Overview", [
-            [panel("stat", "Queued", [target(f'sum(rqscope_queue_jobs{{{QSEL}, state="queued"}})', instant=True)]),
-             panel("stat", "Failed", [target(f'sum(rqscope_queue_jobs{{{QSEL}, state="failed"}})', instant=True)]),
-             panel("stat", "Live workers", [target(f'sum(rqscope_workers{{{SEL}, state!="dead"}})', instant=True)]),
-             panel("stat", "Redis up", [target(f"min(rqscope_redis_up{{{SEL}}})", instant=True)])],
-            [panel("timeseries", "Throughput (runs/s)", [target(runs, "runs")], "ops"),
-             panel("timeseries", "Failure ratio", [target(f"{failed} / {runs}", "failed share")], "percentunit")],
-            [panel("timeseries", "Queue latency", [target(f"max by (queue) (rqscope_queue_latency_seconds{{{QSEL}}})",
-                                                          "{{queue}}")], "s")],
-        ]),
-        "rqscope-queues": dashboard("rqscope-queues", "rqscope / Queues", [
-            [panel("timeseries", "Jobs by state", [target(f"sum by (state) (rqscope_queue_jobs{{{QSEL}}})", "{{state}}")])],
-            [panel("timeseries", "Latency by queue", [target(f"rqscope_queue_latency_seconds{{{QSEL}}}", "{{queue}}")], "s"),
-             panel("table", "Queues with jobs and no workers", [target(
-                 f'rqscope_queue_jobs{{{QSEL}, state="queued"}} > 0 and on (job, instance, queue) '
-                 f"sum by (job, instance, queue) (rqscope_queue_workers{{{QSEL}}}) == 0", instant=True)])],
-        ]),
-        "rqscope-tasks": dashboard("rqscope-tasks", "rqscope / Tasks", [
-            [panel("timeseries", "Runs by outcome", [target(
-                f"sum by (outcome) (rate(rqscope_task_runs_total{{{QSEL}}}[5m]))", "{{outcome}}")], "ops")],
-            [panel("timeseries", "Duration p50 / p95 / p99", [
-                target(quantile.format(q=0.5, sel=QSEL), "p50 {{task}}", "A"),
-                target(quantile.format(q=0.95, sel=QSEL), "p95 {{task}}", "B"),
-                target(quantile.format(q=0.99, sel=QSEL), "p99 {{task}}", "C")], "s")],
-            [panel("bargauge", "Top failing tasks (1h)", [target(
-                f"topk(10, sum by (task) (increase(rqscope_task_runs_total{{{QSEL}, {FAILED}}}[1h])))", "{{task}}",
-                instant=True)])],
-        ]),
-        "rqscope-workers": dashboard("rqscope-workers", "rqscope / Workers", [
-            [panel("timeseries", "Workers by state", [target(f"sum by (state) (rqscope_workers{{{SEL}}})", "{{state}}")]),
-             panel("timeseries", "Heartbeat age", [target(f"rqscope_worker_heartbeat_age_seconds{{{SEL}}}",
-                                                          "{{hostname}}")], "s")],
-            [panel("timeseries", "Worker RSS", [target(f"rqscope_worker_resident_memory_bytes{{{SEL}}}", "{{hostname}}")],
-                   "bytes"),
-             panel("timeseries", "Worker CPU", [target(f"rate(rqscope_worker_cpu_seconds_total{{{SEL}}}[5m])",
-                                                       "{{hostname}}")], "percentunit")],
-        ]),
-        "rqscope-redis": dashboard("rqscope-redis", "rqscope / Redis", [
-            [panel("timeseries", "Clients and maxclients", [
-                target(f"rqscope_redis_connected_clients{{{SEL}}}", "connected", "A"),
-                target(f"rqscope_redis_max_clients{{{SEL}}}", "maxclients", "B")]),
-             panel("timeseries", "Memory", [target(f"rqscope_redis_memory_used_bytes{{{SEL}}}", "used")], "bytes")],
-            [panel("timeseries", "Pool use by role", [target(
-                f'sum by (role) (rqscope_redis_pool_connections{{{SEL}, state="in_use"}}) / '
-                f"sum by (role) (rqscope_redis_pool_max_connections{{{SEL}}})", "{{role}}")], "percentunit"),
-             panel("timeseries", "Rejected connections and pool exhaustion", [
-                 target(f"rate(rqscope_redis_rejected_connections_total{{{SEL}}}[5m])", "rejected", "A"),
-                 target(f"sum by (role) (rate(rqscope_redis_pool_exhausted_total{{{SEL}}}[5m]))", "exhausted {{role}}",
-                        "B")], "ops")],
-        ]),
-    }  # fmt: skip
+    boards = [overview(), queues(), tasks(), workers(), redis()]
+    return {board["uid"]: board for board in boards}
 
 
 def render(board: dict[str, Any]) -> str:
