@@ -13,8 +13,8 @@ from prometheus.promql import duration, number, template
 # Prometheus scrapes the sidecar on the port that also serves its dashboard, so the target is a usable default
 DASHBOARD_URL = "http://{instance}"
 
-# An annotation is a list of parts: ("text", s), ("label", name), ("path", label name, URL-escaped as a path segment),
-# ("query", label name, URL-escaped as a query value), ("value", spec)
+# An annotation is a list of parts: ("text", s), ("label", name), ("path", label name, URL-escaped: a space as %20,
+# fit for a path segment or a query value), ("value", spec)
 Part = tuple[str, str]
 INSTANCE = "redis"  # the label naming the Redis instance on every series rqscope exports, so on every alert
 
@@ -45,8 +45,6 @@ def go_template(parts: list[Part]) -> str:
             out.append(f"{{{{ $labels.{arg} }}}}")
         elif kind == "path":  # urlquery writes a space as +, a path segment wants %20 (a literal + is %2B by then)
             out.append(f'{{{{ reReplaceAll "\\\\+" "%20" ($labels.{arg} | urlquery) }}}}')
-        elif kind == "query":
-            out.append(f"{{{{ $labels.{arg} | urlquery }}}}")
         elif arg.endswith("%"):
             out.append("{{ $value | humanizePercentage }}")
         else:
@@ -64,8 +62,6 @@ def render(parts: list[Part], labels: dict[str, str], value: float) -> str:
             out.append(labels.get(arg, ""))
         elif kind == "path":
             out.append(urllib.parse.quote(labels.get(arg, ""), safe=""))
-        elif kind == "query":  # Go's url.QueryEscape: a space as +, everything but [A-Za-z0-9_.~-] %-escaped
-            out.append(urllib.parse.quote_plus(labels.get(arg, ""), safe=""))
         elif arg.endswith("%"):
             out.append(f"{value * 100:.4g}%")  # humanizePercentage is Go's %.4g of value * 100
         elif arg:
@@ -106,7 +102,7 @@ def annotation_parts(rule: Rule, dashboard_url: str = DASHBOARD_URL) -> dict[str
     else:
         link.append(("text", page))
     # one sidecar may watch several Redis instances: every page takes ?redis=<name> to pick the alert's
-    link += [("text", f"?{INSTANCE}="), ("query", INSTANCE)]
+    link += [("text", f"?{INSTANCE}="), ("path", INSTANCE)]
     return {
         "summary": summary_parts(rule),
         "description": [("text", describe(rule))],
