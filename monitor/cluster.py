@@ -2,23 +2,26 @@
 
 RQ needs a client with a `connection_pool`, which redis-py's RedisCluster has not. Every key of an
 installation whose prefix has a hash tag (`{rq}`) lives in one slot, so one node serves them all: the
-client here talks to that node, and when the slot moves (MOVED, ASK, TRYAGAIN, CLUSTERDOWN or a dropped
-link) it asks every node it knows who owns the slot now, points its pool there and raises SlotMovedError,
-a ConnectionError, so that every outage path (a down snapshot for one poll, a worker's outage wait)
-handles it as a dropped link and the next attempt goes to the new owner.
+client here talks to that node. When the slot moves (MOVED, ASK, TRYAGAIN, CLUSTERDOWN or a dropped link)
+it asks every node it knows who owns the slot now and points its pool there.
 
-A redirect never half-applies a MULTI/EXEC pipeline: Redis answers MOVED/ASK/TRYAGAIN to a command it
-queues without queueing it and flags the transaction, so EXEC aborts it (EXECABORT); a slot that moves
-between the queueing and EXEC makes Redis check EXEC against every queued key and discard the whole
-transaction with a redirect. A redirected command or script never ran at all. Only a pipeline without
-MULTI, during a migration, can have run its commands before the one redirected (ASK for a key already
-moved): it is not atomic anyway.
+A redirected command, script or MULTI/EXEC ran nothing, so the client sends it again to the owner, for up
+to `follow_seconds` while a migration is under way: a forked RQ work horse whose first command meets the
+move would otherwise fail a job it never ran. Redis answers MOVED/ASK/TRYAGAIN to a command it queues
+without queueing it and flags the transaction, so EXEC aborts it (EXECABORT); a slot that moves between
+the queueing and EXEC makes Redis check EXEC against every queued key and discard the whole transaction.
+What cannot be sent again raises SlotMovedError, a ConnectionError, so that every outage path (a down
+snapshot for one poll, a worker's outage wait) handles it as a dropped link and the next attempt goes to
+the new owner: a pipeline without MULTI that writes (during a migration, the commands around the one
+redirected may have run), a transaction under WATCH (redis-py makes that a WatchError, which callers
+retry whole), a move that outlasts `follow_seconds`, and a dropped link (the request may have run).
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 import weakref
 from collections import Counter
 from typing import Any
@@ -26,6 +29,8 @@ from urllib.parse import urlsplit
 
 from redis import Redis
 from redis.backoff import NoBackoff
+from redis.client import Pipeline
+from redis.commands import READ_COMMANDS
 from redis.connection import Connection, SSLConnection, parse_url
 from redis.crc import key_slot
 from redis.exceptions import AskError, ClusterDownError, ConnectionError, RedisError, TimeoutError, TryAgainError
@@ -37,11 +42,17 @@ CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 MAX_NODES = 256  # a cluster's nodes as CLUSTER SLOTS names them; more is garbage, not a cluster
 # connection settings a probe of CLUSTER SLOTS shares with the client (no client name: it would cost a round trip)
 PROBE_KEYS = ("username", "password", "credential_provider", "socket_timeout", "socket_connect_timeout", "protocol")
+FOLLOW_SECONDS = 2.0  # how long a redirected request is sent again while its slot migrates
+REPLAYABLE = READ_COMMANDS | {"INFO", "PING"}  # a pipeline of these alone may run twice
 Address = tuple[str, int]
 
 
 class SlotMovedError(ConnectionError):
-    """The prefix's slot moved (or its node is gone): the client now points at the new owner; try again."""
+    """The prefix's slot moved or is moving: the redirected request ran nothing; the client points at the owner."""
+
+    def __init__(self, message: str = "", owner_changed: bool = False) -> None:
+        super().__init__(message)
+        self.owner_changed = owner_changed
 
 
 class NoSlotOwnerError(ConnectionError):
@@ -88,7 +99,14 @@ def check_cluster_url(variable: str, url: str) -> str:
     return url
 
 
-def cluster_client(seed_url: str, prefix: str, *, max_connections: int = 50, **redis_kwargs: Any) -> Redis:
+def cluster_client(
+    seed_url: str,
+    prefix: str,
+    *,
+    max_connections: int = 50,
+    follow_seconds: float = FOLLOW_SECONDS,
+    **redis_kwargs: Any,
+) -> Redis:
     """A Redis client to the node owning `prefix`'s slot, following the slot when it moves."""
     slot = prefix_slot(prefix)
     if slot is None:
@@ -98,7 +116,61 @@ def cluster_client(seed_url: str, prefix: str, *, max_connections: int = 50, **r
     ssl = issubclass(kwargs["connection_class"], SSLConnection)
     probe = {k: v for k, v in kwargs.items() if k in PROBE_KEYS or (ssl and k.startswith("ssl_"))}
     router = SlotRouter((kwargs["host"], int(kwargs["port"])), slot, probe, SSLConnection if ssl else Connection)
-    return Redis(connection_pool=SlotPool(router, **kwargs))
+    client = SlotClient(connection_pool=SlotPool(router, **kwargs))
+    client.follow_seconds = follow_seconds
+    return client
+
+
+def follow(call: Any, budget: float) -> Any:
+    """`call()`, made again while it meets a moving slot (each redirected attempt ran nothing), for `budget` s."""
+    deadline = time.monotonic() + budget
+    attempt = 0
+    while True:
+        try:
+            return call()
+        except SlotMovedError as exc:
+            if time.monotonic() >= deadline:
+                raise
+            if not exc.owner_changed:  # ASK, TRYAGAIN, CLUSTERDOWN: the migration is not over yet
+                time.sleep(min(0.01 * 2**attempt, 0.2))
+            attempt += 1
+
+
+class SlotClient(Redis):
+    """A Redis client whose commands, scripts and transactions follow a moving slot."""
+
+    follow_seconds = FOLLOW_SECONDS
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        return follow(lambda: Redis.execute_command(self, *args, **options), self.follow_seconds)
+
+    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> SlotPipeline:
+        pipe = SlotPipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)
+        pipe.follow_seconds = self.follow_seconds
+        return pipe
+
+
+class SlotPipeline(Pipeline):
+    """A pipeline sent again on a redirect when that is safe: a transaction not under WATCH, or only reads."""
+
+    follow_seconds = FOLLOW_SECONDS
+
+    def execute(self, raise_on_error: bool = True) -> list[Any]:
+        stack, scripts = list(self.command_stack), set(self.scripts)
+        atomic = self.transaction or self.explicit_transaction
+        if self.watching or not (atomic or all(str(args[0]).upper() in REPLAYABLE for args, _ in stack)):
+            return super().execute(raise_on_error)
+
+        def attempt() -> list[Any]:
+            self.command_stack, self.scripts = list(stack), set(scripts)  # execute() emptied them
+            return Pipeline.execute(self, raise_on_error)
+
+        return follow(attempt, self.follow_seconds)  # type: ignore[no-any-return]
+
+    def immediate_execute_command(self, *args: Any, **options: Any) -> Any:
+        if self.watching:  # the WATCH is lost with the link: redis-py raises WatchError for the caller to retry
+            return super().immediate_execute_command(*args, **options)
+        return follow(lambda: Pipeline.immediate_execute_command(self, *args, **options), self.follow_seconds)
 
 
 class SlotRouter:
@@ -230,7 +302,8 @@ class SlotConnection(Connection):
             self.disconnect()
             owner = self.router.redirected(getattr(exc, "node_addr", None))
             raise SlotMovedError(
-                f"slot {self.router.slot} moved ({getattr(exc, 'status_code', '')} {exc}); now {owner}"
+                f"slot {self.router.slot} moved ({getattr(exc, 'status_code', '')} {exc}); now {owner}",
+                owner_changed=owner != (self.host, self.port),
             ) from exc
         except (ConnectionError, TimeoutError):
             self.router.suspect()

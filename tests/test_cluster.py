@@ -1,0 +1,301 @@
+"""RQ on a real local Redis Cluster through rqscope's slot-following client (monitor.cluster).
+
+RQ reads RQ_KEY_PREFIX once, at import, and this process imported it with the default prefix: every
+step that runs RQ or reads RQ's keys runs in a subprocess started with RQ_KEY_PREFIX={rq}.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import rq
+from redis.crc import key_slot
+from rqscope.monitor.cluster import SlotMovedError, check_cluster_url, cluster_client, prefix_slot
+from rqscope.monitor.errors import SettingsError
+from rqscope.monitor.redis_client import make_client
+from rqscope.monitor.settings import from_env
+
+from tests import cluster as local_cluster
+from tests.cluster import LocalCluster
+from tests.helpers import REPO, rqscope_command, spawn, stop, wait_for
+
+RQ3 = tuple(int(p) for p in rq.__version__.split(".")[:2]) >= (3, 0)
+pytestmark = pytest.mark.skipif(
+    not RQ3, reason="RQ_KEY_PREFIX (one hash-tagged slot per installation) arrived in rq 3.0"
+)
+
+PREFIX = "{rq}"
+SLOT = key_slot(PREFIX.encode())
+redis_cluster = local_cluster.redis_cluster  # the module-scoped fixture: one cluster for this file
+
+STOCK_WORKER = """
+import json, sys
+from rq import Queue, Worker
+from rqscope.monitor.cluster import cluster_client
+redis = cluster_client(sys.argv[1], "{rq}", socket_timeout=10, socket_connect_timeout=2)
+queue = Queue("default", connection=redis)
+ids = [queue.enqueue("tests.cluster.record_run", sys.argv[2]).id for _ in range(int(sys.argv[3]))]
+if sys.argv[4] == "work":
+    Worker([queue], connection=redis).work(burst=True, logging_level="WARNING")
+print(json.dumps(ids))
+"""
+
+# enqueues job-0 .. job-N-1, each retried with its id until it is in: a redirected enqueue applied nothing
+PRODUCER = """
+import json, sys, time
+from redis.exceptions import ConnectionError
+from rq import Queue
+from rqscope.monitor.cluster import cluster_client
+url, record, count, pause = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+queue = Queue("moving", connection=cluster_client(url, "{rq}", socket_timeout=5, socket_connect_timeout=2))
+failures = []
+for i in range(count):
+    while True:
+        try:
+            queue.enqueue("tests.cluster.record_run", record, job_id=f"job-{i}")
+            break
+        except ConnectionError as exc:
+            failures.append(type(exc).__name__)
+            time.sleep(0.05)
+    time.sleep(pause)
+print(json.dumps({"failures": failures}), flush=True)
+"""
+
+# the sidecar's read: one client from the settings, a SnapshotCache read on every poll
+READER = """
+import json, os, sys, time
+from rqscope.monitor.cache import SnapshotCache
+from rqscope.monitor.redis_client import make_client
+from rqscope.monitor.settings import from_env
+client = make_client(from_env(os.environ))
+cache = SnapshotCache(client, ttl=0)
+while True:
+    started = time.time()
+    snapshot = cache.get()
+    queue = snapshot.queue(sys.argv[2])
+    runs = sum(s.outcomes.get("success", 0) for (_, name), s in snapshot.tasks.items() if name == sys.argv[2])
+    print(json.dumps({
+        "at": started, "took": time.time() - started, "up": snapshot.redis.up, "error": snapshot.redis.error,
+        "port": client.connection_pool.connection_kwargs["port"], "runs": runs,
+        "finished": queue.counts["finished"] if queue else None,
+    }), flush=True)
+    time.sleep(float(sys.argv[1]))
+"""
+
+STATUSES = """
+import json, sys
+from rq.job import Job
+from rqscope.monitor.cluster import cluster_client
+redis = cluster_client(sys.argv[1], "{rq}")
+ids = json.loads(sys.stdin.read())
+print(json.dumps({job.id: job.get_status(refresh=False) for job in Job.fetch_many(ids, connection=redis)}))
+"""
+
+
+def env_for(cluster: LocalCluster, **extra: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "RQ_KEY_PREFIX": PREFIX,
+        "RQSCOPE_REDIS_URL": cluster.url(),
+        "RQSCOPE_TASK_MODULES": "tests.cluster",
+        "RQSCOPE_PUBLISH_INTERVAL": "1",
+        "RQSCOPE_LOG_LEVEL": "WARNING",
+        **extra,
+    }
+
+
+def run_python(cluster: LocalCluster, code: str, *args: str, stdin: str | None = None) -> str:
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        env=env_for(cluster),
+        cwd=REPO,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def runs_recorded(record: Path) -> list[str]:
+    return record.read_text().split() if record.exists() else []
+
+
+def statuses(cluster: LocalCluster, ids: list[str]) -> dict[str, str]:
+    return json.loads(run_python(cluster, STATUSES, cluster.url(), stdin=json.dumps(ids)))
+
+
+def other_node(cluster: LocalCluster, *not_these: int) -> int:
+    return next(p for p in cluster.ports if p not in not_these)
+
+
+def test_the_client_talks_to_the_node_that_owns_each_prefix(redis_cluster: LocalCluster) -> None:
+    owners = {prefix: redis_cluster.owner(key_slot(prefix.encode())) for prefix in ("{rq}", "{billing}")}
+    assert owners["{rq}"] != owners["{billing}"], "the two hash tags must land on different nodes"
+    for prefix, owner in owners.items():
+        seed = other_node(redis_cluster, owner)  # the seed is never the owner: the client has to look
+        client = cluster_client(redis_cluster.url(seed), prefix, socket_timeout=5, client_name="rqscope-test")
+        assert client.execute_command("CLUSTER", "MYID").decode() == redis_cluster.node_id(owner)
+        assert client.client_getname() == "rqscope-test"
+        client.set(f"{prefix}:probe", prefix)
+        assert redis_cluster.node(owner).get(f"{prefix}:probe") == prefix.encode()
+        assert client.connection_pool.connection_kwargs["port"] == owner
+
+
+def test_settings_refuse_what_cannot_work_on_a_cluster(redis_cluster: LocalCluster) -> None:
+    assert prefix_slot("{rq}") == prefix_slot("{rq}:anything") == SLOT
+    assert prefix_slot("rq") is None and prefix_slot("{}rq") is None and prefix_slot("a{b") is None
+    for bad, why in [
+        ("redis+cluster://127.0.0.1:7000/2", "database other than 0"),
+        ("redis+cluster:///nohost", "needs a seed node"),
+        ("redis+cluster://127.0.0.1:port", "not a number"),
+    ]:
+        with pytest.raises(SettingsError, match=why) as caught:
+            check_cluster_url("RQSCOPE_REDIS_URL", bad)
+        assert str(caught.value).startswith("RQSCOPE_REDIS_URL=") and "\n" not in str(caught.value)
+    with pytest.raises(SettingsError) as caught:
+        check_cluster_url("RQSCOPE_REDIS_URL", "redis+cluster://user:s3cret@127.0.0.1:1/9")
+    assert "s3cret" not in str(caught.value)
+    # this process runs RQ's default prefix `rq`, which has no hash tag: its keys would spread over slots
+    with pytest.raises(SettingsError, match="needs a hash tag"):
+        make_client(from_env({"RQSCOPE_REDIS_URL": redis_cluster.url()}))
+
+
+def test_rq_and_a_stock_forking_worker_run_jobs_on_the_cluster(redis_cluster: LocalCluster, tmp_path: Path) -> None:
+    owner = redis_cluster.owner(SLOT)
+    record = tmp_path / "runs"
+    started = time.monotonic()
+    ids = json.loads(run_python(redis_cluster, STOCK_WORKER, redis_cluster.url(), str(record), "5", "work"))
+    assert sorted(runs_recorded(record)) == sorted(ids)
+    assert set(statuses(redis_cluster, ids).values()) == {"finished"}
+    for port in redis_cluster.ports:  # every key of the installation lives on the slot's owner
+        assert any(key.startswith(b"{rq}:") for key in redis_cluster.keys_on(port)) == (port == owner)
+    assert time.monotonic() - started < 60
+
+
+def test_rqscope_worker_runs_jobs_on_the_cluster(redis_cluster: LocalCluster, tmp_path: Path) -> None:
+    record = tmp_path / "runs"
+    ids = json.loads(run_python(redis_cluster, STOCK_WORKER, redis_cluster.url(), str(record), "4", "enqueue"))
+    done = subprocess.run(
+        rqscope_command("worker", "default", "--burst"),
+        env=env_for(redis_cluster),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(runs_recorded(record)) == sorted(ids)
+    assert set(statuses(redis_cluster, ids).values()) == {"finished"}
+
+
+def test_a_redirected_transaction_or_script_applies_nothing(redis_cluster: LocalCluster) -> None:
+    prefix = "{tx}"
+    slot = key_slot(prefix.encode())
+    src = redis_cluster.owner(slot)
+    dst = other_node(redis_cluster, src)
+    client = cluster_client(redis_cluster.url(), prefix, socket_timeout=5, follow_seconds=0.3)
+    raising = cluster_client(redis_cluster.url(), prefix, socket_timeout=5, follow_seconds=0)
+    a, b = f"{prefix}:a", f"{prefix}:b"
+    client.mset({a: 10, b: 20})
+    assert raising.get(a) == b"10"  # both clients now point at src
+
+    # mid-migration: `a` already moved (ASK), `b` still on the source, which would run it alone
+    redis_cluster.start_migration(slot, src, dst)
+    redis_cluster.node(src).execute_command("MIGRATE", "127.0.0.1", dst, "", 0, 5000, "KEYS", a)
+    started = time.monotonic()
+    with pytest.raises(SlotMovedError):  # sent again for follow_seconds, every time refused whole
+        client.pipeline(transaction=True).incr(b).incr(a).incr(b).execute()
+    assert 0.3 <= time.monotonic() - started < 2
+    assert redis_cluster.node(src).get(b) == b"20"  # EXEC aborted: not even the commands before the redirect
+
+    # the slot is gone: a client that does not follow gets the error, and nothing ran
+    redis_cluster.migrate_keys(slot, src, dst)
+    redis_cluster.finish_migration(slot, src, dst)
+    with pytest.raises(SlotMovedError):
+        raising.pipeline(transaction=True).incr(a).incr(b).execute()
+    assert redis_cluster.node(dst).mget(a, b) == [b"10", b"20"]
+    assert raising.pipeline(transaction=True).incr(a).incr(b).execute() == [11, 21]  # the next try: the new owner
+    # one that follows sends the refused transaction again, once, to the new owner
+    assert client.connection_pool.router.owner == ("127.0.0.1", src)
+    assert client.pipeline(transaction=True).incr(a).incr(b).execute() == [12, 22]
+    assert redis_cluster.node(dst).mget(a, b) == [b"12", b"22"]
+
+    # a pipeline without MULTI that writes is never sent again: it raises, and here ran nothing
+    back = other_node(redis_cluster, dst)
+    redis_cluster.move_slot(slot, dst, back)
+    with pytest.raises(SlotMovedError):
+        client.pipeline(transaction=False).incr(a).incr(b).execute()
+    assert redis_cluster.node(back).mget(a, b) == [b"12", b"22"]
+
+    # a script is refused before it runs, then followed
+    redis_cluster.move_slot(slot, back, dst)
+    script = client.register_script("redis.call('INCR', KEYS[1]) return redis.call('INCR', KEYS[2])")
+    assert script(keys=[a, b]) == 23 and redis_cluster.node(dst).mget(a, b) == [b"13", b"23"]
+    assert client.connection_pool.router.moves == 3
+    assert {a.encode(), b.encode()}.isdisjoint([*redis_cluster.keys_on(src), *redis_cluster.keys_on(back)])
+
+
+def _read_lines(path: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_a_slot_move_under_traffic_loses_nothing_and_the_reader_fails_at_most_one_poll(
+    redis_cluster: LocalCluster, tmp_path: Path
+) -> None:
+    count, poll = 150, 0.25
+    src = redis_cluster.owner(SLOT)
+    dst = other_node(redis_cluster, src)
+    record, polls, worker_log = tmp_path / "runs", tmp_path / "polls", tmp_path / "worker.log"
+    env = env_for(redis_cluster)
+    with polls.open("wb") as polls_out, worker_log.open("wb") as worker_out:
+        worker = spawn(rqscope_command("worker", "moving"), env, stdout=worker_out, stderr=subprocess.STDOUT)
+        reader = spawn(
+            [sys.executable, "-c", READER, str(poll), "moving"], env, stdout=polls_out, stderr=subprocess.STDOUT
+        )
+        producer = spawn(
+            [sys.executable, "-c", PRODUCER, redis_cluster.url(), str(record), str(count), "0.02"],
+            env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            wait_for(lambda: len(runs_recorded(record)) >= count // 3, timeout=60)
+            move_started = time.time()
+            moved_keys = redis_cluster.move_slot(SLOT, src, dst)
+            move_done = time.time()
+            out, err = producer.communicate(timeout=60)
+            assert producer.returncode == 0, err.decode()[-3000:]
+            wait_for(lambda: len(runs_recorded(record)) >= count, timeout=60)
+            wait_for(lambda: any(p["finished"] == count for p in _read_lines(polls)[-3:]), timeout=30)
+        finally:
+            for process in (producer, reader, worker):
+                stop(process)
+    ids = [f"job-{i}" for i in range(count)]
+    ran = runs_recorded(record)
+    assert sorted(ran) == sorted(ids), "every job ran exactly once"
+    assert statuses(redis_cluster, ids) == dict.fromkeys(ids, "finished")
+    assert redis_cluster.owner(SLOT) == dst and moved_keys > count
+
+    seen = _read_lines(polls)
+    failed_during_move = [p for p in seen if not p["up"] and move_started - poll <= p["at"] <= move_done]
+    failed_after = [p for p in seen if not p["up"] and p["at"] > move_done]
+    assert not [p for p in seen if not p["up"] and p["at"] < move_started - poll], "no failure before the move"
+    assert len(failed_after) <= 1, failed_after
+    first_good = next(p for p in seen if p["up"] and p["at"] > move_done)
+    assert first_good["port"] == dst
+    assert all(p["up"] for p in seen if p["at"] > first_good["at"]), "the reader keeps reading from the new owner"
+    assert seen[-1]["runs"] == count  # rqscope's run counts moved with the slot (they share its hash tag)
+    print(
+        f"\nslot move: {moved_keys} keys in {move_done - move_started:.3f} s; reader polls failed "
+        f"during the move {len(failed_during_move)}, after it {len(failed_after)}; first good poll "
+        f"{first_good['at'] - move_done:.3f} s after the move; producer retries {json.loads(out)['failures']}"
+    )
