@@ -157,7 +157,8 @@ class SlotPipeline(Pipeline):
 
     def execute(self, raise_on_error: bool = True) -> list[Any]:
         stack, scripts = list(self.command_stack), set(self.scripts)
-        atomic = self.transaction or self.explicit_transaction
+        # Pipeline.transaction is a flag set in __init__, which the stubs take for Redis.transaction()
+        atomic = self.explicit_transaction or self.transaction  # type: ignore[truthy-function]
         if self.watching or not (atomic or all(str(args[0]).upper() in REPLAYABLE for args, _ in stack)):
             return super().execute(raise_on_error)
 

@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import pytest
 from redis import Redis
@@ -82,7 +83,7 @@ class LocalCluster:
         raise AssertionError(f"slot {slot} is not served")
 
     def keys_on(self, port: int) -> list[bytes]:
-        return sorted(self.node(port).keys("*"))
+        return sorted(cast(list[bytes], self.node(port).keys("*")))
 
     def start_migration(self, slot: int, src: int, dst: int) -> None:
         self.node(dst).execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", self.node_id(src))

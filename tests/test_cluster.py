@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import rq
@@ -244,7 +245,7 @@ def test_a_redirected_transaction_or_script_applies_nothing(redis_cluster: Local
     assert {a.encode(), b.encode()}.isdisjoint([*redis_cluster.keys_on(src), *redis_cluster.keys_on(back)])
 
 
-def _read_lines(path: Path) -> list[dict[str, object]]:
+def _read_lines(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
