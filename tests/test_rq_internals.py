@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import time
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import rq
@@ -323,10 +323,18 @@ def test_under_a_hash_tag_prefix_every_key_lives_in_its_slot(redis_server, real_
             # the leader evaluated, sent the failure alert, remembered the cron scheduler and recorded history
             wait_for(lambda: receiver.bodies and real_redis.keys("{rq}:rqscope:metrics:h:*"), timeout=30)
             wait_for(lambda: real_redis.exists("{rq}:rqscope:history:minute", "{rq}:rqscope:cron:seen") == 2)
-            assert real_redis.exists("{rq}:rqscope:alerts:leader", "{rq}:rqscope:alerts:outbox:finished") == 2
-            running = {key.decode() for key in real_redis.keys("*")}
-    found = running | {key.decode() for key in real_redis.keys("*")}  # and what stopping wrote
+            # the delivery's result is recorded once the receiver has answered
+            sent = ("{rq}:rqscope:alerts:leader", "{rq}:rqscope:alerts:outbox:finished")
+            wait_for(lambda: real_redis.exists(*sent) == 2)
+            running = every_key(real_redis)
+    found = running | every_key(real_redis)  # and what stopping wrote
     assert sorted(key for key in found if not key.startswith("{rq}:")) == []
     own = {key.removeprefix("{rq}:rqscope:").split(":")[0] for key in found if key.startswith("{rq}:rqscope:")}
     expected = {"metrics", "run", "alerts", "audit", "history", "cron", "session", "session-key", "signin-failures"}
     assert expected <= own, own
+    actions = [fields[b"action"] for _, fields in cast(list[Any], real_redis.xrevrange("{rq}:rqscope:audit"))]
+    assert actions == [b"empty finished", b"silence", b"retry"]
+
+
+def every_key(redis: Redis) -> set[str]:
+    return {key.decode() for key in cast(list[bytes], redis.keys("*"))}
