@@ -99,6 +99,17 @@ def check_cluster_url(variable: str, url: str) -> str:
     return url
 
 
+def check_cluster(variable: str, instance: Any) -> str:
+    """The instance's seed URL, checked; its prefix must have a hash tag, or RQ's keys spread over every node."""
+    url = check_cluster_url(variable, instance.url or "")
+    if prefix_slot(instance.prefix) is None:
+        raise SettingsError(
+            f"{variable}: instance {instance.name!r} is a Redis Cluster, so its RQ key prefix needs a "
+            f"hash tag, e.g. RQ_KEY_PREFIX={{rq}}; {instance.prefix!r} has none"
+        )
+    return url
+
+
 def cluster_client(
     seed_url: str,
     prefix: str,

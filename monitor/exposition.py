@@ -42,22 +42,28 @@ class Rows(Metric):
             raise ValueError("add rows to a Rows family, not samples")
 
 
-def _rows(metric: Rows, name: str) -> list[str]:
-    order = sorted(range(len(metric.labels)), key=metric.labels.__getitem__)
-    heads = [f'{metric.labels[i]}="' for i in order]
-    number = _number
-    if not order:
-        return [f"{name} {number(value)}\n" for _, value in metric.rows]
-    if len(order) == 1:
-        return [f'{name}{{{heads[0]}{_escape(v[0])}"}} {number(value)}\n' for v, value in metric.rows]
-    if len(order) == 2:
-        (i, j), (h1, h2) = order, heads
-        return [f'{name}{{{h1}{_escape(v[i])}",{h2}{_escape(v[j])}"}} {number(value)}\n' for v, value in metric.rows]
-    lines = []
-    for values, value in metric.rows:
-        inner = '",'.join([head + _escape(values[i]) for head, i in zip(heads, order, strict=True)])
-        lines.append(f'{name}{{{inner}"}} {number(value)}\n')
-    return lines
+def _rows(metric: Rows, name: str, redis: str | None = None) -> list[str]:
+    """One line per row, from a %-template built once per family; `redis` is a label every row carries."""
+    keys = (*metric.labels, "redis") if redis is not None else metric.labels
+    order = sorted(range(len(keys)), key=keys.__getitem__)
+    varying = [i for i in order if i < len(metric.labels)]
+    constant = f'redis="{_percent(_escape(redis or ""))}"'
+    pairs = [f'{keys[i]}="%s"' if i < len(metric.labels) else constant for i in order]
+    template = _percent(name) + ("{" + ",".join(pairs) + "}" if pairs else "") + " %s\n"
+    escape, number = _escape, _number
+    if not varying:
+        return [template % number(value) for _, value in metric.rows]
+    if len(varying) == 1:
+        (i,) = varying
+        return [template % (escape(v[i]), number(value)) for v, value in metric.rows]
+    if len(varying) == 2:
+        i, j = varying
+        return [template % (escape(v[i]), escape(v[j]), number(value)) for v, value in metric.rows]
+    return [template % (*[escape(v[k]) for k in varying], number(value)) for v, value in metric.rows]
+
+
+def _percent(text: str) -> str:
+    return text.replace("%", "%%")
 
 
 def _escape(value: str) -> str:
@@ -90,23 +96,35 @@ def _line(name: str, labels: dict[str, str], value: float) -> str:
 
 
 def render(metrics: Iterable[Metric]) -> bytes:
+    return render_labelled([(None, list(metrics))])
+
+
+def render_labelled(groups: Iterable[tuple[str | None, Iterable[Metric]]]) -> bytes:
+    """Families of several instances as one exposition: each family once, every sample with its `redis` label."""
+    families: dict[str, list[tuple[str | None, Metric]]] = {}
+    for redis, metrics in groups:
+        for metric in metrics:
+            families.setdefault(metric.name, []).append((redis, metric))
     output: list[str] = []
-    for metric in metrics:
-        name = metric.name + ("_total" if metric.type == "counter" else "_info" if metric.type == "info" else "")
-        output.append(f"# HELP {name} {_help(metric.documentation)}\n# TYPE {name} {TYPE_NAMES[metric.type]}\n")
-        if isinstance(metric, Rows):
-            output.extend(_rows(metric, name))
-            continue
+    for members in families.values():
+        first = members[0][1]
+        name = first.name + ("_total" if first.type == "counter" else "_info" if first.type == "info" else "")
+        output.append(f"# HELP {name} {_help(first.documentation)}\n# TYPE {name} {TYPE_NAMES[first.type]}\n")
         extra: dict[str, list[str]] = {}
-        for sample in metric.samples:
-            suffix = next((s for s in OM_SUFFIXES if sample.name == metric.name + s), None)
-            line = _line(sample.name, sample.labels, sample.value)
-            if suffix is None:
-                output.append(line)
-            else:
-                extra.setdefault(suffix, []).append(line)
+        for redis, metric in members:
+            if isinstance(metric, Rows):
+                output.extend(_rows(metric, name, redis))
+                continue
+            for sample in metric.samples:
+                suffix = next((s for s in OM_SUFFIXES if sample.name == metric.name + s), None)
+                labels = sample.labels if redis is None else {**sample.labels, "redis": redis}
+                line = _line(sample.name, labels, sample.value)
+                if suffix is None:
+                    output.append(line)
+                else:
+                    extra.setdefault(suffix, []).append(line)
         for suffix, lines in sorted(extra.items()):
-            output.append(f"# HELP {metric.name}{suffix} {_help(metric.documentation)}\n")
-            output.append(f"# TYPE {metric.name}{suffix} gauge\n")
+            output.append(f"# HELP {first.name}{suffix} {_help(first.documentation)}\n")
+            output.append(f"# TYPE {first.name}{suffix} gauge\n")
             output.extend(lines)
     return "".join(output).encode("utf-8")

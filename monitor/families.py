@@ -150,8 +150,17 @@ def _single(name: str, documentation: str, typ: str, value: float) -> Rows:
     return family
 
 
+def _up(value: float) -> Rows:
+    return _single("rqscope_redis_up", "1 when the last snapshot could read Redis, else 0", "gauge", value)
+
+
+def unreachable() -> list[Metric]:
+    """All that is known of an instance whose read did not finish in time."""
+    return [_up(0)]
+
+
 def redis_families(snapshot: Snapshot) -> Iterable[Metric]:
-    up = _single("rqscope_redis_up", "1 when the last snapshot could read Redis, else 0", "gauge", snapshot.redis.up)
+    up = _up(snapshot.redis.up)
     if not snapshot.redis.up:
         return [up]
     info = snapshot.redis.info

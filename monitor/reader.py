@@ -141,6 +141,11 @@ class SnapshotReader:
         return snapshot, trips
 
 
+def unreachable_snapshot(now: float | None = None) -> Snapshot:
+    """The snapshot of an instance whose read did not finish in time."""
+    return Snapshot(taken_at=time.time() if now is None else now, redis=RedisState(up=False, error="no answer in time"))
+
+
 def fetch_snapshot(redis: Redis, now: float | None = None, worker_ttl: float = DEFAULT_WORKER_TTL_SECONDS) -> Snapshot:
     """One snapshot from a fresh reader (tests and one-off commands)."""
     return SnapshotReader(redis, worker_ttl).fetch(now)

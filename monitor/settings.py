@@ -7,10 +7,13 @@ import ipaddress
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 from urllib.parse import urlsplit
 
+from rqscope.monitor.cluster import check_cluster
 from rqscope.monitor.errors import SettingsError
+from rqscope.monitor.instances import CLUSTER_SCHEMES, InstanceConfig, parse_instances
 from rqscope.tasks.errors import TaskArgumentsError
 from rqscope.tasks.when import DEFAULT_MAX_DELAY, parse_delay
 
@@ -35,7 +38,7 @@ DEFAULT_ALERT_REPEAT = 4 * 3600.0
 DEFAULT_PAGERDUTY_URL = "https://events.pagerduty.com/v2/enqueue"
 MAX_TRUSTED_PROXIES = 5
 
-REDIS_SCHEMES = ("redis", "rediss", "unix")
+REDIS_SCHEMES = ("redis", "rediss", "unix", *CLUSTER_SCHEMES)
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -115,6 +118,16 @@ class Settings:
     def replace(self, **changes: object) -> Settings:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
 
+    @cached_property
+    def instances(self) -> tuple[InstanceConfig, ...]:
+        """The Redis instances to watch, named; the first is the default of every page and route."""
+        from rqscope.tasks.rq_internals.keys import rq_key_prefix
+
+        masters = self.sentinel_master if self.sentinel_hosts else None
+        return parse_instances(
+            env_name("redis_url"), self.redis_url, env_name("sentinel_master"), masters, rq_key_prefix(), _redis_url
+        )
+
 
 def is_loopback(host: str) -> bool:
     if host == "localhost":
@@ -137,9 +150,8 @@ def redact_url(url: str | None) -> str:
     if parts.password is None:
         return url
     user = parts.username or ""
-    netloc = f"{user}:***@{parts.hostname or ''}"
-    if parts.port:
-        netloc += f":{parts.port}"
+    host_and_port = parts.netloc.rpartition("@")[2]  # as written: a port that is not a number is shown, not parsed
+    netloc = f"{user}:***@{host_and_port}"
     return parts._replace(netloc=netloc).geturl()
 
 
@@ -187,7 +199,9 @@ def _bool(name: str, raw: str) -> bool:
 def _redis_url(name: str, raw: str) -> str:
     parts = urlsplit(raw)
     if parts.scheme not in REDIS_SCHEMES:
-        raise SettingsError(f"{name}={redact_url(raw)!r} must start with redis://, rediss:// or unix://")
+        raise SettingsError(
+            f"{name}={redact_url(raw)!r} must start with redis://, rediss://, unix:// or redis+cluster://"
+        )
     if parts.scheme == "unix":
         if not parts.path:
             raise SettingsError(f"{name}={redact_url(raw)!r} needs a socket path, e.g. unix:///run/redis.sock")
@@ -322,6 +336,22 @@ def _type_names(name: str, raw: str) -> tuple[str, ...]:
     return names
 
 
+def _check_instances(settings: Settings) -> None:
+    """Parse the instances now, so that a bad one stops the start with one line naming its variable."""
+    from rqscope.tasks.rq_internals.keys import rq_key_prefix
+
+    process_prefix = rq_key_prefix()
+    for instance in settings.instances:
+        if instance.cluster:
+            check_cluster(env_name("redis_url"), instance)
+        if instance.prefix != process_prefix:  # RQ reads its prefix once per process, into its classes
+            raise SettingsError(
+                f"{env_name('redis_url')}: instance {instance.name!r} has prefix {instance.prefix!r} but this "
+                f"process's RQ_KEY_PREFIX is {process_prefix!r}; RQ takes one prefix per process, so run this "
+                f"instance in a process started with RQ_KEY_PREFIX={instance.prefix}"
+            )
+
+
 def from_env(env: Mapping[str, str]) -> Settings:
     """Build Settings from RQSCOPE_* entries of a mapping; raise SettingsError naming a bad variable."""
     values: dict[str, object] = {}
@@ -331,7 +361,7 @@ def from_env(env: Mapping[str, str]) -> Settings:
         return None if raw is None else raw.strip()
 
     if (raw := get("redis_url")) is not None and raw != "":
-        values["redis_url"] = _redis_url(env_name("redis_url"), raw)
+        values["redis_url"] = raw
     if raw := get("sentinel_hosts"):
         values["sentinel_hosts"] = _sentinels(env_name("sentinel_hosts"), raw)
     if raw := get("sentinel_master"):
@@ -370,6 +400,7 @@ def from_env(env: Mapping[str, str]) -> Settings:
         values["display_pickle_types"] = _type_names(env_name("display_pickle_types"), raw)
     _alert_settings(get, values)
     settings = Settings(**values)  # type: ignore[arg-type]
+    _check_instances(settings)
     if settings.no_auth and not settings.bound_to_loopback:
         raise SettingsError(
             f"{env_name('no_auth')} is only allowed on a loopback host, not {env_name('host')}={settings.host!r}"

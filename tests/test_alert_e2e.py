@@ -123,8 +123,8 @@ def test_receiver_down_for_two_minutes_gets_the_notification_once(sidecars, real
     assert receiver.statuses() == ["firing"] and real_redis.zcard("rqscope:alerts:outbox") == 0
 
 
-BACKLOG = ("Backlog", (("alertname", "Backlog"), ("queue", "default"), ("severity", "critical")))
-DOWN = ("RedisDown", (("alertname", "RedisDown"), ("severity", "critical")))
+BACKLOG = ("Backlog", (("alertname", "Backlog"), ("queue", "default"), ("redis", "default"), ("severity", "critical")))
+DOWN = ("RedisDown", (("alertname", "RedisDown"), ("redis", "default"), ("severity", "critical")))
 
 
 @pytest.mark.timeout(240)

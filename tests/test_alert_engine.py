@@ -51,7 +51,7 @@ def test_one_leader_one_firing_one_resolved(real_redis: Redis) -> None:
         assert receiver.statuses() == ["firing"]
         body = receiver.bodies[0]
         assert body["version"] == "4" and body["alerts"][0]["labels"]["queue"] == "default"
-        assert body["alerts"][0]["generatorURL"].endswith("/queues/default/queued")
+        assert body["alerts"][0]["generatorURL"].endswith("/queues/default/queued?redis=default")
         real_redis.delete("rq:queue:default")
         for _ in range(3):
             run_round(sidecars)

@@ -69,7 +69,7 @@ def test_a_webhook_rejecting_one_alert_dead_letters_it_and_delivers_the_rest(rea
         client = app.test_client()
         [dead] = client.get("/api/alerts").get_json()["dead_letters"]
         assert dead["receiver"] == f"webhook:127.0.0.1:{hook.server.server_address[1]}"
-        assert dead["status"] == "firing" and dead["alert"]["labels"] == {"queue": "bad"}
+        assert dead["status"] == "firing" and dead["alert"]["labels"] == {"queue": "bad", "redis": "default"}
         assert "400" in dead["reason"] and abs(dead["at"] - time.time()) < 30
         page = client.get("/alerts", headers={"Accept": "text/html"}).get_data(as_text=True)
         assert "Undeliverable notifications" in page and "400" in page
@@ -104,7 +104,7 @@ def test_slack_text_from_redis_cannot_mention_the_channel(real_redis: Redis) -> 
         assert engine.deliver() == 1
         text = hook.bodies[0]["text"]
         assert "x &lt;!channel&gt; &amp; co has 10 waiting" in text and "<!channel>" not in text
-        assert text.endswith("/queues/x%20%3C%21channel%3E%20%26%20co/queued|Open in rqscope>")
+        assert text.endswith("/queues/x%20%3C%21channel%3E%20%26%20co/queued?redis=default|Open in rqscope>")
 
 
 def test_pagerduty_summary_is_at_most_1024_characters(real_redis: Redis) -> None:

@@ -179,7 +179,8 @@ def test_horses_and_a_whole_worker_killed(redis_server: EmbeddedRedis, real_redi
         killer.join(10)
         wait_for(lambda: not (real_redis.zcard("rq:wip:high") or real_redis.zcard("rq:wip:default")), timeout=60)
         # the dead worker is flagged within three of its publish intervals (1 s here), not RQ's 480 s
-        wait_for(lambda: 'rqscope_workers{state="dead"} 1.0' in request("GET", stack.url + "/metrics")[1].decode(),
+        dead = 'rqscope_workers{redis="default",state="dead"} 1.0'
+        wait_for(lambda: dead in request("GET", stack.url + "/metrics")[1].decode(),
                  timeout=15)  # fmt: skip
         wait_for(lambda: {"QueueWithoutWorkers", "WorkersDead"} <= firing(receiver), timeout=30)
         # an operator cleans the dead worker up: its registration goes, and the job it held fails

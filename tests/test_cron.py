@@ -248,7 +248,8 @@ def test_metrics_page_and_alert_from_the_same_read(real_redis: Redis, real_clien
     states = {s.labels["state"]: s.value for s in families["rqscope_cron_schedulers"].samples}
     assert states == {"alive": 1, "dead": 1}
     assert text.count("# TYPE rqscope_cron_schedulers ") == 1  # one family, by state
-    assert [s.labels for s in families["rqscope_cron_job_overdue_seconds"].samples] == [{"cron_job": "fast"}]
+    overdue = families["rqscope_cron_job_overdue_seconds"].samples
+    assert [s.labels for s in overdue] == [{"cron_job": "fast", "redis": "default"}]
     promtool = shutil.which("promtool")
     assert promtool is not None
     result = subprocess.run([promtool, "check", "metrics"], input=text.encode(), capture_output=True, timeout=30)
@@ -259,7 +260,9 @@ def test_metrics_page_and_alert_from_the_same_read(real_redis: Redis, real_clien
     cache = CronCache(CronReader(real_redis, clock=lambda: time.time() + 70))
     engine = AlertEngine(real_redis, (RULE,), lambda: fetch_snapshot(real_redis), cron=cache.get)
     notes = engine.evaluate_once()
-    assert notes is not None and [(n.status, dict(n.alert.labels)) for n in notes] == [("firing", {"cron_job": "fast"})]
+    assert notes is not None and [(n.status, dict(n.alert.labels)) for n in notes] == [
+        ("firing", {"cron_job": "fast", "redis": "default"})
+    ]
     assert notes[0].alert.summary.startswith("fast is 6")
 
 

@@ -31,6 +31,8 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 
 def value(text: str, name: str, **labels: str) -> float | None:
+    """The sample's value; every sample carries the instance it is from, `default` for a single Redis URL."""
+    labels.setdefault("redis", "default")
     return samples(text).get((name, tuple(sorted(labels.items()))))
 
 
@@ -154,7 +156,7 @@ def test_hanging_redis_gives_a_bounded_answer_and_no_thread_leak(
 
 def test_fast_exposition_is_byte_identical_to_prometheus_client(real_client: FlaskClient, real_redis: Redis) -> None:
     from prometheus_client import generate_latest
-    from rqscope.monitor.exposition import render
+    from rqscope.monitor.exposition import render, render_labelled
 
     evil = 'q"\\\n<b>é'
     real_redis.sadd("rq:queues", f"rq:queue:{evil}", "rq:queue:plain")
@@ -163,8 +165,8 @@ def test_fast_exposition_is_byte_identical_to_prometheus_client(real_client: Fla
     real_redis.hset("rq:worker:w1", mapping={"state": "busy", "queues": evil, "hostname": 'h"\n'})
     enqueue("t_ok", 1, connection=real_redis)
     InstrumentedWorker(["default"], connection=real_redis).work(burst=True, logging_level="WARNING")
-    registry = real_client.application.extensions["rqscope"].metrics
-    real_client.application.extensions["rqscope"].snapshots.ttl = 60  # both renderings see one snapshot
+    registry = real_client.application.extensions["rqscope"].first.metrics
+    real_client.application.extensions["rqscope"].first.snapshots.ttl = 60  # both renderings see one snapshot
 
     def without_duration(text: bytes) -> list[bytes]:  # the one sample each scrape sets anew
         return [line for line in text.splitlines() if not line.startswith(b"rqscope_scrape_duration_seconds ")]
@@ -172,3 +174,15 @@ def test_fast_exposition_is_byte_identical_to_prometheus_client(real_client: Fla
     ours, reference = render(registry.collect()), generate_latest(registry)
     assert without_duration(ours) == without_duration(reference)
     assert len(ours.splitlines()) == len(reference.splitlines()) > 100
+
+    # with an instance's label: the same samples, each with redis="east" in its sorted place, one header per family
+    labelled = render_labelled([("east", registry.collect()), ("we%s\n", registry.collect())]).decode()
+    expected = {(name, tuple(sorted({**dict(labels), "redis": "east"}.items()))): v
+                for (name, labels), v in samples(reference.decode()).items()}  # fmt: skip
+    got = samples(labelled)
+    assert {k: v for k, v in got.items() if ("redis", "east") in k[1] and "duration" not in k[0]} == {
+        k: v for k, v in expected.items() if "duration" not in k[0]
+    }
+    assert len([k for k in got if ("redis", "we%s\n") in k[1]]) == len(expected)
+    assert labelled.count("# TYPE rqscope_queue_jobs gauge") == 1
+    assert 'rqscope_redis_up{redis="east"} 1.0' in labelled

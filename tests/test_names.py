@@ -124,8 +124,9 @@ def test_a_name_that_is_not_utf8_is_scraped_and_alerted_on(real_client: FlaskCli
     scrape = real_client.get("/metrics")
     assert scrape.status_code == 200
     text = scrape.get_data(as_text=True)
-    assert 'rqscope_queue_jobs{queue="q\\\\xff",state="queued"} 1' in text  # the label value q\xff, escaped
-    assert 'rqscope_scrape_errors_total{cause="shaping"} 0.0' in text
+    escaped = 'rqscope_queue_jobs{queue="q\\\\xff",redis="default",state="queued"} 1'
+    assert escaped in text  # the label value q\xff, escaped
+    assert 'rqscope_scrape_errors_total{cause="shaping",redis="default"} 0.0' in text
     from rqscope.monitor.alerts.notifiers import dashboard_link
     from rqscope.monitor.alerts.state import Alert, Notification
 

@@ -169,7 +169,7 @@ def test_redis_password_appears_in_no_page_log_or_metric(tmp_path: Path) -> None
                  "/api/queues", "/api/workers", "/api/alerts", "/api/queues/default/jobs?state=failed"]  # fmt: skip
         bodies += [fetch(base + page) for page in pages]
         server.halt()  # the outage: banners, error logs, rqscope_redis_up 0
-        wait_for(lambda: "rqscope_redis_up 0" in fetch(base + "/metrics"), timeout=20)
+        wait_for(lambda: 'rqscope_redis_up{redis="default"} 0' in fetch(base + "/metrics"), timeout=20)
         bodies += [fetch(base + page) for page in pages]
         wait_for(lambda: "Connection refused" in (tmp_path / "out.log").read_text(errors="replace"), timeout=20)
     finally:
@@ -178,7 +178,7 @@ def test_redis_password_appears_in_no_page_log_or_metric(tmp_path: Path) -> None
         log.close()
         server.stop()
     logs = (tmp_path / "out.log").read_text(errors="replace")
-    assert "DEBUG" in logs and "rqscope_redis_up 0" in "".join(bodies)
+    assert "DEBUG" in logs and 'rqscope_redis_up{redis="default"} 0' in "".join(bodies)
     assert SECRET not in logs and all(SECRET not in body for body in bodies)
 
 

@@ -12,9 +12,12 @@ from flask import Flask
 from markupsafe import Markup
 from redis import Redis
 from rqscope.monitor.alerts import runner as alerting
+from rqscope.monitor.alerts.engine import AlertEngine
 from rqscope.monitor.cache import SnapshotCache
 from rqscope.monitor.collectors import build_registry
 from rqscope.monitor.cron_fetch import CronCache, CronReader
+from rqscope.monitor.fanout import Fanout
+from rqscope.monitor.instances import DEFAULT_NAME, InstanceConfig
 from rqscope.monitor.names import label
 from rqscope.monitor.redis_client import make_client
 from rqscope.monitor.settings import Settings, from_env
@@ -33,6 +36,7 @@ from rqscope.web import (
     errors,
     health,
     hosts,
+    instances,
     jobs_views,
     openapi,
     pages,
@@ -41,7 +45,7 @@ from rqscope.web import (
     session_views,
     sessions,
 )
-from rqscope.web.state import EXTENSION, State
+from rqscope.web.state import EXTENSION, Instance, State
 
 log = logging.getLogger(__name__)
 
@@ -67,22 +71,17 @@ def create_app(
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
     )
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    client = redis if redis is not None else make_client(settings, client_name="rqscope-web")
-    cache = SnapshotCache(client, ttl=settings.snapshot_ttl)
-    cron = app.extensions[cron_views.EXTENSION] = CronCache(CronReader(client), ttl=max(1.0, settings.snapshot_ttl))
-    app.extensions[EXTENSION] = State(
-        settings=settings,
-        redis=client,
-        registry=registry,
-        snapshots=cache,
-        metrics=build_registry(cache, client, cron.get),
-    )
+    watched = _instances(settings, redis)
+    deadline = settings.redis_connect_timeout + settings.redis_timeout + 0.5
+    app.extensions[EXTENSION] = State(settings, registry, watched, Fanout(deadline, threads=max(4, 2 * len(watched))))
     app.secret_key = settings.secret_key
     app.session_interface = sessions.interface(settings)  # Secure cookies over https; the Redis key if unset
     app.config.update(SESSION_COOKIE_SAMESITE="Lax", SESSION_COOKIE_HTTPONLY=True)
     hosts.trust_proxies(app, settings)
     access.install(app, settings)  # the first hook: the Host and the caller are checked before anything else
-    app.extensions[EXTENSION].alerts = alerting.build_engine(settings, client, cache.get, cron.get)
+    instances.install(app)  # then ?redis= picks the instance every later read and action is scoped to
+    for watched_instance in watched.values():
+        watched_instance.alerts = _engine(settings, watched_instance)
     errors.register(app)
     pages.register(app)
     app.jinja_env.finalize = _shown  # names from Redis need not be UTF-8: show such bytes as \xff escapes
@@ -98,6 +97,30 @@ def create_app(
     return app
 
 
+def _instances(settings: Settings, redis: Redis | None) -> dict[str, Instance]:
+    """One Instance per configured Redis; a given client (tests) stands for the first."""
+    if not settings.instances:
+        client = redis if redis is not None else make_client(settings)  # with no Redis at all, that one raises
+        configs: tuple[InstanceConfig | None, ...] = (None,)
+    else:
+        configs = settings.instances
+    built = {}
+    for position, config in enumerate(configs):
+        name = config.name if config is not None else DEFAULT_NAME
+        if position == 0 and redis is not None:
+            client = redis
+        elif config is not None:
+            client = make_client(settings, config, client_name="rqscope-web")
+        cache = SnapshotCache(client, ttl=settings.snapshot_ttl)
+        cron = CronCache(CronReader(client), ttl=max(1.0, settings.snapshot_ttl))
+        built[name] = Instance(name, client, cache, cron, build_registry(cache, client, cron.get))
+    return built
+
+
+def _engine(settings: Settings, instance: Instance) -> AlertEngine:
+    return alerting.build_engine(settings, instance.redis, instance.snapshots.get, instance.cron.get, instance.name)
+
+
 def _shown(value: object) -> object:
     if isinstance(value, Markup):  # a macro's output: already escaped, and it must stay markup
         return value if value.isascii() else Markup(label(value))
@@ -107,22 +130,24 @@ def _shown(value: object) -> object:
 def start(app: Flask) -> Callable[[], None]:
     """Start this process's background work (process stats, alerts, the shared session key); returns its stop."""
     current = app.extensions[EXTENSION]
-    if current.alerts is not None:
-        # an engine built before gunicorn forked (preload_app) would lend every worker the same lease holder,
-        # and each would lead: this process evaluates with a holder of its own
-        cron = app.extensions[cron_views.EXTENSION]
-        current.alerts = alerting.build_engine(current.settings, current.redis, current.snapshots.get, cron.get)
-    publisher = Publisher(current.redis, "web", current.settings.publish_interval)
-    publisher.start()
-    scheduler = alerting.start(current.alerts) if current.alerts is not None else None
+    publishers, schedulers = [], []
+    for instance in current.instances.values():
+        if instance.alerts is not None:
+            # an engine built before gunicorn forked (preload_app) would lend every worker the same lease holder,
+            # and each would lead: this process evaluates with a holder of its own
+            instance.alerts = _engine(current.settings, instance)
+            schedulers.append(alerting.start(instance.alerts))
+        publishers.append(Publisher(instance.redis, "web", current.settings.publish_interval))
+        publishers[-1].start()
     stopped = threading.Event()
     if not current.settings.secret_key:
-        session_key.keep_making(current.redis, stopped)
+        session_key.keep_making(current.home, stopped)
 
     def stop() -> None:
         stopped.set()
-        if scheduler is not None:
+        for scheduler in schedulers:
             scheduler.shutdown(wait=True)
-        publisher.stop()
+        for publisher in publishers:
+            publisher.stop()
 
     return stop

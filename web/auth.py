@@ -102,7 +102,7 @@ def _basic(settings: Settings) -> Verdict:
     auth = request.authorization
     if auth is None or auth.type != "basic" or auth.username is None:
         return Verdict(None, UNUSABLE)
-    limiter, address = SignInLimiter(state().redis), request.remote_addr or ""
+    limiter, address = SignInLimiter(state().home), request.remote_addr or ""
     wait = limiter.retry_after(address, auth.username)
     if wait:
         raise too_many(wait)
@@ -143,7 +143,7 @@ def _judge(settings: Settings) -> Verdict:
         return _from_header(settings, request.headers.get("Authorization", ""))
     sid = session.get(sessions.SID_FIELD)
     if sid:
-        record = sessions.load(state().redis, sid)
+        record = sessions.load(state().home, sid)
         who = session_identity(settings, record) if record else None
         if who is not None:
             return Verdict(who)

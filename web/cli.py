@@ -9,6 +9,7 @@ import sys
 from collections.abc import Mapping, Sequence
 
 from rqscope.monitor.embedded import with_default_redis
+from rqscope.monitor.instances import InstanceConfig
 from rqscope.monitor.settings import DEFAULT_QUEUES, Settings, env_name, from_env
 from rqscope.tasks.errors import RqscopeError
 
@@ -81,6 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--burst", action="store_true", help="quit once the queues are empty")
     worker.add_argument("--name", default=None, help="worker name (default: random)")
     worker.add_argument(
+        "--redis",
+        dest="instance",
+        default=None,
+        metavar="NAME",
+        help=f"the instance of {env_name('redis_url')} to work on (needed when it names several)",
+    )
+    worker.add_argument(
         "--publish-interval",
         dest="publish_interval",
         default=None,
@@ -131,18 +139,32 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
     # no client name: every forked horse opens fresh connections, and naming costs each a round trip
     # no client-side retries: a transaction resent after a lost reply would record a job's outcome twice
     # (a failure's Retry pushed twice); the worker waits an outage out at its own steps instead
-    client = make_client(settings, client_name=None, retries=0)
+    client = make_client(settings, _worker_instance(settings, args.instance), client_name=None, retries=0)
     queues = args.queues or list(DEFAULT_QUEUES)
     worker = InstrumentedWorker(queues, connection=client, name=args.name, publish_interval=settings.publish_interval)
     worker.work(burst=args.burst, with_scheduler=args.with_scheduler, logging_level=settings.log_level)
     return 0
 
 
+def _worker_instance(settings: Settings, name: str | None) -> InstanceConfig | None:
+    """The instance a worker serves: the one named by --redis, or the only one configured."""
+    names = [instance.name for instance in settings.instances]
+    if name is None:
+        if len(names) > 1:
+            raise RqscopeError(f"{env_name('redis_url')} names {len(names)} instances ({', '.join(names)}): "
+                               "pick one with --redis NAME")  # fmt: skip
+        return None
+    if name not in names:
+        raise RqscopeError(f"--redis {name[:64]!r} is not an instance of {env_name('redis_url')} ({', '.join(names)})")
+    return settings.instances[names.index(name)]
+
+
 def run_info(args: argparse.Namespace, settings: Settings) -> int:
     import json
     import time
 
-    from rqscope.monitor.reader import fetch_snapshot
+    from rqscope.monitor.fanout import Fanout
+    from rqscope.monitor.reader import fetch_snapshot, unreachable_snapshot
     from rqscope.monitor.redis_client import make_client
     from rqscope.monitor.report import render_text, snapshot_dict
 
@@ -150,19 +172,27 @@ def run_info(args: argparse.Namespace, settings: Settings) -> int:
         raise RqscopeError("--interval must be between 0.1 and 3600 seconds")
     if args.count is not None and args.count < 1:
         raise RqscopeError("--count must be at least 1")
-    client = make_client(with_default_redis(settings), client_name="rqscope-info")
+    settings = with_default_redis(settings)
+    clients = {i.name: make_client(settings, i, client_name="rqscope-info") for i in settings.instances} or {
+        "default": make_client(settings, client_name="rqscope-info")  # none configured: this one says so
+    }
+    fanout = Fanout(settings.redis_connect_timeout + settings.redis_timeout + 0.5)
+    several = len(clients) > 1
     reports = 0
     while True:
-        snapshot = fetch_snapshot(client)
+        read = fanout.each(clients, fetch_snapshot)
+        snapshots = {name: snapshot or unreachable_snapshot() for name, snapshot in read.items()}
         if args.json:
-            print(json.dumps(snapshot_dict(snapshot)), flush=True)
+            shown = {name: snapshot_dict(s) for name, s in snapshots.items()}
+            print(json.dumps(shown if several else shown.popitem()[1]), flush=True)
         else:
             if args.interval is not None and sys.stdout.isatty():
                 print("\033[H\033[2J", end="")
-            print(render_text(snapshot), end="", flush=True)
+            for name, snapshot in snapshots.items():
+                print(f"== {name} ==\n" if several else "", render_text(snapshot), sep="", end="", flush=True)
         reports += 1
         if args.interval is None or (args.count is not None and reports >= args.count):
-            return 0 if snapshot.redis.up else 1
+            return 0 if all(s.redis.up for s in snapshots.values()) else 1
         time.sleep(args.interval)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, render_template
+from flask import Blueprint, Response, jsonify, render_template
 from rqscope.monitor.cron import CronJobState, CronSchedulerState, CronState
 from rqscope.monitor.cron_fetch import CronCache
 from rqscope.monitor.report import iso
@@ -13,12 +13,11 @@ from rqscope.web.state import state
 
 bp = Blueprint("cron", __name__)
 bp.record_once(names.install)
-EXTENSION = "rqscope.cron"
 UNAVAILABLE = "Redis is unavailable; try again shortly"
 
 
 def cron_cache() -> CronCache:
-    return current_app.extensions[EXTENSION]  # type: ignore[no-any-return]
+    return state().cron
 
 
 def _read() -> CronState | None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify
 from prometheus_client import CONTENT_TYPE_LATEST
 from redis import RedisError
-from rqscope.monitor.exposition import render
+from rqscope.monitor.exposition import render_labelled
+from rqscope.monitor.families import unreachable
 from rqscope.web.access import metrics_endpoint, public
-from rqscope.web.state import state
+from rqscope.web.state import Instance, state
 
 bp = Blueprint("health", __name__)
 
@@ -21,14 +22,29 @@ def healthz() -> Response:
 @bp.get("/readyz")
 @public
 def readyz() -> tuple[Response, int]:
+    """Ready while any instance answers (the others are shown as down, not the whole sidecar); each is listed."""
+    current = state()
+    answers = {name: answer or "unreachable: no answer in time" for name, answer in current.fanout.each(
+        current.instances, _ping).items()}  # fmt: skip
+    reachable = [name for name, answer in answers.items() if answer == "ok"]
+    status = "ok" if len(reachable) == len(answers) else "degraded" if reachable else "unavailable"
+    body = {"status": status, "redis": answers[current.first.name], "instances": answers}
+    return jsonify(body), 200 if reachable else 503
+
+
+def _ping(instance: Instance) -> str:
     try:
-        state().redis.ping()
+        instance.redis.ping()
     except RedisError as exc:
-        return jsonify(status="unavailable", redis=f"unreachable: {type(exc).__name__}"), 503
-    return jsonify(status="ok", redis="ok"), 200
+        return f"unreachable: {type(exc).__name__}"
+    return "ok"
 
 
 @bp.get("/metrics")
 @metrics_endpoint
 def metrics() -> Response:
-    return Response(render(state().metrics.collect()), mimetype=CONTENT_TYPE_LATEST)
+    """Every instance's families, collected concurrently, each sample labelled with its instance's name."""
+    current = state()
+    collected = current.fanout.each(current.instances, lambda instance: list(instance.metrics.collect()))
+    groups = [(name, families if families is not None else unreachable()) for name, families in collected.items()]
+    return Response(render_labelled(groups), mimetype=CONTENT_TYPE_LATEST)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import functools
 from typing import Any
 
 from flask import Blueprint, Response, jsonify
@@ -9,6 +11,7 @@ from rqscope.monitor.jobs import MAX_PER_PAGE, ORDERS
 from rqscope.monitor.paused import MAX_SUSPEND_SECONDS
 from rqscope.monitor.snapshot import JOB_STATES
 from rqscope.web.api import DURATION_PATTERN
+from rqscope.web.state import state
 
 bp = Blueprint("openapi", __name__)
 
@@ -56,6 +59,17 @@ CRON = {
             "scheduler": {"type": "string"}}}},
     },
 }
+INSTANCES = {
+    "type": "object", "required": ["default", "instances"],
+    "properties": {
+        "default": {"type": "string"},
+        "instances": {"type": "array", "items": {"type": "object", "required": ["name", "up"], "properties": {
+            "name": {"type": "string"}, "up": {"type": "boolean"},
+            "kind": {"type": "string", "enum": ["url", "cluster", "sentinel"]}, "prefix": {"type": "string"},
+            "address": {"type": "string"}, "queues": {"type": "integer"}, "queued": {"type": "integer"},
+            "failed": {"type": "integer"}, "workers": {"type": "integer"}}}},
+    },
+}  # fmt: skip
 TASK_JOB = {
     "get": {"summary": "A job's status, times, result and error", "responses": {"200": _json(OBJECT), **_errors(404, 503)}},
     "delete": {"summary": "Cancel a queued job or stop a running one",
@@ -266,6 +280,10 @@ SPEC: dict[str, Any] = {
                                          "how many seconds each is past its due run; rq-scheduler's repeating jobs "
                                          "are listed with scheduler 'rq-scheduler'",
                               "responses": {"200": _json(CRON), **READ}}},
+        "/api/instances": {"get": {"summary": "The Redis instances this sidecar watches, each read concurrently: "
+                                              "name, kind, prefix, address (password hidden), up, and when up its "
+                                              "queue, queued, failed and worker counts",
+                                   "responses": {"200": _json(INSTANCES), **READ}}},
         "/api/alerts": {"get": {"summary": "Pending, firing and recently resolved alerts, their history, and the "
                                            "notifications that could never be delivered",
                                 "responses": {"200": _json(ALERTS), **READ}}},
@@ -315,6 +333,27 @@ SPEC: dict[str, Any] = {
 }  # fmt: skip
 
 
+REDIS = {"name": "redis", "in": "query", "required": False,
+         "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
+         "description": "the Redis instance (GET /api/instances); default: the first; 404 for an unknown name"}
+for _item in SPEC["paths"].values():  # every route is scoped to one instance
+    _item["parameters"] = [*_item.get("parameters", []), REDIS]
+    for _method in ("get", "post", "put", "delete", "patch"):
+        if _method in _item:
+            _item[_method]["responses"].setdefault("404", ERROR)
+
+
+@functools.lru_cache(maxsize=4)
+def spec_for(instances: tuple[str, ...]) -> dict[str, Any]:
+    """The spec with `redis` limited to this sidecar's instance names: any other is 404, by design."""
+    spec = copy.deepcopy(SPEC)  # the copies of REDIS stay one shared dict, so one change reaches every path
+    for item in spec["paths"].values():
+        for parameter in item["parameters"]:
+            if parameter["name"] == "redis":
+                parameter["schema"] = {"type": "string", "enum": list(instances)}
+    return spec
+
+
 @bp.get("/api/openapi.json")
 def openapi() -> Response:
-    return jsonify(SPEC)
+    return jsonify(spec_for(tuple(state().instances)))

@@ -78,7 +78,7 @@ class SharedKeySessions(SecureCookieSessionInterface):
         if not app.config.get(READY) and time.monotonic() >= self._next_read:
             with self._lock:
                 self._next_read = time.monotonic() + RETRY_READ_SECONDS
-                key = read_shared_secret(app.extensions["rqscope"].redis)
+                key = read_shared_secret(app.extensions["rqscope"].home)
                 if key:
                     app.secret_key = key
                     app.config[READY] = True

@@ -66,7 +66,7 @@ def login() -> Response | tuple[str, int] | tuple[str, int, dict[str, str]]:
     token = request.form.get("token", "")[:1000].strip()
     name = "" if token else request.form.get("username", "")[:200]
     address = request.remote_addr or ""
-    limiter = SignInLimiter(current.redis)
+    limiter = SignInLimiter(current.home)
     wait = limiter.retry_after(address, name or None)
     if wait:
         page, status = _form(too_many(wait).description, 429)
@@ -77,9 +77,9 @@ def login() -> Response | tuple[str, int] | tuple[str, int, dict[str, str]]:
         log.warning("failed sign-in %s from %s", f"as {name[:100]!r}" if name else "with a token", address)
         return _form("Wrong token." if token else "Unknown user or wrong password.", 401)
     if old := session.get(sessions.SID_FIELD):
-        sessions.revoke(current.redis, old)
+        sessions.revoke(current.home, old)
     session.clear()  # a fresh session and CSRF token: nothing chosen before signing in survives it
-    session[sessions.SID_FIELD] = sessions.create(current.redis, record)
+    session[sessions.SID_FIELD] = sessions.create(current.home, record)
     return redirect(safe_next(request.form.get("next")))
 
 
@@ -90,7 +90,7 @@ def logout() -> Response:
         abort(403, "the form expired; reload the page and try again")
     if sid := session.get(sessions.SID_FIELD):
         try:
-            sessions.revoke(state().redis, sid)
+            sessions.revoke(state().home, sid)
         except RedisError:
             abort(
                 503,

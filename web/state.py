@@ -1,30 +1,77 @@
-"""Per-app state, kept in app.extensions['rqscope']."""
+"""Per-app state, kept in app.extensions['rqscope']: what is shared, and one Instance per watched Redis."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from flask import current_app
+from flask import current_app, g, has_app_context
 from prometheus_client import CollectorRegistry
 from redis import Redis
 from rqscope.monitor.alerts.engine import AlertEngine
 from rqscope.monitor.cache import SnapshotCache
+from rqscope.monitor.cron_fetch import CronCache
+from rqscope.monitor.fanout import Fanout
 from rqscope.monitor.settings import Settings
 from rqscope.tasks.registry import TaskRegistry
 
 EXTENSION = "rqscope"
+SELECTED = "rqscope_instance"  # the flask.g attribute naming the instance this request is scoped to
+
+
+@dataclass
+class Instance:
+    """One watched Redis: its client, its cached reads, its metrics and its alert engine."""
+
+    name: str
+    redis: Redis
+    snapshots: SnapshotCache
+    cron: CronCache
+    metrics: CollectorRegistry
+    alerts: AlertEngine | None = None
 
 
 @dataclass
 class State:
-    """Everything one app instance needs."""
+    """Everything one app needs. `redis`, `snapshots`, `cron` and `alerts` are the request's instance's."""
 
     settings: Settings
-    redis: Redis
     registry: TaskRegistry
-    snapshots: SnapshotCache
-    metrics: CollectorRegistry
-    alerts: AlertEngine | None = None
+    instances: dict[str, Instance]  # in the configured order; the first is the default
+    fanout: Fanout  # reads every instance at once, each bounded by its own timeout
+
+    @property
+    def first(self) -> Instance:
+        return next(iter(self.instances.values()))
+
+    @property
+    def home(self) -> Redis:
+        """Where sessions, sign-in limits and the session key live, whichever instance a page shows."""
+        return self.first.redis
+
+    @property
+    def current(self) -> Instance:
+        name = g.get(SELECTED) if has_app_context() else None
+        return self.instances[name] if name is not None else self.first
+
+    @property
+    def several(self) -> bool:
+        return len(self.instances) > 1
+
+    @property
+    def redis(self) -> Redis:
+        return self.current.redis
+
+    @property
+    def snapshots(self) -> SnapshotCache:
+        return self.current.snapshots
+
+    @property
+    def cron(self) -> CronCache:
+        return self.current.cron
+
+    @property
+    def alerts(self) -> AlertEngine | None:
+        return self.current.alerts
 
 
 def state() -> State:

@@ -21,10 +21,11 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 from redis import Redis, RedisError
 from rqscope.monitor.alerts.delivery import DeliveryRound
-from rqscope.monitor.alerts.evaluate import evaluate
+from rqscope.monitor.alerts.evaluate import Observation, evaluate
 from rqscope.monitor.alerts.from_memory import MemorySends
 from rqscope.monitor.alerts.keys import LEASE_KEY, OUTBOX_KEY, RESULTS, STATE_KEY, count_field
 from rqscope.monitor.alerts.lease import Lease
@@ -36,7 +37,7 @@ from rqscope.monitor.alerts.state import Alert, Notification, advance
 from rqscope.monitor.alerts.store import LOST, STALE, Store, parsed, reconcile
 from rqscope.monitor.cron import CronState
 from rqscope.monitor.cron_memory import remember
-from rqscope.monitor.rates import read_series
+from rqscope.monitor.rates import Series, read_series
 from rqscope.monitor.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
@@ -59,8 +60,10 @@ class AlertEngine:
         claim_seconds: float = 60.0,
         give_up_seconds: float = 24 * 3600.0,
         cron: Callable[[], CronState] | None = None,
+        instance: str = "default",
     ) -> None:
         self.redis = redis
+        self.instance = instance  # every alert carries it as its `redis` label
         self.rules = tuple(rules)
         self.snapshot = snapshot
         self.cron = cron  # read once per evaluation, only when a rule needs it
@@ -124,6 +127,13 @@ class AlertEngine:
             return self._keep_watch()
         return None
 
+    def _observe(
+        self, snapshot: Snapshot, series: Series | None, now: float, cron: CronState | None = None
+    ) -> list[Observation]:
+        """What the rules observe, each with this instance's name: two instances' alerts never share a fingerprint."""
+        scope = ("redis", self.instance)
+        return [replace(o, labels=(*o.labels, scope)) for o in evaluate(self.rules, snapshot, series, now, cron)]
+
     def _lead(self) -> list[Notification]:
         now = self.clock()
         snapshot = self.snapshot()
@@ -151,7 +161,7 @@ class AlertEngine:
         }
         current, notes = advance(
             self._memory,
-            evaluate(self.rules, snapshot, series, now, cron),
+            self._observe(snapshot, series, now, cron),
             evaluated,
             now,
             self.repeat_seconds,
@@ -207,7 +217,7 @@ class AlertEngine:
             return []  # Redis answers reads again: the lease will say who leads
         evaluated = {r.name for r in self.rules if r.kind == "redis_down"}
         current, notes = advance(
-            self._memory, evaluate(self.rules, snapshot, None, now), evaluated, now, self.repeat_seconds, self._version
+            self._memory, self._observe(snapshot, None, now), evaluated, now, self.repeat_seconds, self._version
         )
         self._memory, self._outage = current, True
         self._local.add(self._deliveries(notes, now))

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from rqscope.monitor.alerts.escape import PAGERDUTY_SUMMARY_LENGTH, header_text, shortened, slack_text, valid_text
 from rqscope.monitor.alerts.state import FIRING, Notification
@@ -49,12 +49,14 @@ def _iso(ts: float | None) -> str:
 def dashboard_link(base_url: str, note: Notification) -> str:
     """The dashboard page an on-call engineer should open for this alert."""
     base = base_url.rstrip("/")
-    queue = dict(note.alert.labels).get("queue")
+    labels = dict(note.alert.labels)
+    scope = f"?redis={quote(labels['redis'], safe='')}" if "redis" in labels else ""  # the instance it is about
+    queue = labels.get("queue")
     if queue is None:
         pages = {"cron_overdue": "cron", "workers_below": "workers", "dead_workers": "workers"}
-        return f"{base}/{pages.get(note.alert.kind, '')}"
+        return f"{base}/{pages.get(note.alert.kind, '')}{scope}"
     state = "failed" if note.alert.kind in ("failed_jobs", "failure_ratio") else "queued"
-    return f"{base}/queues/{encode_segment(queue)}/{state}"
+    return f"{base}/queues/{encode_segment(queue)}/{state}{scope}"
 
 
 def alertmanager_payload(note: Notification, base_url: str) -> dict[str, Any]:

@@ -58,6 +58,7 @@ def build_engine(
     redis: Redis,
     snapshot: Callable[[], Snapshot],
     cron: Callable[[], CronState] | None = None,
+    instance: str = "default",
 ) -> AlertEngine:
     """The engine for these settings; a bad rules file fails here, at start."""
     rules = load_rules(settings.alert_rules or DEFAULT_RULES)
@@ -71,6 +72,7 @@ def build_engine(
         repeat_seconds=settings.alert_repeat,
         base_url=base_url,
         cron=cron,
+        instance=instance,
     )
 
 
