@@ -225,3 +225,52 @@ def test_alerts_carry_the_instance_and_lead_in_each_instances_own_redis(
 
     assert real_redis.get(LEASE_KEY).decode() == east_engine.holder
     assert west.get(LEASE_KEY).decode() == west_engine.holder
+
+
+def test_info_reports_every_instance_and_fails_while_one_is_down(
+    redis_server: EmbeddedRedis, west_server: EmbeddedRedis, real_redis: Redis, west: Redis, capsys
+) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from rqscope.web.cli import main
+
+    _fill(real_redis, west)
+    env = {"RQSCOPE_REDIS_URL": f"east={redis_server.url},west={west_server.url}"}
+    assert main(["info", "--json"], env=env) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert list(report) == ["east", "west"]
+    queued = {name: sum(q["counts"]["queued"] for q in body["queues"]) for name, body in report.items()}
+    assert queued == {"east": 2, "west": 5}
+    assert main(["info"], env=env) == 0
+    text = capsys.readouterr().out
+    assert text.index("== east ==") < text.index("== west ==")
+    down = {"RQSCOPE_REDIS_URL": f"east={redis_server.url},west=redis://127.0.0.1:1/0"}
+    assert main(["info", "--json"], env=down) == 1
+    assert json.loads(capsys.readouterr().out)["west"]["redis"]["up"] is False
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["worker", "--burst"], "names 2 instances (east, west): pick one with --redis NAME"),
+        (["worker", "--burst", "--redis", "north"], "--redis 'north' is not an instance"),
+    ],
+)
+def test_a_worker_serves_one_named_instance(argv: list[str], message: str, capsys) -> None:  # type: ignore[no-untyped-def]
+    from rqscope.web.cli import main
+
+    env = {"RQSCOPE_REDIS_URL": "east=redis://127.0.0.1:1/0,west=redis://127.0.0.1:2/0"}
+    assert main(argv, env=env) != 0
+    assert message in capsys.readouterr().err
+
+
+def test_a_worker_started_with_redis_name_works_that_instance(
+    west_server: EmbeddedRedis, redis_server: EmbeddedRedis, real_redis: Redis, west: Redis
+) -> None:
+    from rqscope.web.cli import main
+
+    enqueue("t_ok", 3, connection=west)
+    env = {"RQSCOPE_REDIS_URL": f"east={redis_server.url},west={west_server.url}",
+           "RQSCOPE_TASK_MODULES": "tests.sample_tasks"}  # fmt: skip
+    assert main(["worker", "default", "--burst", "--redis", "west"], env=env) == 0
+    assert west.zcard("rq:finished:default") == 1 and real_redis.zcard("rq:finished:default") == 0
