@@ -25,6 +25,18 @@
     return name.replace(/[\uDC80-\uDCFF]/g, function (c) { return "\\x" + (c.charCodeAt(0) - 0xDC00).toString(16).padStart(2, "0"); });
   }
 
+  // the page's Redis instance (<body data-redis>, set while one other than the default is shown): every request
+  // this script makes carries it, whether or not the URL it was handed names it, so a poll never reads another one
+  function scoped(url) {
+    var instance = document.body.getAttribute("data-redis");
+    if (!instance || url === null) { return url; }
+    var cut = url.indexOf("#"), fragment = cut < 0 ? "" : url.slice(cut), rest = cut < 0 ? url : url.slice(0, cut);
+    var mark = rest.indexOf("?"), params = new URLSearchParams(mark < 0 ? "" : rest.slice(mark + 1));
+    if (params.get("redis") === instance) { return url; }
+    params.set("redis", instance);  // the path is kept as written: a name's encoding must not be normalised
+    return (mark < 0 ? rest : rest.slice(0, mark)) + "?" + params.toString() + fragment;
+  }
+
   function plural(count, word) { return count.toLocaleString("en-US") + " " + word + (count === 1 ? "" : "s"); }
 
   // ---- times, as the server's `when`, `utc` and `duration` filters write them ---------------------
@@ -122,7 +134,7 @@
         document.addEventListener("visibilitychange", tick, { once: true });
         return;
       }
-      fetch(url, { credentials: "same-origin", headers: { "Accept": "application/json" } })
+      fetch(scoped(url), { credentials: "same-origin", headers: { "Accept": "application/json" } })
         .then(function (response) {
           // 503 means Redis is unreachable: the body still says so, and the banner shows it
           if (!response.ok && response.status !== 503) { throw new Error("HTTP " + response.status); }
@@ -145,7 +157,7 @@
   // ---- overview ---------------------------------------------------------------------------------------
   function countContent(cell, state, count) {
     if (!count) { return el("span", { "data-count": state, "class": "zero" }, "0"); }
-    var link = el("a", { href: cell.getAttribute("data-list-url"), "data-count": state });
+    var link = el("a", { href: scoped(cell.getAttribute("data-list-url")), "data-count": state });
     if (state === "failed") {
       link.className = "bad";
       link.title = plural(count, "failed job");
@@ -210,7 +222,7 @@
       var job = field("current_job");
       if (job.textContent !== (w.current_job || "")) {
         job.replaceChildren();
-        if (w.current_job) { job.appendChild(el("a", { href: table.getAttribute("data-job-url").replace("JOB_ID", encodeURIComponent(w.current_job)) }, w.current_job)); }
+        if (w.current_job) { job.appendChild(el("a", { href: scoped(table.getAttribute("data-job-url").replace("JOB_ID", encodeURIComponent(w.current_job))) }, w.current_job)); }
       }
       setText(field("current_job_seconds"), w.current_job ? w.current_job_seconds.toFixed(1) : "");
       var age = w.heartbeat_age_seconds, stale = age === null || age > staleAfter, beat = field("heartbeat");
@@ -247,7 +259,7 @@
       row.appendChild(cell);
     }
     var idCell = el("td");
-    idCell.appendChild(el("a", { href: table.getAttribute("data-job-url").replace("JOB_ID", encodeURIComponent(job.id)) }, job.id));
+    idCell.appendChild(el("a", { href: scoped(table.getAttribute("data-job-url").replace("JOB_ID", encodeURIComponent(job.id))) }, job.id));
     row.appendChild(idCell);
     row.appendChild(el("td", { "class": "desc", title: job.description }, truncate(job.description, 120)));
     if (state === "scheduled") {
@@ -256,7 +268,7 @@
       var enqueueUrl = table.getAttribute("data-enqueue-url"), token = document.querySelector("#bulk-form input[name=csrf_token]");
       if (enqueueUrl && token) {
         var id = "enqueue-live-" + (liveForms += 1);
-        var form = el("form", { id: id, method: "post", action: enqueueUrl.replace("JOB_ID", encodeURIComponent(job.id)), "data-confirm": "Enqueue job " + job.id + " now?" });
+        var form = el("form", { id: id, method: "post", action: scoped(enqueueUrl.replace("JOB_ID", encodeURIComponent(job.id))), "data-confirm": "Enqueue job " + job.id + " now?" });
         form.appendChild(el("input", { type: "hidden", name: "csrf_token", value: token.value }));
         document.querySelector("main").appendChild(form);
         onSubmit(form);
