@@ -197,6 +197,8 @@ def test_a_viewer_reads_every_instance_and_changes_none(secured: Flask, real_red
     client = secured.test_client()
     viewer = {**HTML, "Authorization": f"Bearer {VIEWER}"}
     assert client.get("/instances", headers=HTML).status_code in (302, 401)  # signed in or nothing
+    signin = page(client, "/login?redis=west")
+    assert not signin.attr("data-instance-switch") and not signin.attr("href", "/instances")  # nothing to switch yet
     listing = client.get("/instances", headers=viewer)
     assert listing.status_code == 200 and 'data-figure="queued">5<' in listing.get_data(as_text=True)
     on_west = client.get("/?redis=west", headers=viewer).get_data(as_text=True)
