@@ -86,11 +86,6 @@ def test_live_refresh_on_wests_overview_reads_only_west(page, real_redis: Redis,
     assert instances_asked(polls) == {("west",)}, polls
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="static/charts.js appends '?window=' to a data-src that already holds '?redis=west', so it asks for "
-    "the instance 'west?window=15m' (404) and the chart stays empty on every instance but the default",
-)
 def test_the_overview_chart_on_west_reads_west(page, real_redis: Redis, west: Redis) -> None:  # type: ignore[no-untyped-def]
     login(page)
     fetched = watch_fetches(page)

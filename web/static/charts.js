@@ -143,7 +143,9 @@
   }
 
   function source(chart) {
-    return chart.figure.getAttribute("data-src") + "?window=" + encodeURIComponent(chart.window);
+    var url = new URL(chart.figure.getAttribute("data-src"), window.location.href);
+    url.searchParams.set("window", chart.window);  // the source may already name its instance (?redis=)
+    return url.pathname + url.search;
   }
 
   function load(chart) {
@@ -194,7 +196,11 @@
       chart.figure.setAttribute("data-window", name);
       load(chart).then(function () { schedule(chart); });
     });
-    if (window.history && window.history.replaceState) { window.history.replaceState(null, "", "?window=" + encodeURIComponent(name)); }
+    if (window.history && window.history.replaceState) {
+      var here = new URL(window.location.href);
+      here.searchParams.set("window", name);  // the page's other parameters (its instance) stay
+      window.history.replaceState(null, "", here.pathname + here.search);
+    }
   }
 
   document.addEventListener("DOMContentLoaded", function () {
