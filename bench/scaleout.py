@@ -5,40 +5,41 @@ Four redis-servers on loopback hold the same RQ state: bench/fill.py's 50 queues
 started from its dump. Two `rqscope serve` sidecars (gunicorn, default workers and threads, 1 s snapshot
 cache) run side by side, one watching `a` and one watching `a,b,c,d`; scrapes alternate between them, 1.2 s
 apart on new connections, so each finds its cache expired. Printed: each one's p50 and p95, the ratio of
-4 instances to 1, and the ratio to 4x the single (what reading them one after the other would cost).
+4 instances to 1, the ratio to 4x the single (what reading them one after the other would cost), and the CPU
+one scrape costs the sidecar and each redis-server.
 
 Then a third sidecar watches all four with RQSCOPE_REDIS_TIMEOUT=1 and RQSCOPE_REDIS_CONNECT_TIMEOUT=1, and
 `d` is paused with DEBUG SLEEP: /metrics, a healthy instance's overview (`/?redis=b`) and /api/instances
-are timed before and during the pause, every reply during it must show `d` down and the others up.
+are timed before the pause (1.2 s apart) and during it (from one cache lifetime after its start, 3.6 s apart:
+a read that waits for `d` still leaves the next one an expired cache). Every reply during the pause must show
+`d` down and the others up.
 
-Run: python -m bench.scaleout [--rounds 20] [--pause-rounds 6] [--quick] [--budget 300]
+Run: python -m bench.scaleout [--rounds 20] [--pause-rounds 5] [--quick] [--budget 300]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import shutil
+import math
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 
-from prometheus_client.parser import text_string_to_metric_families
 from redis import Redis, RedisError
 from rqscope.monitor.embedded import EmbeddedRedis
 from rqscope.monitor.settings import DEFAULT_SNAPSHOT_TTL
 
-from bench.common import machine, redis_binary, wait_until
-from bench.fill import fill_state
+from bench.common import machine, wait_until
+from bench.instances import NAMES, cpu_seconds, redis_cpu_seconds, same_state, sidecar, up_by_instance
 from bench.peers import HEADLINE_JOBS
 from bench.scrape import queued_total
-from bench.servers import Reply, Server, Summary, alternate, cold_gap, rqscope_serve, timed_request
+from bench.servers import Reply, Summary, alternate, cold_gap, timed_request
 
-NAMES = ("a", "b", "c", "d")
 HEALTHY, PAUSED = "b", "d"
 TIMEOUT = 1.0  # RQSCOPE_REDIS_TIMEOUT and RQSCOPE_REDIS_CONNECT_TIMEOUT of the paused run
 BOUND = 2 * TIMEOUT + 0.5  # what web/app.py gives the fan-out: connect + reply timeouts + 0.5 s
@@ -53,8 +54,6 @@ class Paused:
     during: dict[str, list[float]]
     problems: list[str]
     seconds: int  # the DEBUG SLEEP
-    checked: int  # replies during the pause whose instances were checked
-    stale: int  # replies within one snapshot cache lifetime of the pause's start, not checked
 
 
 PAUSE_PATHS = {
@@ -64,79 +63,40 @@ PAUSE_PATHS = {
 }
 
 
-@contextmanager
-def same_state(jobs: dict[str, int]) -> Iterator[list[EmbeddedRedis]]:
-    """Four redis-servers (DEBUG allowed from loopback) with one RQ state: the first filled, the rest from its dump."""
-    servers = [EmbeddedRedis(binary=redis_binary(), extra_args=("--enable-debug-command", "local")) for _ in NAMES]
-    try:
-        first = servers[0].start()
-        admin = Redis.from_url(first.url, socket_timeout=120)
-        started = time.perf_counter()
-        fill_state(
-            admin,
-            queues=50,
-            workers=100,
-            queued=jobs["queued"],
-            failed=jobs["failed"],
-            finished=jobs["finished"],
-            started=jobs["started"],
-        )
-        admin.save()
-        admin.close()
-        for server in servers[1:]:
-            shutil.copy(Path(first.dir) / "dump.rdb", Path(server.dir) / "dump.rdb")
-            server.start(timeout=120)  # it answers once the dump is loaded
-        print(
-            f"state: 4 x (50 queues, 100 workers, {sum(jobs.values()):,} jobs), "
-            f"{time.perf_counter() - started:.0f} s to write and load"
-        )
-        yield servers
-    finally:
-        for server in servers:
-            server.stop()
+@dataclass(frozen=True)
+class FanIn:
+    """Each sidecar's scrape time, and the CPU one scrape cost: the sidecar's, and one instance's redis-server's."""
+
+    scrapes: dict[str, Summary]
+    sidecar_cpu: dict[str, float]
+    redis_cpu: float
 
 
-def watching(servers: Sequence[EmbeddedRedis]) -> str:
-    return ",".join(f"{name}={server.url}" for name, server in zip(NAMES, servers, strict=False))
-
-
-def sidecar(servers: Sequence[EmbeddedRedis], **env: str) -> Server:
-    server = rqscope_serve(watching(servers))
-    server.env.update(env)
-    return server
-
-
-def up_by_instance(body: bytes) -> dict[str, float]:
-    return {
-        s.labels["redis"]: s.value
-        for f in text_string_to_metric_families(body.decode())
-        for s in f.samples
-        if s.name == "rqscope_redis_up"
-    }
-
-
-def fan_in(servers: list[EmbeddedRedis], rounds: int, gap: float, deadline: float) -> dict[str, Summary]:
+def fan_in(servers: list[EmbeddedRedis], rounds: int, gap: float, deadline: float) -> FanIn:
     """/metrics of a sidecar watching `a` and of one watching all four, alternating."""
     with sidecar(servers[:1]) as one, sidecar(servers) as four:
-        scrapes = {
-            "1 instance": partial(timed_request, one.url, "/metrics", timeout=60),
-            "4 instances": partial(timed_request, four.url, "/metrics", timeout=60),
-        }
+        sidecars = {"1 instance": one, "4 instances": four}
+        scrapes = {name: partial(timed_request, s.url, "/metrics", timeout=60) for name, s in sidecars.items()}
         single, every = scrapes["1 instance"]().body, scrapes["4 instances"]().body
         if up_by_instance(every) != dict.fromkeys(NAMES, 1.0) or queued_total("rqscope", every) != 4 * queued_total(
             "rqscope", single
         ):
             raise RuntimeError(f"the 4-instance sidecar does not see 4 x the state: up {up_by_instance(every)}")
         alternate(scrapes, WARM_UP_ROUNDS, gap)
+        cpu = {name: cpu_seconds(s) for name, s in sidecars.items()}
+        redis_cpu = [redis_cpu_seconds(s) for s in servers[1:]]  # read by the 4-instance sidecar only
         seconds = alternate(scrapes, rounds, gap, deadline)
-    if not seconds["1 instance"]:
-        raise RuntimeError("the time budget ran out before the first timed round")
-    return {name: Summary.of(samples) for name, samples in seconds.items()}
+        count = len(seconds["1 instance"])
+        if not count:
+            raise RuntimeError("the time budget ran out before the first timed round")
+        cpu = {name: (cpu_seconds(s) - cpu[name]) / count for name, s in sidecars.items()}
+        redis = sum(redis_cpu_seconds(s) - was for s, was in zip(servers[1:], redis_cpu, strict=True))
+    return FanIn({name: Summary.of(samples) for name, samples in seconds.items()}, cpu, redis / 3 / count)
 
 
 @contextmanager
-def paused(server: EmbeddedRedis, seconds: int) -> Iterator[tuple[float, float]]:
-    """DEBUG SLEEP `seconds` on `server` from a thread; yields when it began and ends (monotonic), then waits."""
+def paused(server: EmbeddedRedis, seconds: int) -> Iterator[float]:
+    """DEBUG SLEEP `seconds` on `server` from a thread; yields when it ends (time.monotonic()), then waits for it."""
     client = Redis.from_url(server.url, socket_timeout=seconds + 30)
     failed: list[BaseException] = []
 
@@ -163,19 +123,18 @@ def paused(server: EmbeddedRedis, seconds: int) -> Iterator[tuple[float, float]]
     thread.start()
     wait_until(asleep, 5, interval=0.05, what=f"{server.url} paused")
     try:
-        yield started, started + seconds
+        yield started + seconds
     finally:
         thread.join(seconds + 30)
         client.close()
 
 
-def recorded(url: str, path: str, into: list[tuple[float, Reply]]) -> Callable[[], Reply]:
-    """A timed request that also keeps its reply and when it was sent (time.monotonic())."""
+def recorded(url: str, path: str, into: list[Reply]) -> Callable[[], Reply]:
+    """A timed request that also keeps its reply."""
 
     def send() -> Reply:
-        sent = time.monotonic()
-        into.append((sent, timed_request(url, path, timeout=60)))
-        return into[-1][1]
+        into.append(timed_request(url, path, timeout=60))
+        return into[-1]
 
     return send
 
@@ -195,31 +154,31 @@ def instance_problems(name: str, reply: Reply, paused_name: str | None) -> list[
 def pause_one(servers: list[EmbeddedRedis], rounds: int, gap: float) -> Paused:
     """The three reads before and during a pause of `d`, and what any reply got wrong about who is up."""
     timeouts = {"RQSCOPE_REDIS_TIMEOUT": str(TIMEOUT), "RQSCOPE_REDIS_CONNECT_TIMEOUT": str(TIMEOUT)}
-    sent: dict[str, list[tuple[float, Reply]]] = {name: [] for name in PAUSE_PATHS}
+    sent: dict[str, list[Reply]] = {name: [] for name in PAUSE_PATHS}
     with sidecar(servers, **timeouts) as serve:
         reads = {name: recorded(serve.url, path, sent[name]) for name, path in PAUSE_PATHS.items()}
         alternate(reads, WARM_UP_ROUNDS, gap)
         before = alternate(reads, rounds, gap)
-        problems = [p for name, got in sent.items() for _, r in got for p in instance_problems(name, r, None)]
+        problems = [p for name, got in sent.items() for r in got for p in instance_problems(name, r, None)]
         for got in sent.values():
             got.clear()
-        # each read waits about TIMEOUT for the paused one; the last round may take BOUND a read and still fit
-        seconds = round(rounds * len(reads) * max(gap, TIMEOUT + 0.3) + len(reads) * BOUND + 2)
-        with paused(servers[NAMES.index(PAUSED)], seconds) as (began, until):
-            during = alternate(reads, rounds, gap, deadline=until - 1 - len(reads) * (BOUND - gap))
-    # a read within one cache lifetime of the pause may be served a snapshot taken just before it
-    stale = [(name, r) for name, got in sent.items() for at, r in got if at < began + DEFAULT_SNAPSHOT_TTL]
-    checked = [(name, r) for name, got in sent.items() for at, r in got if at >= began + DEFAULT_SNAPSHOT_TTL]
-    problems += [p for name, r in checked for p in instance_problems(name, r, PAUSED)]
-    return Paused(before, during, problems, seconds, len(checked), len(stale))
+        # during the pause a read ends up to BOUND after it starts; the next read, a cache lifetime after
+        # that, finds every snapshot expired, as each read before the pause did
+        slow_gap = max(gap, BOUND + DEFAULT_SNAPSHOT_TTL + 0.1)
+        seconds = math.ceil(DEFAULT_SNAPSHOT_TTL + rounds * len(reads) * slow_gap + BOUND + 2)
+        with paused(servers[NAMES.index(PAUSED)], seconds) as until:
+            time.sleep(DEFAULT_SNAPSHOT_TTL + 0.1)  # no snapshot read before the pause is served during it
+            during = alternate(reads, rounds, slow_gap, deadline=until - BOUND - 1)
+    problems += [p for name, got in sent.items() for r in got for p in instance_problems(name, r, PAUSED)]
+    return Paused(before, during, problems, seconds)
 
 
 def ms(seconds: float) -> str:
     return f"{seconds * 1000:,.0f}"
 
 
-def report_fan_in(scrapes: dict[str, Summary], gap: float) -> None:
-    one, four = scrapes["1 instance"], scrapes["4 instances"]
+def report_fan_in(run: FanIn, gap: float) -> None:
+    one, four = run.scrapes["1 instance"], run.scrapes["4 instances"]
     print(f"\n/metrics over HTTP, cold cache, alternating {gap} s apart, {one.count} scrapes each")
     print(f"{'sidecar':<28} {'p50':>9} {'p95':>9} {'mean':>9}")
     for name, s in (("watching 1 instance (a)", one), ("watching 4 instances (a-d)", four)):
@@ -228,6 +187,12 @@ def report_fan_in(scrapes: dict[str, Summary], gap: float) -> None:
     print(
         f"ratio 4 instances / (4 x 1), the sum if read one after the other: "
         f"p50 {four.p50 / (4 * one.p50):.2f}, p95 {four.p95 / (4 * one.p95):.2f}"
+    )
+    single, every = run.sidecar_cpu["1 instance"], run.sidecar_cpu["4 instances"]
+    print(
+        f"CPU per scrape: sidecar {ms(single)} ms (1 instance), {ms(every)} ms (4 instances); each instance's "
+        f"redis-server {ms(run.redis_cpu)} ms; a 4-instance scrape takes {ms(every + 4 * run.redis_cpu)} ms of CPU "
+        f"on {os.cpu_count()} cores"
     )
 
 
@@ -251,9 +216,8 @@ def report_pause(run: Paused) -> bool:
         print(f"WRONG: {problem}")
     if not run.problems:
         print(
-            f'{run.checked} replies during the pause: rqscope_redis_up{{redis="{PAUSED}"}} 0 and the other three 1 '
-            f"in /metrics, {PAUSED} down and the others up in /api/instances ({run.stale} sent within the "
-            f"{DEFAULT_SNAPSHOT_TTL:g} s snapshot cache of the pause's start not checked)"
+            f'every reply during the pause: rqscope_redis_up{{redis="{PAUSED}"}} 0 and the other three 1 '
+            f"in /metrics, {PAUSED} down and the others up in /api/instances"
         )
     return not run.problems
 
@@ -261,17 +225,14 @@ def report_pause(run: Paused) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=20, help="timed scrapes of each sidecar")
-    parser.add_argument(
-        "--pause-rounds", type=int, default=6, help="timed rounds of the three reads, before and during"
-    )
+    parser.add_argument("--pause-rounds", type=int, default=5, help="timed rounds of 3 reads, before and during")
     parser.add_argument("--gap", type=cold_gap, default=1.2, help="seconds between the starts of two requests")
     parser.add_argument("--quick", action="store_true", help="2%% of the jobs, 4 scrapes and 2 paused rounds")
     parser.add_argument("--budget", type=float, default=300, help="seconds for the scrapes of both sidecars")
     args = parser.parse_args(argv)
     scale, rounds, pause_rounds = (0.02, 4, 2) if args.quick else (1.0, args.rounds, args.pause_rounds)
     print(f"machine: {machine()}; date: {time.strftime('%Y-%m-%d')}")
-    with ExitStack() as stack:
-        servers = stack.enter_context(same_state({k: int(n * scale) for k, n in HEADLINE_JOBS.items()}))
+    with same_state({k: int(n * scale) for k, n in HEADLINE_JOBS.items()}) as servers:
         report_fan_in(fan_in(servers, rounds, args.gap, time.monotonic() + args.budget), args.gap)
         return 0 if report_pause(pause_one(servers, pause_rounds, args.gap)) else 1
 
