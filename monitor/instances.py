@@ -12,6 +12,8 @@ DEFAULT_NAME = "default"
 NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")  # it goes into URLs, labels and page titles as it is
 RQ_PREFIX = re.compile(r"[A-Za-z0-9_.:{}-]+")  # the characters RQ itself allows in RQ_KEY_PREFIX
 NAMED = re.compile(r"([^=/:,#]+)=(.*)", re.DOTALL)  # name=url; a bare URL's scheme has ':' before any '='
+# entries are split only at a comma that a name= follows: a comma inside a URL's password stays in it
+SEPARATOR = re.compile(r",(?=\s*[A-Za-z0-9_-]{1,64}\s*=)")
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 
 
@@ -31,7 +33,7 @@ class InstanceConfig:
 
 def _entries(variable: str, raw: str) -> list[tuple[str, str]]:
     """(name, value) pairs: one unnamed entry is `default`; several must all be named."""
-    items = [item.strip() for item in raw.split(",") if item.strip()]
+    items = [item.strip() for item in SEPARATOR.split(raw) if item.strip()]
     if len(items) == 1 and not NAMED.fullmatch(items[0]):
         return [(DEFAULT_NAME, items[0])]
     pairs = []
@@ -54,13 +56,16 @@ def _shown(item: str) -> str:
 
 def split_prefix(variable: str, name: str, value: str, default_prefix: str) -> tuple[str, str]:
     """(value without its fragment, the prefix it names or the default); a fragment other than prefix= is refused."""
-    value, _, fragment = value.partition("#")
-    if not fragment:
+    value, sep, prefix = value.rpartition("#prefix=")  # only this fragment: a '#' in a password is not one
+    if not sep:
+        value = prefix
+    if "#" in value:  # told apart from a password's '#' only by guessing: neither is shown
+        raise SettingsError(
+            f"{variable}: instance {name!r} has a fragment other than #prefix=P (write a '#' in a password as %23)"
+        )
+    if not sep:
         return value, default_prefix
-    key, sep, prefix = fragment.partition("=")
     prefix = unquote(prefix)
-    if key != "prefix" or not sep:
-        raise SettingsError(f"{variable}: instance {name!r} has #{fragment[:32]}; the only fragment is #prefix=P")
     if not RQ_PREFIX.fullmatch(prefix):
         raise SettingsError(
             f"{variable}: instance {name!r} has prefix {prefix[:64]!r}; "
@@ -91,7 +96,8 @@ def parse_instances(
         if not master:
             raise SettingsError(f"{master_variable}: instance {name!r} names no master")
         found.append(InstanceConfig(name, None, prefix, sentinel_master=master))
-    names = [instance.name for instance in found]
+    names = [instance.name.lower() for instance in found]  # `East` and `east` would be one label to a reader
     if twice := sorted({n for n in names if names.count(n) > 1}):
-        raise SettingsError(f"{url_variable}: instance name {twice[0]!r} appears twice")
+        also = f" (named by {url_variable} and {master_variable}: name each)" if raw_urls and raw_masters else ""
+        raise SettingsError(f"{url_variable}: instance name {twice[0]!r} appears twice{also}")
     return tuple(found)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -148,7 +149,8 @@ def redact_url(url: str | None) -> str:
         return ""
     parts = urlsplit(url)
     if parts.password is None:
-        return url
+        # a password holding '#', '?' or '/' ends the netloc early: mask from the user's ':' to the last '@'
+        return re.sub(r"^([A-Za-z+]+://[^:@/]*:).*@", r"\1***@", url, flags=re.DOTALL)
     user = parts.username or ""
     host_and_port = parts.netloc.rpartition("@")[2]  # as written: a port that is not a number is shown, not parsed
     netloc = f"{user}:***@{host_and_port}"
@@ -211,6 +213,10 @@ def _redis_url(name: str, raw: str) -> str:
         parts.port  # noqa: B018 - raises on a bad port
     except ValueError:
         raise SettingsError(f"{name}={redact_url(raw)!r} has an invalid port") from None
+    if parts.scheme != "unix" and not re.fullmatch(r"(/\d{0,5})?/?", parts.path):
+        raise SettingsError(  # the path is not shown: it may be a second URL, with its own password
+            f"{name}: the path after the host must be a database number, like /0 (several instances: name=url,...)"
+        )
     return raw
 
 

@@ -73,7 +73,8 @@ def create_app(
     app.json.sort_keys = False  # type: ignore[attr-defined]
     watched = _instances(settings, redis)
     deadline = settings.redis_connect_timeout + settings.redis_timeout + 0.5
-    app.extensions[EXTENSION] = State(settings, registry, watched, Fanout(deadline, threads=max(4, 2 * len(watched))))
+    fanout = Fanout(deadline, threads=3 * len(watched) + 1)  # one snapshot, ping and metrics read per instance
+    app.extensions[EXTENSION] = State(settings, registry, watched, fanout)
     app.secret_key = settings.secret_key
     app.session_interface = sessions.interface(settings)  # Secure cookies over https; the Redis key if unset
     app.config.update(SESSION_COOKIE_SAMESITE="Lax", SESSION_COOKIE_HTTPONLY=True)

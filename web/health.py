@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST
 from redis import RedisError
 from rqscope.monitor.exposition import render_labelled
@@ -25,7 +25,7 @@ def readyz() -> tuple[Response, int]:
     """Ready while any instance answers (the others are shown as down, not the whole sidecar); each is listed."""
     current = state()
     answers = {name: answer or "unreachable: no answer in time" for name, answer in current.fanout.each(
-        current.instances, _ping).items()}  # fmt: skip
+        current.instances, _ping, kind="ping").items()}  # fmt: skip
     reachable = [name for name, answer in answers.items() if answer == "ok"]
     status = "ok" if len(reachable) == len(answers) else "degraded" if reachable else "unavailable"
     body = {"status": status, "redis": answers[current.first.name], "instances": answers}
@@ -43,8 +43,10 @@ def _ping(instance: Instance) -> str:
 @bp.get("/metrics")
 @metrics_endpoint
 def metrics() -> Response:
-    """Every instance's families, collected concurrently, each sample labelled with its instance's name."""
+    """Every instance's families (or the one `?redis=` names), collected concurrently, each sample labelled with
+    its instance's name."""
     current = state()
-    collected = current.fanout.each(current.instances, lambda instance: list(instance.metrics.collect()))
+    chosen = {current.current.name: current.current} if "redis" in request.args else current.instances
+    collected = current.fanout.each(chosen, lambda i: list(i.metrics.collect()), kind="metrics")
     groups = [(name, families if families is not None else unreachable()) for name, families in collected.items()]
     return Response(render_labelled(groups), mimetype=CONTENT_TYPE_LATEST)

@@ -10,7 +10,7 @@ from rqscope.monitor.instances import InstanceConfig
 from rqscope.monitor.settings import redact_url
 from rqscope.monitor.snapshot import Snapshot
 from rqscope.web.state import SELECTED, State, state
-from werkzeug.exceptions import NotFound
+from werkzeug.exceptions import BadRequest, NotFound
 
 PARAMETER = "redis"
 QUEUES_SHOWN = 10  # per instance on /instances: the ones with most failed, then most queued jobs
@@ -22,7 +22,10 @@ def install(app: Flask) -> None:
 
     @app.before_request
     def select() -> None:
-        name = request.args.get(PARAMETER)
+        try:
+            name = request.args.get(PARAMETER)
+        except UnicodeDecodeError:  # a query string that is not UTF-8 (gunicorn refuses it before this)
+            raise BadRequest("the query string is not UTF-8") from None
         if name is None or request.routing_exception is not None:  # a 404 or 405 of the route itself comes first
             return
         if name not in state().instances:
@@ -91,7 +94,7 @@ def describe(config: InstanceConfig | None, name: str, snapshot: Snapshot | None
 
 def snapshots(current: State) -> dict[str, Snapshot | None]:
     """Every instance's snapshot, read concurrently; None for one that did not answer in time."""
-    return current.fanout.each(current.instances, lambda instance: instance.snapshots.get())
+    return current.fanout.each(current.instances, lambda instance: instance.snapshots.get(), kind="snapshot")
 
 
 @bp.get("/api/instances")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -98,13 +99,18 @@ def read_info(redis: Redis) -> RedisInfo:
 @bp.record_once
 def _install(setup: BlueprintSetupState) -> None:
     current = setup.app.extensions[EXTENSION]
-    redis = current.redis
-    setup.app.extensions[CACHE] = TtlCache(lambda: read_info(redis), ttl=max(1.0, current.settings.snapshot_ttl))
+    ttl = max(1.0, current.settings.snapshot_ttl)
+    setup.app.extensions[CACHE] = {  # one INFO cache per instance: each page shows its own instance's server
+        name: TtlCache(functools.partial(read_info, instance.redis), ttl=ttl)
+        for name, instance in current.instances.items()
+    }
 
 
 def _read() -> tuple[RedisInfo, dict[str, int]]:
-    in_use, idle, maximum = pool_usage(state().redis)
-    return current_app.extensions[CACHE].get(), {"in_use": in_use, "idle": idle, "max": maximum}
+    current = state()
+    in_use, idle, maximum = pool_usage(current.redis)
+    info = current_app.extensions[CACHE][current.current.name].get()
+    return info, {"in_use": in_use, "idle": idle, "max": maximum}
 
 
 @bp.get("/redis")
