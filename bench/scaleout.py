@@ -38,12 +38,13 @@ from bench.common import machine, wait_until
 from bench.instances import NAMES, cpu_seconds, redis_cpu_seconds, same_state, sidecar, up_by_instance
 from bench.peers import HEADLINE_JOBS
 from bench.scrape import queued_total
-from bench.servers import Reply, Summary, alternate, cold_gap, timed_request
+from bench.servers import Reply, Server, Summary, alternate, cold_gap, timed_request
 
 HEALTHY, PAUSED = "b", "d"
 TIMEOUT = 1.0  # RQSCOPE_REDIS_TIMEOUT and RQSCOPE_REDIS_CONNECT_TIMEOUT of the paused run
 BOUND = 2 * TIMEOUT + 0.5  # what web/app.py gives the fan-out: connect + reply timeouts + 0.5 s
 WARM_UP_ROUNDS = 3  # untimed: imports, connections and templates in both gunicorn workers
+IDLE_SECONDS = 5.0  # measures the CPU sidecars and redis-servers use without scrapes (publications, timers)
 
 
 @dataclass(frozen=True)
@@ -83,15 +84,25 @@ def fan_in(servers: list[EmbeddedRedis], rounds: int, gap: float, deadline: floa
         ):
             raise RuntimeError(f"the 4-instance sidecar does not see 4 x the state: up {up_by_instance(every)}")
         alternate(scrapes, WARM_UP_ROUNDS, gap)
-        cpu = {name: cpu_seconds(s) for name, s in sidecars.items()}
-        redis_cpu = [redis_cpu_seconds(s) for s in servers[1:]]  # read by the 4-instance sidecar only
+        idle = cpu_used(sidecars, servers, IDLE_SECONDS)  # their work between scrapes, left out below
+        started, before = time.monotonic(), cpu_used(sidecars, servers)
         seconds = alternate(scrapes, rounds, gap, deadline)
+        busy, after = time.monotonic() - started, cpu_used(sidecars, servers)
         count = len(seconds["1 instance"])
         if not count:
             raise RuntimeError("the time budget ran out before the first timed round")
-        cpu = {name: (cpu_seconds(s) - cpu[name]) / count for name, s in sidecars.items()}
-        redis = sum(redis_cpu_seconds(s) - was for s, was in zip(servers[1:], redis_cpu, strict=True))
-    return FanIn({name: Summary.of(samples) for name, samples in seconds.items()}, cpu, redis / 3 / count)
+        cpu = {k: (after[k] - before[k] - idle[k] * busy / IDLE_SECONDS) / count for k in after}
+    return FanIn({name: Summary.of(samples) for name, samples in seconds.items()}, cpu, cpu.pop("redis") / 3)
+
+
+def cpu_used(sidecars: dict[str, Server], servers: list[EmbeddedRedis], over: float = 0.0) -> dict[str, float]:
+    """CPU seconds each sidecar and b, c and d's redis-servers (read by the 4-instance one only) have used, or
+    used over the next `over` seconds."""
+    now = {name: cpu_seconds(s) for name, s in sidecars.items()} | {"redis": sum(map(redis_cpu_seconds, servers[1:]))}
+    if not over:
+        return now
+    time.sleep(over)
+    return {k: v - now[k] for k, v in cpu_used(sidecars, servers).items()}
 
 
 @contextmanager
@@ -190,7 +201,8 @@ def report_fan_in(run: FanIn, gap: float) -> None:
     )
     single, every = run.sidecar_cpu["1 instance"], run.sidecar_cpu["4 instances"]
     print(
-        f"CPU per scrape: sidecar {ms(single)} ms (1 instance), {ms(every)} ms (4 instances); each instance's "
+        f"CPU per scrape, without what they use between scrapes: sidecar {ms(single)} ms (1 instance), "
+        f"{ms(every)} ms (4 instances); each instance's "
         f"redis-server {ms(run.redis_cpu)} ms; a 4-instance scrape takes {ms(every + 4 * run.redis_cpu)} ms of CPU "
         f"on {os.cpu_count()} cores"
     )
