@@ -276,3 +276,36 @@ def test_a_worker_started_with_redis_name_works_that_instance(
            "RQSCOPE_TASK_MODULES": "tests.sample_tasks"}  # fmt: skip
     assert main(["worker", "default", "--burst", "--redis", "west"], env=env) == 0
     assert west.zcard("rq:finished:default") == 1 and real_redis.zcard("rq:finished:default") == 0
+
+
+def test_sign_in_and_pages_of_one_instance_outlive_the_first_instances_outage(
+    west_server: EmbeddedRedis, west: Redis
+) -> None:
+    """Sessions live on the first instance that answers: east going away locks nobody out of west."""
+    from tests.test_auth_caller import PASSWORD, TOKEN, USERS, csrf_of, sidecar, sign_in
+
+    east = EmbeddedRedis(binary=redis_binary()).start()
+    try:
+        env = {"RQSCOPE_USERS": USERS, "RQSCOPE_API_TOKEN": TOKEN, "RQSCOPE_REDIS_TIMEOUT": "0.5",
+               "RQSCOPE_REDIS_CONNECT_TIMEOUT": "0.5", "RQSCOPE_SECRET_KEY": "k" * 32}  # fmt: skip
+        with sidecar(f"east={east.url},west={west_server.url}", env) as served:
+            browser, response = sign_in(served, username="ops", password=PASSWORD)
+            assert response.status_code in (302, 303)
+            east.halt()
+            # the session lived on east: the caller is asked to sign in again, and can
+            page = browser.get(served.url + "/?redis=west", headers={"Accept": "text/html"}, timeout=10)
+            assert page.status_code in (200, 302, 303) and "Redis is unavailable" not in page.text
+            form = browser.get(served.url + "/login", timeout=10)
+            credentials = {"csrf_token": csrf_of(form.text), "username": "ops", "password": PASSWORD}
+            again = browser.post(served.url + "/login", data=credentials, allow_redirects=False, timeout=10)
+            assert again.status_code in (302, 303), again.text[:300]
+            overview = browser.get(served.url + "/?redis=west", headers={"Accept": "text/html"}, timeout=10)
+            assert overview.status_code == 200 and "west" in overview.text
+            assert [k for k in west.keys("rqscope:session:*")], "the new session lives on west"
+            # signing out must reach every instance the session may live on: with east away it says so
+            out = browser.post(served.url + "/logout?redis=west", timeout=10, allow_redirects=False,
+                               data={"csrf_token": csrf_of(overview.text)})  # fmt: skip
+            assert out.status_code == 503 and "sign out again" in out.text
+            assert [k for k in west.keys("rqscope:session:*")] == []  # gone where it could be deleted
+    finally:
+        east.stop()

@@ -102,13 +102,13 @@ def _basic(settings: Settings) -> Verdict:
     auth = request.authorization
     if auth is None or auth.type != "basic" or auth.username is None:
         return Verdict(None, UNUSABLE)
-    limiter, address = SignInLimiter(state().home), request.remote_addr or ""
-    wait = limiter.retry_after(address, auth.username)
+    current, address, name = state(), request.remote_addr or "", auth.username
+    wait = current.on_home(lambda redis: SignInLimiter(redis).retry_after(address, name))
     if wait:
         raise too_many(wait)
-    user = check_user(settings, auth.username, auth.password or "")
+    user = check_user(settings, name, auth.password or "")
     if user is None:
-        limiter.failed(address, auth.username)
+        current.on_home(lambda redis: SignInLimiter(redis).failed(address, name))
         return Verdict(None, "unknown user or wrong password")
     return Verdict(Identity(user.name, user.role, "basic"))
 
@@ -143,7 +143,7 @@ def _judge(settings: Settings) -> Verdict:
         return _from_header(settings, request.headers.get("Authorization", ""))
     sid = session.get(sessions.SID_FIELD)
     if sid:
-        record = sessions.load(state().home, sid)
+        record = state().on_home(lambda redis: sessions.load(redis, sid))
         who = session_identity(settings, record) if record else None
         if who is not None:
             return Verdict(who)

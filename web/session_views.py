@@ -66,20 +66,22 @@ def login() -> Response | tuple[str, int] | tuple[str, int, dict[str, str]]:
     token = request.form.get("token", "")[:1000].strip()
     name = "" if token else request.form.get("username", "")[:200]
     address = request.remote_addr or ""
-    limiter = SignInLimiter(current.home)
-    wait = limiter.retry_after(address, name or None)
+    wait = current.on_home(lambda redis: SignInLimiter(redis).retry_after(address, name or None))
     if wait:
         page, status = _form(too_many(wait).description, 429)
         return page, status, {"Retry-After": str(wait)}
     record = _record(current.settings, name, request.form.get("password", "")[:1000], token)
     if record is None:
-        limiter.failed(address, name or None)
+        current.on_home(lambda redis: SignInLimiter(redis).failed(address, name or None))
         log.warning("failed sign-in %s from %s", f"as {name[:100]!r}" if name else "with a token", address)
         return _form("Wrong token." if token else "Unknown user or wrong password.", 401)
     if old := session.get(sessions.SID_FIELD):
-        sessions.revoke(current.home, old)
+        try:
+            current.on_every(lambda redis: sessions.revoke(redis, old))
+        except RedisError as exc:  # an instance that is away keeps it until its TTL; it must not stop a sign-in
+            log.warning("the previous session could not be revoked everywhere: %s", exc)
     session.clear()  # a fresh session and CSRF token: nothing chosen before signing in survives it
-    session[sessions.SID_FIELD] = sessions.create(current.home, record)
+    session[sessions.SID_FIELD] = current.on_home(lambda redis: sessions.create(redis, record))
     return redirect(safe_next(request.form.get("next")))
 
 
@@ -90,7 +92,7 @@ def logout() -> Response:
         abort(403, "the form expired; reload the page and try again")
     if sid := session.get(sessions.SID_FIELD):
         try:
-            sessions.revoke(state().home, sid)
+            state().on_every(lambda redis: sessions.revoke(redis, sid))
         except RedisError:
             abort(
                 503,

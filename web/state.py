@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from flask import current_app, g, has_app_context
 from prometheus_client import CollectorRegistry
-from redis import Redis
+from redis import Redis, RedisError
 from rqscope.monitor.alerts.engine import AlertEngine
 from rqscope.monitor.cache import SnapshotCache
 from rqscope.monitor.cron_fetch import CronCache
@@ -15,6 +17,7 @@ from rqscope.monitor.settings import Settings
 from rqscope.tasks.registry import TaskRegistry
 
 EXTENSION = "rqscope"
+T = TypeVar("T")
 SELECTED = "rqscope_instance"  # the flask.g attribute naming the instance this request is scoped to
 
 
@@ -45,8 +48,35 @@ class State:
 
     @property
     def home(self) -> Redis:
-        """Where sessions, sign-in limits and the session key live, whichever instance a page shows."""
+        """Where the shared session key lives, whichever instance a page shows."""
         return self.first.redis
+
+    def on_home(self, action: Callable[[Redis], T]) -> T:
+        """`action` on the first instance that answers, in order: sign-ins and sessions outlive the first's outage.
+
+        A session opened while the first is away lives on the next; once the first answers again it is not
+        found there, and its user signs in again (never the other way round).
+        """
+        failure: RedisError | None = None
+        for instance in self.instances.values():
+            try:
+                return action(instance.redis)
+            except RedisError as exc:
+                failure = exc
+        assert failure is not None  # there is always a first instance
+        raise failure
+
+    def on_every(self, action: Callable[[Redis], object]) -> None:
+        """`action` on every instance; the first failure is raised once all were tried (a revocation must
+        reach wherever the session may live, or say it did not)."""
+        failures = []
+        for instance in self.instances.values():
+            try:
+                action(instance.redis)
+            except RedisError as exc:
+                failures.append(exc)
+        if failures:
+            raise failures[0]
 
     @property
     def current(self) -> Instance:
