@@ -12,7 +12,7 @@ from functools import cached_property
 from typing import Any
 from urllib.parse import urlsplit
 
-from rqscope.monitor.cluster import check_cluster
+from rqscope.monitor.cluster import check_cluster, split_url
 from rqscope.monitor.errors import SettingsError
 from rqscope.monitor.instances import CLUSTER_SCHEMES, InstanceConfig, parse_instances
 from rqscope.tasks.errors import TaskArgumentsError
@@ -199,7 +199,7 @@ def _bool(name: str, raw: str) -> bool:
 
 
 def _redis_url(name: str, raw: str) -> str:
-    parts = urlsplit(raw)
+    parts = split_url(name, raw)
     if parts.scheme not in REDIS_SCHEMES:
         raise SettingsError(
             f"{name}={redact_url(raw)!r} must start with redis://, rediss://, unix:// or redis+cluster://"

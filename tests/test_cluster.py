@@ -16,8 +16,19 @@ from typing import Any
 
 import pytest
 import rq
+from redis.backoff import NoBackoff
 from redis.crc import key_slot
-from rqscope.monitor.cluster import SlotMovedError, check_cluster_url, cluster_client, prefix_slot
+from redis.exceptions import ConnectionError
+from redis.retry import Retry
+from rqscope.monitor.cluster import (
+    ClusterIsDownError,
+    NoSlotOwnerError,
+    SlotMovedError,
+    check_cluster_url,
+    cluster_client,
+    prefix_slot,
+)
+from rqscope.monitor.embedded import free_port
 from rqscope.monitor.errors import SettingsError
 from rqscope.monitor.redis_client import make_client
 from rqscope.monitor.settings import from_env
@@ -48,24 +59,29 @@ print(json.dumps(ids))
 """
 
 # enqueues job-0 .. job-N-1, each retried with its id until it is in: a redirected enqueue applied nothing
+# enqueues <queue>-0 .. <queue>-N-1 on the queue named in argv[5] (a client with the socket timeout in argv[6]),
+# each retried with its id until it is in: a refused enqueue applied nothing
 PRODUCER = """
 import json, sys, time
 from redis.exceptions import ConnectionError
 from rq import Queue
 from rqscope.monitor.cluster import cluster_client
 url, record, count, pause = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
-queue = Queue("moving", connection=cluster_client(url, "{rq}", socket_timeout=5, socket_connect_timeout=2))
-failures = []
+name, timeout = sys.argv[5], float(sys.argv[6])
+queue = Queue(name, connection=cluster_client(url, "{rq}", socket_timeout=timeout, socket_connect_timeout=2))
+failures, slowest = [], 0.0
 for i in range(count):
     while True:
+        started = time.monotonic()
         try:
-            queue.enqueue("tests.cluster.record_run", record, job_id=f"job-{i}")
+            queue.enqueue("tests.cluster.record_run", record, job_id=f"{name}-{i}")
+            slowest = max(slowest, time.monotonic() - started)
             break
         except ConnectionError as exc:
-            failures.append(type(exc).__name__)
+            failures.append(f"{type(exc).__name__}: {exc}")
             time.sleep(0.05)
     time.sleep(pause)
-print(json.dumps({"failures": failures}), flush=True)
+print(json.dumps({"failures": failures, "slowest": slowest}), flush=True)
 """
 
 # the sidecar's read: one client from the settings, a SnapshotCache read on every poll
@@ -263,7 +279,7 @@ def test_a_slot_move_under_traffic_loses_nothing_and_the_reader_fails_at_most_on
             [sys.executable, "-c", READER, str(poll), "moving"], env, stdout=polls_out, stderr=subprocess.STDOUT
         )
         producer = spawn(
-            [sys.executable, "-c", PRODUCER, redis_cluster.url(), str(record), str(count), "0.02"],
+            [sys.executable, "-c", PRODUCER, redis_cluster.url(), str(record), str(count), "0.02", "moving", "5"],
             env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -280,7 +296,7 @@ def test_a_slot_move_under_traffic_loses_nothing_and_the_reader_fails_at_most_on
         finally:
             for process in (producer, reader, worker):
                 stop(process)
-    ids = [f"job-{i}" for i in range(count)]
+    ids = [f"moving-{i}" for i in range(count)]
     ran = runs_recorded(record)
     assert sorted(ran) == sorted(ids), "every job ran exactly once"
     assert statuses(redis_cluster, ids) == dict.fromkeys(ids, "finished")
@@ -300,3 +316,146 @@ def test_a_slot_move_under_traffic_loses_nothing_and_the_reader_fails_at_most_on
         f"during the move {len(failed_during_move)}, after it {len(failed_after)}; first good poll "
         f"{first_good['at'] - move_done:.3f} s after the move; producer retries {json.loads(out)['failures']}"
     )
+
+
+def importing_mget(cluster: LocalCluster, port: int, *keys: str) -> list[Any]:
+    """MGET on a node importing the keys' slot, which answers only after ASKING on the same connection."""
+    return cluster.node(port).pipeline(transaction=False).execute_command("ASKING").mget(*keys).execute()[1]
+
+
+def test_a_migrating_slot_is_followed_by_asking_the_importing_node(redis_cluster: LocalCluster) -> None:
+    prefix = "{ask}"
+    slot = key_slot(prefix.encode())
+    src = redis_cluster.owner(slot)
+    dst = other_node(redis_cluster, src)
+    client = cluster_client(redis_cluster.url(), prefix, socket_timeout=5)
+    a, b, c = (f"{prefix}:{name}" for name in "abc")
+    client.mset({a: 10, b: 20, c: 30})
+    script = client.register_script("return redis.call('INCR', KEYS[1])")
+    assert script(keys=[c]) == 31  # loaded on the source only
+
+    # mid-migration, for longer than any budget: a, b and c have moved, the rest of the slot has not
+    redis_cluster.start_migration(slot, src, dst)
+    try:
+        redis_cluster.node(src).execute_command("MIGRATE", "127.0.0.1", dst, "", 0, 5000, "KEYS", a, b, c)
+        started = time.monotonic()
+        assert client.get(a) == b"10"  # ASK, then ASKING + GET on the importing node
+        assert client.set(f"{prefix}:new", "n") and importing_mget(redis_cluster, dst, f"{prefix}:new") == [b"n"]
+        assert client.pipeline(transaction=True).incr(a).incr(b).execute() == [11, 21]  # ASKING, MULTI .. EXEC
+        assert script(keys=[c]) == 32  # the importing node is given the script it lacked
+        assert client.pipeline(transaction=False).get(b).get(f"{prefix}:new").get(f"{prefix}:none").execute() == [
+            b"21", b"n", None,
+        ]  # fmt: skip
+        assert time.monotonic() - started < 1, "nothing waited for the migration to end"
+        assert importing_mget(redis_cluster, dst, a, b, c) == [b"11", b"21", b"32"]
+        assert not {a.encode(), b.encode(), c.encode()} & set(redis_cluster.keys_on(src))
+        assert client.connection_pool.router.owner == ("127.0.0.1", src)  # the slot is still the source's
+    finally:
+        redis_cluster.migrate_keys(slot, src, dst)
+        redis_cluster.finish_migration(slot, src, dst)
+    assert client.get(a) == b"11" and client.connection_pool.router.owner == ("127.0.0.1", dst)
+
+
+def test_a_long_reshard_under_traffic_runs_every_job_once_and_the_producer_sees_no_error(
+    redis_cluster: LocalCluster, tmp_path: Path
+) -> None:
+    count, padding, batch = 120, 8000, 10
+    src = redis_cluster.owner(SLOT)
+    dst = other_node(redis_cluster, src)
+    node = redis_cluster.node(src)
+    pad = node.pipeline(transaction=False)
+    for i in range(padding):
+        pad.set(f"{{rq}}:pad:{i}", "x" * 100)
+    pad.execute()
+    record, worker_log = tmp_path / "runs", tmp_path / "worker.log"
+    env = env_for(redis_cluster)
+    with worker_log.open("wb") as worker_out:
+        worker = spawn(rqscope_command("worker", "resharded"), env, stdout=worker_out, stderr=subprocess.STDOUT)
+        producer = spawn(  # its socket timeout (10 s) lets it follow for the whole budget
+            [sys.executable, "-c", PRODUCER, redis_cluster.url(), str(record), str(count), "0.01", "resharded", "10"],
+            env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            wait_for(lambda: len(runs_recorded(record)) >= 10, timeout=60)
+            move_started = time.monotonic()
+            redis_cluster.start_migration(SLOT, src, dst)
+            moved = 0
+            while got := redis_cluster.migrate_keys(SLOT, src, dst, batch=batch, limit=batch):
+                moved += got
+                time.sleep(0.003)  # a reshard of a busy slot: MIGRATE batches with the clients' traffic between
+            redis_cluster.finish_migration(SLOT, src, dst)
+            took = time.monotonic() - move_started
+            out, err = producer.communicate(timeout=120)
+            assert producer.returncode == 0, err.decode()[-3000:]
+            wait_for(lambda: len(runs_recorded(record)) >= count, timeout=60)
+        finally:
+            for process in (producer, worker):
+                stop(process)
+    ids = [f"resharded-{i}" for i in range(count)]
+    produced = json.loads(out)
+    assert took > 2, f"the move took {took:.1f} s, shorter than the old budget: it proves nothing"
+    assert produced["failures"] == []
+    assert sorted(runs_recorded(record)) == sorted(ids), "every job ran exactly once"
+    assert statuses(redis_cluster, ids) == dict.fromkeys(ids, "finished")
+    assert redis_cluster.owner(SLOT) == dst and moved > padding
+    print(f"\nreshard: {moved} keys in {took:.1f} s; the slowest enqueue waited {produced['slowest']:.1f} s")
+
+
+def test_clusterdown_fails_at_once(redis_cluster: LocalCluster) -> None:
+    prefix = "{down}"
+    slot = key_slot(prefix.encode())
+    owner = redis_cluster.owner(slot)
+    client = cluster_client(redis_cluster.url(), prefix, socket_timeout=5)
+    client.set(f"{prefix}:k", 1)
+    for port in redis_cluster.ports:
+        redis_cluster.node(port).execute_command("CLUSTER", "DELSLOTS", slot)
+    try:
+        started = time.monotonic()
+        with pytest.raises(ClusterIsDownError, match="CLUSTERDOWN") as caught:
+            client.get(f"{prefix}:k")
+        assert isinstance(caught.value, ConnectionError) and time.monotonic() - started < 1
+    finally:
+        redis_cluster.node(owner).execute_command("CLUSTER", "ADDSLOTS", slot)
+        redis_cluster.wait_settled()
+    assert client.get(f"{prefix}:k") == b"1"
+
+
+def test_retries_are_never_given_to_a_write_pipeline_that_partly_ran(redis_cluster: LocalCluster) -> None:
+    prefix = "{retry}"
+    slot = key_slot(prefix.encode())
+    src = redis_cluster.owner(slot)
+    dst = other_node(redis_cluster, src)
+    client = cluster_client(redis_cluster.url(), prefix, socket_timeout=5, retry=Retry(NoBackoff(), 3))
+    a, b = f"{prefix}:a", f"{prefix}:b"
+    client.mset({a: 10, b: 20})
+    redis_cluster.start_migration(slot, src, dst)
+    try:
+        redis_cluster.node(src).execute_command("MIGRATE", "127.0.0.1", dst, "", 0, 5000, "KEYS", b)
+        with pytest.raises(ConnectionError):  # `a` ran on the source, `b` was sent elsewhere (ASK)
+            client.pipeline(transaction=False).incr(a).incr(b).execute()
+        assert redis_cluster.node(src).get(a) == b"11", "the pipeline was sent once, not four times"
+    finally:
+        redis_cluster.migrate_keys(slot, src, dst)
+        redis_cluster.finish_migration(slot, src, dst)
+
+
+def test_a_seed_that_is_down_is_named(redis_cluster: LocalCluster) -> None:
+    port = free_port()
+    client = cluster_client(f"redis+cluster://127.0.0.1:{port}", "{rq}", socket_timeout=1, socket_connect_timeout=1)
+    with pytest.raises(NoSlotOwnerError) as caught:
+        client.get("{rq}:k")
+    assert f"seed 127.0.0.1:{port}" in str(caught.value) and "learnt from the seed" in str(caught.value)
+
+
+def test_a_password_or_a_bad_ipv6_host_in_the_url_is_one_masked_line() -> None:
+    for url in ("redis+cluster://127.0.0.1:1/9?password=s3cret", "redis+cluster://:s3cret@127.0.0.1:1/9"):
+        with pytest.raises(SettingsError, match="database other than 0") as caught:
+            check_cluster_url("RQSCOPE_REDIS_URL", url)
+        assert "s3cret" not in str(caught.value)
+    for url in ("redis+cluster://[::1:7000", "redis://[::1:7000", "redis://:s3cret@[::1:7000/0"):
+        with pytest.raises(SettingsError, match="IPv6") as caught:
+            from_env({"RQSCOPE_REDIS_URL": url})
+        message = str(caught.value)
+        assert message.startswith("RQSCOPE_REDIS_URL") and "\n" not in message and "s3cret" not in message
