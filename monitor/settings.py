@@ -147,6 +147,7 @@ def redact_url(url: str | None) -> str:
     """The URL with any password replaced, safe for logs and pages."""
     if not url:
         return ""
+    url = re.sub(r"([?&]password=)[^&#]*", r"\1***", url)  # redis-py also takes the password as a query option
     parts = urlsplit(url)
     if parts.password is None:
         # a password holding '#', '?' or '/' ends the netloc early: mask from the user's ':' to the last '@'

@@ -69,9 +69,13 @@ def test_bad_instances_fail_at_start_with_one_line_naming_the_variable(url: str,
     assert "\n" not in str(raised.value).replace("\\n", "")
 
 
-def test_a_password_never_appears_in_an_instance_error() -> None:
+@pytest.mark.parametrize(
+    "url",
+    ["east=redis://:s3cret@a/0,nothing://:s3cret@b", "east=redis://a:zz/0?password=s3cret", "http://:s3cret@a/0"],
+)
+def test_a_password_never_appears_in_an_instance_error(url: str) -> None:
     with pytest.raises(SettingsError) as raised:
-        from_env({"RQSCOPE_REDIS_URL": "east=redis://:s3cret@a/0,nothing://:s3cret@b"})
+        from_env({"RQSCOPE_REDIS_URL": url})
     assert "s3cret" not in str(raised.value)
 
 
