@@ -15,7 +15,7 @@ import secrets
 from dataclasses import dataclass
 
 from flask import abort, g, request, session
-from redis import RedisError
+from redis import ConnectionError, RedisError, TimeoutError
 from rqscope.monitor.settings import Settings, User, env_name
 from rqscope.web import hosts, sessions
 from rqscope.web.ratelimit import SignInLimiter
@@ -103,12 +103,13 @@ def _basic(settings: Settings) -> Verdict:
     if auth is None or auth.type != "basic" or auth.username is None:
         return Verdict(None, UNUSABLE)
     current, address, name = state(), request.remote_addr or "", auth.username
-    wait = current.on_home(lambda redis: SignInLimiter(redis).retry_after(address, name))
+    # the check and the count go to one instance: the first that answers
+    counted_on, wait = current.reachable(lambda redis: SignInLimiter(redis).retry_after(address, name))
     if wait:
         raise too_many(wait)
     user = check_user(settings, name, auth.password or "")
     if user is None:
-        current.on_home(lambda redis: SignInLimiter(redis).failed(address, name))
+        SignInLimiter(current.instances[counted_on].redis).failed(address, name)
         return Verdict(None, "unknown user or wrong password")
     return Verdict(Identity(user.name, user.role, "basic"))
 
@@ -138,12 +139,30 @@ def session_identity(settings: Settings, record: sessions.SessionRecord) -> Iden
     return Identity(user.name, user.role, "session")
 
 
+def _session_record(sid: str) -> sessions.SessionRecord | None:
+    """The record on the instance the signed cookie names (the first, for cookies from before instances).
+
+    Only that instance vouches for the session. While it cannot be reached the caller is not signed in, and
+    may sign in again on an instance that answers: the other instances' pages stay usable.
+    """
+    current = state()
+    redis = current.client(session.get(sessions.AT_FIELD, current.first.name))
+    if redis is None:
+        return None
+    try:
+        return sessions.load(redis, sid)
+    except (ConnectionError, TimeoutError):
+        if not current.several:  # no other instance to sign in on: the outage is the answer (503)
+            raise
+        return None
+
+
 def _judge(settings: Settings) -> Verdict:
     if "Authorization" in request.headers:
         return _from_header(settings, request.headers.get("Authorization", ""))
     sid = session.get(sessions.SID_FIELD)
     if sid:
-        record = state().on_home(lambda redis: sessions.load(redis, sid))
+        record = _session_record(sid)
         who = session_identity(settings, record) if record else None
         if who is not None:
             return Verdict(who)

@@ -66,23 +66,47 @@ def login() -> Response | tuple[str, int] | tuple[str, int, dict[str, str]]:
     token = request.form.get("token", "")[:1000].strip()
     name = "" if token else request.form.get("username", "")[:200]
     address = request.remote_addr or ""
-    wait = current.on_home(lambda redis: SignInLimiter(redis).retry_after(address, name or None))
+    # the check and the count go to one instance: the first that answers
+    counted_on, wait = current.reachable(lambda redis: SignInLimiter(redis).retry_after(address, name or None))
     if wait:
         page, status = _form(too_many(wait).description, 429)
         return page, status, {"Retry-After": str(wait)}
     record = _record(current.settings, name, request.form.get("password", "")[:1000], token)
     if record is None:
-        current.on_home(lambda redis: SignInLimiter(redis).failed(address, name or None))
+        SignInLimiter(current.instances[counted_on].redis).failed(address, name or None)
         log.warning("failed sign-in %s from %s", f"as {name[:100]!r}" if name else "with a token", address)
         return _form("Wrong token." if token else "Unknown user or wrong password.", 401)
-    if old := session.get(sessions.SID_FIELD):
-        try:
-            current.on_every(lambda redis: sessions.revoke(redis, old))
-        except RedisError as exc:  # an instance that is away keeps it until its TTL; it must not stop a sign-in
-            log.warning("the previous session could not be revoked everywhere: %s", exc)
+    unrevoked = _revoke(_held())  # earlier sessions whose instance is away: kept, and revoked at sign-out
     session.clear()  # a fresh session and CSRF token: nothing chosen before signing in survives it
-    session[sessions.SID_FIELD] = current.on_home(lambda redis: sessions.create(redis, record))
+    at, sid = current.reachable(lambda redis: sessions.create(redis, record))
+    session[sessions.SID_FIELD], session[sessions.AT_FIELD] = sid, at
+    if unrevoked:
+        session[sessions.STALE_FIELD] = unrevoked[-sessions.MAX_STALE :]
     return redirect(safe_next(request.form.get("next")))
+
+
+def _held() -> list[list[str]]:
+    """[instance, sid] of every session this browser's cookie holds: the current one, then earlier ones."""
+    current = state()
+    held = [list(pair) for pair in session.get(sessions.STALE_FIELD, []) if isinstance(pair, list) and len(pair) == 2]
+    if sid := session.get(sessions.SID_FIELD):
+        held.append([session.get(sessions.AT_FIELD, current.first.name), sid])
+    return held
+
+
+def _revoke(held: list[list[str]]) -> list[list[str]]:
+    """Revoke each session on the instance holding it; the ones whose instance did not answer."""
+    current, left = state(), []
+    for at, sid in held:
+        redis = current.client(at)
+        if redis is None:
+            continue  # an instance no longer watched: nothing here can vouch for that session any more
+        try:
+            sessions.revoke(redis, sid)
+        except RedisError as exc:
+            log.warning("session on %s not revoked yet: %s", at, exc)
+            left.append([at, sid])
+    return left
 
 
 @bp.post("/logout")
@@ -90,14 +114,16 @@ def login() -> Response | tuple[str, int] | tuple[str, int, dict[str, str]]:
 def logout() -> Response:
     if not csrf_ok():
         abort(403, "the form expired; reload the page and try again")
-    if sid := session.get(sessions.SID_FIELD):
-        try:
-            state().on_every(lambda redis: sessions.revoke(redis, sid))
-        except RedisError:
-            abort(
-                503,
-                "Redis is unavailable, so the session could not be ended on the server; sign out again once it answers",
-            )
+    if unrevoked := _revoke(_held()):  # every session this browser held must end, or the caller hears so
+        mine = [session.get(sessions.AT_FIELD, state().first.name), session.get(sessions.SID_FIELD)]
+        if mine not in unrevoked:  # the current one did end: only the earlier ones are left to try again
+            session.pop(sessions.SID_FIELD, None)
+            session.pop(sessions.AT_FIELD, None)
+        session[sessions.STALE_FIELD] = [pair for pair in unrevoked if pair != mine]
+        abort(
+            503,
+            "Redis is unavailable, so the session could not be ended on the server; sign out again once it answers",
+        )
     session.clear()
     flash("Signed out.")
     return redirect(url_for("session_views.login_form"))

@@ -23,6 +23,9 @@ from rqscope.web.session_key import SharedKeySessions
 SESSION_KEY = OWN_FORMAT + "session:{}"
 SESSION_TTL = 12 * 3600  # seconds a sign-in lasts; fixed, so that a GET never writes to Redis
 SID_FIELD = "sid"
+AT_FIELD = "sid_at"  # the instance holding the record; signed with the cookie, so a caller cannot move it
+STALE_FIELD = "stale"  # [instance, sid] of earlier sessions of this browser not yet revoked (their Redis was away)
+MAX_STALE = 8
 
 
 @dataclass(frozen=True)

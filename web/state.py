@@ -8,7 +8,7 @@ from typing import TypeVar
 
 from flask import current_app, g, has_app_context
 from prometheus_client import CollectorRegistry
-from redis import Redis, RedisError
+from redis import ConnectionError, Redis, RedisError, TimeoutError
 from rqscope.monitor.alerts.engine import AlertEngine
 from rqscope.monitor.cache import SnapshotCache
 from rqscope.monitor.cron_fetch import CronCache
@@ -51,32 +51,25 @@ class State:
         """Where the shared session key lives, whichever instance a page shows."""
         return self.first.redis
 
-    def on_home(self, action: Callable[[Redis], T]) -> T:
-        """`action` on the first instance that answers, in order: sign-ins and sessions outlive the first's outage.
+    def reachable(self, action: Callable[[Redis], T]) -> tuple[str, T]:
+        """(name, `action`'s result) on the first instance that does not drop the connection, in order.
 
-        A session opened while the first is away lives on the next; once the first answers again it is not
-        found there, and its user signs in again (never the other way round).
+        Only a lost or refused connection moves on: an instance that answers with an error (out of memory,
+        read-only) raises it, so what one request checks and what it then writes land on one instance.
         """
-        failure: RedisError | None = None
+        lost: RedisError | None = None
         for instance in self.instances.values():
             try:
-                return action(instance.redis)
-            except RedisError as exc:
-                failure = exc
-        assert failure is not None  # there is always a first instance
-        raise failure
+                return instance.name, action(instance.redis)
+            except (ConnectionError, TimeoutError) as exc:
+                lost = exc
+        assert lost is not None  # there is always a first instance
+        raise lost
 
-    def on_every(self, action: Callable[[Redis], object]) -> None:
-        """`action` on every instance; the first failure is raised once all were tried (a revocation must
-        reach wherever the session may live, or say it did not)."""
-        failures = []
-        for instance in self.instances.values():
-            try:
-                action(instance.redis)
-            except RedisError as exc:
-                failures.append(exc)
-        if failures:
-            raise failures[0]
+    def client(self, name: object) -> Redis | None:
+        """The named instance's client, or None for a name this sidecar does not (or no longer) watch."""
+        instance = self.instances.get(name) if isinstance(name, str) else None
+        return instance.redis if instance is not None else None
 
     @property
     def current(self) -> Instance:
