@@ -177,8 +177,10 @@ def test_fast_exposition_is_byte_identical_to_prometheus_client(real_client: Fla
 
     # with an instance's label: the same samples, each with redis="east" in its sorted place, one header per family
     labelled = render_labelled([("east", registry.collect()), ("we%s\n", registry.collect())]).decode()
-    expected = {(name, tuple(sorted({**dict(labels), "redis": "east"}.items()))): v
-                for (name, labels), v in samples(reference.decode()).items()}  # fmt: skip
+    expected = {
+        (name, tuple(sorted({**dict(labels), "redis": "east"}.items()))): v
+        for (name, labels), v in samples(reference.decode()).items()
+    }
     got = samples(labelled)
     assert {k: v for k, v in got.items() if ("redis", "east") in k[1] and "duration" not in k[0]} == {
         k: v for k, v in expected.items() if "duration" not in k[0]

@@ -178,13 +178,19 @@ def test_api_instances_lists_each_with_its_figures(both: Flask, real_redis: Redi
 
 def _sleeping(west: Redis, seconds: float) -> threading.Thread:
     """West answers nothing for `seconds` (DEBUG SLEEP blocks its one thread)."""
-    sleeper = Redis(host=west.connection_pool.connection_kwargs["host"],
-                    port=west.connection_pool.connection_kwargs["port"], socket_timeout=seconds + 5)  # fmt: skip
+    sleeper = Redis(
+        host=west.connection_pool.connection_kwargs["host"],
+        port=west.connection_pool.connection_kwargs["port"],
+        socket_timeout=seconds + 5,
+    )
     thread = threading.Thread(target=sleeper.execute_command, args=("DEBUG", "SLEEP", seconds), daemon=True)
     thread.start()
-    probe = Redis(host=sleeper.connection_pool.connection_kwargs["host"],
-                  port=sleeper.connection_pool.connection_kwargs["port"], socket_timeout=0.1,
-                  retry=Retry(NoBackoff(), 0))  # fmt: skip
+    probe = Redis(
+        host=sleeper.connection_pool.connection_kwargs["host"],
+        port=sleeper.connection_pool.connection_kwargs["port"],
+        socket_timeout=0.1,
+        retry=Retry(NoBackoff(), 0),
+    )
     for _ in range(100):  # until it is asleep: a probe goes unanswered
         try:
             probe.ping()
@@ -276,8 +282,10 @@ def test_a_worker_started_with_redis_name_works_that_instance(
     from rqscope.web.cli import main
 
     enqueue("t_ok", 3, connection=west)
-    env = {"RQSCOPE_REDIS_URL": f"east={redis_server.url},west={west_server.url}",
-           "RQSCOPE_TASK_MODULES": "tests.sample_tasks"}  # fmt: skip
+    env = {
+        "RQSCOPE_REDIS_URL": f"east={redis_server.url},west={west_server.url}",
+        "RQSCOPE_TASK_MODULES": "tests.sample_tasks",
+    }
     assert main(["worker", "default", "--burst", "--redis", "west"], env=env) == 0
     assert west.zcard("rq:finished:default") == 1 and real_redis.zcard("rq:finished:default") == 0
 
@@ -290,8 +298,13 @@ def test_sign_in_and_pages_of_one_instance_outlive_the_first_instances_outage(
 
     east = EmbeddedRedis(binary=redis_binary()).start()
     try:
-        env = {"RQSCOPE_USERS": USERS, "RQSCOPE_API_TOKEN": TOKEN, "RQSCOPE_REDIS_TIMEOUT": "0.5",
-               "RQSCOPE_REDIS_CONNECT_TIMEOUT": "0.5", "RQSCOPE_SECRET_KEY": "k" * 32}  # fmt: skip
+        env = {
+            "RQSCOPE_USERS": USERS,
+            "RQSCOPE_API_TOKEN": TOKEN,
+            "RQSCOPE_REDIS_TIMEOUT": "0.5",
+            "RQSCOPE_REDIS_CONNECT_TIMEOUT": "0.5",
+            "RQSCOPE_SECRET_KEY": "k" * 32,
+        }
         with sidecar(f"east={east.url},west={west_server.url}", env) as served:
             browser, response = sign_in(served, username="ops", password=PASSWORD)
             assert response.status_code in (302, 303)
@@ -307,8 +320,12 @@ def test_sign_in_and_pages_of_one_instance_outlive_the_first_instances_outage(
             assert overview.status_code == 200 and "west" in overview.text
             assert [k for k in west.keys("rqscope:session:*")], "the new session lives on west"
             # signing out must reach every instance the session may live on: with east away it says so
-            out = browser.post(served.url + "/logout?redis=west", timeout=10, allow_redirects=False,
-                               data={"csrf_token": csrf_of(overview.text)})  # fmt: skip
+            out = browser.post(
+                served.url + "/logout?redis=west",
+                timeout=10,
+                allow_redirects=False,
+                data={"csrf_token": csrf_of(overview.text)},
+            )
             assert out.status_code == 503 and "sign out again" in out.text
             assert [k for k in west.keys("rqscope:session:*")] == []  # gone where it could be deleted
     finally:

@@ -23,10 +23,16 @@ pytestmark = pytest.mark.redis
 
 @pytest.fixture
 def signed(redis_server: EmbeddedRedis, west_server: EmbeddedRedis, real_redis: Redis, west: Redis) -> Flask:  # noqa: F811
-    env = {"RQSCOPE_REDIS_URL": f"east={redis_server.url},west={west_server.url}", "RQSCOPE_USERS": USERS,
-           "RQSCOPE_API_TOKEN": TOKEN, "RQSCOPE_VIEWER_TOKEN": VIEWER, "RQSCOPE_SECRET_KEY": "k" * 32,
-           "RQSCOPE_REDIS_TIMEOUT": "0.5", "RQSCOPE_REDIS_CONNECT_TIMEOUT": "0.5",
-           "RQSCOPE_TASK_MODULES": "tests.sample_tasks"}  # fmt: skip
+    env = {
+        "RQSCOPE_REDIS_URL": f"east={redis_server.url},west={west_server.url}",
+        "RQSCOPE_USERS": USERS,
+        "RQSCOPE_API_TOKEN": TOKEN,
+        "RQSCOPE_VIEWER_TOKEN": VIEWER,
+        "RQSCOPE_SECRET_KEY": "k" * 32,
+        "RQSCOPE_REDIS_TIMEOUT": "0.5",
+        "RQSCOPE_REDIS_CONNECT_TIMEOUT": "0.5",
+        "RQSCOPE_TASK_MODULES": "tests.sample_tasks",
+    }
     return create_app(from_env(env), testing=True)
 
 

@@ -151,8 +151,9 @@ def _worker_instance(settings: Settings, name: str | None) -> InstanceConfig | N
     names = [instance.name for instance in settings.instances]
     if name is None:
         if len(names) > 1:
-            raise RqscopeError(f"{env_name('redis_url')} names {len(names)} instances ({', '.join(names)}): "
-                               "pick one with --redis NAME")  # fmt: skip
+            raise RqscopeError(
+                f"{env_name('redis_url')} names {len(names)} instances ({', '.join(names)}): pick one with --redis NAME"
+            )
         return None
     if name not in names:
         raise RqscopeError(f"--redis {name[:64]!r} is not an instance of {env_name('redis_url')} ({', '.join(names)})")

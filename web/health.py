@@ -24,8 +24,10 @@ def healthz() -> Response:
 def readyz() -> tuple[Response, int]:
     """Ready while any instance answers (the others are shown as down, not the whole sidecar); each is listed."""
     current = state()
-    answers = {name: answer or "unreachable: no answer in time" for name, answer in current.fanout.each(
-        current.instances, _ping, kind="ping").items()}  # fmt: skip
+    answers = {
+        name: answer or "unreachable: no answer in time"
+        for name, answer in current.fanout.each(current.instances, _ping, kind="ping").items()
+    }
     reachable = [name for name, answer in answers.items() if answer == "ok"]
     status = "ok" if len(reachable) == len(answers) else "degraded" if reachable else "unavailable"
     body = {"status": status, "redis": answers[current.first.name], "instances": answers}
