@@ -124,3 +124,30 @@ def test_signing_in_again_during_an_outage_leaves_no_earlier_cookie_alive(signed
     thief = signed.test_client()
     thief.set_cookie("session", copied)
     assert _who(thief, "/") == []
+
+
+def test_a_record_copied_over_a_viewers_session_on_the_second_instance_does_not_raise_its_role(
+    signed: Flask,
+    real_redis: Redis,
+    west: Redis,  # noqa: F811
+) -> None:
+    """The viewer's own session lives on west (east was away at sign-in): a record copied over it is refused."""
+    operator, viewer = signed.test_client(), signed.test_client()
+    pause = _sleeping(real_redis, 8)
+    try:
+        assert _sign_in(operator, token=TOKEN) == 302
+        assert _sign_in(viewer, username="watcher", password=PASSWORD) == 302
+    finally:
+        pause.join()
+    with signed.test_request_context():
+        serializer = signed.session_interface.get_signing_serializer(signed)  # type: ignore[attr-defined]
+        mine = serializer.loads(viewer.get_cookie("session").value)
+        theirs = serializer.loads(operator.get_cookie("session").value)
+    assert mine["sid_at"] == theirs["sid_at"] == "west", (mine, theirs)
+    assert "sid_of" in mine, mine
+    record = west.get("rqscope:session:" + hashlib.sha256(theirs["sid"].encode()).hexdigest())
+    west.set("rqscope:session:" + hashlib.sha256(mine["sid"].encode()).hexdigest(), record or b"", ex=600)
+    token = _csrf(viewer.get("/login").get_data(as_text=True))
+    suspend = viewer.post("/api/workers/suspend?redis=west", headers={"X-CSRF-Token": token})
+    assert suspend.status_code in (401, 403) and not west.exists("rq:suspended")
+    assert "api-token (operator)" not in viewer.get("/?redis=west").get_data(as_text=True)

@@ -150,11 +150,17 @@ def _session_record(sid: str) -> sessions.SessionRecord | None:
     if redis is None:
         return None
     try:
-        return sessions.load(redis, sid)
+        record = sessions.load(redis, sid)
     except (ConnectionError, TimeoutError):
         if not current.several:  # no other instance to sign in on: the outage is the answer (503)
             raise
         return None
+    signed = session.get(sessions.RECORD_FIELD)  # absent only in cookies from before instances: first instance
+    if record is None or (signed is None and redis is not current.first.redis) or (
+        signed is not None and not hmac.compare_digest(str(signed), sessions.digest(record))
+    ):
+        return None
+    return record
 
 
 def _judge(settings: Settings) -> Verdict:

@@ -76,11 +76,15 @@ def login() -> Response | tuple[str, int] | tuple[str, int, dict[str, str]]:
         SignInLimiter(current.instances[counted_on].redis).failed(address, name or None)
         log.warning("failed sign-in %s from %s", f"as {name[:100]!r}" if name else "with a token", address)
         return _form("Wrong token." if token else "Unknown user or wrong password.", 401)
+    # the new session first: if no instance takes it, the cookie still holds the earlier ones to revoke
+    at, sid = current.reachable(lambda redis: sessions.create(redis, record))
     unrevoked = _revoke(_held())  # earlier sessions whose instance is away: kept, and revoked at sign-out
     session.clear()  # a fresh session and CSRF token: nothing chosen before signing in survives it
-    at, sid = current.reachable(lambda redis: sessions.create(redis, record))
     session[sessions.SID_FIELD], session[sessions.AT_FIELD] = sid, at
+    session[sessions.RECORD_FIELD] = sessions.digest(record)
     if unrevoked:
+        if len(unrevoked) > sessions.MAX_STALE:
+            log.warning("%d earlier session(s) left to expire on their own", len(unrevoked) - sessions.MAX_STALE)
         session[sessions.STALE_FIELD] = unrevoked[-sessions.MAX_STALE :]
     return redirect(safe_next(request.form.get("next")))
 
@@ -88,24 +92,28 @@ def login() -> Response | tuple[str, int] | tuple[str, int, dict[str, str]]:
 def _held() -> list[list[str]]:
     """[instance, sid] of every session this browser's cookie holds: the current one, then earlier ones."""
     current = state()
-    held = [list(pair) for pair in session.get(sessions.STALE_FIELD, []) if isinstance(pair, list) and len(pair) == 2]
+    stale = session.get(sessions.STALE_FIELD, [])
+    held = [list(pair) for pair in stale[: sessions.MAX_STALE] if isinstance(pair, list) and len(pair) == 2]
     if sid := session.get(sessions.SID_FIELD):
         held.append([session.get(sessions.AT_FIELD, current.first.name), sid])
     return held
 
 
 def _revoke(held: list[list[str]]) -> list[list[str]]:
-    """Revoke each session on the instance holding it; the ones whose instance did not answer."""
+    """Revoke the sessions, one round trip per instance holding any; the ones whose instance did not answer."""
     current, left = state(), []
+    by_instance: dict[str, list[str]] = {}
     for at, sid in held:
+        by_instance.setdefault(at, []).append(sid)
+    for at, sids in by_instance.items():
         redis = current.client(at)
         if redis is None:
             continue  # an instance no longer watched: nothing here can vouch for that session any more
         try:
-            sessions.revoke(redis, sid)
+            sessions.revoke_all(redis, sids)
         except RedisError as exc:
-            log.warning("session on %s not revoked yet: %s", at, exc)
-            left.append([at, sid])
+            log.warning("%d session(s) on %s not revoked yet: %s", len(sids), at, exc)
+            left += [[at, sid] for sid in sids]
     return left
 
 

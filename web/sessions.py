@@ -25,6 +25,7 @@ SESSION_TTL = 12 * 3600  # seconds a sign-in lasts; fixed, so that a GET never w
 SID_FIELD = "sid"
 AT_FIELD = "sid_at"  # the instance holding the record; signed with the cookie, so a caller cannot move it
 STALE_FIELD = "stale"  # [instance, sid] of earlier sessions of this browser not yet revoked (their Redis was away)
+RECORD_FIELD = "sid_of"  # digest() of the record signed in with: Redis says whether it lives, never who it is
 MAX_STALE = 8
 
 
@@ -68,8 +69,19 @@ def load(redis: Redis, sid: str) -> SessionRecord | None:
 
 
 def revoke(redis: Redis, sid: str) -> None:
-    if isinstance(sid, str) and 0 < len(sid) <= 100:
-        redis.delete(_key(sid))
+    revoke_all(redis, [sid])
+
+
+def revoke_all(redis: Redis, sids: list[str]) -> None:
+    """Delete these sessions' records in one round trip."""
+    keys = [_key(sid) for sid in sids if isinstance(sid, str) and 0 < len(sid) <= 100]
+    if keys:
+        redis.delete(*keys)
+
+
+def digest(record: SessionRecord) -> str:
+    """What the signed cookie keeps of its record: a record written into Redis by anyone else does not match."""
+    return hashlib.sha256(json.dumps(asdict(record), sort_keys=True).encode()).hexdigest()[:32]
 
 
 class CookieSessions(SecureCookieSessionInterface):
