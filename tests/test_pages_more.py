@@ -198,7 +198,7 @@ def test_redis_page_shows_info_sections_and_no_secrets(real_client: FlaskClient,
 
 def test_one_info_call_serves_many_views(real_app, real_redis: Redis) -> None:  # type: ignore[no-untyped-def]
     client = real_app.test_client()
-    cache = real_app.extensions["rqscope.redis_info"]
+    cache = real_app.extensions["rqscope.redis_info"]["default"]  # one INFO cache per instance
     for _ in range(5):
         client.get("/redis", headers=HTML)
         client.get("/api/redis")
