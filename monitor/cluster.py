@@ -55,10 +55,19 @@ from rqscope.monitor.cluster_url import (
 )
 
 __all__ = [
-    "CLUSTER_SCHEMES", "AskRedirect", "ClusterIsDownError", "NoSlotOwnerError", "SlotMovedError",
-    "check_cluster", "check_cluster_url", "cluster_client", "mask_url", "parse_cluster_url", "prefix_slot",
+    "CLUSTER_SCHEMES",
+    "AskRedirect",
+    "ClusterIsDownError",
+    "NoSlotOwnerError",
+    "SlotMovedError",
+    "check_cluster",
+    "check_cluster_url",
+    "cluster_client",
+    "mask_url",
+    "parse_cluster_url",
+    "prefix_slot",
     "split_url",
-]  # fmt: skip
+]
 
 # connection settings a probe of CLUSTER SLOTS shares with the client (no client name: it would cost a round trip)
 PROBE_KEYS = ("username", "password", "credential_provider", "socket_timeout", "socket_connect_timeout", "protocol")

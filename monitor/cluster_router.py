@@ -74,9 +74,11 @@ class SlotRouter:
         timeout = min(t for t in (probe_kwargs.get("socket_timeout"), PROBE_SECONDS) if t)
         connect = min(t for t in (probe_kwargs.get("socket_connect_timeout"), PROBE_SECONDS) if t)
         self.probe_kwargs = {
-            **probe_kwargs, "socket_timeout": timeout, "socket_connect_timeout": connect,
+            **probe_kwargs,
+            "socket_timeout": timeout,
+            "socket_connect_timeout": connect,
             "retry": Retry(NoBackoff(), 0),
-        }  # fmt: skip
+        }
         self.probe_class = probe_class
         self.pools: weakref.WeakSet[SlotPool] = weakref.WeakSet()
         self._asking = threading.Lock()

@@ -344,8 +344,10 @@ def test_a_migrating_slot_is_followed_by_asking_the_importing_node(redis_cluster
         assert client.pipeline(transaction=True).incr(a).incr(b).execute() == [11, 21]  # ASKING, MULTI .. EXEC
         assert script(keys=[c]) == 32  # the importing node is given the script it lacked
         assert client.pipeline(transaction=False).get(b).get(f"{prefix}:new").get(f"{prefix}:none").execute() == [
-            b"21", b"n", None,
-        ]  # fmt: skip
+            b"21",
+            b"n",
+            None,
+        ]
         assert time.monotonic() - started < 1, "nothing waited for the migration to end"
         assert importing_mget(redis_cluster, dst, a, b, c) == [b"11", b"21", b"32"]
         assert not {a.encode(), b.encode(), c.encode()} & set(redis_cluster.keys_on(src))

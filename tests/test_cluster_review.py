@@ -24,9 +24,12 @@ def test_a_hung_owner_costs_each_read_one_timeout_not_two(redis_cluster: LocalCl
     owner = redis_cluster.owner(SLOT)
     seed = next(p for p in redis_cluster.ports if p != owner)
     client = cluster_client(
-        redis_cluster.url(seed), PREFIX, socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT,
+        redis_cluster.url(seed),
+        PREFIX,
+        socket_timeout=TIMEOUT,
+        socket_connect_timeout=TIMEOUT,
         retry=Retry(NoBackoff(), 0),
-    )  # fmt: skip
+    )
     client.set(f"{PREFIX}:k", 1)
     process = redis_cluster.processes[redis_cluster.ports.index(owner)]
     process.send_signal(signal.SIGSTOP)  # accepts connections, answers nothing: a paused or partitioned node
