@@ -17,6 +17,7 @@ from redis import Redis, RedisError
 from rqscope.monitor.paused import paused_names
 from rqscope.monitor.rows import (
     ScriptsRefused,
+    ScriptUnknown,
     count,
     name_from_key,
     or_empty,
@@ -65,6 +66,7 @@ class SnapshotReader:
         self.use_script = use_script
         self.shaper = RowShaper(tuple(REGISTRY_KEY_TEMPLATES))
         self.info_sections = False  # known once a first full INFO names the version
+        self.script_loaded = False  # the read script's text was sent to this Redis: its SHA names it now
 
     def fetch(self, now: float | None = None) -> Snapshot:
         """Read everything; a Redis failure yields a down snapshot instead of an exception."""
@@ -108,8 +110,13 @@ class SnapshotReader:
         rows = None
         if self.use_script and (queues or workers or procs):
             try:
-                rows = read_by_script(self.redis, queues, workers, procs, limits)
-                trips += 1
+                try:
+                    rows = read_by_script(self.redis, queues, workers, procs, limits, load=not self.script_loaded)
+                    trips += 1
+                except ScriptUnknown:  # restarted or flushed since: the text once more
+                    rows = read_by_script(self.redis, queues, workers, procs, limits, load=True)
+                    trips += 2
+                self.script_loaded = True
             except ScriptsRefused as exc:
                 log.warning("Redis refused the read script (%s); reading with pipelines from now on", exc)
                 self.use_script = False

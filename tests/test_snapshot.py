@@ -133,8 +133,24 @@ def test_snapshot_never_writes(real_redis: Redis) -> None:
         real_redis.config_resetstat()
         SnapshotReader(real_redis, use_script=use_script).fetch()
         used = {name.removeprefix("cmdstat_").split("|")[0] for name in real_redis.info("commandstats")}
-        assert used - {"config", "eval"} <= READ_COMMANDS
+        assert used - {"config", "evalsha", "script"} <= READ_COMMANDS  # SCRIPT LOAD adds no key
     assert real_redis.execute_command("DEBUG", "DIGEST") == digest
+
+
+@pytest.mark.redis
+def test_the_read_script_is_sent_once_then_named_by_its_sha(real_redis: Redis) -> None:
+    fill(real_redis, queues=20, workers=40)  # two chunks
+    reader = SnapshotReader(real_redis)
+    first = reader.fetch()
+    real_redis.config_resetstat()
+    again = reader.fetch()
+    used = real_redis.info("commandstats")
+    assert "cmdstat_eval" not in used and "cmdstat_script|load" not in used and "cmdstat_script" not in used
+    assert used["cmdstat_evalsha"]["calls"] == 2 and again.round_trips == first.round_trips == 2
+    real_redis.script_flush()  # a restarted Redis: the script is sent again, in one more round trip
+    flushed = reader.fetch()
+    assert flushed.redis.up and flushed.round_trips == 3 and len(flushed.queues) == len(again.queues) == 20
+    assert reader.fetch().round_trips == 2
 
 
 @pytest.mark.redis
