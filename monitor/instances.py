@@ -101,3 +101,33 @@ def parse_instances(
         also = f" (named by {url_variable} and {master_variable}: name each)" if raw_urls and raw_masters else ""
         raise SettingsError(f"{url_variable}: instance name {twice[0]!r} appears twice{also}")
     return tuple(found)
+
+
+def by_prefix(
+    variable: str, instances: tuple[InstanceConfig, ...], process_prefix: str, first_here: bool = True
+) -> tuple[tuple[InstanceConfig, ...], dict[str, tuple[InstanceConfig, ...]]]:
+    """(the instances under this process's RQ prefix, the others grouped by theirs, in the order given).
+
+    RQ reads its prefix once per process, into its classes: the instances under another prefix are served by
+    a process of their own (web.children), and the first, the default, by this one (unless not `first_here`).
+    """
+    if first_here and instances and instances[0].prefix != process_prefix:
+        first = instances[0]
+        raise SettingsError(
+            f"{variable}: the first instance, {first.name!r}, has prefix {first.prefix!r} but this process's "
+            f"RQ_KEY_PREFIX is {process_prefix!r}; start it with RQ_KEY_PREFIX={first.prefix}, or list an instance "
+            f"under {process_prefix!r} first"
+        )
+    groups: dict[str, list[InstanceConfig]] = {}
+    for instance in instances:
+        if instance.prefix != process_prefix:
+            groups.setdefault(instance.prefix, []).append(instance)
+    local = tuple(i for i in instances if i.prefix == process_prefix)
+    return local, {prefix: tuple(members) for prefix, members in groups.items()}
+
+
+def group_values(instances: tuple[InstanceConfig, ...]) -> tuple[str | None, str | None]:
+    """(the URL list, the Sentinel master list) naming just these instances, each with its prefix."""
+    urls = [f"{i.name}={i.url}#prefix={i.prefix}" for i in instances if i.url is not None]
+    masters = [f"{i.name}={i.sentinel_master}#prefix={i.prefix}" for i in instances if i.sentinel_master]
+    return ",".join(urls) or None, ",".join(masters) or None

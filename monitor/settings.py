@@ -103,6 +103,10 @@ class Settings:
     slack_severities: tuple[str, ...] = ()
     pagerduty_severities: tuple[str, ...] = ("critical",)
     smtp_severities: tuple[str, ...] = ()
+    # set only by `rqscope serve` for the sidecar process it starts per other RQ prefix (web.children)
+    front_token: str | None = field(default=None, repr=False)  # what the front sends with every request
+    front_socket: str | None = None  # the Unix socket to listen on instead of host:port
+    front_instances: tuple[str, ...] = ()  # every instance the front serves, in order: the pages' switcher
 
     @property
     def log_level_number(self) -> int:
@@ -351,12 +355,20 @@ def _check_instances(settings: Settings) -> None:
     for instance in settings.instances:
         if instance.cluster:
             check_cluster(env_name("redis_url"), instance)
-        if instance.prefix != process_prefix:  # RQ reads its prefix once per process, into its classes
-            raise SettingsError(
-                f"{env_name('redis_url')}: instance {instance.name!r} has prefix {instance.prefix!r} but this "
-                f"process's RQ_KEY_PREFIX is {process_prefix!r}; RQ takes one prefix per process, so run this "
-                f"instance in a process started with RQ_KEY_PREFIX={instance.prefix}"
-            )
+    if settings.front_socket and any(i.prefix != process_prefix for i in settings.instances):
+        raise SettingsError(f"{env_name('front_socket')}: a child sidecar serves one RQ prefix only")
+
+
+def _front_settings(get: Any, values: dict[str, object]) -> None:
+    """What `rqscope serve` hands the sidecar it starts for another RQ prefix; never set by hand."""
+    if raw := get("front_token"):
+        values["front_token"] = raw
+    if raw := get("front_socket"):
+        values["front_socket"] = raw
+    if raw := get("front_instances"):
+        values["front_instances"] = tuple(filter(None, (n.strip() for n in raw.split(","))))
+    if bool(values.get("front_token")) != bool(values.get("front_socket")):
+        raise SettingsError(f"{env_name('front_token')} and {env_name('front_socket')} are set together")
 
 
 def from_env(env: Mapping[str, str]) -> Settings:
@@ -406,6 +418,7 @@ def from_env(env: Mapping[str, str]) -> Settings:
     if raw := get("display_pickle_types"):
         values["display_pickle_types"] = _type_names(env_name("display_pickle_types"), raw)
     _alert_settings(get, values)
+    _front_settings(get, values)
     settings = Settings(**values)  # type: ignore[arg-type]
     _check_instances(settings)
     if settings.no_auth and not settings.bound_to_loopback:

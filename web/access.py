@@ -8,7 +8,7 @@ from typing import TypeVar
 
 from flask import Flask, abort, g, redirect, request, url_for
 from rqscope.monitor.settings import Settings
-from rqscope.web.auth import Identity, require_metrics, require_operator, verdict
+from rqscope.web.auth import Identity, front_caller, require_metrics, require_operator, verdict
 from rqscope.web.hosts import allowed_hosts, check_host
 from werkzeug.exceptions import Unauthorized
 from werkzeug.wrappers import Response
@@ -61,6 +61,9 @@ def install(app: Flask, settings: Settings) -> None:
 
     @app.before_request
     def guard() -> Response | None:
+        if settings.front_token:  # a child sidecar: only its front calls it, having judged the caller
+            g.who = front_caller(settings)
+            return None
         check_host(allowed)
         access = declared(app, request.endpoint)
         if access == OPEN:

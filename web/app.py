@@ -17,13 +17,15 @@ from rqscope.monitor.cache import SnapshotCache
 from rqscope.monitor.collectors import build_registry
 from rqscope.monitor.cron_fetch import CronCache, CronReader
 from rqscope.monitor.fanout import Fanout
-from rqscope.monitor.instances import DEFAULT_NAME, InstanceConfig
+from rqscope.monitor.instances import DEFAULT_NAME, InstanceConfig, by_prefix
 from rqscope.monitor.names import label
 from rqscope.monitor.redis_client import make_client
-from rqscope.monitor.settings import Settings, from_env
+from rqscope.monitor.settings import Settings, env_name, from_env
 from rqscope.monitor.snapshot import JOB_STATES
+from rqscope.tasks.errors import RqscopeError
 from rqscope.tasks.procstats import Publisher
 from rqscope.tasks.registry import REGISTRY, TaskRegistry, import_task_modules
+from rqscope.tasks.rq_internals.keys import rq_key_prefix
 from rqscope.web import (
     access,
     api,
@@ -34,6 +36,7 @@ from rqscope.web import (
     cron_views,
     dashboard,
     errors,
+    front,
     health,
     hosts,
     instances,
@@ -45,6 +48,7 @@ from rqscope.web import (
     session_views,
     sessions,
 )
+from rqscope.web.children import Children
 from rqscope.web.state import EXTENSION, Instance, State
 
 log = logging.getLogger(__name__)
@@ -56,6 +60,7 @@ def create_app(
     redis: Redis | None = None,
     registry: TaskRegistry = REGISTRY,
     testing: bool = False,
+    children: Children | None = None,
 ) -> Flask:
     """Build the sidecar app; with no settings, read RQSCOPE_* from the environment.
 
@@ -71,16 +76,18 @@ def create_app(
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
     )
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    watched = _instances(settings, redis)
+    watched = _instances(settings, redis, children)
     deadline = settings.redis_connect_timeout + settings.redis_timeout + 0.5
-    fanout = Fanout(deadline, threads=3 * len(watched) + 1)  # one snapshot, ping and metrics read per instance
-    app.extensions[EXTENSION] = State(settings, registry, watched, fanout)
+    # one snapshot, ping and metrics read per instance, and per other prefix's sidecar
+    fanout = Fanout(deadline, threads=3 * (len(watched) + len(children.children if children else ())) + 1)
+    app.extensions[EXTENSION] = State(settings, registry, watched, fanout, children)
     app.secret_key = settings.secret_key
     app.session_interface = sessions.interface(settings)  # Secure cookies over https; the Redis key if unset
     app.config.update(SESSION_COOKIE_SAMESITE="Lax", SESSION_COOKIE_HTTPONLY=True)
     hosts.trust_proxies(app, settings)
     access.install(app, settings)  # the first hook: the Host and the caller are checked before anything else
     instances.install(app)  # then ?redis= picks the instance every later read and action is scoped to
+    front.install(app)  # and one under another RQ prefix is its own sidecar's to serve
     for watched_instance in watched.values():
         watched_instance.alerts = _engine(settings, watched_instance)
     errors.register(app)
@@ -98,13 +105,19 @@ def create_app(
     return app
 
 
-def _instances(settings: Settings, redis: Redis | None) -> dict[str, Instance]:
-    """One Instance per configured Redis; a given client (tests) stands for the first."""
+def _instances(settings: Settings, redis: Redis | None, children: Children | None) -> dict[str, Instance]:
+    """One Instance per configured Redis under this process's RQ prefix; a given client (tests) stands for the first."""
+    local, groups = by_prefix(env_name("redis_url"), settings.instances, rq_key_prefix())
+    if groups and children is None:
+        raise RqscopeError(
+            f"{env_name('redis_url')} names instances under other RQ key prefixes ({', '.join(groups)}): "
+            "`rqscope serve` starts a sidecar process for each; this way of starting serves one prefix only"
+        )
     if not settings.instances:
         client = redis if redis is not None else make_client(settings)  # with no Redis at all, that one raises
         configs: tuple[InstanceConfig | None, ...] = (None,)
     else:
-        configs = settings.instances
+        configs = local
     built = {}
     for position, config in enumerate(configs):
         name = config.name if config is not None else DEFAULT_NAME

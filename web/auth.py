@@ -18,6 +18,7 @@ from flask import abort, g, request, session
 from redis import ConnectionError, RedisError, TimeoutError
 from rqscope.monitor.settings import Settings, User, env_name
 from rqscope.web import hosts, sessions
+from rqscope.web.children import FRONT_CSRF_HEADER, FRONT_TOKEN_HEADER, FRONT_USER_HEADER
 from rqscope.web.ratelimit import SignInLimiter
 from rqscope.web.state import state
 from werkzeug.exceptions import HTTPException, TooManyRequests
@@ -156,8 +157,10 @@ def _session_record(sid: str) -> sessions.SessionRecord | None:
             raise
         return None
     signed = session.get(sessions.RECORD_FIELD)  # absent only in cookies from before instances: first instance
-    if record is None or (signed is None and redis is not current.first.redis) or (
-        signed is not None and not hmac.compare_digest(str(signed), sessions.digest(record))
+    if (
+        record is None
+        or (signed is None and redis is not current.first.redis)
+        or (signed is not None and not hmac.compare_digest(str(signed), sessions.digest(record)))
     ):
         return None
     return record
@@ -205,7 +208,21 @@ def identify(settings: Settings) -> Identity | None:
     return verdict(settings).identity
 
 
+def front_caller(settings: Settings) -> Identity:
+    """In a child sidecar (web.children), the caller its front judged, read-only here; 403 for anyone else."""
+    if not _same(request.headers.get(FRONT_TOKEN_HEADER, ""), settings.front_token):
+        abort(403, "this sidecar serves only the sidecar that started it")
+    name, _, via = request.headers.get(FRONT_USER_HEADER, "").partition(" ")
+    # the front relays reads only: whoever the caller is there, here they may only read
+    who = Identity(name[:200] or "front", VIEWER, via if via in ("session", "token", "basic", "anonymous") else "token")
+    g.front_csrf = request.headers.get(FRONT_CSRF_HEADER, "")  # the front's form token, for the forms of relayed pages
+    setattr(g, VERDICT, Verdict(who))
+    return who
+
+
 def csrf_token() -> str:
+    if state().settings.front_token:  # a child sidecar: its pages are the front's, and so is their token
+        return str(g.get("front_csrf", ""))
     token = session.get(CSRF_FIELD)
     if not token:
         token = session[CSRF_FIELD] = secrets.token_urlsafe(32)

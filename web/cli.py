@@ -9,9 +9,10 @@ import sys
 from collections.abc import Mapping, Sequence
 
 from rqscope.monitor.embedded import with_default_redis
-from rqscope.monitor.instances import InstanceConfig
+from rqscope.monitor.instances import InstanceConfig, by_prefix, group_values
 from rqscope.monitor.settings import DEFAULT_QUEUES, Settings, env_name, from_env
 from rqscope.tasks.errors import RqscopeError
+from rqscope.tasks.rq_internals.keys import rq_key_prefix
 
 # (flag, settings field, help); every flag has the RQSCOPE_* variable of the same name
 CONNECTION_FLAGS = (
@@ -46,8 +47,8 @@ def _add_flags(parser: argparse.ArgumentParser, flags: Sequence[tuple[str, str, 
         parser.add_argument(flag, dest=field, default=None, help=f"{help_text} [{env_name(field)}]")
 
 
-def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
-    """Settings from the environment, with any flag given on the command line taking precedence."""
+def merged_env(args: argparse.Namespace, env: Mapping[str, str]) -> dict[str, str]:
+    """The environment, with each flag given on the command line in place of its variable."""
     merged = dict(env)
     for field in vars(Settings()):
         value = getattr(args, field, None)
@@ -55,7 +56,12 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
             merged[env_name(field)] = "true"
         elif value is not None and value is not False:
             merged[env_name(field)] = str(value)
-    return from_env(merged)
+    return merged
+
+
+def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
+    """Settings from the environment, with any flag given on the command line taking precedence."""
+    return from_env(merged_env(args, env))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -125,7 +131,7 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     for warning in exposure_warnings(settings):
         logging.getLogger("rqscope.serve").warning("%s", warning)
 
-    return serve(settings)
+    return serve(settings, merged_env(args, os.environ))
 
 
 def run_worker(args: argparse.Namespace, settings: Settings) -> int:
@@ -157,7 +163,13 @@ def _worker_instance(settings: Settings, name: str | None) -> InstanceConfig | N
         return None
     if name not in names:
         raise RqscopeError(f"--redis {name[:64]!r} is not an instance of {env_name('redis_url')} ({', '.join(names)})")
-    return settings.instances[names.index(name)]
+    chosen = settings.instances[names.index(name)]
+    if chosen.prefix != rq_key_prefix():  # RQ writes under the prefix it read at import: it would use the wrong keys
+        raise RqscopeError(
+            f"--redis {name}: the instance has prefix {chosen.prefix!r} but this process's RQ_KEY_PREFIX is "
+            f"{rq_key_prefix()!r}; start the worker with RQ_KEY_PREFIX={chosen.prefix}"
+        )
+    return chosen
 
 
 def run_info(args: argparse.Namespace, settings: Settings) -> int:
@@ -174,27 +186,66 @@ def run_info(args: argparse.Namespace, settings: Settings) -> int:
     if args.count is not None and args.count < 1:
         raise RqscopeError("--count must be at least 1")
     settings = with_default_redis(settings)
-    clients = {i.name: make_client(settings, i, client_name="rqscope-info") for i in settings.instances} or {
-        "default": make_client(settings, client_name="rqscope-info")  # none configured: this one says so
-    }
+    local, groups = by_prefix(env_name("redis_url"), settings.instances, rq_key_prefix(), first_here=False)
+    clients = {i.name: make_client(settings, i, client_name="rqscope-info") for i in local}
+    if not settings.instances:  # none configured: this one says so
+        clients = {"default": make_client(settings, client_name="rqscope-info")}
     fanout = Fanout(settings.redis_connect_timeout + settings.redis_timeout + 0.5)
-    several = len(clients) > 1
+    several = len(settings.instances) > 1 or bool(settings.front_instances)  # a front's: each headed by name
+    environ = merged_env(args, os.environ)
     reports = 0
     while True:
-        read = fanout.each(clients, fetch_snapshot)
+        read = fanout.each(clients, fetch_snapshot) if clients else {}
         snapshots = {name: snapshot or unreachable_snapshot() for name, snapshot in read.items()}
+        elsewhere = [_info_elsewhere(args, environ, settings, members) for members in groups.values()]
         if args.json:
-            shown = {name: snapshot_dict(s) for name, s in snapshots.items()}
+            shown: dict[str, object] = {name: snapshot_dict(s) for name, s in snapshots.items()}
+            for output, _ in elsewhere:
+                shown.update(json.loads(output) if output.strip() else {})
             print(json.dumps(shown if several else shown.popitem()[1]), flush=True)
         else:
             if args.interval is not None and sys.stdout.isatty():
                 print("\033[H\033[2J", end="")
             for name, snapshot in snapshots.items():
                 print(f"== {name} ==\n" if several else "", render_text(snapshot), sep="", end="", flush=True)
+            for output, _ in elsewhere:
+                print(output, end="", flush=True)
         reports += 1
         if args.interval is None or (args.count is not None and reports >= args.count):
-            return 0 if all(s.redis.up for s in snapshots.values()) else 1
+            fine = all(s.redis.up for s in snapshots.values()) and all(ok for _, ok in elsewhere)
+            return 0 if fine else 1
         time.sleep(args.interval)
+
+
+def _info_elsewhere(
+    args: argparse.Namespace, environ: Mapping[str, str], settings: Settings, members: tuple[InstanceConfig, ...]
+) -> tuple[str, bool]:
+    """`rqscope info` of instances under another RQ prefix, from a process started with that prefix."""
+    import subprocess
+
+    urls, masters = group_values(members)
+    env = {k: v for k, v in environ.items() if k not in (env_name("redis_url"), env_name("sentinel_master"))}
+    names = ",".join(i.name for i in settings.instances)
+    env.update({"RQ_KEY_PREFIX": members[0].prefix, env_name("front_instances"): names})
+    env.update({env_name("redis_url"): urls} if urls else {})
+    env.update({env_name("sentinel_master"): masters} if masters else {})
+    command = [sys.executable, "-m", "rqscope.web.cli", "info", *(["--json"] if args.json else [])]
+    limit = 3 * (settings.redis_connect_timeout + settings.redis_timeout) + 30  # its start-up, then its reads
+    try:
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=limit, check=False)
+    except subprocess.TimeoutExpired:
+        return _unread(args, members, "no answer in time"), False
+    if done.returncode not in (0, 1) or not done.stdout.strip():
+        return _unread(args, members, done.stderr.strip().splitlines()[-1:] or "it failed"), False
+    return done.stdout, done.returncode == 0
+
+
+def _unread(args: argparse.Namespace, members: tuple[InstanceConfig, ...], why: object) -> str:
+    import json
+
+    if args.json:
+        return json.dumps({m.name: {"redis": {"up": False, "error": str(why)}} for m in members})
+    return "".join(f"== {m.name} ==\nRedis: unreadable ({why})\n" for m in members)
 
 
 def run_demo(args: argparse.Namespace, settings: Settings) -> int:

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from typing import TypeVar
+
 from flask import Blueprint, Response, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client.core import Metric
 from redis import RedisError
 from rqscope.monitor.exposition import render_labelled
+from rqscope.monitor.exposition_merge import merge
 from rqscope.monitor.families import unreachable
+from rqscope.web import front
 from rqscope.web.access import metrics_endpoint, public
 from rqscope.web.state import Instance, state
 
 bp = Blueprint("health", __name__)
+T = TypeVar("T")
 
 
 @bp.get("/healthz")
@@ -24,13 +32,13 @@ def healthz() -> Response:
 def readyz() -> tuple[Response, int]:
     """Ready while any instance answers (the others are shown as down, not the whole sidecar); each is listed."""
     current = state()
-    answers = {
-        name: answer or "unreachable: no answer in time"
-        for name, answer in current.fanout.each(current.instances, _ping, kind="ping").items()
-    }
+    reads = {name: functools.partial(_ping, instance) for name, instance in current.instances.items()}
+    done = current.fanout.each({**reads, **front.child_reads(current, "/readyz")}, _run, kind="ping")
+    found = {name: done[name] for name in reads} | front.readiness(current, done)
+    answers = {name: found.get(name) or "unreachable: no answer in time" for name in current.names}
     reachable = [name for name, answer in answers.items() if answer == "ok"]
     status = "ok" if len(reachable) == len(answers) else "degraded" if reachable else "unavailable"
-    body = {"status": status, "redis": answers[current.first.name], "instances": answers}
+    body = {"status": status, "redis": answers[current.default_name], "instances": answers}
     return jsonify(body), 200 if reachable else 503
 
 
@@ -48,7 +56,20 @@ def metrics() -> Response:
     """Every instance's families (or the one `?redis=` names), collected concurrently, each sample labelled with
     its instance's name."""
     current = state()
-    chosen = {current.current.name: current.current} if "redis" in request.args else current.instances
-    collected = current.fanout.each(chosen, lambda i: list(i.metrics.collect()), kind="metrics")
-    groups = [(name, families if families is not None else unreachable()) for name, families in collected.items()]
-    return Response(render_labelled(groups), mimetype=CONTENT_TYPE_LATEST)
+    whole = "redis" not in request.args
+    chosen = current.instances if whole else {current.current.name: current.current}
+    reads = {name: functools.partial(_families, instance) for name, instance in chosen.items()}
+    done = current.fanout.each({**reads, **(front.child_reads(current, "/metrics") if whole else {})}, _run, "metrics")
+    groups = [(name, done[name] or unreachable()) for name in reads]
+    body = render_labelled(groups)
+    if whole and current.children is not None:  # and every other RQ prefix's instances, from its sidecar
+        body = merge([body, *front.metrics_parts(current, done)])
+    return Response(body, mimetype=CONTENT_TYPE_LATEST)
+
+
+def _run(read: Callable[[], T]) -> T:
+    return read()
+
+
+def _families(instance: Instance) -> list[Metric]:
+    return list(instance.metrics.collect())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
@@ -9,7 +11,8 @@ from flask import Blueprint, Flask, Response, g, jsonify, render_template, reque
 from rqscope.monitor.instances import InstanceConfig
 from rqscope.monitor.settings import redact_url
 from rqscope.monitor.snapshot import Snapshot
-from rqscope.web.state import SELECTED, State, state
+from rqscope.web import front
+from rqscope.web.state import RELAYED, SELECTED, Instance, State, state
 from werkzeug.exceptions import BadRequest, NotFound
 
 PARAMETER = "redis"
@@ -28,9 +31,13 @@ def install(app: Flask) -> None:
             raise BadRequest("the query string is not UTF-8") from None
         if name is None or request.routing_exception is not None:  # a 404 or 405 of the route itself comes first
             return
-        if name not in state().instances:
+        current = state()
+        if current.children is not None and name in current.children.by_name:
+            g.setdefault(RELAYED, name)  # served by the sidecar of its RQ prefix (web.front)
+            return
+        if name not in current.instances:
             raise NotFound(f"no Redis instance named {name[:64]!r} (see /api/instances)")
-        if name != state().first.name:  # the first is the default: its links stay as they were
+        if name != current.default_name:  # the default's links stay as they were
             g.setdefault(SELECTED, name)
 
     @app.url_defaults
@@ -46,7 +53,7 @@ def install(app: Flask) -> None:
 def _page_context() -> dict[str, Any]:
     current = state()
     return {
-        "instance_names": list(current.instances),
+        "instance_names": current.names,
         "instance": current.current.name,
         "selected_instance": g.get(SELECTED),  # None on the default instance, whose URLs carry no ?redis=
         "here": here,
@@ -73,7 +80,7 @@ def here(**changes: str | None) -> str:
 
 def on_instance(name: str) -> str:
     """This page on another instance: the first (the default) takes no ?redis=."""
-    return here(**{PARAMETER: None if name == state().first.name else name})
+    return here(**{PARAMETER: None if name == state().default_name else name})
 
 
 def describe(config: InstanceConfig | None, name: str, snapshot: Snapshot | None) -> dict[str, Any]:
@@ -92,40 +99,50 @@ def describe(config: InstanceConfig | None, name: str, snapshot: Snapshot | None
     return row
 
 
-def snapshots(current: State) -> dict[str, Snapshot | None]:
-    """Every instance's snapshot, read concurrently; None for one that did not answer in time."""
-    return current.fanout.each(current.instances, lambda instance: instance.snapshots.get(), kind="snapshot")
+def rows(current: State) -> tuple[dict[str, dict[str, Any]], dict[str, Snapshot | None]]:
+    """Every instance's /api/instances row by name, in the configured order, and this process's snapshots."""
+    configs = {config.name: config for config in current.settings.instances}
+    reads = {name: functools.partial(_snapshot, instance) for name, instance in current.instances.items()}
+    done = current.fanout.each({**reads, **front.child_reads(current, "/api/instances")}, _run, kind="snapshot")
+    read = {name: done[name] for name in reads}
+    found = {name: describe(configs.get(name), name, snapshot) for name, snapshot in read.items()}
+    found |= front.instance_rows(current, done)
+    return {name: found[name] for name in current.names if name in found}, read
+
+
+def _snapshot(instance: Instance) -> Snapshot:
+    return instance.snapshots.get()
+
+
+def _run(read: Callable[[], Any]) -> Any:
+    return read()
 
 
 @bp.get("/api/instances")
 def api_instances() -> Response:
     current = state()
-    configs = {config.name: config for config in current.settings.instances}
-    read = snapshots(current)
-    return jsonify(
-        default=current.first.name,
-        instances=[describe(configs.get(name), name, snapshot) for name, snapshot in read.items()],
-    )
+    return jsonify(default=current.default_name, instances=list(rows(current)[0].values()))
 
 
 @bp.get("/instances")
 def overview() -> str:
     """Every instance's headline figures, read at once: one that does not answer in time is shown unreachable."""
     current = state()
-    configs = {config.name: config for config in current.settings.instances}
-    read = snapshots(current)
+    found, read = rows(current)
     sections = []
-    for name, snapshot in read.items():
+    for name, row in found.items():
+        snapshot = read.get(name)
         queues = []
         if snapshot is not None and snapshot.redis.up:
             queues = sorted(snapshot.queues, key=lambda q: (-q.counts["failed"], -q.queued, q.name))
         sections.append(
             {
-                "row": describe(configs.get(name), name, snapshot),
+                "row": row,
                 "error": "no answer in time" if snapshot is None else snapshot.redis.error,
                 "queues": queues[:QUEUES_SHOWN],
                 "more": max(0, len(queues) - QUEUES_SHOWN),
-                "redis": None if name == current.first.name else name,  # the default's links take no ?redis=
+                "redis": None if name == current.default_name else name,  # the default's links take no ?redis=
+                "relayed": name not in current.instances,  # its queues are on its own overview
             }
         )
     return render_template("instances/overview.html", sections=sections)

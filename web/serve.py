@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
 from redis import RedisError
 from rqscope.monitor.settings import Settings
 from rqscope.tasks.errors import RqscopeError
+from rqscope.web.children import Children, plan
 
 KEEPALIVE_REQUESTS = 100
 
@@ -16,7 +18,7 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
     """gunicorn's settings for the sidecar, from rqscope's (RQSCOPE_HOST, _PORT, _WEB_WORKERS, ...)."""
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     return {
-        "bind": f"{host}:{settings.port}",
+        "bind": f"unix:{settings.front_socket}" if settings.front_socket else f"{host}:{settings.port}",
         "workers": settings.web_workers,
         "threads": settings.web_threads,
         "worker_class": "gthread",
@@ -39,8 +41,9 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
 class SidecarServer(BaseApplication):  # type: ignore[misc]
     """A gunicorn application that builds one app per worker from explicit settings."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, children: Children | None = None) -> None:
         self.settings = settings
+        self.children = children
         super().__init__()
 
     def load_config(self) -> None:
@@ -50,7 +53,7 @@ class SidecarServer(BaseApplication):  # type: ignore[misc]
     def load(self) -> Any:
         from rqscope.web.app import create_app
 
-        return create_app(self.settings)
+        return create_app(self.settings, children=self.children)
 
 
 def pre_request(worker: Any, req: Any) -> None:
@@ -75,8 +78,16 @@ def post_worker_init(worker: Any) -> None:
         worker.log.warning("Redis not reachable at worker start: %s", exc)
 
 
-def serve(settings: Settings) -> int:
+def serve(settings: Settings, environ: Mapping[str, str]) -> int:
+    """Run the sidecar; first the sidecar of each other RQ prefix (web.children), stopped with this one."""
     if settings.redis_url is None and not settings.sentinel_hosts:
         raise RqscopeError("RQSCOPE_REDIS_URL is not set (run `rqscope demo` for an embedded Redis)")
-    SidecarServer(settings).run()
+    children = plan(settings, environ)
+    if children is not None:
+        children.start()
+    try:
+        SidecarServer(settings, children).run()
+    finally:
+        if children is not None:
+            children.stop()
     return 0

@@ -15,10 +15,12 @@ from rqscope.monitor.cron_fetch import CronCache
 from rqscope.monitor.fanout import Fanout
 from rqscope.monitor.settings import Settings
 from rqscope.tasks.registry import TaskRegistry
+from rqscope.web.children import Children
 
 EXTENSION = "rqscope"
 T = TypeVar("T")
 SELECTED = "rqscope_instance"  # the flask.g attribute naming the instance this request is scoped to
+RELAYED = "rqscope_relayed"  # ... naming an instance under another RQ prefix, whose sidecar serves the request
 
 
 @dataclass
@@ -41,6 +43,17 @@ class State:
     registry: TaskRegistry
     instances: dict[str, Instance]  # in the configured order; the first is the default
     fanout: Fanout  # reads every instance at once, each bounded by its own timeout
+    children: Children | None = None  # the sidecars serving the instances under other RQ prefixes
+
+    @property
+    def default_name(self) -> str:
+        """The instance a request without ?redis= shows: the first of the front's, in a child sidecar."""
+        return self.settings.front_instances[0] if self.settings.front_instances else self.first.name
+
+    @property
+    def names(self) -> list[str]:
+        """Every instance's name in the configured order, those served by another prefix's sidecar too."""
+        return list(self.settings.front_instances) or [i.name for i in self.settings.instances] or list(self.instances)
 
     @property
     def first(self) -> Instance:

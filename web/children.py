@@ -1,0 +1,200 @@
+"""A sidecar process per other RQ key prefix: RQ reads its prefix once per process, at import.
+
+`rqscope serve` watches the instances under its own RQ_KEY_PREFIX itself. For each other prefix it starts
+`rqscope serve` again with RQ_KEY_PREFIX set to it and just that prefix's instances, listening on a Unix socket
+in a directory only this user may enter, and serving only requests that carry a token made for this run.
+The front (web.front) asks it for its metrics, instances and readiness, and relays read-only pages to it.
+A child that exits is started again, after a pause that grows while it keeps exiting.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import logging
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from rqscope.monitor.instances import InstanceConfig, by_prefix, group_values
+from rqscope.monitor.settings import Settings, env_name
+from rqscope.tasks.rq_internals.keys import rq_key_prefix
+
+log = logging.getLogger(__name__)
+
+FRONT_TOKEN_HEADER = "X-Rqscope-Front"
+FRONT_USER_HEADER = "X-Rqscope-Front-User"
+FRONT_CSRF_HEADER = "X-Rqscope-Front-Csrf"
+MAX_REPLY_BYTES = 64 * 1024 * 1024  # a /metrics of thousands of queues is a few MB
+RESTART_PAUSE = (1.0, 30.0)  # seconds before a child that exited is started again: first, longest
+WATCH_INTERVAL = 0.5
+# what the front's own settings must not pass on: the child names its own instances and listens elsewhere
+NOT_PASSED = ("redis_url", "sentinel_master", "host", "port", "web_workers", "front_token", "front_socket")
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
+class UnixConnection(http.client.HTTPConnection):
+    """HTTP over a Unix socket."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+@dataclass
+class Child:
+    """The sidecar process serving one other prefix's instances."""
+
+    prefix: str
+    instances: tuple[InstanceConfig, ...]
+    socket: str
+    process: subprocess.Popen[bytes] | None = None
+    exits: int = 0
+    next_start: float = 0.0
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(i.name for i in self.instances)
+
+
+@dataclass
+class Children:
+    """Every child sidecar of one front, the token they trust and the directory of their sockets."""
+
+    token: str
+    directory: str
+    children: list[Child]
+    environ: dict[str, str] = field(repr=False, default_factory=dict)
+    timeout: float = 5.0
+    stopped: threading.Event = field(default_factory=threading.Event)
+    owner: int = 0  # the process that started the children, the only one to stop them
+
+    @property
+    def by_name(self) -> dict[str, Child]:
+        return {name: child for child in self.children for name in child.names}
+
+    def start(self) -> None:
+        self.owner = os.getpid()
+        for child in self.children:
+            self._spawn(child)
+        threading.Thread(target=self._watch, name="rqscope-children", daemon=True).start()
+
+    def _spawn(self, child: Child) -> None:
+        urls, masters = group_values(child.instances)
+        env = {k: v for k, v in self.environ.items() if k not in {env_name(n) for n in NOT_PASSED}}
+        env.update(
+            {
+                "RQ_KEY_PREFIX": child.prefix,
+                env_name("front_token"): self.token,
+                env_name("front_socket"): child.socket,
+                env_name("web_workers"): "1",
+                **({env_name("redis_url"): urls} if urls else {}),
+                **({env_name("sentinel_master"): masters} if masters else {}),
+            }
+        )
+        with contextlib.suppress(FileNotFoundError):  # a socket file left by a child that was killed
+            os.unlink(child.socket)
+        child.process = subprocess.Popen(
+            [sys.executable, "-m", "rqscope.web.cli", "serve"], env=env, stdin=subprocess.DEVNULL
+        )
+        log.info("started the sidecar for prefix %r (pid %s): %s", child.prefix, child.process.pid, child.names)
+
+    def _watch(self) -> None:
+        while not self.stopped.wait(WATCH_INTERVAL):
+            for child in self.children:
+                if child.process is None or child.process.poll() is None:
+                    continue
+                now = time.monotonic()
+                if not child.next_start:
+                    child.exits += 1
+                    pause = min(RESTART_PAUSE[1], RESTART_PAUSE[0] * 2 ** min(child.exits - 1, 5))
+                    child.next_start = now + pause
+                    log.warning(
+                        "the sidecar for prefix %r exited with %s; starting it again in %.0f s",
+                        child.prefix,
+                        child.process.returncode,
+                        pause,
+                    )
+                elif now >= child.next_start and not self.stopped.is_set():
+                    child.next_start = 0.0
+                    self._spawn(child)
+
+    def stop(self) -> None:
+        """Stop every child by its pid (SIGTERM, then SIGKILL), and remove the socket directory."""
+        if os.getpid() != self.owner:  # a gunicorn worker leaving `serve` through its finally: not its children
+            return
+        self.stopped.set()
+        for child in self.children:
+            if child.process is not None and child.process.poll() is None:
+                child.process.terminate()
+        for child in self.children:
+            if child.process is None:
+                continue
+            try:
+                child.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                child.process.kill()
+                child.process.wait(timeout=5)
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def request(
+        self, child: Child, method: str, target: str, headers: Mapping[str, str] = {}, body: bytes | None = None
+    ) -> Reply:
+        """One request to a child; OSError or http.client.HTTPException when it does not answer in time."""
+        connection = UnixConnection(child.socket, self.timeout)
+        try:
+            connection.putrequest(method, target, skip_host=True, skip_accept_encoding=True)
+            sent = {**headers, FRONT_TOKEN_HEADER: self.token}
+            sent.setdefault("Host", "localhost")
+            if body is not None:
+                sent["Content-Length"] = str(len(body))
+            for name, value in sent.items():
+                connection.putheader(name, value)
+            connection.endheaders(body)
+            response = connection.getresponse()
+            data = response.read(MAX_REPLY_BYTES + 1)
+            if len(data) > MAX_REPLY_BYTES:
+                raise http.client.HTTPException(f"the reply is over {MAX_REPLY_BYTES} bytes")
+            return Reply(response.status, response.getheaders(), data)
+        finally:
+            connection.close()
+
+
+def plan(settings: Settings, environ: Mapping[str, str]) -> Children | None:
+    """The children `settings` need (None when every instance is under this process's prefix), not started."""
+    _, groups = by_prefix(env_name("redis_url"), settings.instances, rq_key_prefix())
+    if not groups:
+        return None
+    directory = tempfile.mkdtemp(prefix="rqscope-children-")  # mode 0700: no other user reaches the sockets
+    children = [
+        Child(prefix, members, os.path.join(directory, f"{index}.sock"))
+        for index, (prefix, members) in enumerate(groups.items())
+    ]
+    names = ",".join(i.name for i in settings.instances)
+    environ = {**environ, env_name("front_instances"): names}
+    timeout = settings.redis_connect_timeout + settings.redis_timeout + 1.0
+    return Children(secrets.token_urlsafe(32), directory, children, environ, timeout)
