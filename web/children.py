@@ -10,11 +10,13 @@ A child that exits is started again, after a pause that grows while it keeps exi
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import http.client
 import logging
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -36,6 +38,7 @@ FRONT_CSRF_HEADER = "X-Rqscope-Front-Csrf"
 MAX_REPLY_BYTES = 64 * 1024 * 1024  # a /metrics of thousands of queues is a few MB
 RESTART_PAUSE = (1.0, 30.0)  # seconds before a child that exited is started again: first, longest
 WATCH_INTERVAL = 0.5
+PR_SET_PDEATHSIG = 1  # prctl(2)
 # what the front's own settings must not pass on: the child names its own instances and listens elsewhere
 NOT_PASSED = ("redis_url", "sentinel_master", "host", "port", "web_workers", "front_token", "front_socket")
 
@@ -119,7 +122,10 @@ class Children:
         with contextlib.suppress(FileNotFoundError):  # a socket file left by a child that was killed
             os.unlink(child.socket)
         child.process = subprocess.Popen(
-            [sys.executable, "-m", "rqscope.web.cli", "serve"], env=env, stdin=subprocess.DEVNULL
+            [sys.executable, "-m", "rqscope.web.cli", "serve"],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_ends_with_front,  # noqa: PLW1509 - one prctl call, before exec
         )
         log.info("started the sidecar for prefix %r (pid %s): %s", child.prefix, child.process.pid, child.names)
 
@@ -182,6 +188,14 @@ class Children:
             return Reply(response.status, response.getheaders(), data)
         finally:
             connection.close()
+
+
+def _ends_with_front() -> None:
+    """In the child, before exec: Linux sends it SIGTERM when the front exits, even killed, so none is orphaned."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux: the front's own stop() is all there is
+        return
 
 
 def plan(settings: Settings, environ: Mapping[str, str]) -> Children | None:

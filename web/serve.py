@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -84,6 +86,8 @@ def serve(settings: Settings, environ: Mapping[str, str]) -> int:
         raise RqscopeError("RQSCOPE_REDIS_URL is not set (run `rqscope demo` for an embedded Redis)")
     children = plan(settings, environ)
     if children is not None:
+        # until gunicorn sets its own handler, a SIGTERM leaves through the finally below, which stops them
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
         children.start()
     try:
         SidecarServer(settings, children).run()

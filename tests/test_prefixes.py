@@ -1,0 +1,294 @@
+"""One sidecar for installations under different RQ key prefixes: a sidecar process per other prefix, one front.
+
+Two real Redis servers, `main` under RQ's default prefix and `billing` under `{billing}`, each worked by a real
+`rqscope worker` started with its own RQ_KEY_PREFIX; one `rqscope serve` watches both.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from redis import Redis
+from rqscope.monitor.embedded import EmbeddedRedis, free_port
+from rqscope.monitor.names import encode_segment
+from rqscope.monitor.settings import Settings
+from rqscope.tasks.errors import RqscopeError
+from rqscope.web.app import create_app
+from rqscope.web.children import UnixConnection
+
+from tests import test_instances
+from tests.helpers import REPO, rqscope_command, spawn, stop, wait_for
+
+pytestmark = pytest.mark.redis
+west_server = test_instances.west_server  # a second redis-server, shared with the instance tests
+OPERATOR = "operator-token-0123456789ab"
+VIEWER = "viewer-token-0123456789ab"
+BILLING = "{billing}"
+HOSTILE = "a/b %2F..\n<i>x</i>"
+TASKS = "rqscope.tasks.examples,tests.sample_tasks"
+
+
+def _env(main_url: str, billing_url: str, **extra: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "RQSCOPE_REDIS_URL": f"main={main_url},billing={billing_url}#prefix={BILLING}",
+        "RQSCOPE_TASK_MODULES": TASKS,
+        "RQSCOPE_API_TOKEN": OPERATOR,
+        "RQSCOPE_VIEWER_TOKEN": VIEWER,
+        "RQSCOPE_REDIS_TIMEOUT": "1",
+        "RQSCOPE_REDIS_CONNECT_TIMEOUT": "1",
+        "RQSCOPE_SNAPSHOT_TTL": "0.001",
+        **extra,
+    }
+
+
+def _under(prefix: str, script: str, env: dict[str, str]) -> None:
+    """Run `script` in a process whose RQ reads `prefix` at import, as the installation's own code does."""
+    subprocess.run([sys.executable, "-c", script], env={**env, "RQ_KEY_PREFIX": prefix}, check=True, timeout=60)
+
+
+ENQUEUE = """
+import os
+from redis import Redis
+from rqscope.tasks.registry import enqueue, import_task_modules
+import_task_modules(("tests.sample_tasks",))
+r = Redis.from_url(os.environ["URL"])
+for i in range(int(os.environ["OK"])):
+    enqueue("t_ok", i, connection=r)
+for i in range(int(os.environ["FAIL"])):
+    enqueue("t_fail", i, connection=r)
+from rq import Queue
+Queue(os.environ["HOSTILE"], connection=r).enqueue("os.getpid")
+"""
+
+
+def get(base: str, path: str, token: str | None = VIEWER, method: str = "GET", **headers: str) -> tuple[int, bytes]:
+    request = urllib.request.Request(base + path, method=method, headers=headers)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    if method == "POST":
+        request.add_header("Content-Type", "application/json")
+        request.data = b"{}"
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+    except urllib.error.URLError:  # not listening yet, or gone
+        return 0, b""
+
+
+def samples(body: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(body.decode())
+        for s in family.samples
+    }
+
+
+def child_of(serve: subprocess.Popen[bytes]) -> tuple[int, str]:
+    """(pid, socket) of the sidecar `serve` started for the other prefix, from its environment."""
+    found = _child(serve)
+    assert found is not None, "no child sidecar"
+    return found
+
+
+def _children_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            status = (entry / "status").read_text() if entry.name.isdigit() else ""
+        except OSError:
+            continue
+        if any(line.split() == ["PPid:", str(pid)] for line in status.splitlines()):
+            found.append(int(entry.name))
+    return found
+
+
+def _child(serve: subprocess.Popen[bytes]) -> tuple[int, str] | None:
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        ppid = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("PPid:")), 0)
+        socket = next((v.split(b"=", 1)[1] for v in environ if v.startswith(b"RQSCOPE_FRONT_SOCKET=")), None)
+        if ppid == serve.pid and socket:
+            return int(entry.name), socket.decode()
+    return None
+
+
+@pytest.fixture(scope="module")
+def stack(redis_server: EmbeddedRedis, west_server: EmbeddedRedis) -> Iterator[dict[str, Any]]:
+    main, billing = Redis.from_url(redis_server.url), Redis.from_url(west_server.url)
+    main.flushall()
+    billing.flushall()
+    env = _env(redis_server.url, west_server.url)
+    _under("rq", ENQUEUE, {**env, "URL": redis_server.url, "OK": "2", "FAIL": "0", "HOSTILE": "main-only"})
+    _under(BILLING, ENQUEUE, {**env, "URL": west_server.url, "OK": "5", "FAIL": "1", "HOSTILE": HOSTILE})
+    for prefix, name in (("rq", "main"), (BILLING, "billing")):
+        worker = rqscope_command("worker", "--burst", "--redis", name, "default")
+        subprocess.run(worker, env={**env, "RQ_KEY_PREFIX": prefix}, check=True, timeout=120, cwd=REPO)
+    port = free_port()
+    serve = spawn(rqscope_command("serve"), env={**env, "RQSCOPE_PORT": str(port)})
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: json.loads(get(base, "/readyz")[1] or b"{}").get("status") == "ok", timeout=60)
+        yield {"base": base, "serve": serve, "main": main, "billing": billing}
+    finally:
+        stop(serve)
+        main.close()
+        billing.close()
+
+
+def test_the_metrics_carry_both_installations_each_family_once(stack: dict[str, Any]) -> None:
+    status, body = get(stack["base"], "/metrics", token=None)
+    assert status == 200
+    found = samples(body)
+    jobs = "rqscope_queue_jobs"
+    assert found[(jobs, (("queue", "default"), ("redis", "main"), ("state", "finished")))] == 2
+    assert found[(jobs, (("queue", "default"), ("redis", "billing"), ("state", "finished")))] == 5
+    assert found[(jobs, (("queue", "default"), ("redis", "billing"), ("state", "failed")))] == 1
+    assert found[("rqscope_redis_up", (("redis", "main"),))] == 1
+    assert found[("rqscope_redis_up", (("redis", "billing"),))] == 1
+    helps = [line for line in body.splitlines() if line.startswith(b"# HELP ")]
+    assert len(helps) == len(set(helps))
+    # the installation's own keys: nothing was read or written under the other's prefix
+    assert not stack["billing"].keys("rq:*") and not stack["main"].keys("{billing}:*")
+
+
+def test_promtool_accepts_the_merged_exposition(stack: dict[str, Any]) -> None:
+    promtool = "/usr/bin/promtool"
+    if not os.access(promtool, os.X_OK):
+        pytest.skip("promtool is not installed")
+    body = get(stack["base"], "/metrics", token=None)[1]
+    checked = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True, timeout=30)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_instances_and_readiness_list_both_in_order(stack: dict[str, Any]) -> None:
+    status, body = get(stack["base"], "/api/instances")
+    assert status == 200
+    listed = json.loads(body)
+    assert listed["default"] == "main"
+    rows = {row["name"]: row for row in listed["instances"]}
+    assert [row["name"] for row in listed["instances"]] == ["main", "billing"]
+    assert rows["billing"]["up"] and rows["billing"]["prefix"] == BILLING and rows["billing"]["failed"] == 1
+    assert rows["main"]["prefix"] == "rq" and rows["main"]["failed"] == 0
+    ready = json.loads(get(stack["base"], "/readyz", token=None)[1])
+    assert ready["instances"] == {"main": "ok", "billing": "ok"}
+    page = get(stack["base"], "/instances")[1].decode()
+    assert 'data-instance="billing"' in page and "served by the sidecar of its RQ key prefix" in page
+
+
+def test_pages_and_reads_of_the_other_prefix_are_served_read_only_behind_the_front_s_auth(
+    stack: dict[str, Any],
+) -> None:
+    base = stack["base"]
+    assert get(base, "/api/queues?redis=billing", token=None)[0] == 401  # judged at the front
+    status, body = get(base, "/api/queues?redis=billing")
+    assert status == 200
+    queues = {q["name"]: q for q in json.loads(body)["queues"]}
+    assert queues["default"]["counts"]["failed"] == 1 and HOSTILE in queues
+    status, page = get(base, "/?redis=billing", Accept="text/html")
+    assert status == 200
+    text = page.decode()
+    assert 'data-redis="billing"' in text and "?redis=main" not in text  # the default takes no ?redis=
+    assert 'href="/?redis=billing"' in text and "main" in text  # the switcher names both
+    # a hostile name's own page, relayed with its exact encoding
+    status, page = get(base, f"/queues/{encode_segment(HOSTILE)}/queued?redis=billing", Accept="text/html")
+    assert status == 200 and b"<i>x</i>" not in page and b"&lt;i&gt;x&lt;/i&gt;" in page
+
+
+def test_an_action_on_the_other_prefix_is_refused_and_changes_nothing(stack: dict[str, Any]) -> None:
+    billing = stack["billing"]
+    failed = billing.zrange(f"{BILLING}:failed:default", 0, -1)
+    assert len(failed) == 1
+    job = failed[0].decode()
+    status, body = get(stack["base"], f"/api/jobs/{job}/retry?redis=billing", token=OPERATOR, method="POST")
+    assert status == 409 and b"RQ_KEY_PREFIX={billing}" in body
+    assert billing.zrange(f"{BILLING}:failed:default", 0, -1) == failed
+
+
+def test_the_child_serves_only_its_front(stack: dict[str, Any]) -> None:
+    _, socket_path = child_of(stack["serve"])
+    assert os.stat(os.path.dirname(socket_path)).st_mode & 0o077 == 0  # no other user may reach the socket
+    for headers in ({}, {"X-Rqscope-Front": "guess"}):
+        connection = UnixConnection(socket_path, 30)
+        connection.request("GET", "/metrics", headers=headers)
+        assert connection.getresponse().status == 403
+        connection.close()
+    # a caller cannot pass itself off as the front through the front
+    status, _ = get(stack["base"], "/api/queues?redis=billing", token=None, **{"X-Rqscope-Front": "guess"})
+    assert status == 401
+
+
+def test_a_child_that_dies_is_shown_down_alone_then_started_again(stack: dict[str, Any]) -> None:
+    base = stack["base"]
+    pid, _ = child_of(stack["serve"])
+    for dead in (pid, *_children_of(pid)):  # its gunicorn master and worker, at once: a crash
+        os.kill(dead, signal.SIGKILL)
+    found = samples(get(base, "/metrics", token=None)[1])
+    assert found[("rqscope_redis_up", (("redis", "billing"),))] == 0
+    assert found[("rqscope_redis_up", (("redis", "main"),))] == 1
+    assert get(base, "/api/queues?redis=billing")[0] == 502
+    assert get(base, "/api/queues")[0] == 200
+    wait_for(lambda: (_child(stack["serve"]) or (pid,))[0] != pid, timeout=20)
+    wait_for(lambda: get(base, "/api/queues?redis=billing")[0] == 200, timeout=60)
+
+
+def test_info_reads_each_installation_under_its_own_prefix(stack: dict[str, Any], redis_server, west_server) -> None:
+    env = _env(redis_server.url, west_server.url)
+    done = subprocess.run(rqscope_command("info", "--json"), env=env, capture_output=True, timeout=120, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    shown = json.loads(done.stdout)
+    assert set(shown) == {"main", "billing"}
+    failed = {name: sum(q["counts"]["failed"] for q in shown[name]["queues"]) for name in shown}
+    assert failed == {"main": 0, "billing": 1}
+
+
+def test_a_worker_refuses_an_instance_under_another_prefix(redis_server, west_server) -> None:
+    env = _env(redis_server.url, west_server.url)
+    done = subprocess.run(
+        rqscope_command("worker", "--burst", "--redis", "billing"), env=env, capture_output=True, timeout=60, cwd=REPO
+    )
+    assert done.returncode == 2 and b"start the worker with RQ_KEY_PREFIX={billing}" in done.stderr
+
+
+def test_the_first_instance_is_this_process_s_and_plain_app_building_refuses_other_prefixes(
+    redis_server, west_server
+) -> None:
+    env = _env(redis_server.url, west_server.url)
+    env["RQSCOPE_REDIS_URL"] = f"billing={west_server.url}#prefix={BILLING},main={redis_server.url}"
+    done = subprocess.run(rqscope_command("serve"), env=env, capture_output=True, timeout=60, cwd=REPO)
+    assert done.returncode == 2 and b"the first instance, 'billing'" in done.stderr
+    settings = Settings(redis_url=f"main={redis_server.url},billing={west_server.url}#prefix={BILLING}")
+    with pytest.raises(RqscopeError, match="rqscope serve"):
+        create_app(settings, testing=True)
+
+
+def test_the_sidecars_stop_with_the_front(redis_server, west_server) -> None:
+    port = free_port()
+    serve = spawn(rqscope_command("serve"), env=_env(redis_server.url, west_server.url, RQSCOPE_PORT=str(port)))
+    try:
+        wait_for(lambda: _child(serve), timeout=30)
+        pid, socket_path = child_of(serve)
+    finally:
+        stop(serve)
+    wait_for(lambda: not Path(f"/proc/{pid}").exists() or b"zombie" in Path(f"/proc/{pid}/status").read_bytes(), 20)
+    assert not os.path.exists(os.path.dirname(socket_path))
