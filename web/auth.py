@@ -18,7 +18,15 @@ from flask import abort, g, request, session
 from redis import ConnectionError, RedisError, TimeoutError
 from rqscope.monitor.settings import Settings, User, env_name
 from rqscope.web import hosts, sessions
-from rqscope.web.children import FRONT_CSRF_HEADER, FRONT_TOKEN_HEADER, FRONT_USER_HEADER
+from rqscope.web.children import (
+    FLASHES,
+    FRONT_CSRF_HEADER,
+    FRONT_FLASHES_HEADER,
+    FRONT_TOKEN_HEADER,
+    FRONT_USER_HEADER,
+    caller_from,
+    flashes,
+)
 from rqscope.web.ratelimit import SignInLimiter
 from rqscope.web.state import state
 from werkzeug.exceptions import HTTPException, TooManyRequests
@@ -212,11 +220,17 @@ def front_caller(settings: Settings) -> Identity:
     """In a child sidecar (web.children), the caller its front judged, read-only here; 403 for anyone else."""
     if not _same(request.headers.get(FRONT_TOKEN_HEADER, ""), settings.front_token):
         abort(403, "this sidecar serves only the sidecar that started it")
-    name, _, via = request.headers.get(FRONT_USER_HEADER, "").partition(" ")
-    # the front relays reads only: whoever the caller is there, here they may only read
-    who = Identity(name[:200] or "front", VIEWER, via if via in ("session", "token", "basic", "anonymous") else "token")
+    role, via, name = caller_from(request.headers.get(FRONT_USER_HEADER, ""))
+    # the front's access guard let this caller in for this request: as an operator only for what it let them change
+    who = Identity(
+        name[:200] or "front",
+        role if role in (OPERATOR, VIEWER) else VIEWER,
+        via if via in ("session", "token", "basic", "anonymous") else "token",
+    )
     g.front_csrf = request.headers.get(FRONT_CSRF_HEADER, "")  # the front's form token, for the forms of relayed pages
     setattr(g, VERDICT, Verdict(who))
+    if given := request.headers.get(FRONT_FLASHES_HEADER):
+        session[FLASHES] = flashes(given)  # for get_flashed_messages on the page rendered now
     return who
 
 

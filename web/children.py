@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import http.client
+import json
 import logging
 import os
 import secrets
@@ -25,6 +26,8 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote, unquote
 
 from rqscope.monitor.instances import InstanceConfig, by_prefix, group_values
 from rqscope.monitor.settings import Settings, env_name
@@ -35,6 +38,8 @@ log = logging.getLogger(__name__)
 FRONT_TOKEN_HEADER = "X-Rqscope-Front"
 FRONT_USER_HEADER = "X-Rqscope-Front-User"
 FRONT_CSRF_HEADER = "X-Rqscope-Front-Csrf"
+FRONT_FLASHES_HEADER = "X-Rqscope-Front-Flashes"  # flashed messages, both ways: the front's session keeps them
+FLASHES = "_flashes"  # where Flask's flash() keeps them in the session
 MAX_REPLY_BYTES = 64 * 1024 * 1024  # a /metrics of thousands of queues is a few MB
 RESTART_PAUSE = (1.0, 30.0)  # seconds before a child that exited is started again: first, longest
 WATCH_INTERVAL = 0.5
@@ -188,6 +193,29 @@ class Children:
             return Reply(response.status, response.getheaders(), data)
         finally:
             connection.close()
+
+
+def caller_header(who: Any) -> str:
+    """An Identity as the front tells it to a child: role, how they signed in, and the name, quoted."""
+    return f"{who.role} {who.via} {quote(who.name, safe='')}" if who is not None else ""
+
+
+def caller_from(header: str) -> tuple[str, str, str]:
+    """(role, via, name) from caller_header's text; empty strings for what is missing."""
+    role, _, rest = header.partition(" ")
+    via, _, name = rest.partition(" ")
+    return role, via, unquote(name)
+
+
+def flashes(header: str) -> list[tuple[str, str]]:
+    """Flashed (category, message) pairs from their header; none from anything malformed."""
+    try:
+        found = json.loads(header)
+    except ValueError:
+        return []
+    if not isinstance(found, list):
+        return []
+    return [(str(p[0]), str(p[1])) for p in found if isinstance(p, list | tuple) and len(p) == 2][:20]
 
 
 def _ends_with_front() -> None:

@@ -1,7 +1,7 @@
 """The front's side of the instances under other RQ prefixes, each served by a sidecar of its own (web.children).
 
-A request for such an instance (`?redis=<name>`) is judged here, like every other, then relayed to that
-sidecar: pages and reads only, as the caller's viewer. What spans every instance (/metrics, /readyz,
+A request for such an instance (`?redis=<name>`) is judged here, like every other (the caller, the role,
+the CSRF token of a form), then relayed to that sidecar as that caller. What spans every instance (/metrics, /readyz,
 /api/instances, /instances) asks each sidecar at once, each bounded by the same timeout as a Redis read.
 """
 
@@ -13,16 +13,26 @@ import json
 import logging
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response, g, request, session
 from rqscope.monitor.exposition import render_labelled
 from rqscope.monitor.families import unreachable
 from rqscope.web.access import SAFE_METHODS
 from rqscope.web.auth import csrf_token
-from rqscope.web.children import FRONT_CSRF_HEADER, FRONT_USER_HEADER, Child, Children, Reply
+from rqscope.web.children import (
+    FLASHES,
+    FRONT_CSRF_HEADER,
+    FRONT_FLASHES_HEADER,
+    FRONT_USER_HEADER,
+    Child,
+    Children,
+    Reply,
+    caller_header,
+    flashes,
+)
 from rqscope.web.state import RELAYED, State, state
-from werkzeug.exceptions import BadGateway, Conflict
+from werkzeug.exceptions import BadGateway, UnsupportedMediaType
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +50,14 @@ FRONT_ONLY = frozenset(
     }
 )
 # request headers a relayed request keeps: the caller's own credentials and cookies stay here
-KEPT_REQUEST_HEADERS = ("Accept", "Accept-Language", "If-None-Match", "If-Modified-Since", "User-Agent")
+KEPT_REQUEST_HEADERS = (
+    "Accept",
+    "Accept-Language",
+    "Content-Type",
+    "If-None-Match",
+    "If-Modified-Since",
+    "User-Agent",
+)
 # response headers the front sets itself; a child's session cookie is never the caller's
 DROPPED_REPLY_HEADERS = frozenset(
     {"connection", "keep-alive", "transfer-encoding", "content-length", "set-cookie", "server", "date"}
@@ -57,13 +74,7 @@ def install(app: Flask) -> None:
             return None
         children = state().children
         assert children is not None  # RELAYED names only the instances of a child
-        child = children.by_name[name]
-        if request.method not in SAFE_METHODS:
-            raise Conflict(
-                f"instance {name} uses the RQ key prefix {child.prefix!r}, and this sidecar serves its pages read-only;"
-                f" to change anything there, use a sidecar started with RQ_KEY_PREFIX={child.prefix}"
-            )
-        return relayed(children, child)
+        return relayed(children, children.by_name[name])
 
 
 def _target() -> str:
@@ -76,14 +87,25 @@ def _target() -> str:
     return path + ("?" + query if query else "")
 
 
+def _body() -> bytes:
+    """The request's body; a form the access guard already read (for its CSRF token) is encoded again."""
+    if request.mimetype == "application/x-www-form-urlencoded":
+        return urlencode(list(request.form.items(multi=True))).encode()
+    if request.mimetype == "multipart/form-data":  # no form of the dashboard sends files
+        raise UnsupportedMediaType("forms with files are not accepted")
+    return request.get_data()
+
+
 def relayed(children: Children, child: Child) -> Response:
-    """The child's answer to this request, as the caller's read-only self."""
-    who = g.get("who")
+    """The child's answer to this request, made as the caller the access guard let in."""
     headers = {k: v for k, v in request.headers.items() if k in KEPT_REQUEST_HEADERS}
-    headers[FRONT_USER_HEADER] = f"{who.name} {who.via}" if who is not None else ""
+    headers[FRONT_USER_HEADER] = caller_header(g.get("who"))
     headers[FRONT_CSRF_HEADER] = csrf_token()  # the forms of the child's pages post back here
+    if pending := session.pop(FLASHES, None):  # messages for the page the child renders next
+        headers[FRONT_FLASHES_HEADER] = json.dumps(pending)
+    body = _body() if request.method not in SAFE_METHODS else None
     try:
-        reply = children.request(child, request.method, _target(), headers)
+        reply = children.request(child, request.method, _target(), headers, body)
     except (OSError, http.client.HTTPException) as exc:
         log.warning("the sidecar for prefix %r did not answer: %s", child.prefix, exc)
         raise BadGateway(
@@ -91,6 +113,9 @@ def relayed(children: Children, child: Child) -> Response:
             " it is started again when it exits"
         ) from None
     kept = [(k, v) for k, v in reply.headers if k.lower() not in DROPPED_REPLY_HEADERS]
+    for key, value in reply.headers:  # what the child flashed, kept in the caller's session for the next page
+        if key.lower() == FRONT_FLASHES_HEADER.lower():
+            session[FLASHES] = session.get(FLASHES, []) + flashes(value)
     return Response(reply.body, status=reply.status, headers=kept)
 
 
