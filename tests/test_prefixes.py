@@ -26,13 +26,15 @@ from rqscope.monitor.embedded import EmbeddedRedis, free_port
 from rqscope.monitor.names import encode_segment
 from rqscope.monitor.settings import Settings
 from rqscope.tasks.errors import RqscopeError
+from rqscope.tasks.rq_internals.keys import rq_reads_prefix
 from rqscope.web.app import create_app
-from rqscope.web.children import UnixConnection
+from rqscope.web.children import UnixConnection, plan
 
 from tests import test_instances
 from tests.helpers import REPO, rqscope_command, spawn, stop, wait_for
 
 pytestmark = pytest.mark.redis
+needs_rq_3 = pytest.mark.skipif(not rq_reads_prefix(), reason="RQ reads RQ_KEY_PREFIX from 3.0 on")
 west_server = test_instances.west_server  # a second redis-server, shared with the instance tests
 OPERATOR = "operator-token-0123456789ab"
 VIEWER = "viewer-token-0123456789ab"
@@ -137,6 +139,8 @@ def _child(serve: subprocess.Popen[bytes]) -> tuple[int, str] | None:
 
 @pytest.fixture(scope="module")
 def stack(redis_server: EmbeddedRedis, west_server: EmbeddedRedis) -> Iterator[dict[str, Any]]:
+    if not rq_reads_prefix():
+        pytest.skip("RQ reads RQ_KEY_PREFIX from 3.0 on")
     main, billing = Redis.from_url(redis_server.url), Redis.from_url(west_server.url)
     main.flushall()
     billing.flushall()
@@ -297,6 +301,7 @@ def test_info_reads_each_installation_under_its_own_prefix(stack: dict[str, Any]
     assert {q["name"]: q["counts"]["finished"] for q in shown["main"]["queues"]} == {"default": 2, "main-only": 0}
 
 
+@needs_rq_3
 def test_a_worker_refuses_an_instance_under_another_prefix(redis_server, west_server) -> None:
     env = _env(redis_server.url, west_server.url)
     done = subprocess.run(
@@ -305,6 +310,7 @@ def test_a_worker_refuses_an_instance_under_another_prefix(redis_server, west_se
     assert done.returncode == 2 and b"start the worker with RQ_KEY_PREFIX={billing}" in done.stderr
 
 
+@needs_rq_3
 def test_the_first_instance_is_this_process_s_and_plain_app_building_refuses_other_prefixes(
     redis_server, west_server
 ) -> None:
@@ -317,6 +323,7 @@ def test_the_first_instance_is_this_process_s_and_plain_app_building_refuses_oth
         create_app(settings, testing=True)
 
 
+@needs_rq_3
 def test_the_sidecars_stop_with_the_front(redis_server, west_server) -> None:
     port = free_port()
     serve = spawn(rqscope_command("serve"), env=_env(redis_server.url, west_server.url, RQSCOPE_PORT=str(port)))
@@ -327,3 +334,10 @@ def test_the_sidecars_stop_with_the_front(redis_server, west_server) -> None:
         stop(serve)
     wait_for(lambda: not Path(f"/proc/{pid}").exists() or b"zombie" in Path(f"/proc/{pid}/status").read_bytes(), 20)
     assert not os.path.exists(os.path.dirname(socket_path))
+
+
+@pytest.mark.skipif(rq_reads_prefix(), reason="this RQ reads RQ_KEY_PREFIX")
+def test_before_rq_3_other_prefixes_are_refused_at_start(redis_server, west_server) -> None:
+    settings = Settings(redis_url=f"main={redis_server.url},billing={west_server.url}#prefix={BILLING}")
+    with pytest.raises(RqscopeError, match="need rq 3.0 or later"):
+        plan(settings, {})

@@ -338,3 +338,10 @@ def test_under_a_hash_tag_prefix_every_key_lives_in_its_slot(redis_server, real_
 
 def every_key(redis: Redis) -> set[str]:
     return {key.decode() for key in cast(list[bytes], redis.keys("*"))}
+
+
+def test_rq_reads_its_prefix_from_the_environment_from_3_0_on() -> None:
+    import rq
+    from rqscope.tasks.rq_internals.keys import rq_reads_prefix
+
+    assert rq_reads_prefix() == (int(rq.__version__.split(".")[0]) >= 3)

@@ -31,7 +31,8 @@ from urllib.parse import quote, unquote
 
 from rqscope.monitor.instances import InstanceConfig, by_prefix, group_values
 from rqscope.monitor.settings import Settings, env_name
-from rqscope.tasks.rq_internals.keys import rq_key_prefix
+from rqscope.tasks.errors import SettingsError
+from rqscope.tasks.rq_internals.keys import rq_key_prefix, rq_reads_prefix
 
 log = logging.getLogger(__name__)
 
@@ -231,6 +232,11 @@ def plan(settings: Settings, environ: Mapping[str, str]) -> Children | None:
     _, groups = by_prefix(env_name("redis_url"), settings.instances, rq_key_prefix())
     if not groups:
         return None
+    if not rq_reads_prefix():  # a sidecar started with another RQ_KEY_PREFIX would still read `rq:` keys
+        raise SettingsError(
+            f"{env_name('redis_url')}: instances under other RQ key prefixes ({', '.join(groups)}) need rq 3.0 or "
+            "later, the first RQ to read RQ_KEY_PREFIX"
+        )
     directory = tempfile.mkdtemp(prefix="rqscope-children-")  # mode 0700: no other user reaches the sockets
     children = [
         Child(prefix, members, os.path.join(directory, f"{index}.sock"))

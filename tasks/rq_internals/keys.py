@@ -12,6 +12,13 @@ def rq_key_prefix() -> str:
     return str(getattr(defaults, "RQ_KEY_PREFIX", "rq"))
 
 
+def rq_reads_prefix() -> bool:
+    """Whether this RQ takes its key prefix from RQ_KEY_PREFIX (3.0 on); before, every key starts `rq:`."""
+    from rq import defaults
+
+    return hasattr(defaults, "RQ_KEY_PREFIX")
+
+
 @dataclass(frozen=True)
 class Keys:
     """RQ's key names under one prefix."""
