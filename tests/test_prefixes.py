@@ -254,6 +254,25 @@ def test_an_action_on_the_other_prefix_runs_there_as_the_caller_with_its_message
     assert billing.llen(f"{BILLING}:queue:default") == 1
 
 
+def test_an_api_enqueue_on_the_other_prefix_lands_under_it(stack: dict[str, Any]) -> None:
+    base, billing = stack["base"], stack["billing"]
+    body = json.dumps({"task": "t_ok", "args": [21], "queue": "q1"}).encode()
+    request = urllib.request.Request(
+        base + "/api/tasks?redis=billing",
+        data=body,
+        method="POST",
+        headers={"Authorization": f"Bearer {OPERATOR}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.status == 202 and "Set-Cookie" not in response.headers  # a script's call opens no session
+        job = json.loads(response.read())["id"]
+    assert billing.lrange(f"{BILLING}:queue:q1", 0, -1) == [job.encode()]
+    assert not stack["main"].exists("rq:queue:q1")
+    status, found = get(base, f"/api/tasks/{job}?redis=billing")
+    assert status == 200 and json.loads(found)["status"] == "queued"
+    assert get(base, f"/api/tasks/{job}")[0] == 404  # not a job of the default instance
+
+
 def _csrf(page: bytes) -> str:
     found = re.search(rb'name="csrf_token" value="([^"]+)"', page)
     assert found is not None, "no form on the page"

@@ -61,7 +61,9 @@ KEPT_REQUEST_HEADERS = (
 # response headers the front sets itself; a child's session cookie is never the caller's
 DROPPED_REPLY_HEADERS = frozenset(
     {"connection", "keep-alive", "transfer-encoding", "content-length", "set-cookie", "server", "date"}
+    | {FRONT_FLASHES_HEADER.lower()}
 )
+LARGE_BODIES = frozenset({"api_tasks.batch"})  # the routes given RQSCOPE_MAX_BATCH_BYTES instead (web.api_tasks)
 
 
 def install(app: Flask) -> None:
@@ -93,14 +95,18 @@ def _body() -> bytes:
         return urlencode(list(request.form.items(multi=True))).encode()
     if request.mimetype == "multipart/form-data":  # no form of the dashboard sends files
         raise UnsupportedMediaType("forms with files are not accepted")
+    if request.endpoint in LARGE_BODIES:
+        request.max_content_length = state().settings.max_batch_bytes
     return request.get_data()
 
 
 def relayed(children: Children, child: Child) -> Response:
     """The child's answer to this request, made as the caller the access guard let in."""
     headers = {k: v for k, v in request.headers.items() if k in KEPT_REQUEST_HEADERS}
-    headers[FRONT_USER_HEADER] = caller_header(g.get("who"))
-    headers[FRONT_CSRF_HEADER] = csrf_token()  # the forms of the child's pages post back here
+    who = g.get("who")
+    headers[FRONT_USER_HEADER] = caller_header(who)
+    if who is not None and who.is_browser:  # the forms of the child's pages post back here, with this token
+        headers[FRONT_CSRF_HEADER] = csrf_token()
     if pending := session.pop(FLASHES, None):  # messages for the page the child renders next
         headers[FRONT_FLASHES_HEADER] = json.dumps(pending)
     body = _body() if request.method not in SAFE_METHODS else None
