@@ -20,6 +20,7 @@ from typing import cast
 
 import pytest
 from redis import Redis
+from redis.crc import key_slot
 from rqscope.monitor.embedded import free_port
 from rqscope.tasks.registry import task
 
@@ -30,14 +31,14 @@ START_TIMEOUT = 30.0
 
 @task(queue="default")
 def record_run(path: str) -> str:
-    """Append this job's id to `path` (one write, so concurrent horses never interleave)."""
+    """Append this job's id and the time to `path` (one write, so concurrent horses never interleave)."""
     from rq import get_current_job
 
     job = get_current_job()
     job_id = job.id if job is not None else "?"
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:
-        os.write(fd, f"{job_id}\n".encode())
+        os.write(fd, f"{job_id} {time.time():.3f}\n".encode())
     finally:
         os.close(fd)
     return job_id
@@ -81,6 +82,37 @@ class LocalCluster:
             if start <= slot <= end:
                 return int(master[1])
         raise AssertionError(f"slot {slot} is not served")
+
+    def describe(self, prefix: str, queue: str) -> str:
+        """What an RQ queue and its workers left on the slot's owner, for a test's failure message."""
+        from rqscope.tasks.rq_internals.keys import Keys
+
+        keys = Keys(prefix)
+        owner = self.owner(key_slot(prefix.encode()))
+        node = self.node(owner)
+        pipe = node.pipeline(transaction=False)
+        pipe.llen(keys.queue(queue))
+        pipe.lrange(keys.intermediate(queue), 0, 9)
+        for state in ("started", "finished", "failed", "scheduled"):
+            pipe.zcard(keys.registry(state, queue))
+        pipe.smembers(keys.workers)
+        queued, dequeuing, started, finished, failed, scheduled, workers = pipe.execute()
+        workers = sorted(workers)
+        pipe = node.pipeline(transaction=False)
+        for worker in workers:
+            pipe.hmget(worker, "state", "last_heartbeat", "successful_job_count", "failed_job_count")
+            pipe.hgetall(worker + b":rqscope-claim")
+        described = pipe.execute()
+        return "\n".join(
+            [
+                f"slot {key_slot(prefix.encode())} on {owner}; queue {queue!r}: {queued} queued, dequeuing "
+                f"{dequeuing}, {started} started, {finished} finished, {failed} failed, {scheduled} scheduled",
+                *(
+                    f"worker {name!r}: state, last heartbeat, jobs finished, failed {fields}; claim {claim}"
+                    for name, fields, claim in zip(workers, described[::2], described[1::2], strict=True)
+                ),
+            ]
+        )
 
     def keys_on(self, port: int) -> list[bytes]:
         return sorted(cast(list[bytes], self.node(port).keys("*")))

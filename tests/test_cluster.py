@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -142,8 +143,14 @@ def run_python(cluster: LocalCluster, code: str, *args: str, stdin: str | None =
     return done.stdout
 
 
+def run_times(record: Path) -> list[tuple[str, float]]:
+    """(job id, when it ran) of every run recorded by tests.cluster.record_run, in the order they ran."""
+    lines = record.read_text().splitlines() if record.exists() else []
+    return [(job_id, float(at)) for job_id, at in (line.split() for line in lines if line.strip())]
+
+
 def runs_recorded(record: Path) -> list[str]:
-    return record.read_text().split() if record.exists() else []
+    return [job_id for job_id, _ in run_times(record)]
 
 
 def statuses(cluster: LocalCluster, ids: list[str]) -> dict[str, str]:
@@ -261,8 +268,45 @@ def test_a_redirected_transaction_or_script_applies_nothing(redis_cluster: Local
     assert {a.encode(), b.encode()}.isdisjoint([*redis_cluster.keys_on(src), *redis_cluster.keys_on(back)])
 
 
+# A worker that ran no job for this long while jobs wait is stuck, not slow: a run takes well under a second even
+# with six CPU-burning processes on two cores (0.44 s at most between runs, measured)
+STALLED_SECONDS = 30.0
+TRAFFIC_SECONDS = 240.0  # the most the traffic phase of a test may take, however slowly it progresses
+
+
+def duplicates_and_missing(ran: list[str], ids: list[str]) -> str:
+    twice = sorted({job_id for job_id in ran if ran.count(job_id) > 1})
+    missing = sorted(set(ids) - set(ran))
+    return f"ran more than once {twice[:10]}, never ran {missing[:10]} ({len(missing)})"
+
+
+def wait_for_runs(record: Path, target: int, deadline: float, left_behind: Callable[[], str]) -> float:
+    """Wait until `target` runs are recorded; the longest wait between two runs, in seconds.
+
+    Fails when no run was added for STALLED_SECONDS, or at `deadline` (time.monotonic()), with what was left.
+    """
+    started = last = time.monotonic()
+    runs, longest = len(runs_recorded(record)), 0.0
+    while runs < target:
+        time.sleep(0.05)
+        now, seen = time.monotonic(), len(runs_recorded(record))
+        if seen != runs:
+            runs, longest, last = seen, max(longest, now - last), now
+        elif now - last > STALLED_SECONDS or now > deadline:
+            raise AssertionError(
+                f"{runs} of {target} runs after {now - started:.1f} s; none in the last {now - last:.1f} s "
+                f"(longest wait between runs before that {longest:.1f} s)\n{left_behind()}"
+            )
+    return longest
+
+
 def _read_lines(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """The reader's polls (anything else it printed, a warning or a traceback, is not a poll)."""
+    return [json.loads(line) for line in path.read_text().splitlines() if line.startswith("{")]
+
+
+def _tail(path: Path, chars: int = 3000) -> str:
+    return path.read_text(errors="replace")[-chars:] if path.exists() else ""
 
 
 def test_a_slot_move_under_traffic_loses_nothing_and_the_reader_fails_at_most_one_poll(
@@ -272,6 +316,7 @@ def test_a_slot_move_under_traffic_loses_nothing_and_the_reader_fails_at_most_on
     src = redis_cluster.owner(SLOT)
     dst = other_node(redis_cluster, src)
     record, polls, worker_log = tmp_path / "runs", tmp_path / "polls", tmp_path / "worker.log"
+    ids = [f"moving-{i}" for i in range(count)]
     env = env_for(redis_cluster)
     with polls.open("wb") as polls_out, worker_log.open("wb") as worker_out:
         worker = spawn(rqscope_command("worker", "moving"), env, stdout=worker_out, stderr=subprocess.STDOUT)
@@ -284,21 +329,40 @@ def test_a_slot_move_under_traffic_loses_nothing_and_the_reader_fails_at_most_on
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
+
+        def left_behind() -> str:
+            ran = runs_recorded(record)
+            return "\n".join(
+                [
+                    f"worker process: {'running' if worker.poll() is None else f'exited {worker.returncode}'}; "
+                    f"producer: {'running' if producer.poll() is None else f'exited {producer.returncode}'}",
+                    f"{len(ran)} runs; {duplicates_and_missing(ran, ids)}",
+                    redis_cluster.describe(PREFIX, "moving"),
+                    f"last reader polls: {_read_lines(polls)[-2:]}",
+                    f"worker log (tail):\n{_tail(worker_log)}",
+                ]
+            )
+
+        deadline = time.monotonic() + TRAFFIC_SECONDS
         try:
-            wait_for(lambda: len(runs_recorded(record)) >= count // 3, timeout=60)
+            wait_for_runs(record, count // 3, deadline, left_behind)
             move_started = time.time()
             moved_keys = redis_cluster.move_slot(SLOT, src, dst)
             move_done = time.time()
-            out, err = producer.communicate(timeout=60)
+            try:
+                out, err = producer.communicate(timeout=max(1.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                raise AssertionError(f"the producer did not finish its {count} enqueues\n{left_behind()}") from None
             assert producer.returncode == 0, err.decode()[-3000:]
-            wait_for(lambda: len(runs_recorded(record)) >= count, timeout=60)
-            wait_for(lambda: any(p["finished"] == count for p in _read_lines(polls)[-3:]), timeout=30)
+            longest_wait = wait_for_runs(record, count, deadline, left_behind)
+            while not any(p["finished"] == count for p in _read_lines(polls)[-3:]):
+                assert time.monotonic() < deadline, f"the reader never counted {count} finished\n{left_behind()}"
+                time.sleep(0.05)
         finally:
             for process in (producer, reader, worker):
                 stop(process)
-    ids = [f"moving-{i}" for i in range(count)]
     ran = runs_recorded(record)
-    assert sorted(ran) == sorted(ids), "every job ran exactly once"
+    assert sorted(ran) == sorted(ids), f"every job ran exactly once: {duplicates_and_missing(ran, ids)}"
     assert statuses(redis_cluster, ids) == dict.fromkeys(ids, "finished")
     assert redis_cluster.owner(SLOT) == dst and moved_keys > count
 
@@ -311,10 +375,12 @@ def test_a_slot_move_under_traffic_loses_nothing_and_the_reader_fails_at_most_on
     assert first_good["port"] == dst
     assert all(p["up"] for p in seen if p["at"] > first_good["at"]), "the reader keeps reading from the new owner"
     assert seen[-1]["runs"] == count  # rqscope's run counts moved with the slot (they share its hash tag)
+    last_run = max(at for _, at in run_times(record))
     print(
         f"\nslot move: {moved_keys} keys in {move_done - move_started:.3f} s; reader polls failed "
         f"during the move {len(failed_during_move)}, after it {len(failed_after)}; first good poll "
-        f"{first_good['at'] - move_done:.3f} s after the move; producer retries {json.loads(out)['failures']}"
+        f"{first_good['at'] - move_done:.3f} s after the move; last run {last_run - move_done:.1f} s after it, "
+        f"longest wait between runs after it {longest_wait:.2f} s; producer retries {json.loads(out)['failures']}"
     )
 
 
