@@ -56,8 +56,10 @@ def fill_state(
     started: int = 200,
     workers: int = 100,
     failed_queue: str | None = None,
+    prefix: str = "rq",
 ) -> list[str]:
-    """Write the state; jobs are spread evenly over the queues unless `failed_queue` takes all failures."""
+    """Write the state, under RQ key `prefix`; jobs are spread evenly over the queues unless `failed_queue` takes
+    all failures."""
     names = [f"queue-{i:03d}" for i in range(queues)]
     now = time.time()
     pipe = redis.pipeline(transaction=False)
@@ -70,7 +72,7 @@ def fill_state(
             pending = 0
 
     for name in names:
-        pipe.sadd("rq:queues", f"rq:queue:{name}")
+        pipe.sadd(f"{prefix}:queues", f"{prefix}:queue:{name}")
 
     def add_jobs(count: int, status: str, spread: list[str]) -> None:
         nonlocal pending
@@ -78,11 +80,11 @@ def fill_state(
             queue = spread[i % len(spread)]
             job_id = str(uuid.uuid4())
             age = (count - i) * 0.01
-            pipe.hset(f"rq:job:{job_id}", mapping=job_hash(job_id, queue, status, age, failed=status == "failed"))
+            pipe.hset(f"{prefix}:job:{job_id}", mapping=job_hash(job_id, queue, status, age, failed=status == "failed"))
             if status == "queued":
-                pipe.rpush(f"rq:queue:{queue}", job_id)
+                pipe.rpush(f"{prefix}:queue:{queue}", job_id)
             else:
-                key = {"started": "rq:wip:", "finished": "rq:finished:", "failed": "rq:failed:"}[status] + queue
+                key = f"{prefix}:" + {"started": "wip:", "finished": "finished:", "failed": "failed:"}[status] + queue
                 score = now + (31536000 if status == "failed" else 500) - age
                 pipe.zadd(key, {job_id if status != "started" else f"{job_id}:exec-{i}": score})
             pending += 2
@@ -93,11 +95,11 @@ def fill_state(
     add_jobs(finished, "finished", names)
     add_jobs(started, "started", names)
     for i in range(workers):
-        key = f"rq:worker:{uuid.uuid4().hex}"
-        pipe.sadd("rq:workers", key)
+        key = f"{prefix}:worker:{uuid.uuid4().hex}"
+        pipe.sadd(f"{prefix}:workers", key)
         served = [names[i % len(names)], names[(i + 1) % len(names)]]
         for queue in served:
-            pipe.sadd(f"rq:workers:{queue}", key)
+            pipe.sadd(f"{prefix}:workers:{queue}", key)
         pipe.hset(
             key,
             mapping={

@@ -21,14 +21,16 @@ NAMES = ("a", "b", "c", "d")
 
 
 @contextmanager
-def same_state(jobs: dict[str, int]) -> Iterator[list[EmbeddedRedis]]:
-    """Four redis-servers (DEBUG allowed from loopback) with one RQ state: the first filled, the rest from its dump."""
+def same_state(jobs: dict[str, int], prefixes: Sequence[str] = ("rq",)) -> Iterator[list[EmbeddedRedis]]:
+    """Four redis-servers (DEBUG allowed from loopback) with one RQ state under each of `prefixes`: the first
+    filled, the rest from its dump."""
     servers = [EmbeddedRedis(binary=redis_binary(), extra_args=("--enable-debug-command", "local")) for _ in NAMES]
     try:
         first = servers[0].start()
         admin = Redis.from_url(first.url, socket_timeout=120)
         started = time.perf_counter()
-        fill_state(admin, 50, jobs["queued"], jobs["failed"], jobs["finished"], jobs["started"], workers=100)
+        for prefix in prefixes:
+            fill_state(admin, 50, jobs["queued"], jobs["failed"], jobs["finished"], jobs["started"], 100, prefix=prefix)
         admin.save()
         admin.close()
         for server in servers[1:]:
@@ -44,14 +46,15 @@ def same_state(jobs: dict[str, int]) -> Iterator[list[EmbeddedRedis]]:
             server.stop()
 
 
-def watching(servers: Sequence[EmbeddedRedis]) -> str:
-    """RQSCOPE_REDIS_URL naming the servers a, b, c, d in order."""
-    return ",".join(f"{name}={server.url}" for name, server in zip(NAMES, servers, strict=False))
+def watching(servers: Sequence[EmbeddedRedis], prefixes: Sequence[str] = ()) -> str:
+    """RQSCOPE_REDIS_URL naming the servers a, b, c, d in order, each under its prefix if given."""
+    fragments = [f"#prefix={p}" for p in prefixes] or [""] * len(servers)
+    return ",".join(f"{n}={s.url}{f}" for n, s, f in zip(NAMES, servers, fragments, strict=False))
 
 
-def sidecar(servers: Sequence[EmbeddedRedis], **env: str) -> Server:
-    """`rqscope serve` watching `servers`, with these RQSCOPE_* settings besides."""
-    server = rqscope_serve(watching(servers))
+def sidecar(servers: Sequence[EmbeddedRedis], prefixes: Sequence[str] = (), **env: str) -> Server:
+    """`rqscope serve` watching `servers` (each under its prefix if given), with these RQSCOPE_* settings besides."""
+    server = rqscope_serve(watching(servers, prefixes))
     server.env.update(env)
     return server
 

@@ -26,7 +26,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from functools import partial
 
@@ -41,6 +41,8 @@ from bench.scrape import queued_total
 from bench.servers import Reply, Server, Summary, alternate, cold_gap, timed_request
 
 HEALTHY, PAUSED = "b", "d"
+PREFIXES = ("rq", "pb", "pc", "pd")  # --prefixes: a, b, c and d each under its own RQ key prefix
+FOUR_PREFIXES = "4 instances, 4 prefixes"
 TIMEOUT = 1.0  # RQSCOPE_REDIS_TIMEOUT and RQSCOPE_REDIS_CONNECT_TIMEOUT of the paused run
 BOUND = 2 * TIMEOUT + 0.5  # what web/app.py gives the fan-out: connect + reply timeouts + 0.5 s
 WARM_UP_ROUNDS = 3  # untimed: imports, connections and templates in both gunicorn workers
@@ -73,16 +75,23 @@ class FanIn:
     redis_cpu: float
 
 
-def fan_in(servers: list[EmbeddedRedis], rounds: int, gap: float, deadline: float) -> FanIn:
-    """/metrics of a sidecar watching `a` and of one watching all four, alternating."""
-    with sidecar(servers[:1]) as one, sidecar(servers) as four:
-        sidecars = {"1 instance": one, "4 instances": four}
+def fan_in(servers: list[EmbeddedRedis], rounds: int, gap: float, deadline: float, prefixes: bool = False) -> FanIn:
+    """/metrics of a sidecar watching `a` and of one watching all four (and, with `prefixes`, of one watching each
+    under its own RQ key prefix: a sidecar process per prefix), alternating."""
+    with ExitStack() as started:
+        sidecars = {"1 instance": started.enter_context(sidecar(servers[:1]))}
+        sidecars["4 instances"] = started.enter_context(sidecar(servers))
+        if prefixes:
+            sidecars[FOUR_PREFIXES] = started.enter_context(sidecar(servers, PREFIXES))
         scrapes = {name: partial(timed_request, s.url, "/metrics", timeout=60) for name, s in sidecars.items()}
-        single, every = scrapes["1 instance"]().body, scrapes["4 instances"]().body
-        if up_by_instance(every) != dict.fromkeys(NAMES, 1.0) or queued_total("rqscope", every) != 4 * queued_total(
-            "rqscope", single
-        ):
-            raise RuntimeError(f"the 4-instance sidecar does not see 4 x the state: up {up_by_instance(every)}")
+        single = scrapes["1 instance"]().body
+        for name in list(sidecars)[1:]:  # a sidecar per other prefix answers a few seconds after its front
+            wait_until(lambda n=name: up_by_instance(scrapes[n]().body) == dict.fromkeys(NAMES, 1.0), 60, 0.5)
+            every = scrapes[name]().body
+            if up_by_instance(every) != dict.fromkeys(NAMES, 1.0) or queued_total("rqscope", every) != 4 * queued_total(
+                "rqscope", single
+            ):
+                raise RuntimeError(f"the sidecar of {name} does not see 4 x the state: up {up_by_instance(every)}")
         alternate(scrapes, WARM_UP_ROUNDS, gap)
         idle = cpu_used(sidecars, servers, IDLE_SECONDS)  # their work between scrapes, left out below
         started, before = time.monotonic(), cpu_used(sidecars, servers)
@@ -92,7 +101,8 @@ def fan_in(servers: list[EmbeddedRedis], rounds: int, gap: float, deadline: floa
         if not count:
             raise RuntimeError("the time budget ran out before the first timed round")
         cpu = {k: (after[k] - before[k] - idle[k] * busy / IDLE_SECONDS) / count for k in after}
-    return FanIn({name: Summary.of(samples) for name, samples in seconds.items()}, cpu, cpu.pop("redis") / 3)
+    readers = len(sidecars) - 1  # the sidecars that read b, c and d
+    return FanIn({name: Summary.of(samples) for name, samples in seconds.items()}, cpu, cpu.pop("redis") / 3 / readers)
 
 
 def cpu_used(sidecars: dict[str, Server], servers: list[EmbeddedRedis], over: float = 0.0) -> dict[str, float]:
@@ -199,6 +209,13 @@ def report_fan_in(run: FanIn, gap: float) -> None:
         f"ratio 4 instances / (4 x 1), the sum if read one after the other: "
         f"p50 {four.p50 / (4 * one.p50):.2f}, p95 {four.p95 / (4 * one.p95):.2f}"
     )
+    if FOUR_PREFIXES in run.scrapes:
+        spread = run.scrapes[FOUR_PREFIXES]
+        print(
+            f"{'4 instances, 4 RQ prefixes':<28} {ms(spread.p50):>6} ms {ms(spread.p95):>6} ms {ms(spread.mean):>6} ms"
+            f"   (a sidecar process per prefix; ratio to 1 instance: p50 {spread.p50 / one.p50:.2f}x; "
+            f"CPU per scrape {ms(run.sidecar_cpu[FOUR_PREFIXES])} ms)"
+        )
     single, every = run.sidecar_cpu["1 instance"], run.sidecar_cpu["4 instances"]
     print(
         f"CPU per scrape, without what they use between scrapes: sidecar {ms(single)} ms (1 instance), "
@@ -241,11 +258,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--gap", type=cold_gap, default=1.2, help="seconds between the starts of two requests")
     parser.add_argument("--quick", action="store_true", help="2%% of the jobs, 4 scrapes and 2 paused rounds")
     parser.add_argument("--budget", type=float, default=300, help="seconds for the scrapes of both sidecars")
+    parser.add_argument("--prefixes", action="store_true", help="also a sidecar watching each under its own prefix")
     args = parser.parse_args(argv)
     scale, rounds, pause_rounds = (0.02, 4, 2) if args.quick else (1.0, args.rounds, args.pause_rounds)
     print(f"machine: {machine()}; date: {time.strftime('%Y-%m-%d')}")
-    with same_state({k: int(n * scale) for k, n in HEADLINE_JOBS.items()}) as servers:
-        report_fan_in(fan_in(servers, rounds, args.gap, time.monotonic() + args.budget), args.gap)
+    jobs = {k: int(n * scale) for k, n in HEADLINE_JOBS.items()}
+    with same_state(jobs, PREFIXES if args.prefixes else ("rq",)) as servers:
+        report_fan_in(fan_in(servers, rounds, args.gap, time.monotonic() + args.budget, args.prefixes), args.gap)
         return 0 if report_pause(pause_one(servers, pause_rounds, args.gap)) else 1
 
 
