@@ -47,6 +47,10 @@ class Fanout:
                 results[name] = None
         return results
 
+    def calls(self, calls: Mapping[str, Callable[[], R]], kind: str = "") -> dict[str, R | None]:
+        """{name: call()} of zero-argument reads of different sorts, at once, as `each` reads."""
+        return self.each(calls, _call, kind)
+
     def _start(self, kind: str, name: str, read: Callable[[T], R], item: T) -> Future[R | None]:
         with self._lock:
             running = self._running.get((kind, name))
@@ -55,6 +59,10 @@ class Fanout:
             future = self._pool.submit(_guarded, read, name, item)
             self._running[(kind, name)] = future
             return future
+
+
+def _call(read: Callable[[], R]) -> R:
+    return read()
 
 
 def _guarded(read: Callable[[T], R], name: str, item: T) -> R | None:

@@ -224,11 +224,6 @@ def test_a_token_client_gets_no_cookie_from_a_relayed_read(stack: dict[str, Any]
     assert status == 200 and not headers.get_all("Set-Cookie")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a relayed read gives a Basic-auth client a session cookie (csrf_token() in front.relayed); "
-    "its next JSON POST carrying that cookie then needs a CSRF token it was never shown, unlike on `main`",
-)
 def test_a_basic_auth_client_keeping_cookies_acts_on_billing_as_on_main(stack: dict[str, Any]) -> None:
     base, billing = stack["base"], stack["billing"]
     basic = "Basic " + base64.b64encode(f"ops:{PASSWORD}".encode()).decode()
@@ -281,11 +276,6 @@ def test_the_redirect_after_a_relayed_form_is_the_child_s_relative_one_without_f
         billing.delete(PAUSED)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Child.exits is never reset: once a sidecar has exited six times in the front's life, every later "
-    "exit, however long it ran fine before, waits the longest pause (30 s) before it is started again",
-)
 def test_a_sidecar_that_ran_fine_is_restarted_after_the_first_pause(tmp_path: Path) -> None:
     import subprocess
 
@@ -306,9 +296,6 @@ def test_a_sidecar_that_ran_fine_is_restarted_after_the_first_pause(tmp_path: Pa
     assert pause <= children_module.RESTART_PAUSE[0] + 0.5, pause
 
 
-@pytest.mark.xfail(
-    strict=True, reason="cli._info_elsewhere passes a list (stderr.splitlines()[-1:]) as the reason: shown as ['...']"
-)
 def test_info_names_why_another_prefix_could_not_be_read() -> None:
     settings = Settings(redis_url=f"main=redis://127.0.0.1:1,billing=redis://127.0.0.1:2#prefix={BILLING}")
     environ = {**os.environ, "RQSCOPE_REDIS_TIMEOUT": "not-a-number"}  # the child refuses its settings
@@ -343,11 +330,6 @@ def test_hostile_queue_names_relayed_read_and_change_the_exact_queue(stack: dict
     assert status == 200 and not paused(billing)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the flashed message travels to the child in one X-Rqscope-Front-Flashes header, JSON with \\u escapes; "
-    "over gunicorn's 8,190-byte header field limit the child answers 431 after the action ran, and the message is lost",
-)
 def test_the_page_after_an_action_on_a_queue_with_a_long_non_ascii_name_is_shown(stack: dict[str, Any]) -> None:
     base, billing = stack["base"], stack["billing"]
     jar = signed_in(base)
@@ -513,9 +495,6 @@ def _remove_socket_directory(serve: Any) -> None:
         os.rmdir(directory)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="a front killed with SIGKILL leaves its mkdtemp socket directory behind in the temp dir"
-)
 def test_a_front_killed_outright_leaves_no_socket_directory(redis_server, west_server) -> None:
     if not rq_reads_prefix():
         pytest.skip("RQ reads RQ_KEY_PREFIX from 3.0 on")

@@ -3,14 +3,13 @@ unless its view is explicitly marked open. A route added later is guarded withou
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import TypeVar
 
 from flask import Flask, abort, g, redirect, request, session, url_for
 from rqscope.monitor.settings import Settings
 from rqscope.web.auth import Identity, front_caller, require_metrics, require_operator, verdict
-from rqscope.web.children import FLASHES, FRONT_FLASHES_HEADER
+from rqscope.web.children import FLASHES, FRONT_FLASHES_HEADER, flashes_header
 from rqscope.web.hosts import allowed_hosts, check_host
 from werkzeug.exceptions import Unauthorized
 from werkzeug.wrappers import Response
@@ -66,7 +65,7 @@ def install(app: Flask, settings: Settings) -> None:
         def hand_back(response: Response) -> Response:
             """A child sidecar's flashed messages go back to its front, whose session cookie is the caller's."""
             if pending := session.get(FLASHES):
-                response.headers[FRONT_FLASHES_HEADER] = json.dumps(pending)
+                response.headers[FRONT_FLASHES_HEADER] = flashes_header(pending)
             return response
 
     @app.before_request

@@ -9,8 +9,10 @@ A child that exits is started again, after a pause that grows while it keeps exi
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import ctypes
+import functools
 import http.client
 import json
 import logging
@@ -41,8 +43,12 @@ FRONT_USER_HEADER = "X-Rqscope-Front-User"
 FRONT_CSRF_HEADER = "X-Rqscope-Front-Csrf"
 FRONT_FLASHES_HEADER = "X-Rqscope-Front-Flashes"  # flashed messages, both ways: the front's session keeps them
 FLASHES = "_flashes"  # where Flask's flash() keeps them in the session
+MAX_FLASHES = 20
+# a header a child accepts: a flashed message names a queue, and a name may be 5,000 characters
+MAX_HEADER_BYTES = 64 * 1024
 MAX_REPLY_BYTES = 64 * 1024 * 1024  # a /metrics of thousands of queues is a few MB
 RESTART_PAUSE = (1.0, 30.0)  # seconds before a child that exited is started again: first, longest
+RESTART_FORGIVEN = 60.0  # a child that ran this long before exiting is started again after the first pause
 WATCH_INTERVAL = 0.5
 PR_SET_PDEATHSIG = 1  # prctl(2)
 # what the front's own settings must not pass on: the child names its own instances and listens elsewhere
@@ -84,6 +90,7 @@ class Child:
     process: subprocess.Popen[bytes] | None = None
     exits: int = 0
     next_start: float = 0.0
+    started: float = 0.0
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -113,16 +120,12 @@ class Children:
         threading.Thread(target=self._watch, name="rqscope-children", daemon=True).start()
 
     def _spawn(self, child: Child) -> None:
-        urls, masters = group_values(child.instances)
-        env = {k: v for k, v in self.environ.items() if k not in {env_name(n) for n in NOT_PASSED}}
+        env = prefix_environ(self.environ, child.instances)
         env.update(
             {
-                "RQ_KEY_PREFIX": child.prefix,
                 env_name("front_token"): self.token,
                 env_name("front_socket"): child.socket,
                 env_name("web_workers"): "1",
-                **({env_name("redis_url"): urls} if urls else {}),
-                **({env_name("sentinel_master"): masters} if masters else {}),
             }
         )
         with contextlib.suppress(FileNotFoundError):  # a socket file left by a child that was killed
@@ -131,8 +134,9 @@ class Children:
             [sys.executable, "-m", "rqscope.web.cli", "serve"],
             env=env,
             stdin=subprocess.DEVNULL,
-            preexec_fn=_ends_with_front,  # noqa: PLW1509 - one prctl call, before exec
+            preexec_fn=functools.partial(_ends_with, os.getpid()),  # noqa: PLW1509 - one prctl call, before exec
         )
+        child.started = time.monotonic()
         log.info("started the sidecar for prefix %r (pid %s): %s", child.prefix, child.process.pid, child.names)
 
     def _watch(self) -> None:
@@ -142,7 +146,8 @@ class Children:
                     continue
                 now = time.monotonic()
                 if not child.next_start:
-                    child.exits += 1
+                    # a child that ran a while before exiting starts again after the first pause
+                    child.exits = 1 if now - child.started > RESTART_FORGIVEN else child.exits + 1
                     pause = min(RESTART_PAUSE[1], RESTART_PAUSE[0] * 2 ** min(child.exits - 1, 5))
                     child.next_start = now + pause
                     log.warning(
@@ -208,23 +213,40 @@ def caller_from(header: str) -> tuple[str, str, str]:
     return role, via, unquote(name)
 
 
+def flashes_header(pending: list[Any]) -> str:
+    """Flashed messages for a header: base64 of their UTF-8 JSON, so any text of any length fits in latin-1."""
+    return base64.b64encode(json.dumps(pending[:MAX_FLASHES], ensure_ascii=False).encode()).decode()
+
+
 def flashes(header: str) -> list[tuple[str, str]]:
     """Flashed (category, message) pairs from their header; none from anything malformed."""
     try:
-        found = json.loads(header)
-    except ValueError:
+        found = json.loads(base64.b64decode(header, validate=True).decode())
+    except (ValueError, UnicodeDecodeError):
         return []
     if not isinstance(found, list):
         return []
-    return [(str(p[0]), str(p[1])) for p in found if isinstance(p, list | tuple) and len(p) == 2][:20]
+    return [(str(p[0]), str(p[1])) for p in found if isinstance(p, list | tuple) and len(p) == 2][:MAX_FLASHES]
 
 
-def _ends_with_front() -> None:
+def _ends_with(front: int) -> None:
     """In the child, before exec: Linux sends it SIGTERM when the front exits, even killed, so none is orphaned."""
     try:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     except (OSError, AttributeError):  # not Linux: the front's own stop() is all there is
         return
+    if os.getppid() != front:  # the front died before the prctl took hold
+        os._exit(1)
+
+
+def prefix_environ(environ: Mapping[str, str], instances: tuple[InstanceConfig, ...]) -> dict[str, str]:
+    """`environ` for a process of these instances' RQ prefix: RQ_KEY_PREFIX set, and these instances only."""
+    urls, masters = group_values(instances)
+    env = {k: v for k, v in environ.items() if k not in {env_name(n) for n in NOT_PASSED}}
+    env["RQ_KEY_PREFIX"] = instances[0].prefix
+    env.update({env_name("redis_url"): urls} if urls else {})
+    env.update({env_name("sentinel_master"): masters} if masters else {})
+    return env
 
 
 def plan(settings: Settings, environ: Mapping[str, str]) -> Children | None:

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Mapping, Sequence
 
 from rqscope.monitor.embedded import with_default_redis
-from rqscope.monitor.instances import InstanceConfig, by_prefix, group_values
+from rqscope.monitor.instances import InstanceConfig, by_prefix
 from rqscope.monitor.settings import DEFAULT_QUEUES, Settings, env_name, from_env
 from rqscope.tasks.errors import RqscopeError
 from rqscope.tasks.rq_internals.keys import rq_key_prefix
@@ -223,12 +223,10 @@ def _info_elsewhere(
     """`rqscope info` of instances under another RQ prefix, from a process started with that prefix."""
     import subprocess
 
-    urls, masters = group_values(members)
-    env = {k: v for k, v in environ.items() if k not in (env_name("redis_url"), env_name("sentinel_master"))}
-    names = ",".join(i.name for i in settings.instances)
-    env.update({"RQ_KEY_PREFIX": members[0].prefix, env_name("front_instances"): names})
-    env.update({env_name("redis_url"): urls} if urls else {})
-    env.update({env_name("sentinel_master"): masters} if masters else {})
+    from rqscope.web.children import prefix_environ
+
+    env = prefix_environ(environ, members)
+    env[env_name("front_instances")] = ",".join(i.name for i in settings.instances)  # each headed by its name
     command = [sys.executable, "-m", "rqscope.web.cli", "info", *(["--json"] if args.json else [])]
     limit = 3 * (settings.redis_connect_timeout + settings.redis_timeout) + 30  # its start-up, then its reads
     try:
@@ -236,7 +234,8 @@ def _info_elsewhere(
     except subprocess.TimeoutExpired:
         return _unread(args, members, "no answer in time"), False
     if done.returncode not in (0, 1) or not done.stdout.strip():
-        return _unread(args, members, done.stderr.strip().splitlines()[-1:] or "it failed"), False
+        why = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "it failed"
+        return _unread(args, members, why.removeprefix("rqscope: error: ")), False
     return done.stdout, done.returncode == 0
 
 

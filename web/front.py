@@ -30,6 +30,7 @@ from rqscope.web.children import (
     Reply,
     caller_header,
     flashes,
+    flashes_header,
 )
 from rqscope.web.state import RELAYED, State, state
 from werkzeug.exceptions import BadGateway, UnsupportedMediaType
@@ -105,10 +106,10 @@ def relayed(children: Children, child: Child) -> Response:
     headers = {k: v for k, v in request.headers.items() if k in KEPT_REQUEST_HEADERS}
     who = g.get("who")
     headers[FRONT_USER_HEADER] = caller_header(who)
-    if who is not None and who.is_browser:  # the forms of the child's pages post back here, with this token
-        headers[FRONT_CSRF_HEADER] = csrf_token()
+    if who is not None and who.is_browser and not request.path.startswith("/api/"):
+        headers[FRONT_CSRF_HEADER] = csrf_token()  # the forms of the child's page post back here, with this token
     if pending := session.pop(FLASHES, None):  # messages for the page the child renders next
-        headers[FRONT_FLASHES_HEADER] = json.dumps(pending)
+        headers[FRONT_FLASHES_HEADER] = flashes_header(pending)
     body = _body() if request.method not in SAFE_METHODS else None
     try:
         reply = children.request(child, request.method, _target(), headers, body)
@@ -148,7 +149,7 @@ def _key(child: Child) -> str:
 def _answers(current: State, path: str, done: dict[str, Any] | None) -> list[tuple[Child, Reply | None]]:
     """Each child with its reply to `path`: from `done` (one Fanout.each with other reads), or asked now."""
     if done is None:
-        done = current.fanout.each(child_reads(current, path), lambda read: read(), kind=f"child:{path}")
+        done = current.fanout.calls(child_reads(current, path), kind=f"child:{path}")
     return [(child, done.get(_key(child))) for child in _children(current)]
 
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
-from typing import TypeVar
 
 from flask import Blueprint, Response, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -18,7 +16,6 @@ from rqscope.web.access import metrics_endpoint, public
 from rqscope.web.state import Instance, state
 
 bp = Blueprint("health", __name__)
-T = TypeVar("T")
 
 
 @bp.get("/healthz")
@@ -33,7 +30,7 @@ def readyz() -> tuple[Response, int]:
     """Ready while any instance answers (the others are shown as down, not the whole sidecar); each is listed."""
     current = state()
     reads = {name: functools.partial(_ping, instance) for name, instance in current.instances.items()}
-    done = current.fanout.each({**reads, **front.child_reads(current, "/readyz")}, _run, kind="ping")
+    done = current.fanout.calls({**reads, **front.child_reads(current, "/readyz")}, kind="ping")
     found = {name: done[name] for name in reads} | front.readiness(current, done)
     answers = {name: found.get(name) or "unreachable: no answer in time" for name in current.names}
     reachable = [name for name, answer in answers.items() if answer == "ok"]
@@ -59,16 +56,12 @@ def metrics() -> Response:
     whole = "redis" not in request.args
     chosen = current.instances if whole else {current.current.name: current.current}
     reads = {name: functools.partial(_families, instance) for name, instance in chosen.items()}
-    done = current.fanout.each({**reads, **(front.child_reads(current, "/metrics") if whole else {})}, _run, "metrics")
+    done = current.fanout.calls({**reads, **(front.child_reads(current, "/metrics") if whole else {})}, "metrics")
     groups = [(name, done[name] or unreachable()) for name in reads]
     body = render_labelled(groups)
     if whole and current.children is not None:  # and every other RQ prefix's instances, from its sidecar
         body = merge([body, *front.metrics_parts(current, done)])
     return Response(body, mimetype=CONTENT_TYPE_LATEST)
-
-
-def _run(read: Callable[[], T]) -> T:
-    return read()
 
 
 def _families(instance: Instance) -> list[Metric]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
@@ -103,7 +102,7 @@ def rows(current: State) -> tuple[dict[str, dict[str, Any]], dict[str, Snapshot 
     """Every instance's /api/instances row by name, in the configured order, and this process's snapshots."""
     configs = {config.name: config for config in current.settings.instances}
     reads = {name: functools.partial(_snapshot, instance) for name, instance in current.instances.items()}
-    done = current.fanout.each({**reads, **front.child_reads(current, "/api/instances")}, _run, kind="snapshot")
+    done = current.fanout.calls({**reads, **front.child_reads(current, "/api/instances")}, kind="snapshot")
     read = {name: done[name] for name in reads}
     found = {name: describe(configs.get(name), name, snapshot) for name, snapshot in read.items()}
     found |= front.instance_rows(current, done)
@@ -112,10 +111,6 @@ def rows(current: State) -> tuple[dict[str, dict[str, Any]], dict[str, Snapshot 
 
 def _snapshot(instance: Instance) -> Snapshot:
     return instance.snapshots.get()
-
-
-def _run(read: Callable[[], Any]) -> Any:
-    return read()
 
 
 @bp.get("/api/instances")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import sys
 from collections.abc import Mapping
@@ -11,7 +13,7 @@ from gunicorn.app.base import BaseApplication
 from redis import RedisError
 from rqscope.monitor.settings import Settings
 from rqscope.tasks.errors import RqscopeError
-from rqscope.web.children import Children, plan
+from rqscope.web.children import MAX_HEADER_BYTES, Children, plan
 
 KEEPALIVE_REQUESTS = 100
 
@@ -37,6 +39,8 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
         # a queue name may be any length (RQ takes 5,000 characters); gunicorn's 4,094-byte request
         # line would refuse its percent-encoded URL. 0 lifts gunicorn's cap (at most 8,190 otherwise)
         "limit_request_line": 0,
+        # a child sidecar takes its front's flashed messages in a header, and a message may name such a queue
+        **({"limit_request_field_size": MAX_HEADER_BYTES} if settings.front_socket else {}),
     }
 
 
@@ -94,4 +98,7 @@ def serve(settings: Settings, environ: Mapping[str, str]) -> int:
     finally:
         if children is not None:
             children.stop()
+        if settings.front_socket:  # a child: the last of its front's to leave removes their directory
+            with contextlib.suppress(OSError):
+                os.rmdir(os.path.dirname(settings.front_socket))
     return 0
