@@ -32,7 +32,8 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not rq_reads_prefix(), reason="RQ reads RQ_KEY_PREFIX from 3.0 on"),
 ]
-browser, west_server, west = test_browser.browser, test_instances.west_server, test_instances.west  # shared fixtures
+browser, page = test_browser.browser, test_browser.page  # the page, on this module's sidecar, accepts dialogs
+west_server, west = test_instances.west_server, test_instances.west
 
 
 def _ready(url: str) -> bool:
@@ -57,22 +58,6 @@ def sidecar(redis_server: EmbeddedRedis, west_server: EmbeddedRedis, real_redis:
     for url in serving(f"main={redis_server.url},billing={west_server.url}#prefix={BILLING}"):
         wait_for(lambda u=url: _ready(u), timeout=60)  # the other prefix's sidecar answers a moment after
         yield url
-
-
-@pytest.fixture
-def page(browser, sidecar: str):  # type: ignore[no-untyped-def]
-    context = browser.new_context(base_url=sidecar)
-    context.set_default_timeout(15_000)
-    tab = context.new_page()
-    tab.dialogs = []  # type: ignore[attr-defined]
-
-    def on_dialog(dialog) -> None:  # type: ignore[no-untyped-def]
-        tab.dialogs.append(dialog.message)  # type: ignore[attr-defined]
-        dialog.accept()
-
-    tab.on("dialog", on_dialog)
-    yield tab
-    context.close()
 
 
 def test_switch_to_the_other_prefix_retry_a_failed_job_and_come_back(page, west: Redis) -> None:  # type: ignore[no-untyped-def]
