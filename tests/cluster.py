@@ -7,6 +7,7 @@ test counts how often each job ran.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import socket
@@ -132,6 +133,25 @@ class LocalCluster:
                 break
             source.execute_command("MIGRATE", "127.0.0.1", dst, "", 0, 5000, "KEYS", *keys)
             moved += len(keys)
+        return moved
+
+    def reshard(self, slot: int, src: int, dst: int, seconds: float, batch: int = 10) -> int:
+        """Move a slot's keys in MIGRATE batches with clients' traffic between, over about `seconds`; the keys
+        moved. Batches of `batch` keys, larger when the machine is too slow to end on time."""
+        started = time.monotonic()
+        self.start_migration(slot, src, dst)
+        source = self.node(src)
+        total = max(1, source.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot))
+        moved = batches = 0
+        while left := source.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot):
+            elapsed = time.monotonic() - started
+            rounds = max(1.0, (seconds - elapsed) / max(elapsed / max(batches, 1), 0.003))
+            size = max(batch, math.ceil(left / rounds))
+            moved += self.migrate_keys(slot, src, dst, batch=size, limit=size)
+            batches += 1
+            ahead = started + seconds * min(1.0, moved / total) - time.monotonic()
+            time.sleep(min(max(ahead, 0.003), 0.1))  # the clients' traffic between batches
+        self.finish_migration(slot, src, dst)
         return moved
 
     def finish_migration(self, slot: int, src: int, dst: int) -> None:

@@ -22,6 +22,7 @@ from redis.crc import key_slot
 from redis.exceptions import ConnectionError
 from redis.retry import Retry
 from rqscope.monitor.cluster import (
+    FOLLOW_SECONDS,
     ClusterIsDownError,
     NoSlotOwnerError,
     SlotMovedError,
@@ -33,6 +34,7 @@ from rqscope.monitor.embedded import free_port
 from rqscope.monitor.errors import SettingsError
 from rqscope.monitor.redis_client import make_client
 from rqscope.monitor.settings import from_env
+from rqscope.tasks.rq_internals.keys import Keys
 
 from tests import cluster as local_cluster
 from tests.cluster import LocalCluster
@@ -91,6 +93,7 @@ import json, os, sys, time
 from rqscope.monitor.cache import SnapshotCache
 from rqscope.monitor.redis_client import make_client
 from rqscope.monitor.settings import from_env
+from rqscope.tasks.rq_internals.keys import Keys
 client = make_client(from_env(os.environ))
 cache = SnapshotCache(client, ttl=0)
 while True:
@@ -272,6 +275,7 @@ def test_a_redirected_transaction_or_script_applies_nothing(redis_cluster: Local
 # with six CPU-burning processes on two cores (0.44 s at most between runs, measured)
 STALLED_SECONDS = 30.0
 TRAFFIC_SECONDS = 240.0  # the most the traffic phase of a test may take, however slowly it progresses
+RESHARD_SECONDS = 4.0  # a long reshard: twice the client's old 2 s budget, well within FOLLOW_SECONDS (10 s)
 
 
 def duplicates_and_missing(ran: list[str], ids: list[str]) -> str:
@@ -298,6 +302,29 @@ def wait_for_runs(record: Path, target: int, deadline: float, left_behind: Calla
                 f"(longest wait between runs before that {longest:.1f} s)\n{left_behind()}"
             )
     return longest
+
+
+def left_behind(
+    cluster: LocalCluster,
+    queue: str,
+    record: Path,
+    ids: list[str],
+    processes: dict[str, subprocess.Popen[bytes]],
+    log: Path,
+    polls: Path | None = None,
+) -> str:
+    """What a test under traffic left: its processes, the runs, the queue on the cluster, the reader, the log."""
+    ran = runs_recorded(record)
+    alive = {name: "running" if p.poll() is None else f"exited {p.returncode}" for name, p in processes.items()}
+    return "\n".join(
+        [
+            f"processes: {alive}",
+            f"{len(ran)} runs; {duplicates_and_missing(ran, ids)}",
+            cluster.describe(PREFIX, queue),
+            f"last reader polls: {_read_lines(polls)[-2:] if polls else None}",
+            f"worker log (tail):\n{_tail(log)}",
+        ]
+    )
 
 
 def _read_lines(path: Path) -> list[dict[str, Any]]:
@@ -330,33 +357,25 @@ def test_a_slot_move_under_traffic_loses_nothing_and_the_reader_fails_at_most_on
             stderr=subprocess.PIPE,
         )
 
-        def left_behind() -> str:
-            ran = runs_recorded(record)
-            return "\n".join(
-                [
-                    f"worker process: {'running' if worker.poll() is None else f'exited {worker.returncode}'}; "
-                    f"producer: {'running' if producer.poll() is None else f'exited {producer.returncode}'}",
-                    f"{len(ran)} runs; {duplicates_and_missing(ran, ids)}",
-                    redis_cluster.describe(PREFIX, "moving"),
-                    f"last reader polls: {_read_lines(polls)[-2:]}",
-                    f"worker log (tail):\n{_tail(worker_log)}",
-                ]
-            )
+        processes = {"worker": worker, "reader": reader, "producer": producer}
+
+        def state() -> str:
+            return left_behind(redis_cluster, "moving", record, ids, processes, worker_log, polls)
 
         deadline = time.monotonic() + TRAFFIC_SECONDS
         try:
-            wait_for_runs(record, count // 3, deadline, left_behind)
+            wait_for_runs(record, count // 3, deadline, state)
             move_started = time.time()
             moved_keys = redis_cluster.move_slot(SLOT, src, dst)
             move_done = time.time()
             try:
                 out, err = producer.communicate(timeout=max(1.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                raise AssertionError(f"the producer did not finish its {count} enqueues\n{left_behind()}") from None
+                raise AssertionError(f"the producer did not finish its {count} enqueues\n{state()}") from None
             assert producer.returncode == 0, err.decode()[-3000:]
-            longest_wait = wait_for_runs(record, count, deadline, left_behind)
+            longest_wait = wait_for_runs(record, count, deadline, state)
             while not any(p["finished"] == count for p in _read_lines(polls)[-3:]):
-                assert time.monotonic() < deadline, f"the reader never counted {count} finished\n{left_behind()}"
+                assert time.monotonic() < deadline, f"the reader never counted {count} finished\n{state()}"
                 time.sleep(0.05)
         finally:
             for process in (producer, reader, worker):
@@ -427,7 +446,8 @@ def test_a_migrating_slot_is_followed_by_asking_the_importing_node(redis_cluster
 def test_a_long_reshard_under_traffic_runs_every_job_once_and_the_producer_sees_no_error(
     redis_cluster: LocalCluster, tmp_path: Path
 ) -> None:
-    count, padding, batch = 120, 8000, 10
+    count, padding = 120, 8000
+    ids = [f"resharded-{i}" for i in range(count)]
     src = redis_cluster.owner(SLOT)
     dst = other_node(redis_cluster, src)
     node = redis_cluster.node(src)
@@ -439,33 +459,40 @@ def test_a_long_reshard_under_traffic_runs_every_job_once_and_the_producer_sees_
     env = env_for(redis_cluster)
     with worker_log.open("wb") as worker_out:
         worker = spawn(rqscope_command("worker", "resharded"), env, stdout=worker_out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + TRAFFIC_SECONDS
+        # the producer starts once the worker is up, and enqueues for longer than the reshard takes (however
+        # slow the machine), so the reshard runs under its traffic
+        wait_for(lambda: node.scard(Keys(PREFIX).workers_of("resharded")), timeout=60)
         producer = spawn(  # its socket timeout (10 s) lets it follow for the whole budget
-            [sys.executable, "-c", PRODUCER, redis_cluster.url(), str(record), str(count), "0.01", "resharded", "10"],
+            [sys.executable, "-c", PRODUCER, redis_cluster.url(), str(record), str(count), "0.05", "resharded", "10"],
             env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
+        processes = {"worker": worker, "producer": producer}
+
+        def state() -> str:
+            return left_behind(redis_cluster, "resharded", record, ids, processes, worker_log)
+
         try:
-            wait_for(lambda: len(runs_recorded(record)) >= 10, timeout=60)
+            wait_for_runs(record, 10, deadline, state)
             move_started = time.monotonic()
-            redis_cluster.start_migration(SLOT, src, dst)
-            moved = 0
-            while got := redis_cluster.migrate_keys(SLOT, src, dst, batch=batch, limit=batch):
-                moved += got
-                time.sleep(0.003)  # a reshard of a busy slot: MIGRATE batches with the clients' traffic between
-            redis_cluster.finish_migration(SLOT, src, dst)
+            moved = redis_cluster.reshard(SLOT, src, dst, RESHARD_SECONDS)
             took = time.monotonic() - move_started
+            under_traffic = producer.poll() is None
             out, err = producer.communicate(timeout=120)
             assert producer.returncode == 0, err.decode()[-3000:]
-            wait_for(lambda: len(runs_recorded(record)) >= count, timeout=60)
+            wait_for_runs(record, count, deadline, state)
         finally:
             for process in (producer, worker):
                 stop(process)
-    ids = [f"resharded-{i}" for i in range(count)]
     produced = json.loads(out)
-    assert took > 2, f"the move took {took:.1f} s, shorter than the old budget: it proves nothing"
-    assert produced["failures"] == []
-    assert sorted(runs_recorded(record)) == sorted(ids), "every job ran exactly once"
+    # the reshard is paced to RESHARD_SECONDS: longer than the old 2 s budget, shorter than the producer's
+    assert under_traffic, "the producer had finished before the reshard did"
+    assert 2 < took < FOLLOW_SECONDS, f"the reshard took {took:.1f} s: it proves nothing unless 2 s < it < budget"
+    assert produced["failures"] == [], f"the reshard took {took:.1f} s"
+    ran = runs_recorded(record)
+    assert sorted(ran) == sorted(ids), f"every job ran exactly once: {duplicates_and_missing(ran, ids)}"
     assert statuses(redis_cluster, ids) == dict.fromkeys(ids, "finished")
     assert redis_cluster.owner(SLOT) == dst and moved > padding
     print(f"\nreshard: {moved} keys in {took:.1f} s; the slowest enqueue waited {produced['slowest']:.1f} s")
