@@ -9,7 +9,7 @@ from typing import TypeVar
 from flask import Flask, abort, g, redirect, request, session, url_for
 from rqscope.monitor.settings import Settings
 from rqscope.web.auth import Identity, front_caller, require_metrics, require_operator, verdict
-from rqscope.web.children import FLASHES, FRONT_FLASHES_HEADER, flashes_header
+from rqscope.web.front_headers import FLASHES, FRONT_FLASHES_HEADER, flashes_header
 from rqscope.web.hosts import allowed_hosts, check_host
 from werkzeug.exceptions import Unauthorized
 from werkzeug.wrappers import Response

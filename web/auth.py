@@ -18,7 +18,7 @@ from flask import abort, g, request, session
 from redis import ConnectionError, RedisError, TimeoutError
 from rqscope.monitor.settings import Settings, User, env_name
 from rqscope.web import hosts, sessions
-from rqscope.web.children import (
+from rqscope.web.front_headers import (
     FLASHES,
     FRONT_CSRF_HEADER,
     FRONT_FLASHES_HEADER,

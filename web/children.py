@@ -3,18 +3,17 @@
 `rqscope serve` watches the instances under its own RQ_KEY_PREFIX itself. For each other prefix it starts
 `rqscope serve` again with RQ_KEY_PREFIX set to it and just that prefix's instances, listening on a Unix socket
 in a directory only this user may enter, and serving only requests that carry a token made for this run.
-The front (web.front) asks it for its metrics, instances and readiness, and relays read-only pages to it.
+The front (web.front) relays every request for those instances to it, and asks it for its metrics,
+instances and readiness.
 A child that exits is started again, after a pause that grows while it keeps exiting.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import ctypes
 import functools
 import http.client
-import json
 import logging
 import os
 import secrets
@@ -28,24 +27,15 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
-from urllib.parse import quote, unquote
 
 from rqscope.monitor.instances import InstanceConfig, by_prefix, group_values
 from rqscope.monitor.settings import Settings, env_name
 from rqscope.tasks.errors import SettingsError
 from rqscope.tasks.rq_internals.keys import rq_key_prefix, rq_reads_prefix
+from rqscope.web.front_headers import FRONT_TOKEN_HEADER
 
 log = logging.getLogger(__name__)
 
-FRONT_TOKEN_HEADER = "X-Rqscope-Front"
-FRONT_USER_HEADER = "X-Rqscope-Front-User"
-FRONT_CSRF_HEADER = "X-Rqscope-Front-Csrf"
-FRONT_FLASHES_HEADER = "X-Rqscope-Front-Flashes"  # flashed messages, both ways: the front's session keeps them
-FLASHES = "_flashes"  # where Flask's flash() keeps them in the session
-MAX_FLASHES = 20
-# a header a child accepts: a flashed message names a queue, and a name may be 5,000 characters
-MAX_HEADER_BYTES = 64 * 1024
 MAX_REPLY_BYTES = 64 * 1024 * 1024  # a /metrics of thousands of queues is a few MB
 RESTART_PAUSE = (1.0, 30.0)  # seconds before a child that exited is started again: first, longest
 RESTART_FORGIVEN = 60.0  # a child that ran this long before exiting is started again after the first pause
@@ -199,34 +189,6 @@ class Children:
             return Reply(response.status, response.getheaders(), data)
         finally:
             connection.close()
-
-
-def caller_header(who: Any) -> str:
-    """An Identity as the front tells it to a child: role, how they signed in, and the name, quoted."""
-    return f"{who.role} {who.via} {quote(who.name, safe='')}" if who is not None else ""
-
-
-def caller_from(header: str) -> tuple[str, str, str]:
-    """(role, via, name) from caller_header's text; empty strings for what is missing."""
-    role, _, rest = header.partition(" ")
-    via, _, name = rest.partition(" ")
-    return role, via, unquote(name)
-
-
-def flashes_header(pending: list[Any]) -> str:
-    """Flashed messages for a header: base64 of their UTF-8 JSON, so any text of any length fits in latin-1."""
-    return base64.b64encode(json.dumps(pending[:MAX_FLASHES], ensure_ascii=False).encode()).decode()
-
-
-def flashes(header: str) -> list[tuple[str, str]]:
-    """Flashed (category, message) pairs from their header; none from anything malformed."""
-    try:
-        found = json.loads(base64.b64decode(header, validate=True).decode())
-    except (ValueError, UnicodeDecodeError):
-        return []
-    if not isinstance(found, list):
-        return []
-    return [(str(p[0]), str(p[1])) for p in found if isinstance(p, list | tuple) and len(p) == 2][:MAX_FLASHES]
 
 
 def _ends_with(front: int) -> None:

@@ -20,14 +20,12 @@ from rqscope.monitor.exposition import render_labelled
 from rqscope.monitor.families import unreachable
 from rqscope.web.access import SAFE_METHODS
 from rqscope.web.auth import csrf_token
-from rqscope.web.children import (
+from rqscope.web.children import Child, Children, Reply
+from rqscope.web.front_headers import (
     FLASHES,
     FRONT_CSRF_HEADER,
     FRONT_FLASHES_HEADER,
     FRONT_USER_HEADER,
-    Child,
-    Children,
-    Reply,
     caller_header,
     flashes,
     flashes_header,

@@ -13,7 +13,8 @@ from gunicorn.app.base import BaseApplication
 from redis import RedisError
 from rqscope.monitor.settings import Settings
 from rqscope.tasks.errors import RqscopeError
-from rqscope.web.children import MAX_HEADER_BYTES, Children, plan
+from rqscope.web.children import Children, plan
+from rqscope.web.front_headers import MAX_HEADER_BYTES
 
 KEEPALIVE_REQUESTS = 100
 
