@@ -23,12 +23,13 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from redis import Redis
 from rqscope.monitor.embedded import EmbeddedRedis, free_port
+from rqscope.monitor.instances import by_prefix
 from rqscope.monitor.names import encode_segment
 from rqscope.monitor.settings import Settings
 from rqscope.tasks.errors import RqscopeError
 from rqscope.tasks.rq_internals.keys import rq_reads_prefix
 from rqscope.web.app import create_app
-from rqscope.web.children import UnixConnection, plan
+from rqscope.web.children import UnixConnection, plan, prefix_environ
 
 from tests import test_instances
 from tests.helpers import REPO, rqscope_command, spawn, stop, wait_for
@@ -360,3 +361,26 @@ def test_before_rq_3_other_prefixes_are_refused_at_start(redis_server, west_serv
     settings = Settings(redis_url=f"main={redis_server.url},billing={west_server.url}#prefix={BILLING}")
     with pytest.raises(RqscopeError, match="need rq 3.0 or later"):
         plan(settings, {})
+
+
+def test_a_prefix_s_process_is_given_exactly_its_instances_urls_and_sentinel_masters_alike() -> None:
+    urls = f"main=redis://a:1/0,billing=redis://:p%23w,1@b:2/0#prefix={BILLING},pay=redis://c:3/0#prefix={BILLING}"
+    masters = f"audit=master-a#prefix={BILLING},ops=master-b"
+    environ = {
+        "RQSCOPE_REDIS_URL": urls,
+        "RQSCOPE_SENTINEL_HOSTS": "s1:26379",
+        "RQSCOPE_SENTINEL_MASTER": masters,
+        "RQSCOPE_PORT": "9999",
+        "RQSCOPE_API_TOKEN": OPERATOR,
+    }
+    settings = Settings(redis_url=urls, sentinel_hosts=(("s1", 26379),), sentinel_master=masters)
+    _, groups = by_prefix("RQSCOPE_REDIS_URL", settings.instances, "rq")
+    assert list(groups) == [BILLING] and [i.name for i in groups[BILLING]] == ["billing", "pay", "audit"]
+    env = prefix_environ(environ, groups[BILLING])
+    assert env["RQ_KEY_PREFIX"] == BILLING and "RQSCOPE_PORT" not in env and env["RQSCOPE_API_TOKEN"] == OPERATOR
+    child = Settings(
+        redis_url=env["RQSCOPE_REDIS_URL"],
+        sentinel_hosts=(("s1", 26379),),
+        sentinel_master=env["RQSCOPE_SENTINEL_MASTER"],
+    )
+    assert child.instances == groups[BILLING]  # the password's '#' and ',' survive, each prefix with its instance
