@@ -32,65 +32,78 @@ from rqscope.tasks.rq_internals.keys import KEYS
 
 REGISTRY_PREFIXES = tuple(t.format(queue="") for t in REGISTRY_KEY_TEMPLATES.values())
 
-# ARGV: queue count, worker count, queue names..., worker names..., process ids...
+# KEYS: per queue its list, its scheduler lock and its registries; per worker its hash and its RQ 3 executions;
+# per process its published stats. ARGV: queue count, worker count, the job and execution key prefixes.
+# Every key the script can know before it runs is declared; the queue's head job and the worker's running
+# execution are found by reading, and their hashes share the installation's prefix, so its cluster slot.
 # The reply is flat: per queue LLEN, head id, head's enqueued_at, scheduler lock and one ZCARD per
-# registry; then per worker its WORKER_FIELDS; then one HGETALL list per process.
+# registry; then per worker its WORKER_FIELDS, its execution and when it began; then one HGETALL list per process.
 # pcall, so that a key of the wrong type reads as empty instead of failing the whole read.
 READ_SCRIPT = Template("""
 local function num(reply) if type(reply) == 'number' then return reply end return 0 end
 local nq, nw = tonumber(ARGV[1]), tonumber(ARGV[2])
-local registries = {$registries}
+local job_prefix, execution_prefix = ARGV[3], ARGV[4]
+local registries = $registries
 local worker_fields = {$fields}
-local out, n = {}, 0
-for i = 3, 2 + nq do
-  local q = ARGV[i]
-  local qkey = '$queue_prefix' .. q
+local out, n, k = {}, 0, 0
+for i = 1, nq do
+  local qkey = KEYS[k + 1]
   local head = redis.pcall('LINDEX', qkey, 0)
   if type(head) ~= 'string' then head = false end
   local enqueued = false
-  if head then enqueued = redis.pcall('HGET', '$job_prefix' .. head, 'enqueued_at') end
+  if head then enqueued = redis.pcall('HGET', job_prefix .. head, 'enqueued_at') end
   if type(enqueued) ~= 'string' then enqueued = '' end
   out[n + 1] = num(redis.pcall('LLEN', qkey))
   out[n + 2] = head or ''
   out[n + 3] = enqueued
-  out[n + 4] = num(redis.pcall('EXISTS', '$lock_prefix' .. q))
+  out[n + 4] = num(redis.pcall('EXISTS', KEYS[k + 2]))
   n = n + 4
-  for _, prefix in ipairs(registries) do
+  for r = 1, registries do
     n = n + 1
-    out[n] = num(redis.pcall('ZCARD', prefix .. q))
+    out[n] = num(redis.pcall('ZCARD', KEYS[k + 2 + r]))
   end
+  k = k + 2 + registries
 end
 local width = #worker_fields
-for i = 3 + nq, 2 + nq + nw do
-  local reply = redis.pcall('HMGET', '$worker_prefix' .. ARGV[i], unpack(worker_fields))
+for i = 1, nw do
+  local reply = redis.pcall('HMGET', KEYS[k + 1], unpack(worker_fields))
   local ok = type(reply) == 'table' and not reply.err
   for j = 1, width do out[n + j] = ok and reply[j] or false end
-  local execution = redis.pcall('SRANDMEMBER', '$worker_prefix' .. ARGV[i] .. ':executions')
+  local execution = redis.pcall('SRANDMEMBER', KEYS[k + 2])
   if type(execution) ~= 'string' then execution = false end
   local created = false
-  if execution then created = redis.pcall('HGET', '$execution_prefix' .. execution, 'created_at') end
+  if execution then created = redis.pcall('HGET', execution_prefix .. execution, 'created_at') end
   if type(created) ~= 'string' then created = false end
   out[n + width + 1] = execution
   out[n + width + 2] = created
   n = n + width + 2
+  k = k + 2
 end
-for i = 3 + nq + nw, #ARGV do
-  local reply = redis.pcall('HGETALL', '$proc_prefix' .. ARGV[i])
+for i = k + 1, #KEYS do
+  local reply = redis.pcall('HGETALL', KEYS[i])
   if type(reply) ~= 'table' or reply.err then reply = {} end
   n = n + 1
   out[n] = reply
 end
 return out
-""").substitute(
-    registries=", ".join(f"'{p}'" for p in REGISTRY_PREFIXES),
-    fields=", ".join(f"'{f}'" for f in WORKER_FIELDS),
-    queue_prefix=QUEUE_KEY_PREFIX,
-    job_prefix=JOB_KEY_TEMPLATE.format(id=""),
-    lock_prefix=SCHEDULER_LOCK_TEMPLATE.format(queue=""),
-    worker_prefix=WORKER_KEY_PREFIX,
-    proc_prefix=PROC_KEY_TEMPLATE.format(id=""),
-    execution_prefix=KEYS.execution(""),
-)
+""").substitute(registries=len(REGISTRY_PREFIXES), fields=", ".join(f"'{f}'" for f in WORKER_FIELDS))
+# what the script is told besides its keys: where job hashes and RQ 3's execution hashes start
+KEY_PREFIXES = (JOB_KEY_TEMPLATE.format(id=""), KEYS.execution(""))
+
+
+def queue_keys(name: str) -> list[bytes]:
+    """A queue's list, scheduler lock and registries, in the script's order, as the name's exact bytes."""
+    return [
+        exact(QUEUE_KEY_PREFIX + name),
+        exact(SCHEDULER_LOCK_TEMPLATE.format(queue=name)),
+        *(exact(prefix + name) for prefix in REGISTRY_PREFIXES),
+    ]
+
+
+def worker_keys(name: str) -> list[bytes]:
+    """A worker's hash and its RQ 3 executions set."""
+    return [exact(WORKER_KEY_PREFIX + name), exact(KEYS.worker_executions(name))]
+
 
 READ_SHA = hashlib.sha1(READ_SCRIPT.encode()).hexdigest()  # Redis names a loaded script by this
 
@@ -177,15 +190,10 @@ def read_by_script(
     if load:
         pipe.script_load(READ_SCRIPT)
     for chunk_queues, chunk_workers, chunk_procs in chunks:
-        pipe.evalsha(
-            READ_SHA,
-            0,
-            str(len(chunk_queues)),
-            str(len(chunk_workers)),
-            *map(exact, chunk_queues),
-            *map(exact, chunk_workers),
-            *chunk_procs,
-        )
+        keys = [key for name in chunk_queues for key in queue_keys(name)]
+        keys += [key for name in chunk_workers for key in worker_keys(name)]
+        keys += [PROC_KEY_TEMPLATE.format(id=proc) for proc in chunk_procs]
+        pipe.evalsha(READ_SHA, len(keys), *keys, str(len(chunk_queues)), str(len(chunk_workers)), *KEY_PREFIXES)
     _read_rate_limits(pipe, limits)
     replies = pipe.execute(raise_on_error=False)
     if load:
@@ -212,14 +220,16 @@ def read_by_script(
 def read_by_pipeline(redis: Redis, queues: list[str], workers: list[str], procs: list[str], limits: list[str]) -> Rows:
     pipe = redis.pipeline(transaction=False)
     for name in queues:
-        pipe.llen(exact(QUEUE_KEY_PREFIX + name))
-        pipe.lindex(exact(QUEUE_KEY_PREFIX + name), 0)
-        pipe.exists(exact(SCHEDULER_LOCK_TEMPLATE.format(queue=name)))
-        for prefix in REGISTRY_PREFIXES:
-            pipe.zcard(exact(prefix + name))
+        queue, lock, *registries = queue_keys(name)
+        pipe.llen(queue)
+        pipe.lindex(queue, 0)
+        pipe.exists(lock)
+        for registry in registries:
+            pipe.zcard(registry)
     for name in workers:
-        pipe.hmget(exact(WORKER_KEY_PREFIX + name), list(WORKER_FIELDS))
-        pipe.srandmember(exact(KEYS.worker_executions(name)))
+        worker, executions = worker_keys(name)
+        pipe.hmget(worker, list(WORKER_FIELDS))
+        pipe.srandmember(executions)
     for proc in procs:
         pipe.hgetall(PROC_KEY_TEMPLATE.format(id=proc))
     extra = _read_rate_limits(pipe, limits)

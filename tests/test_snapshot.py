@@ -154,6 +154,41 @@ def test_the_read_script_is_sent_once_then_named_by_its_sha(real_redis: Redis) -
 
 
 @pytest.mark.redis
+def test_the_read_script_declares_every_key_it_can_know(real_redis: Redis, redis_server) -> None:  # type: ignore[no-untyped-def]
+    fill(real_redis, queues=20, workers=40)  # two chunks
+    for i in range(3):
+        enqueue("t_ok", i, connection=real_redis)  # a head job, found by reading the queue
+    publish(real_redis, sample(real_redis, "web"), ttl=30)
+    reader = SnapshotReader(real_redis)
+    reader.fetch()  # the script is loaded
+    seen: list[dict[str, object]] = []
+    watcher = Redis.from_url(redis_server.url)
+    with watcher.monitor() as monitor:
+        done = threading.Event()
+
+        def listen() -> None:
+            for event in monitor.listen():
+                seen.append(event)
+                if event["command"] == "ECHO read-done":
+                    done.set()
+                    return
+
+        thread = threading.Thread(target=listen, daemon=True)
+        thread.start()
+        time.sleep(0.2)
+        snapshot = reader.fetch()
+        real_redis.echo("read-done")
+        assert done.wait(10)
+    scripts = [str(e["command"]).split(" ") for e in seen if str(e["command"]).startswith("EVALSHA ")]
+    declared = {key for args in scripts for key in args[3 : 3 + int(args[2])]}
+    touched = [str(e["command"]).split(" ")[1] for e in seen if e["client_type"] == "lua"]
+    assert len(scripts) == 2 and snapshot.redis.up and len(touched) > 20 * 11 + 40 * 2
+    found_by_reading = ("rq:job:", "rq:execution:")  # the queue's head, a worker's running execution
+    assert [key for key in touched if key not in declared and not key.startswith(found_by_reading)] == []
+    assert any(key.startswith("rq:job:") for key in touched)
+
+
+@pytest.mark.redis
 def test_snapshot_of_real_rq_state(real_redis: Redis) -> None:
     for i in range(3):
         enqueue("t_ok", i, connection=real_redis)
