@@ -25,8 +25,8 @@ from redis import Redis
 from rqscope.monitor.embedded import EmbeddedRedis, free_port
 from rqscope.monitor.instances import by_prefix
 from rqscope.monitor.names import encode_segment
-from rqscope.monitor.settings import Settings
-from rqscope.tasks.errors import RqscopeError
+from rqscope.monitor.settings import Settings, from_env
+from rqscope.tasks.errors import RqscopeError, SettingsError
 from rqscope.tasks.rq_internals.keys import rq_reads_prefix
 from rqscope.web.app import create_app
 from rqscope.web.children import UnixConnection, plan, prefix_environ
@@ -384,3 +384,18 @@ def test_a_prefix_s_process_is_given_exactly_its_instances_urls_and_sentinel_mas
         sentinel_master=env["RQSCOPE_SENTINEL_MASTER"],
     )
     assert child.instances == groups[BILLING]  # the password's '#' and ',' survive, each prefix with its instance
+
+
+def test_the_settings_a_front_hands_its_child_are_checked() -> None:
+    with pytest.raises(SettingsError, match="RQSCOPE_FRONT_TOKEN and RQSCOPE_FRONT_SOCKET are set together"):
+        from_env({"RQSCOPE_REDIS_URL": "redis://a:1/0", "RQSCOPE_FRONT_TOKEN": "t"})
+    with pytest.raises(SettingsError, match="a child sidecar serves one RQ prefix only"):
+        from_env(
+            {
+                "RQSCOPE_REDIS_URL": f"a=redis://a:1/0,b=redis://b:1/0#prefix={BILLING}",
+                "RQSCOPE_FRONT_TOKEN": "t",
+                "RQSCOPE_FRONT_SOCKET": "/tmp/x.sock",
+            }
+        )
+    child = from_env({"RQSCOPE_REDIS_URL": "b=redis://b:1/0", "RQSCOPE_FRONT_INSTANCES": " main, b ,,"})
+    assert child.front_instances == ("main", "b")
