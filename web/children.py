@@ -99,8 +99,9 @@ class Children:
     stopped: threading.Event = field(default_factory=threading.Event)
     owner: int = 0  # the process that started the children, the only one to stop them
 
-    @property
+    @functools.cached_property
     def by_name(self) -> dict[str, Child]:
+        """The child serving each instance, by the instance's name (asked on every request naming one)."""
         return {name: child for child in self.children for name in child.names}
 
     def start(self) -> None:
