@@ -18,20 +18,26 @@ snapshot for one poll, a worker's outage wait) handles it as a dropped link: a p
 that writes (the commands around the redirected one may have run), a transaction under WATCH (redis-py
 makes that a WatchError, which callers retry whole), a move that outlasts the budget, and a dropped link
 (the request may have run). CLUSTERDOWN raises ClusterIsDownError at once: waiting would not end it.
+
+A WATCH is sent only on the pipeline's own connection, which later sends its EXEC: a WATCH refused by
+MOVED or TRYAGAIN is sent again there, but one that meets ASK raises WatchError (what RQ retries whole),
+since the importing node would hold the WATCH on another connection, guarding nothing of the EXEC and
+left armed in a pool. A PubSub's connection stays on its node when the slot moves: channels are not
+keys, every node relays them, and reconnecting it under the thread that reads it would mix their replies.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from redis import Redis
 from redis.backoff import NoBackoff
-from redis.client import Pipeline
+from redis.client import Pipeline, PubSub
 from redis.commands import READ_COMMANDS
 from redis.connection import Connection, SSLConnection
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoScriptError, ResponseError, WatchError
 from redis.retry import Retry
 from rqscope.monitor.cluster_router import (
     Address,
@@ -75,6 +81,9 @@ PROBE_KEYS = ("username", "password", "credential_provider", "socket_timeout", "
 # busy slot's keys in seconds, and multi-key transactions (every RQ enqueue) get TRYAGAIN until it is done
 FOLLOW_SECONDS = 10.0
 REPLAYABLE = READ_COMMANDS | {"INFO", "PING"}  # a pipeline of these alone may run twice
+# a WATCH that meets ASK waits this long before its WatchError: callers retry at once, and every try meets
+# ASK (and reconnects) until the migration ends
+ASKED_WATCH_PAUSE = 0.05
 
 
 def cluster_client(
@@ -140,7 +149,8 @@ def follow(call: Callable[[], Any], ask: Callable[[Address], Any], budget: float
 
 def send_asking(client: Redis, target: Address, args: tuple[Any, ...], options: dict[str, Any]) -> Any:
     """Send ASKING and the command to the node importing the slot, on a connection to that node, once."""
-    pool = client.connection_pool.ask_pool(target)
+    slot_pool = cast(SlotPool, client.connection_pool)  # a SlotClient's or SlotPipeline's
+    pool = slot_pool.ask_pool(target)
     connection = pool.get_connection()
     try:
         connection.send_packed_command(connection.pack_commands([("ASKING",), args]))
@@ -148,7 +158,7 @@ def send_asking(client: Redis, target: Address, args: tuple[Any, ...], options: 
         try:
             return client.parse_response(connection, args[0], **dict(options))
         except NoScriptError:  # the script was loaded on the source only
-            body = client.connection_pool.scripts.get(str(args[1])) if len(args) > 1 else None
+            body = slot_pool.scripts.get(str(args[1])) if len(args) > 1 else None
             if str(args[0]).upper() != "EVALSHA" or body is None:
                 raise
         connection.send_command("SCRIPT", "LOAD", body)
@@ -184,6 +194,24 @@ class SlotClient(Redis):
         pipe = SlotPipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)
         pipe.follow_seconds = self.follow_seconds
         return pipe
+
+    def pubsub(self, **kwargs: Any) -> SlotPubSub:
+        dispatcher = getattr(self, "_event_dispatcher", None)  # redis-py 5 has none
+        if dispatcher is not None:
+            kwargs.setdefault("event_dispatcher", dispatcher)
+        return SlotPubSub(self.connection_pool, **kwargs)
+
+
+class SlotPubSub(PubSub):
+    """A PubSub whose connection the pool leaves on its node when the slot moves (see SlotPool.subscribed)."""
+
+    connection_pool: SlotPool
+
+    def execute_command(self, *args: Any) -> None:
+        super().execute_command(*args)
+        connection = self.connection
+        if connection is not None and not connection.subscriber:
+            self.connection_pool.subscribed(connection)
 
 
 class SlotPipeline(Pipeline):
@@ -247,5 +275,15 @@ class SlotPipeline(Pipeline):
         if self.watching:  # the WATCH is lost with the link: redis-py raises WatchError for the caller to retry
             return super().immediate_execute_command(*args, **options)
         budget = follow_budget(self.connection_pool, self.follow_seconds)
+        # a refused first WATCH ran nothing, and is sent again on this pipeline's connection (to the owner)
         call = lambda: Pipeline.immediate_execute_command(self, *args, **options)  # noqa: E731
-        return follow(call, lambda target: send_asking(self, target, args, options), budget)
+        return follow(call, lambda target: self._asked(target, args, options), budget)
+
+    def _asked(self, target: Address, args: tuple[Any, ...], options: dict[str, Any]) -> Any:
+        """An ASK for a command sent before the transaction: sent to `target`, unless it is the WATCH."""
+        if str(args[0]).upper() != "WATCH":
+            return send_asking(self, target, args, options)
+        # on the importing node the WATCH would be held by another connection than the one sending EXEC
+        self.reset()  # gives back this pipeline's connection, closed by the ASK: nothing is watched anywhere
+        time.sleep(ASKED_WATCH_PAUSE)
+        raise WatchError(f"slot {self.connection_pool.router.slot} is migrating: WATCH met ASK; retry the transaction")

@@ -199,6 +199,8 @@ def _node_address(node: Any, answered_host: str) -> Address:
 class SlotConnection(Connection):
     """A connection to the slot's owner (or, for an ASK, to one node); a redirect or a failed link tells the router."""
 
+    subscriber = False  # taken by a PubSub: it stays on its node when the slot moves (SlotPool.subscribed)
+
     def __init__(self, *, router: SlotRouter, node: Address | None = None, **kwargs: Any) -> None:
         self.router = router
         self.node = node  # set for a connection to the node an ASK named
@@ -256,15 +258,30 @@ class SlotPool(CountingConnectionPool):
         router.pools.add(self)
 
     def follow(self, owner: Address) -> None:
-        """Point new connections at `owner`; idle ones close now, busy ones when they are given back."""
+        """Point new connections at `owner`; idle ones close now, busy ones (but a PubSub's) when given back."""
         self.connection_kwargs.update(host=owner[0], port=owner[1])
         with self._lock:
             for connection in self._available_connections:
                 if (connection.host, connection.port) != owner:
                     connection.disconnect()
             for connection in self._in_use_connections:
-                if (connection.host, connection.port) != owner:
+                if (connection.host, connection.port) != owner and not connection.subscriber:
                     connection.mark_for_reconnect()
+
+    def subscribed(self, connection: SlotConnection) -> None:
+        """`connection` serves a PubSub until it is given back: it stays on its node when the slot moves.
+
+        Channels are not keys: every node of the cluster relays every PUBLISH. A PubSub marked for reconnect
+        reconnects in whichever thread uses it next, and RQ's worker unsubscribes in its main thread while its
+        pubsub thread reads: the two would read each other's replies (the handshake's among them).
+        """
+        with self._lock:
+            connection.subscriber = True
+            connection.reset_should_reconnect()  # a move followed since the PubSub took it
+
+    def release(self, connection: Any) -> None:
+        connection.subscriber = False  # back in the pool, it serves commands, which follow the slot
+        super().release(connection)
 
     def ask_pool(self, node: Address) -> ConnectionPool:
         """A pool of connections to `node`, which an ASK named, with this pool's settings."""
