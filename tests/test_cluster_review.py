@@ -130,13 +130,26 @@ from rqscope.monitor.cluster import cluster_client
 redis = cluster_client(sys.argv[1], "{rq}", socket_timeout=10, socket_connect_timeout=2)
 Queue(sys.argv[2], connection=redis).enqueue("tests.cluster.record_run", sys.argv[3])
 """
+# RQ's shutdown command to every worker of the queue argv[2]: a PUBLISH, which the cluster relays to every node
+SHUTDOWN = """
+import sys
+from rq import Queue, Worker
+from rq.command import send_shutdown_command
+from rqscope.monitor.cluster import cluster_client
+redis = cluster_client(sys.argv[1], "{rq}", socket_timeout=10, socket_connect_timeout=2)
+for worker in Worker.all(queue=Queue(sys.argv[2], connection=redis)):
+    send_shutdown_command(redis, worker.name)
+"""
 
 
 @pytest.mark.skipif(not RQ3, reason="RQ_KEY_PREFIX (one hash-tagged slot per installation) arrived in rq 3.0")
-def test_a_worker_stopped_after_its_slot_moved_shuts_down_cleanly(redis_cluster: LocalCluster, tmp_path: Path) -> None:
-    prefix, queue = "{rq}", "stopping"
+@pytest.mark.parametrize("stop_by", ["SIGTERM", "shutdown command"])
+def test_a_worker_stopped_after_its_slot_moved_shuts_down_cleanly(
+    redis_cluster: LocalCluster, tmp_path: Path, stop_by: str
+) -> None:
+    prefix, queue = "{rq}", f"stopping-{stop_by[:4]}"
     slot = key_slot(prefix.encode())
-    src = redis_cluster.owner(slot)
+    src = redis_cluster.owner(slot)  # the slot moves in each run: to the next node
     dst = next(p for p in redis_cluster.ports if p != src)
     env = {
         **os.environ,
@@ -149,9 +162,9 @@ def test_a_worker_stopped_after_its_slot_moved_shuts_down_cleanly(redis_cluster:
     }
     record, log = tmp_path / "runs", tmp_path / "worker.log"
 
-    def enqueue() -> None:
+    def run(code: str) -> None:
         done = subprocess.run(
-            [sys.executable, "-c", ENQUEUE, redis_cluster.url(), queue, str(record)],
+            [sys.executable, "-c", code, redis_cluster.url(), queue, str(record)],
             env=env,
             cwd=REPO,
             capture_output=True,
@@ -167,12 +180,15 @@ def test_a_worker_stopped_after_its_slot_moved_shuts_down_cleanly(redis_cluster:
         worker = spawn(rqscope_command("worker", queue), env, stdout=out, stderr=subprocess.STDOUT)
         try:
             wait_for(lambda: redis_cluster.node(src).scard(Keys(prefix).workers_of(queue)), timeout=60)
-            enqueue()
+            run(ENQUEUE)
             wait_for(lambda: runs() == 1, timeout=60)  # subscribed, and its pubsub thread is reading
             redis_cluster.move_slot(slot, src, dst)
-            enqueue()
+            run(ENQUEUE)
             wait_for(lambda: runs() == 2, timeout=60)  # the worker followed the slot: it dequeued from dst
-            worker.send_signal(signal.SIGTERM)
+            if stop_by == "SIGTERM":
+                worker.send_signal(signal.SIGTERM)
+            else:  # the worker's subscription stayed on the old owner, which the PUBLISH reaches too
+                run(SHUTDOWN)
             worker.wait(30)
         finally:
             stop(worker)
