@@ -37,7 +37,7 @@ from redis.backoff import NoBackoff
 from redis.client import Pipeline, PubSub
 from redis.commands import READ_COMMANDS
 from redis.connection import Connection, SSLConnection
-from redis.exceptions import NoScriptError, ResponseError, WatchError
+from redis.exceptions import NoScriptError, ResponseError
 from redis.retry import Retry
 from rqscope.monitor.cluster_router import (
     Address,
@@ -59,6 +59,7 @@ from rqscope.monitor.cluster_url import (
     prefix_slot,
     split_url,
 )
+from rqscope.tasks.errors import SlotMigratingError
 
 __all__ = [
     "CLUSTER_SCHEMES",
@@ -286,4 +287,4 @@ class SlotPipeline(Pipeline):
         # on the importing node the WATCH would be held by another connection than the one sending EXEC
         self.reset()  # gives back this pipeline's connection, closed by the ASK: nothing is watched anywhere
         time.sleep(ASKED_WATCH_PAUSE)
-        raise WatchError(f"slot {self.connection_pool.router.slot} is migrating: WATCH met ASK; retry the transaction")
+        raise SlotMigratingError(f"slot {self.connection_pool.router.slot} is migrating: WATCH met ASK; try again")

@@ -15,6 +15,7 @@ from rqscope.tasks.errors import JobIdConflictError, QueueNotAllowedError, TaskA
 from rqscope.tasks.metrics import record_enqueued
 from rqscope.tasks.rq_internals.jobs import schedule_job
 from rqscope.tasks.rq_internals.keys import KEYS
+from rqscope.tasks.watching import WatchTries
 
 if TYPE_CHECKING:
     from rqscope.tasks.registry import TaskSpec
@@ -173,7 +174,8 @@ def enqueue_all(
                 raise TaskArgumentsError(f"tasks[{index}]: job_id {item.job_id!r} appears twice in this batch")
             if item.job_id is not None:
                 seen.add(item.job_id)
-    for _ in range(WATCH_ATTEMPTS):
+    tries = WatchTries(WATCH_ATTEMPTS)
+    for _ in tries:
         with connection.pipeline() as pipe:
             try:
                 existing = _existing(pipe, placements)
@@ -186,7 +188,8 @@ def enqueue_all(
                 if also is not None:
                     also(pipe, placed)
                 pipe.execute()
-            except WatchError:
-                continue  # a job with one of these ids appeared meanwhile: look again
+            except WatchError as exc:
+                tries.failed(exc)
+                continue  # a job with one of these ids appeared meanwhile (or the slot moves): look again
         return placed
     raise JobIdConflictError("jobs with these ids keep changing; try again")

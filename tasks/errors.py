@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from redis.exceptions import WatchError
+
 
 class RqscopeError(Exception):
     """Base of every error rqscope raises on purpose."""
@@ -33,3 +35,11 @@ class JobIdConflictError(TaskError):
 
 class DuplicateTaskError(RqscopeError):
     """Two different functions were registered under one task name."""
+
+
+class SlotMigratingError(WatchError):
+    """A WATCH met a Redis Cluster slot migration (ASK): no key changed; the transaction may run once it ends.
+
+    A WatchError, so that RQ's own loops retry it; rqscope's bounded loops (tasks.watching) do not count it
+    as a conflict.
+    """

@@ -365,11 +365,6 @@ print(json.dumps(out))
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a WATCH that meets ASK is a WatchError in 0.05 s; enqueue_all's 5 WATCH attempts run out in 0.25 s "
-    "and a migration is reported as JobIdConflictError (HTTP 409) while an enqueue without job_id waits it out",
-)
 def test_an_enqueue_with_a_job_id_during_a_short_migration_is_not_a_conflict(
     redis_cluster: LocalCluster,
 ) -> None:

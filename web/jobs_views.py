@@ -16,6 +16,7 @@ from rqscope.monitor.exceptions import summaries
 from rqscope.monitor.jobs import MAX_PER_PAGE, ORDERS, JobLister, JobRow
 from rqscope.monitor.report import utc_moment
 from rqscope.monitor.snapshot import JOB_STATES, parse_time
+from rqscope.tasks.watching import WatchTries
 from rqscope.web import names
 from rqscope.web.access import caller, operator_page
 from rqscope.web.api import retry_in
@@ -194,7 +195,8 @@ def cancel_jobs(queue: str, ids: list[str]) -> int:
     """
     redis = state().redis
     keys = [Job.key_for(job_id) for job_id in ids]
-    for _ in range(5):
+    tries = WatchTries(5)
+    for _ in tries:
         with redis.pipeline() as pipe:
             try:
                 pipe.watch(*keys)
@@ -206,7 +208,8 @@ def cancel_jobs(queue: str, ids: list[str]) -> int:
                     if job not in one_by_one:
                         job.cancel(pipeline=pipe)
                 pipe.execute()
-            except WatchError:
+            except WatchError as exc:
+                tries.failed(exc)
                 continue
         for job in one_by_one:
             job.cancel()
