@@ -20,10 +20,11 @@ makes that a WatchError, which callers retry whole), a move that outlasts the bu
 (the request may have run). CLUSTERDOWN raises ClusterIsDownError at once: waiting would not end it.
 
 A WATCH is sent only on the pipeline's own connection, which later sends its EXEC: a WATCH refused by
-MOVED or TRYAGAIN is sent again there, but one that meets ASK raises WatchError (what RQ retries whole),
-since the importing node would hold the WATCH on another connection, guarding nothing of the EXEC and
-left armed in a pool. A PubSub's connection stays on its node when the slot moves: channels are not
-keys, every node relays them, and reconnecting it under the thread that reads it would mix their replies.
+MOVED or TRYAGAIN is sent again there, but one that meets ASK raises SlotMigratingError, a WatchError
+(what RQ retries whole), since the importing node would hold the WATCH on another connection, guarding
+nothing of the EXEC and left armed in a pool. A PubSub's connection stays on its node when the slot
+moves: channels are not keys, every node relays them, and reconnecting it under the thread that reads it
+would mix their replies.
 """
 
 from __future__ import annotations
