@@ -138,13 +138,19 @@ def _child(serve: subprocess.Popen[bytes]) -> tuple[int, str] | None:
     return None
 
 
-@pytest.fixture(scope="module")
-def stack(redis_server: EmbeddedRedis, west_server: EmbeddedRedis) -> Iterator[dict[str, Any]]:
+def emptied(redis_server: EmbeddedRedis, west_server: EmbeddedRedis) -> tuple[Redis, Redis]:
+    """Clients of `main` and `billing`, both emptied; skips before rq 3, which reads no RQ_KEY_PREFIX."""
     if not rq_reads_prefix():
         pytest.skip("RQ reads RQ_KEY_PREFIX from 3.0 on")
     main, billing = Redis.from_url(redis_server.url), Redis.from_url(west_server.url)
     main.flushall()
     billing.flushall()
+    return main, billing
+
+
+@pytest.fixture(scope="module")
+def stack(redis_server: EmbeddedRedis, west_server: EmbeddedRedis) -> Iterator[dict[str, Any]]:
+    main, billing = emptied(redis_server, west_server)
     env = _env(redis_server.url, west_server.url)
     _under("rq", ENQUEUE, {**env, "URL": redis_server.url, "OK": "2", "FAIL": "0", "HOSTILE": "main-only"})
     _under(BILLING, ENQUEUE, {**env, "URL": west_server.url, "OK": "5", "FAIL": "1", "HOSTILE": HOSTILE})

@@ -37,7 +37,7 @@ from rqscope.web.cli import _info_elsewhere
 from tests import test_instances
 from tests.helpers import rqscope_command, spawn, stop, wait_for
 from tests.test_auth_caller import PASSWORD, USERS
-from tests.test_prefixes import BILLING, OPERATOR, VIEWER, _child, _children_of, _env, samples
+from tests.test_prefixes import BILLING, OPERATOR, VIEWER, _child, _children_of, _env, emptied, samples
 
 pytestmark = pytest.mark.redis
 west_server = test_instances.west_server  # the second redis-server, with DEBUG enabled
@@ -76,11 +76,7 @@ def _alive(pid: int) -> bool:
 
 @pytest.fixture(scope="module")
 def stack(redis_server: EmbeddedRedis, west_server: EmbeddedRedis) -> Iterator[dict[str, Any]]:
-    if not rq_reads_prefix():
-        pytest.skip("RQ reads RQ_KEY_PREFIX from 3.0 on")
-    main, billing = Redis.from_url(redis_server.url), Redis.from_url(west_server.url)
-    main.flushall()
-    billing.flushall()
+    main, billing = emptied(redis_server, west_server)
     main.sadd("rq:queues", b"rq:queue:default")
     for raw in (b"default", *HOSTILE, WIDE.encode()):
         _register(billing, raw)
@@ -232,10 +228,8 @@ def test_a_basic_auth_client_keeping_cookies_acts_on_billing_as_on_main(stack: d
         jar = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
         query = f"?redis={instance}"
         assert call(base, f"/api/queues{query}", None, opener=jar, Authorization=basic)[0] == 200
-        posted = call(
-            base, f"/api/queues/default/pause{query}", None, "POST", b"{}", jar,
-            Authorization=basic, **{"Content-Type": "application/json"},
-        )  # fmt: skip
+        json_body = {"Authorization": basic, "Content-Type": "application/json"}
+        posted = call(base, f"/api/queues/default/pause{query}", None, "POST", b"{}", jar, **json_body)
         outcomes[instance] = posted[0]
         call(
             base, f"/api/queues/default/resume{query}", OPERATOR, "POST", b"{}", **{"Content-Type": "application/json"}
@@ -349,8 +343,8 @@ def test_odd_requests_through_the_relay_are_answered_not_crashed(stack: dict[str
     base, port = stack["base"], stack["port"]
     auth = f"Authorization: Bearer {VIEWER}\r\n".encode()
     # a query string that is not UTF-8, raw and percent-encoded
-    status, _ = raw_request(port, b"GET /api/queues?redis=billing&x=\xff HTTP/1.1\r\nHost: 127.0.0.1\r\n" + auth
-                            + b"Connection: close\r\n\r\n")  # fmt: skip
+    request_line = b"GET /api/queues?redis=billing&x=\xff HTTP/1.1\r\n"
+    status, _ = raw_request(port, request_line + b"Host: 127.0.0.1\r\n" + auth + b"Connection: close\r\n\r\n")
     assert status in (200, 400)
     status, body, _ = call(base, "/api/queues?redis=billing&x=%ff%fe", VIEWER)
     assert status in (200, 400), body[:200]
