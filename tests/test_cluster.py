@@ -132,10 +132,13 @@ def env_for(cluster: LocalCluster, **extra: str) -> dict[str, str]:
     }
 
 
-def run_python(cluster: LocalCluster, code: str, *args: str, stdin: str | None = None) -> str:
+def run_python(
+    cluster: LocalCluster, code: str, *args: str, stdin: str | None = None, env: dict[str, str] | None = None
+) -> str:
+    """`code`'s output, run by this interpreter in a process of its own (env_for(cluster) unless `env`)."""
     done = subprocess.run(
         [sys.executable, "-c", code, *args],
-        env=env_for(cluster),
+        env=env if env is not None else env_for(cluster),
         cwd=REPO,
         input=stdin,
         capture_output=True,

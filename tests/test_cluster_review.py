@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import cast
@@ -25,6 +24,7 @@ from rqscope.tasks.rq_internals.keys import Keys
 from tests import cluster as local_cluster
 from tests.cluster import LocalCluster
 from tests.helpers import REPO, rqscope_command, spawn, stop, wait_for
+from tests.test_cluster import run_python
 
 PREFIX = "{hung}"
 SLOT = key_slot(PREFIX.encode())
@@ -163,15 +163,7 @@ def test_a_worker_stopped_after_its_slot_moved_shuts_down_cleanly(
     record, log = tmp_path / "runs", tmp_path / "worker.log"
 
     def run(code: str) -> None:
-        done = subprocess.run(
-            [sys.executable, "-c", code, redis_cluster.url(), queue, str(record)],
-            env=env,
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert done.returncode == 0, done.stderr[-3000:]
+        run_python(redis_cluster, code, redis_cluster.url(), queue, str(record), env=env)
 
     def runs() -> int:
         return len(record.read_text().splitlines()) if record.exists() else 0

@@ -20,6 +20,7 @@ from rqscope.monitor.cluster import cluster_client
 from tests import cluster as local_cluster
 from tests.cluster import LocalCluster
 from tests.helpers import REPO, spawn, stop, wait_for
+from tests.test_cluster import run_python
 
 redis_cluster = local_cluster.redis_cluster
 
@@ -283,16 +284,7 @@ def test_a_worker_finishing_jobs_during_a_held_migration_waits_quietly_and_finis
     record, log = tmp_path / "runs", tmp_path / "worker.log"
 
     def python(code: str, *args: str) -> str:
-        done = subprocess.run(
-            [sys.executable, "-c", code, redis_cluster.url(), *args],
-            env=env,
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert done.returncode == 0, done.stderr[-3000:]
-        return done.stdout
+        return run_python(redis_cluster, code, redis_cluster.url(), *args, env=env)
 
     def lines(what: str) -> list[list[str]]:
         text = record.read_text() if record.exists() else ""
