@@ -280,6 +280,21 @@ def test_an_api_enqueue_on_the_other_prefix_lands_under_it(stack: dict[str, Any]
     assert get(base, f"/api/tasks/{job}")[0] == 404  # not a job of the default instance
 
 
+def test_a_batch_larger_than_the_default_body_limit_is_relayed_whole(stack: dict[str, Any]) -> None:
+    items = [{"task": "send_email", "args": [f"u{i}@example.com", "report", "x" * 900]} for i in range(100)]
+    body = json.dumps({"tasks": items}).encode()
+    assert 64 * 1024 < len(body) < 4 * 1024 * 1024  # over RQSCOPE_MAX_BODY_BYTES, under RQSCOPE_MAX_BATCH_BYTES
+    request = urllib.request.Request(
+        stack["base"] + "/api/tasks/batch?redis=billing",
+        data=body,
+        method="POST",
+        headers={"Authorization": f"Bearer {OPERATOR}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        ids = json.loads(response.read())["ids"]
+    assert len(ids) == 100 and all(stack["billing"].exists(f"{BILLING}:job:{job}") for job in ids)
+
+
 def _csrf(page: bytes) -> str:
     found = re.search(rb'name="csrf_token" value="([^"]+)"', page)
     assert found is not None, "no form on the page"

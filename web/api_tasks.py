@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from flask import Blueprint, Response, abort, jsonify, request, url_for
+from flask import Blueprint, Response, abort, jsonify, url_for
 from redis.client import Pipeline
 from rq.exceptions import InvalidJobOperation
 from rq.job import Job, JobStatus
@@ -13,7 +13,7 @@ from rqscope.monitor import audit
 from rqscope.tasks.enqueue import Placed, Placement, enqueue_all
 from rqscope.tasks.errors import TaskError
 from rqscope.web.access import caller
-from rqscope.web.bodies import read_body, typed
+from rqscope.web.bodies import large_body, read_body, typed
 from rqscope.web.jobinfo import MAX_ID_LENGTH, display_serializer, fetch_job, load_view, stop_job, summary
 from rqscope.web.placing import enqueue_one, placement
 from rqscope.web.state import state
@@ -62,12 +62,12 @@ def create() -> tuple[Response, int]:
 
 
 @bp.post("/batch")
+@large_body
 def batch() -> tuple[Response, int]:
     """Up to RQSCOPE_MAX_BATCH runs, every item checked before any is written, all in one transaction."""
     current = state()
     who = caller()
     limit = current.settings.max_batch
-    request.max_content_length = current.settings.max_batch_bytes
     body = read_body({"tasks"}, '{"tasks": [' + EXAMPLE + "]}")
     items = body.get("tasks")
     if not isinstance(items, list):

@@ -31,6 +31,7 @@ from rqscope.web import (
     api,
     api_series,
     api_tasks,
+    bodies,
     charts,
     controls,
     cron_views,
@@ -85,6 +86,7 @@ def create_app(
     app.session_interface = sessions.interface(settings)  # Secure cookies over https; the Redis key if unset
     app.config.update(SESSION_COOKIE_SAMESITE="Lax", SESSION_COOKIE_HTTPONLY=True)
     hosts.trust_proxies(app, settings)
+    bodies.install(app, settings.max_batch_bytes)  # each route's body limit, before any hook reads a body
     access.install(app, settings)  # the first hook: the Host and the caller are checked before anything else
     instances.install(app)  # then ?redis= picks the instance every later read and action is scoped to
     front.install(app)  # and one under another RQ prefix is its own sidecar's to serve

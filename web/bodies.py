@@ -4,11 +4,36 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-from flask import abort, request
+from flask import Flask, abort, request
 
 MAX_DEPTH = 32
+LARGE = "rqscope_large_body"
+View = TypeVar("View", bound=Callable[..., object])
+
+
+def large_body(view: View) -> View:
+    """Mark a view whose body may be RQSCOPE_MAX_BATCH_BYTES instead of RQSCOPE_MAX_BODY_BYTES."""
+    setattr(view, LARGE, True)
+    return view
+
+
+def limit_setting(app: Flask) -> str:
+    """The setting that bounds the request's body, for the message of a body over it."""
+    view = app.view_functions.get(request.endpoint) if request.endpoint else None
+    return "RQSCOPE_MAX_BATCH_BYTES" if getattr(view, LARGE, False) else "RQSCOPE_MAX_BODY_BYTES"
+
+
+def install(app: Flask, max_large_bytes: int) -> None:
+    """Set each request's body limit from its route, before anything reads the body (a relay, a form's check)."""
+
+    @app.before_request
+    def limit() -> None:
+        view = app.view_functions.get(request.endpoint) if request.endpoint else None
+        if getattr(view, LARGE, False):
+            request.max_content_length = max_large_bytes
 
 
 def _reject_constant(name: str) -> Any:

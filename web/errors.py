@@ -7,12 +7,12 @@ import logging
 from flask import Flask, Response, jsonify, render_template, request
 from redis import RedisError
 from rqscope.tasks.errors import JobIdConflictError, RqscopeError
+from rqscope.web.bodies import limit_setting
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 log = logging.getLogger(__name__)
 
 AUTHENTICATE = 'Bearer realm="rqscope"'
-BODY_LIMIT_SETTINGS = {"api_tasks.batch": "RQSCOPE_MAX_BATCH_BYTES"}  # routes with their own body limit
 
 
 def wants_json() -> bool:
@@ -38,7 +38,7 @@ def register(app: Flask) -> None:
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(exc: RequestEntityTooLarge) -> Response:
         limit = request.max_content_length
-        setting = BODY_LIMIT_SETTINGS.get(request.endpoint or "", "RQSCOPE_MAX_BODY_BYTES")
+        setting = limit_setting(app)
         return error_response(400, f"request body is larger than {limit} bytes ({setting})")
 
     @app.errorhandler(HTTPException)

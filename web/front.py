@@ -62,7 +62,6 @@ DROPPED_REPLY_HEADERS = frozenset(
     {"connection", "keep-alive", "transfer-encoding", "content-length", "set-cookie", "server", "date"}
     | {FRONT_FLASHES_HEADER.lower()}
 )
-LARGE_BODIES = frozenset({"api_tasks.batch"})  # the routes given RQSCOPE_MAX_BATCH_BYTES instead (web.api_tasks)
 
 
 def install(app: Flask) -> None:
@@ -94,8 +93,6 @@ def _body() -> bytes:
         return urlencode(list(request.form.items(multi=True))).encode()
     if request.mimetype == "multipart/form-data":  # no form of the dashboard sends files
         raise UnsupportedMediaType("forms with files are not accepted")
-    if request.endpoint in LARGE_BODIES:
-        request.max_content_length = state().settings.max_batch_bytes
     return request.get_data()
 
 
