@@ -6,7 +6,6 @@ from collections.abc import Callable, Iterable
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 from rqscope.monitor.cron import CronState
-from rqscope.monitor.names import label
 
 
 def cron_families(state: CronState) -> list[Metric]:
@@ -20,7 +19,7 @@ def cron_families(state: CronState) -> list[Metric]:
     )
     worst: dict[str, float] = {}
     for job in state.jobs:  # RQ lets cron jobs share a name: their label carries the most overdue
-        name = label(job.name)
+        name = job.name  # made a label, one per name, when rendered
         worst[name] = max(worst.get(name, 0.0), job.overdue_seconds)
     for name, seconds in sorted(worst.items()):
         overdue.add_metric([name], seconds)

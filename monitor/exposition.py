@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from prometheus_client.core import Metric
 from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
-from rqscope.monitor.names import label
+from rqscope.monitor.names import metric_label
 
 TYPE_NAMES = {"counter": "counter", "gauge": "gauge", "histogram": "histogram", "summary": "summary",
               "info": "gauge", "stateset": "gauge", "gaugehistogram": "histogram", "unknown": "untyped"}  # fmt: skip
@@ -67,8 +67,7 @@ def _percent(text: str) -> str:
 
 
 def _escape(value: str) -> str:
-    if not value.isascii():
-        value = label(value)  # a name that is not UTF-8: its bytes as \xff escapes, distinct per name
+    value = metric_label(value)  # a name that is not UTF-8: its bytes as \xff escapes, distinct per name
     if "\\" in value or "\n" in value or '"' in value:
         return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
     return value

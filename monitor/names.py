@@ -40,6 +40,14 @@ def label(name: str) -> str:
     return exact(name).decode("utf-8", "backslashreplace")
 
 
+def metric_label(name: str) -> str:
+    """A name as a metric label value, one per name: bytes that are not UTF-8 as \\xff escapes, and each
+    backslash doubled, so that the bytes ff and the four characters `\\xff` give two labels."""
+    if name.isascii() and "\\" not in name:
+        return name
+    return exact(name).replace(b"\\", b"\\\\").decode("utf-8", "backslashreplace")
+
+
 def encode_segment(name: str) -> str:
     if name in DOT_NAMES:
         return "%2E" * len(name) + MARKER

@@ -122,7 +122,8 @@ def test_hostile_label_values_survive_byte_identically() -> None:
     west_lines = [line for line in west.splitlines() if not line.startswith(b"#")]
     assert all(line in merged.splitlines() for line in west_lines)
     values = {dict(labels).get("queue") for _, labels, _ in samples(merged)}
-    assert {'q"\\\n<b>', "50%s %d", "x" * 5000, "caf\\xff\\xfe", "é\\n", ""} <= values
+    # as metric labels: bytes that are not UTF-8 as \xff escapes, each backslash doubled (names.metric_label)
+    assert {'q"\\\\\n<b>', "50%s %d", "x" * 5000, "caf\\xff\\xfe", "é\\\\n", ""} <= values
 
 
 def test_part_that_is_not_utf8_is_kept_as_bytes() -> None:

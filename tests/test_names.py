@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 from html import unescape
 from urllib.parse import quote
 
 import pytest
 from flask.testing import FlaskClient
+from prometheus_client.parser import text_string_to_metric_families
 from redis import Redis
 from rqscope.web.names import decode_segment, encode_segment
 
@@ -133,6 +136,27 @@ def test_a_name_that_is_not_utf8_is_scraped_and_alerted_on(real_client: FlaskCli
     labels = (("queue", "q\udcff"),)
     alert = Alert("f", "Backlog", "queue_depth", "warning", labels, "q\udcff backs up", 1.0, "firing", 0.0)
     assert dashboard_link("http://h/", Notification("firing", alert)) == "http://h/queues/q%FF/queued"
+
+
+def test_a_name_that_is_not_utf8_and_its_escape_spelled_out_are_two_series(
+    real_client: FlaskClient, real_redis: Redis
+) -> None:
+    # the byte ff, the four characters \xff, and a backslash before a newline: one series each
+    raws = [b"q\xff", b"q\\xff", b"q\\\n"]
+    for count, raw in enumerate(raws, start=1):
+        real_redis.sadd("rq:queues", b"rq:queue:" + raw)
+        real_redis.rpush(b"rq:queue:" + raw, *[b"job-%d" % i for i in range(count)])
+    text = real_client.get("/metrics").get_data(as_text=True)
+    queued = {
+        sample.labels["queue"]: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "rqscope_queue_jobs" and sample.labels["state"] == "queued"
+    }
+    assert queued == {"q\\xff": 1, "q\\\\xff": 2, "q\\\\\n": 3}
+    if shutil.which("promtool"):
+        checked = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, timeout=30, text=True)
+        assert "duplicate" not in checked.stdout + checked.stderr
 
 
 def test_an_unknown_name_is_still_404(real_client: FlaskClient, real_redis: Redis) -> None:
