@@ -2,12 +2,15 @@
 
 prometheus_client's generate_latest validates and escapes every metric and label name on every
 sample, which is most of a scrape's time at a few thousand samples. rqscope's names are fixed
-and valid, so only label values need escaping. The output is byte-identical to generate_latest
-for the same registry; a test holds it to that.
+and valid, so only label values need escaping. A label value is first made one per name
+(names.metric_label: bytes that are not UTF-8 as \\xff escapes, a backslash doubled); for values
+without either, the output is byte-identical to generate_latest for the same registry, and a test
+holds it to that.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 
 from prometheus_client.core import Metric
@@ -66,6 +69,8 @@ def _percent(text: str) -> str:
     return text.replace("%", "%%")
 
 
+# label values repeat from scrape to scrape (queue, state, host and task names): each is escaped once
+@functools.lru_cache(maxsize=8192)
 def _escape(value: str) -> str:
     value = metric_label(value)  # a name that is not UTF-8: its bytes as \xff escapes, distinct per name
     if "\\" in value or "\n" in value or '"' in value:
