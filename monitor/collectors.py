@@ -8,12 +8,10 @@ from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import Metric
-from redis import Redis, RedisError
-from rqscope.monitor.alerts.outbox import notification_counts
 from rqscope.monitor.cache import SnapshotCache
 from rqscope.monitor.cron import CronState
 from rqscope.monitor.cron_collector import CronCollector
-from rqscope.monitor.families import notification_family, snapshot_families
+from rqscope.monitor.families import snapshot_families
 
 log = logging.getLogger(__name__)
 
@@ -56,35 +54,13 @@ class SnapshotCollector:
         return families
 
 
-class NotificationCollector:
-    """Alert delivery outcomes, counted in Redis by whichever process sent (any of them may lead)."""
-
-    def __init__(self, redis: Redis, snapshots: SnapshotCollector) -> None:
-        self.redis = redis
-        self.snapshots = snapshots
-
-    def collect(self) -> Iterable[Metric]:
-        if not self.snapshots.redis_up:  # this scrape already waited for Redis once: not twice
-            return []
-        try:
-            counts = notification_counts(self.redis)
-        except RedisError as exc:  # Redis is away: no value rather than a counter reset to 0
-            log.warning("alert notification counts unavailable: %s", exc)
-            return []
-        return [notification_family(counts)]
-
-
-def build_registry(
-    cache: SnapshotCache, redis: Redis | None = None, cron: Callable[[], CronState] | None = None
-) -> CollectorRegistry:
+def build_registry(cache: SnapshotCache, cron: Callable[[], CronState] | None = None) -> CollectorRegistry:
     """A private registry: the snapshot collector first, so self-metrics describe this scrape."""
     registry = CollectorRegistry(auto_describe=False)
     holder = CollectorRegistry(auto_describe=False)
     self_metrics = SelfMetrics(holder)
     snapshots = SnapshotCollector(cache, self_metrics)
     registry.register(snapshots)
-    if redis is not None:
-        registry.register(NotificationCollector(redis, snapshots))
     if cron is not None:
         registry.register(CronCollector(cron, lambda: snapshots.redis_up))
     registry.register(holder)  # type: ignore[arg-type]

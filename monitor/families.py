@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from prometheus_client.core import Metric
 from rqscope.monitor.exposition import Rows
@@ -176,7 +176,7 @@ def redis_families(snapshot: Snapshot) -> Iterable[Metric]:
 NOTIFICATION_RESULTS = ("sent", "retried", "dropped")
 
 
-def notification_family(counts: dict[tuple[str, str], float]) -> Rows:
+def notification_family(counts: Mapping[tuple[str, str], float]) -> Rows:
     """Alert delivery outcomes per receiver; every result of a known receiver is present, 0 if none yet."""
     family = Rows(
         "rqscope_alert_notifications",
@@ -200,3 +200,5 @@ def snapshot_families(snapshot: Snapshot) -> Iterable[Metric]:
     yield from pool_families(snapshot)
     yield from rate_limit_families(snapshot)
     yield from task_families(snapshot.tasks)
+    if snapshot.notifications is not None:
+        yield notification_family(snapshot.notifications)

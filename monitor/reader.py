@@ -1,7 +1,8 @@
 """Reads the whole RQ state from Redis in a constant number of round trips, never writing.
 
-Round trip 1 is a pipeline: the queue and worker sets, INFO, the task metrics hash, the published
-process ids, the cron schedulers, rq 3's concurrency limits, the paused queues and RQ's suspension.
+Round trip 1 is a pipeline: the queue and worker sets, INFO, the task metrics hash, the alert
+notification counts, the published process ids, the cron schedulers, rq 3's concurrency limits, the
+paused queues and RQ's suspension.
 Round trip 2 reads every queue, worker, process and limit at once (monitor.rows): by read-only Lua
 scripts, or where scripting is not allowed by pipelines, in one more round trip, three in all.
 Rows whose bytes did not change since the last read are not parsed again (monitor.shaping).
@@ -14,6 +15,8 @@ import time
 from typing import Any
 
 from redis import Redis, RedisError
+from rqscope.monitor.alerts.keys import COUNTS_KEY
+from rqscope.monitor.alerts.outbox import counts_from
 from rqscope.monitor.paused import paused_names
 from rqscope.monitor.rows import (
     ScriptsRefused,
@@ -46,7 +49,7 @@ from rqscope.tasks.rq_internals.queue import PAUSED_KEY
 log = logging.getLogger(__name__)
 
 # What a reply stands for when Redis answers it with an error (a disabled INFO, a key of the wrong type)
-FIRST_DEFAULTS: tuple[Any, ...] = (set(), set(), {}, {}, [], 0, set(), set(), 0)
+FIRST_DEFAULTS: tuple[Any, ...] = (set(), set(), {}, {}, None, [], 0, set(), set(), 0)
 # the INFO sections the snapshot reads (REDIS_INFO_FIELDS and the version); asked for by name from
 # Redis 7, which takes several at once: the rest of INFO costs Redis and this process time to write and parse
 INFO_SECTIONS = ("server", "clients", "memory", "stats")
@@ -91,13 +94,14 @@ class SnapshotReader:
         else:
             pipe.info()
         pipe.hgetall(METRICS_KEY)
+        pipe.hgetall(COUNTS_KEY)
         pipe.zrangebyscore(PROCS_KEY, now, "+inf")
         pipe.zcard(CRON_SCHEDULERS_KEY)
         pipe.smembers(KEYS.rate_limit_keys)
         pipe.smembers(PAUSED_KEY)
         pipe.exists(KEYS.suspended)
         first = pipe.execute(raise_on_error=False)
-        queue_keys, worker_keys, info, metrics, proc_ids, cron, limit_keys, paused, suspended = (
+        queue_keys, worker_keys, info, metrics, notified, proc_ids, cron, limit_keys, paused, suspended = (
             or_empty(reply, default) for reply, default in zip(first, FIRST_DEFAULTS, strict=True)
         )
         if info:
@@ -140,6 +144,7 @@ class SnapshotReader:
             workers=shaped_workers,
             samples=samples,
             metrics=metrics,
+            notifications=None if notified is None else counts_from(notified),
             cron=count(cron),
             rate_limits=limit_rows,
             paused=paused_names(paused),

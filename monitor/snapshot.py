@@ -122,6 +122,8 @@ class Snapshot:
     workers: tuple[WorkerState, ...] = ()
     processes: tuple[ProcessSample, ...] = ()
     tasks: Mapping[tuple[str, str], TaskStats] = field(default_factory=dict)
+    # alert delivery outcomes per (receiver, result); None when Redis would not give them (no value, not 0)
+    notifications: Mapping[tuple[str, str], float] | None = None
     cron_schedulers: int = 0
     rate_limits: tuple[RateLimitState, ...] = ()
     paused: frozenset[str] = frozenset()  # names of the queues `rqscope worker` skips (monitor.paused)
@@ -201,6 +203,7 @@ def build_snapshot(
     samples: list[ProcessSample],
     metrics: Mapping[bytes | str, bytes | str],
     cron: int,
+    notifications: Mapping[tuple[str, str], float] | None = None,
     rate_limits: Sequence[tuple[str, Sequence[Any]]] = (),
     paused: frozenset[str] = frozenset(),
     suspended: bool = False,
@@ -213,6 +216,7 @@ def build_snapshot(
         workers=workers,
         processes=tuple(samples),
         tasks=parse_metrics(metrics),
+        notifications=notifications,
         cron_schedulers=int(cron or 0),
         rate_limits=tuple(shape_rate_limit(key, values, now) for key, values in rate_limits),
         paused=paused,

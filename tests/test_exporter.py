@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import subprocess
 import threading
@@ -11,8 +12,9 @@ import pytest
 from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 from redis import Redis
-from rqscope.monitor.names import metric_label
+from rqscope.monitor.alerts.keys import COUNTS_KEY, count_field
 from rqscope.monitor.embedded import EmbeddedRedis, free_port
+from rqscope.monitor.names import metric_label
 from rqscope.monitor.settings import Settings
 from rqscope.tasks.registry import enqueue
 from rqscope.tasks.worker import InstrumentedWorker
@@ -77,6 +79,22 @@ def test_worker_and_pool_metrics_carry_hostname_and_role_only(real_client: Flask
     assert (value(text, "rqscope_worker_resident_memory_bytes", hostname=host) or 0) > 0
     assert value(text, "rqscope_redis_pool_max_connections", role="worker", hostname=host) is not None
     assert value(text, "rqscope_redis_pool_connections", role="worker", hostname=host, state="in_use") is not None
+
+
+def test_a_cold_scrape_is_the_snapshots_two_round_trips(real_settings: Settings, real_redis: Redis) -> None:
+    from bench.common import CountingConnection, counting_client
+
+    real_redis.hset(COUNTS_KEY, mapping={count_field("hook", "sent"): 2, count_field("hook", "garbage"): 1})
+    enqueue("t_ok", 1, connection=real_redis)
+    settings = dataclasses.replace(real_settings, snapshot_ttl=1e-9)  # every scrape reads Redis again
+    client = create_app(settings, redis=counting_client(str(settings.redis_url)), testing=True).test_client()
+    client.get("/metrics")  # the first also loads the read script and reads the cron state
+    before = CountingConnection.sends
+    text = client.get("/metrics").get_data(as_text=True)
+    assert CountingConnection.sends - before == 2  # the alert notification counts come in the snapshot's first
+    assert value(text, "rqscope_alert_notifications_total", receiver="hook", result="sent") == 2
+    assert value(text, "rqscope_alert_notifications_total", receiver="hook", result="dropped") == 0
+    assert value(text, "rqscope_queue_jobs", queue="default", state="queued") == 1
 
 
 def test_hostile_queue_and_worker_names_are_escaped(real_client: FlaskClient, real_redis: Redis) -> None:

@@ -154,9 +154,9 @@ def test_a_name_that_is_not_utf8_and_its_escape_spelled_out_are_two_series(
         if sample.name == "rqscope_queue_jobs" and sample.labels["state"] == "queued"
     }
     assert queued == {"q\\xff": 1, "q\\\\xff": 2, "q\\\\\n": 3}
-    if shutil.which("promtool"):
-        checked = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, timeout=30, text=True)
-        assert "duplicate" not in checked.stdout + checked.stderr
+    if shutil.which("promtool"):  # .ci/run installs it
+        checked = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True)
+        assert (checked.returncode, checked.stdout, checked.stderr) == (0, "", "")
 
 
 def test_an_unknown_name_is_still_404(real_client: FlaskClient, real_redis: Redis) -> None:

@@ -129,7 +129,7 @@ def _instances(settings: Settings, redis: Redis | None, children: Children | Non
             client = make_client(settings, config, client_name="rqscope-web")
         cache = SnapshotCache(client, ttl=settings.snapshot_ttl)
         cron = CronCache(CronReader(client), ttl=max(1.0, settings.snapshot_ttl))
-        built[name] = Instance(name, client, cache, cron, build_registry(cache, client, cron.get))
+        built[name] = Instance(name, client, cache, cron, build_registry(cache, cron.get))
     return built
 
 

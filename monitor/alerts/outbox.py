@@ -8,11 +8,12 @@ that one process queues again after a lost reply, is queued once.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -213,9 +214,15 @@ class Outbox:
 
 def notification_counts(redis: Redis) -> dict[tuple[str, str], float]:
     """Delivery outcomes per (receiver, result), as every process recorded them in Redis."""
+    return counts_from(redis.hgetall(COUNTS_KEY))  # type: ignore[arg-type]
+
+
+def counts_from(raw: Mapping[bytes, bytes]) -> dict[tuple[str, str], float]:
+    """The outcomes of a read of COUNTS_KEY; a field that is not "<receiver>\\n<result>" is skipped."""
     counts: dict[tuple[str, str], float] = {}
-    for raw_field, value in redis.hgetall(COUNTS_KEY).items():  # type: ignore[union-attr]
+    for raw_field, value in raw.items():
         receiver, _, result = raw_field.decode("utf-8", "replace").rpartition("\n")
         if result in RESULTS:
-            counts[(receiver, result)] = float(value)
+            with contextlib.suppress(ValueError):
+                counts[(receiver, result)] = float(value)
     return counts
