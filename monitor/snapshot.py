@@ -56,7 +56,7 @@ REDIS_INFO_FIELDS = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class QueueState:
     name: str
     queued: int
@@ -71,7 +71,7 @@ class QueueState:
         return {"queued": self.queued, **self.registries}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class WorkerState:
     name: str
     hostname: str
