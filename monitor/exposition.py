@@ -45,6 +45,11 @@ class Rows(Metric):
             raise ValueError("add rows to a Rows family, not samples")
 
 
+# (sample name, instance) -> {(label values, value): line} of the last render. A row whose labels and value are
+# those of the last scrape is not formatted again; like the reader's parsed rows, only the last render's are kept.
+_LAST_LINES: dict[tuple[str, str | None], dict[tuple[tuple[str, ...], float], str]] = {}
+
+
 def _rows(metric: Rows, name: str, redis: str | None = None) -> list[str]:
     """One line per row, from a %-template built once per family; `redis` is a label every row carries."""
     keys = (*metric.labels, "redis") if redis is not None else metric.labels
@@ -54,15 +59,16 @@ def _rows(metric: Rows, name: str, redis: str | None = None) -> list[str]:
     pairs = [f'{keys[i]}="%s"' if i < len(metric.labels) else constant for i in order]
     template = _percent(name) + ("{" + ",".join(pairs) + "}" if pairs else "") + " %s\n"
     escape, number = _escape, _number
-    if not varying:
-        return [template % number(value) for _, value in metric.rows]
-    if len(varying) == 1:
-        (i,) = varying
-        return [template % (escape(v[i]), number(value)) for v, value in metric.rows]
-    if len(varying) == 2:
-        i, j = varying
-        return [template % (escape(v[i]), escape(v[j]), number(value)) for v, value in metric.rows]
-    return [template % (*[escape(v[k]) for k in varying], number(value)) for v, value in metric.rows]
+
+    def line(row: tuple[tuple[str, ...], float]) -> str:
+        values, value = row
+        return template % (*[escape(values[k]) for k in varying], number(value))
+
+    rows = metric.rows
+    known = _LAST_LINES.get((name, redis), {})
+    lines = [known.get(row) or line(row) for row in rows]
+    _LAST_LINES[(name, redis)] = dict(zip(rows, lines, strict=True))
+    return lines
 
 
 def _percent(text: str) -> str:

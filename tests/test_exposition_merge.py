@@ -181,3 +181,21 @@ def test_two_realistic_parts_merge_fast() -> None:
         timings.append(time.perf_counter() - started)
     assert len(merged.splitlines()) == sum(len(p.splitlines()) for p in parts) - len(headers(parts[1]))
     assert min(timings) < 0.25  # a scrape's budget; the merge itself takes a few milliseconds
+
+
+def test_a_row_is_rendered_from_its_labels_and_value_of_this_scrape_whatever_the_last_one_was() -> None:
+    def scrape(depths: dict[str, float], instance: str = "east") -> bytes:
+        family = Rows("rqscope_queue_jobs", "Jobs", "gauge", ("queue", "state"))
+        for queue, depth in depths.items():
+            family.add((queue, "queued"), depth)
+        return render_labelled([(instance, [family])])
+
+    first = scrape({"a": 1, "b": 2})
+    assert scrape({"a": 1, "b": 2}) == first  # the same rows: the same bytes
+    changed = scrape({"a": 1, "b": 3, "c\n": 0.5})
+    assert b'rqscope_queue_jobs{queue="b",redis="east",state="queued"} 3.0\n' in changed
+    assert b'rqscope_queue_jobs{queue="c\\n",redis="east",state="queued"} 0.5\n' in changed
+    assert b"} 2.0" not in changed
+    # another instance's rows of the same family are its own, with its own label
+    assert b'redis="west"' in scrape({"a": 1, "b": 2}, "west") and b'redis="east"' not in scrape({"a": 1}, "west")
+    assert scrape({"b": 2}) == first.replace(b'rqscope_queue_jobs{queue="a",redis="east",state="queued"} 1.0\n', b"")
