@@ -12,6 +12,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -340,6 +341,25 @@ def test_info_reads_each_installation_under_its_own_prefix(stack: dict[str, Any]
     assert billing["default"]["failed"] == truth.zcard(f"{BILLING}:failed:default")
     assert billing["default"]["queued"] == truth.llen(f"{BILLING}:queue:default")
     assert {q["name"]: q["counts"]["finished"] for q in shown["main"]["queues"]} == {"default": 2, "main-only": 0}
+
+
+def test_info_asks_every_other_prefix_at_once_and_shows_them_in_order(
+    redis_server: EmbeddedRedis, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from rqscope.web import cli
+
+    both = threading.Barrier(2, timeout=30)
+
+    def elsewhere(args: Any, environ: Any, settings: Settings, members: tuple[Any, ...]) -> tuple[str, bool]:
+        both.wait()  # breaks unless the two other prefixes' processes are asked at the same time
+        return f"== {members[0].name} ==\n", True
+
+    monkeypatch.setattr(cli, "_info_elsewhere", elsewhere)
+    url = redis_server.url
+    env = {"RQSCOPE_REDIS_URL": f"main={url},b={url}#prefix={{b}},a={url}#prefix={{a}}"}
+    assert cli.main(["info"], env=env) == 0
+    shown = capsys.readouterr().out
+    assert shown.index("== main ==") < shown.index("== b ==") < shown.index("== a ==")
 
 
 @needs_rq_3

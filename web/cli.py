@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 from rqscope.monitor.embedded import with_default_redis
 from rqscope.monitor.instances import InstanceConfig, by_prefix
@@ -195,9 +196,12 @@ def run_info(args: argparse.Namespace, settings: Settings) -> int:
     environ = merged_env(args, os.environ)
     reports = 0
     while True:
-        read = fanout.each(clients, fetch_snapshot) if clients else {}
+        # each other prefix's process is started at once, and runs while this one reads its own instances
+        with ThreadPoolExecutor(max_workers=max(1, len(groups)), thread_name_prefix="rqscope-info") as pool:
+            asked = [pool.submit(_info_elsewhere, args, environ, settings, members) for members in groups.values()]
+            read = fanout.each(clients, fetch_snapshot) if clients else {}
+            elsewhere = [future.result() for future in asked]
         snapshots = {name: snapshot or unreachable_snapshot() for name, snapshot in read.items()}
-        elsewhere = [_info_elsewhere(args, environ, settings, members) for members in groups.values()]
         if args.json:
             shown: dict[str, object] = {name: snapshot_dict(s) for name, s in snapshots.items()}
             for output, _ in elsewhere:
