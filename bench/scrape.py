@@ -8,7 +8,11 @@ console script from the peers' virtualenv (bench/peers.py). Scrapes alternate be
 per-scrape p50 and p95, the ratio, what one scrape costs the Redis server (commands, CPU, the longest single
 script), rqscope's in-process scrape (Flask test client, cache off) beside it, and a table row for the README.
 
-Run: python -m bench.scrape [--rounds 30] [--large] [--budget 900]   (builds the peers' venv on first run)
+With --churn, every worker's heartbeat and every queue's finished count change before each scrape (outside its
+time), so that rqscope parses every worker and queue row again and formats each queue's finished line again: the
+worst case for its reuse of what did not change since its last read.
+
+Run: python -m bench.scrape [--rounds 30] [--large] [--churn] [--budget 900]   (builds the peers' venv on first run)
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable, Mapping
+from typing import TypeVar
 
 from prometheus_client.parser import text_string_to_metric_families
 from redis import Redis
@@ -24,11 +29,12 @@ from rqscope.monitor.settings import Settings
 from rqscope.web import create_app
 
 from bench.common import CountingConnection, RedisCost, counting_client, redis_cost, throwaway_redis
-from bench.fill import fill_state
+from bench.fill import fill_state, utc
 from bench.peers import PeersEnv, ready_peers, rq_exporter_command
 from bench.servers import Reply, Server, Summary, alternate, cold_gap, rqscope_serve, timed_request
 
 PEER = "rq-exporter"
+T = TypeVar("T")
 WARM_UP_ROUNDS = 5  # untimed, measured on the Redis side; enough for both gunicorn workers to warm up
 IN_PROCESS_WARM_UP = 20  # imports, connections, the script cache, the reader's parsed rows
 # the series in which each exporter reports queued jobs: (family, label naming the state)
@@ -57,20 +63,50 @@ def typical(costs: list[RedisCost]) -> RedisCost:
     )
 
 
-def warm_up(scrapes: Mapping[str, Callable[[], Reply]], admin: Redis, gap: float) -> dict[str, RedisCost]:
-    """Untimed rounds, alternating like the timed ones, each scrape measured on the Redis side."""
+def warm_up(
+    scrapes: Mapping[str, Callable[[], Reply]], admin: Redis, gap: float, change: Callable[[], None]
+) -> dict[str, RedisCost]:
+    """Untimed rounds, alternating like the timed ones, each scrape measured on the Redis side (after `change`,
+    which is not measured)."""
     costs: dict[str, list[RedisCost]] = {name: [] for name in scrapes}
     for _ in range(WARM_UP_ROUNDS):
         for name, scrape in scrapes.items():
             time.sleep(gap)
+            change()
             cost, reply = redis_cost(admin, scrape)
             assert isinstance(reply, Reply) and reply.status == 200, f"{name}: {reply}"
             costs[name].append(cost)
     return {name: typical(c) for name, c in costs.items()}
 
 
+class Churn:
+    """Changes every worker's heartbeat and every queue's finished count, in one pipeline, before a scrape."""
+
+    def __init__(self, admin: Redis, on: bool = True) -> None:
+        self.admin, self.on = admin, on
+        self.workers = sorted(admin.smembers("rq:workers"))
+        self.queues = sorted(k.removeprefix(b"rq:queue:") for k in admin.smembers("rq:queues"))
+
+    def change(self) -> None:
+        if not self.on:
+            return
+        pipe = self.admin.pipeline(transaction=False)
+        for worker in self.workers:
+            pipe.hset(worker, "last_heartbeat", utc(0))
+        for queue in self.queues:
+            pipe.zadd(b"rq:finished:" + queue, {f"churn-{time.monotonic_ns()}": time.time() + 3600})
+        pipe.execute()
+
+    def before(self, scrape: Callable[[], T]) -> Callable[[], T]:
+        def changed_then_scraped() -> T:
+            self.change()
+            return scrape()  # timed on its own: the changes are not part of its time
+
+        return changed_then_scraped
+
+
 def over_http(
-    url: str, admin: Redis, peers: PeersEnv, rounds: int, gap: float, deadline: float
+    url: str, admin: Redis, peers: PeersEnv, rounds: int, gap: float, deadline: float, churn: bool = False
 ) -> dict[str, tuple[Summary, RedisCost]]:
     exporter = Server(PEER, lambda port: rq_exporter_command(peers, url, port), peers.environ(), "/metrics")
     with rqscope_serve(url) as ours, exporter as theirs:
@@ -81,14 +117,15 @@ def over_http(
         seen = {name: queued_total(name, scrape().body) for name, scrape in scrapes.items()}
         if len(set(seen.values())) != 1:
             raise RuntimeError(f"the exporters disagree on the state: queued jobs {seen}")
-        costs = warm_up(scrapes, admin, gap)
-        seconds = alternate(scrapes, rounds, gap, deadline)
+        changes = Churn(admin, churn)
+        costs = warm_up(scrapes, admin, gap, changes.change)
+        seconds = alternate({name: changes.before(scrape) for name, scrape in scrapes.items()}, rounds, gap, deadline)
     if not seconds["rqscope"]:
         raise RuntimeError("the time budget ran out before the first timed round")
     return {name: (Summary.of(seconds[name]), costs[name]) for name in scrapes}
 
 
-def in_process(url: str, admin: Redis, rounds: int) -> tuple[Summary, RedisCost, int]:
+def in_process(url: str, admin: Redis, rounds: int, churn: bool = False) -> tuple[Summary, RedisCost, int]:
     """rqscope's scrape through Flask's test client with the snapshot cache off: no HTTP, no gunicorn."""
     settings = Settings(redis_url=url, snapshot_ttl=1e-9, task_modules=("rqscope.tasks.examples",))
     client = create_app(settings, redis=counting_client(url), testing=True).test_client()
@@ -96,14 +133,20 @@ def in_process(url: str, admin: Redis, rounds: int) -> tuple[Summary, RedisCost,
     def scrape() -> None:
         assert client.get("/metrics").status_code == 200
 
+    change = Churn(admin, churn).change
     for _ in range(IN_PROCESS_WARM_UP):
         scrape()
-    cost = typical([redis_cost(admin, scrape)[0] for _ in range(WARM_UP_ROUNDS)])
+    costs = []
+    for _ in range(WARM_UP_ROUNDS):
+        change()
+        costs.append(redis_cost(admin, scrape)[0])
+    cost = typical(costs)
     before = CountingConnection.sends
     scrape()
     round_trips = CountingConnection.sends - before
     samples = []
     for _ in range(rounds):
+        change()
         started = time.perf_counter()
         scrape()
         samples.append(time.perf_counter() - started)
@@ -158,6 +201,7 @@ def main() -> None:
     parser.add_argument("--large", action="store_true", help="then the same at 500 queues and 1,000 workers")
     parser.add_argument("--large-rounds", type=int, default=10, help="timed scrapes of each at 500 queues")
     parser.add_argument("--gap", type=cold_gap, default=1.2, help="seconds between the starts of two scrapes")
+    parser.add_argument("--churn", action="store_true", help="change every worker and queue before each scrape")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply job counts (for a quick run)")
     parser.add_argument("--budget", type=float, default=900, help="seconds for the whole run; fewer rounds if short")
     args = parser.parse_args()
@@ -169,10 +213,12 @@ def main() -> None:
         for queues, workers, rounds in states:
             admin.flushall()
             fill_state(admin, queues=queues, workers=workers, **jobs)
-            state = f"{queues:,} queues, {workers:,} workers"
+            state = f"{queues:,} queues, {workers:,} workers" + (
+                ", every row changed before each scrape" if args.churn else ""
+            )
             print(f"{state}, {sum(jobs.values()):,} jobs")
-            http = over_http(server.url, admin, peers, rounds, args.gap, deadline)
-            rows.append(report(state, http, in_process(server.url, admin, rounds), args.gap))
+            http = over_http(server.url, admin, peers, rounds, args.gap, deadline, args.churn)
+            rows.append(report(state, http, in_process(server.url, admin, rounds, args.churn), args.gap))
     print("\nREADME rows:\n" + TABLE_HEAD + "\n" + "\n".join(rows))
 
 
