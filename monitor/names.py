@@ -42,10 +42,22 @@ def label(name: str) -> str:
 
 def metric_label(name: str) -> str:
     """A name as a metric label value, one per name: bytes that are not UTF-8 as \\xff escapes, and each
-    backslash doubled, so that the bytes ff and the four characters `\\xff` give two labels."""
+    backslash doubled, so that the bytes ff and the four characters `\\xff` give two labels; a lone surrogate
+    that stands for no byte (JSON's `\\ud800`) as a \\ud800 escape."""
     if name.isascii() and "\\" not in name:
         return name
-    return exact(name).replace(b"\\", b"\\\\").decode("utf-8", "backslashreplace")
+    try:
+        raw = exact(name)
+    except UnicodeEncodeError:  # a lone surrogate that stands for no byte (JSON may spell one): written \ud800
+        return "".join(_char_label(char) for char in name)
+    return raw.replace(b"\\", b"\\\\").decode("utf-8", "backslashreplace")
+
+
+def _char_label(char: str) -> str:
+    code = ord(char)
+    if 0xD800 <= code <= 0xDFFF:  # U+DC80-U+DCFF stand for the bytes 80-ff (surrogateescape); the others for none
+        return f"\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"\\u{code:04x}"
+    return "\\\\" if char == "\\" else char
 
 
 def encode_segment(name: str) -> str:
