@@ -45,9 +45,10 @@ class Rows(Metric):
             raise ValueError("add rows to a Rows family, not samples")
 
 
-# (sample name, instance) -> {(label values, value): line} of the last render. A row whose labels and value are
-# those of the last scrape is not formatted again; like the reader's parsed rows, only the last render's are kept.
-_LAST_LINES: dict[tuple[str, str | None], dict[tuple[tuple[str, ...], float], str]] = {}
+# (sample name, instance) -> (template, {(label values, value): line}) of the last render. A row whose labels and
+# value are those of the last scrape, rendered from the same template (label names), is not formatted again; like
+# the reader's parsed rows, only the last render's are kept.
+_LAST_LINES: dict[tuple[str, str | None], tuple[str, dict[tuple[tuple[str, ...], float], str]]] = {}
 
 
 def _rows(metric: Rows, name: str, redis: str | None = None) -> list[str]:
@@ -65,9 +66,11 @@ def _rows(metric: Rows, name: str, redis: str | None = None) -> list[str]:
         return template % (*[escape(values[k]) for k in varying], number(value))
 
     rows = metric.rows
-    known = _LAST_LINES.get((name, redis), {})
+    last_template, known = _LAST_LINES.get((name, redis), ("", {}))
+    if last_template != template:  # other label names: none of the last lines is this family's
+        known = {}
     lines = [known.get(row) or line(row) for row in rows]
-    _LAST_LINES[(name, redis)] = dict(zip(rows, lines, strict=True))
+    _LAST_LINES[(name, redis)] = (template, dict(zip(rows, lines, strict=True)))
     return lines
 
 
@@ -75,13 +78,24 @@ def _percent(text: str) -> str:
     return text.replace("%", "%%")
 
 
-# label values repeat from scrape to scrape (queue, state, host and task names): each is escaped once
-@functools.lru_cache(maxsize=8192)
+# A value at most this long is kept once escaped; a longer one (RQ takes 5,000-byte names) is escaped at each use,
+# so that names that come and go cannot keep 8,192 long values (about 290 MB of 5,000-byte ones) in every process.
+KEPT_LENGTH = 256
+
+
 def _escape(value: str) -> str:
+    return _kept_escape(value) if len(value) <= KEPT_LENGTH else _escaped(value)
+
+
+def _escaped(value: str) -> str:
     value = metric_label(value)  # a name that is not UTF-8: its bytes as \xff escapes, distinct per name
     if "\\" in value or "\n" in value or '"' in value:
         return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
     return value
+
+
+# label values repeat from scrape to scrape (queue, state, host and task names): each is escaped once
+_kept_escape = functools.lru_cache(maxsize=8192)(_escaped)
 
 
 def _help(text: str) -> str:
