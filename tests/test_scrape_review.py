@@ -3,20 +3,33 @@ label caches, and the alert notification counts read with the snapshot."""
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import gc
+import pickle
 import shutil
 import subprocess
 import threading
 import time
 import tracemalloc
 
+import pytest
+from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
+from redis import Redis
+from rqscope.monitor.alerts.keys import COUNTS_KEY, count_field
 from rqscope.monitor.cron import CronJobState, CronSchedulerState, CronState
 from rqscope.monitor.cron_collector import cron_families
+from rqscope.monitor.embedded import EmbeddedRedis
 from rqscope.monitor.exposition import Rows, render_labelled
 from rqscope.monitor.names import exact, from_bytes, metric_label
 from rqscope.monitor.rows import queue_keys, worker_keys
+from rqscope.monitor.settings import Settings
+from rqscope.monitor.snapshot import QueueState, WorkerState
 from rqscope.tasks.rq_internals.keys import KEYS
+from rqscope.web import create_app
+
+from tests.tcpproxy import TcpProxy
 
 NOTIFIED = "rqscope_alert_notifications_total"
 
@@ -148,3 +161,74 @@ def test_short_names_are_still_kept_and_keys_are_exact() -> None:
     long = from_bytes(b"q\xff" * 3000)
     assert queue_keys(long)[0] == b"rq:queue:" + b"q\xff" * 3000
     assert worker_keys(long) == (b"rq:worker:" + b"q\xff" * 3000, exact(KEYS.worker_executions(long)))
+
+
+def _notification_app(settings: Settings, url: str) -> FlaskClient:
+    chosen = dataclasses.replace(settings, redis_url=url, snapshot_ttl=1e-9)  # every scrape reads Redis again
+    return create_app(chosen, testing=True).test_client()
+
+
+def test_notification_counts_of_the_wrong_type_or_garbage_are_no_value_not_a_failed_scrape(
+    real_client: FlaskClient, real_redis: Redis
+) -> None:
+    real_redis.sadd("rq:queues", "rq:queue:default")
+    real_redis.set(COUNTS_KEY, "not a hash")
+    text = real_client.get("/metrics").get_data(as_text=True)
+    assert labelled(text, "rqscope_redis_up", "redis") == {"default": 1.0}
+    assert "rqscope_alert_notifications" not in text  # unreadable: absent, not 0
+    assert labelled(text, "rqscope_queue_jobs", "queue")
+
+    real_redis.delete(COUNTS_KEY)
+    real_redis.hset(
+        COUNTS_KEY,
+        mapping={
+            count_field("hook", "sent"): 3,
+            count_field("hook", "retried"): "abc",
+            count_field("hook", "dropped"): "nan",
+            count_field("pager", "sent"): "inf",
+            count_field("pager", "dropped"): -2,
+            b"\xff\xfe": 1,
+            "hook\nbogus": 2,
+        },
+    )
+    real_client.application.extensions["rqscope"].first.snapshots.invalidate()
+    text = real_client.get("/metrics").get_data(as_text=True)
+    counts = {
+        (dict(labels)["receiver"], dict(labels)["result"]): v
+        for (name, labels), v in samples(text).items()
+        if name == NOTIFIED
+    }
+    # a count is a finite, non-negative number; anything else in the hash is not one
+    assert counts == {
+        ("hook", "sent"): 3.0,
+        ("hook", "retried"): 0.0,
+        ("hook", "dropped"): 0.0,
+    }
+    assert promtool_findings(text.encode()) == (0, b"", b"")
+
+
+def test_notification_counts_are_absent_while_redis_drops_the_read_and_whole_after(
+    real_settings: Settings, real_redis: Redis, redis_server: EmbeddedRedis
+) -> None:
+    real_redis.hset(COUNTS_KEY, mapping={count_field("hook", "sent"): 7})
+    real_redis.sadd("rq:queues", "rq:queue:default")
+    with TcpProxy(redis_server.port) as proxy:
+        client = _notification_app(real_settings, f"redis://127.0.0.1:{proxy.port}/0")
+        text = client.get("/metrics").get_data(as_text=True)
+        assert samples(text)[(NOTIFIED, (("receiver", "hook"), ("redis", "default"), ("result", "sent")))] == 7
+        for marker in (b"alerts:notifications", b"EVALSHA"):  # the first pipeline, then the second round trip
+            proxy.cut_after(lambda data, marker=marker: marker in data)
+            text = client.get("/metrics").get_data(as_text=True)
+            assert proxy.cuts_left == 0
+            assert labelled(text, "rqscope_redis_up", "redis") == {"default": 0.0}
+            assert NOTIFIED not in text  # never a counter reset to 0
+            text = client.get("/metrics").get_data(as_text=True)
+            assert samples(text)[(NOTIFIED, (("receiver", "hook"), ("redis", "default"), ("result", "sent")))] == 7
+
+
+@pytest.mark.parametrize("copier", [copy.copy, copy.deepcopy, lambda s: pickle.loads(pickle.dumps(s))])
+def test_queue_and_worker_states_copy_and_pickle_with_their_slots(copier: callable) -> None:  # type: ignore[valid-type]
+    queue = QueueState(from_bytes(b"q\xff"), 3, {"failed": 1}, None, 0.5, True, 2)
+    worker = WorkerState("w", "h", 1, "busy", ("q",), "j", 1.0, None, 1, 2, 3.0, 4.0, False)
+    assert copier(queue) == queue and copier(worker) == worker
+    assert dataclasses.replace(queue, queued=4).queued == 4 and dataclasses.asdict(worker)["hostname"] == "h"

@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -218,11 +219,14 @@ def notification_counts(redis: Redis) -> dict[tuple[str, str], float]:
 
 
 def counts_from(raw: Mapping[bytes, bytes]) -> dict[tuple[str, str], float]:
-    """The outcomes of a read of COUNTS_KEY; a field that is not "<receiver>\\n<result>" is skipped."""
+    """The outcomes of a read of COUNTS_KEY; a field that is not "<receiver>\\n<result>", or whose value is not a
+    count (finite, not negative: HINCRBY writes no other), is skipped."""
     counts: dict[tuple[str, str], float] = {}
     for raw_field, value in raw.items():
         receiver, _, result = raw_field.decode("utf-8", "replace").rpartition("\n")
         if result in RESULTS:
             with contextlib.suppress(ValueError):
-                counts[(receiver, result)] = float(value)
+                count = float(value)
+                if math.isfinite(count) and count >= 0:  # "nan", "inf" and "-2" parse, but are no count
+                    counts[(receiver, result)] = count
     return counts
