@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import string
 import urllib.parse
 
@@ -44,7 +45,13 @@ def go_template(parts: list[Part]) -> str:
         elif kind == "label":
             out.append(f"{{{{ $labels.{arg} }}}}")
         elif kind == "path":  # urlquery writes a space as +, a path segment wants %20 (a literal + is %2B by then)
-            out.append(f'{{{{ reReplaceAll "\\\\+" "%20" ($labels.{arg} | urlquery) }}}}')
+            escaped = f'reReplaceAll "\\\\+" "%20" ($labels.{arg} | urlquery)'
+            # then the label's form of a name (names.metric_label) back to the name's bytes: a doubled backslash is
+            # one (through "!", which urlquery never writes), and \xff is the byte ff
+            out.append(
+                f'{{{{ reReplaceAll "!" "%5C" (reReplaceAll "%5Cx([0-9a-f]{{2}})" "%${{1}}" '
+                f'(reReplaceAll "%5C%5C" "!" ({escaped}))) }}}}'
+            )
         elif arg.endswith("%"):
             out.append("{{ $value | humanizePercentage }}")
         else:
@@ -61,7 +68,7 @@ def render(parts: list[Part], labels: dict[str, str], value: float) -> str:
         elif kind == "label":
             out.append(labels.get(arg, ""))
         elif kind == "path":
-            out.append(urllib.parse.quote(labels.get(arg, ""), safe=""))
+            out.append(path_segment(labels.get(arg, "")))
         elif arg.endswith("%"):
             out.append(f"{value * 100:.4g}%")  # humanizePercentage is Go's %.4g of value * 100
         elif arg:
@@ -69,6 +76,12 @@ def render(parts: list[Part], labels: dict[str, str], value: float) -> str:
         else:
             out.append(number(value) if math.isfinite(value) else str(value))
     return "".join(out)
+
+
+def path_segment(label: str) -> str:
+    """What go_template's "path" writes for a label: the URL-escaped name the label stands for."""
+    quoted = urllib.parse.quote(label, safe="").replace("%5C%5C", "!")
+    return re.sub("%5Cx([0-9a-f]{2})", r"%\1", quoted).replace("!", "%5C")
 
 
 def describe(rule: Rule) -> str:

@@ -8,6 +8,7 @@ import re
 from typing import Any
 
 from rqscope.monitor.alerts.rules import Rule
+from rqscope.monitor.names import metric_label
 
 from prometheus.annotate import DASHBOARD_URL, annotation_parts, render
 from prometheus.cases import SCENARIOS, Timeline
@@ -49,9 +50,14 @@ def encode(values: list[float]) -> str:
     return " ".join(out)
 
 
+# the label of a queue named with the byte ff, a space and a backslash (names.metric_label): promtool checks that
+# the dashboard link leads to that name's page
+EXAMPLE_QUEUE = metric_label("emails\udcff a\\b")
+
+
 def example_queue(rule: Rule) -> str:
     if not rule.queues:
-        return "emails"
+        return EXAMPLE_QUEUE
     name = re.sub(r"\[!?(.).*?\]", r"\1", rule.queues[0]).replace("*", "").replace("?", "x") or "q"
     if not rule.applies_to(name):
         raise ValueError(f"rule {rule.name}: cannot derive a queue name matching {rule.queues[0]!r}")

@@ -16,6 +16,7 @@ from rqscope.monitor.alerts.evaluate import Observation
 from rqscope.monitor.alerts.notifiers import dashboard_link
 from rqscope.monitor.alerts.rules import KINDS, Rule, load_rules
 from rqscope.monitor.alerts.state import Alert, Notification, _summary
+from rqscope.monitor.names import metric_label
 
 from prometheus import annotate, cases, generate, promql, testfile
 from tests.helpers import REPO
@@ -170,11 +171,15 @@ def test_summaries_read_as_rqscopes_own_notifications() -> None:
             assert mine == "[east] " + _summary(Observation(rule, kept, value, True)), rule.name
 
 
-@pytest.mark.parametrize(("queue", "redis"), [("emails", "default"), ("a b/c+d%é", "eu west&x=1")])
+@pytest.mark.parametrize(
+    ("queue", "redis"), [("emails", "default"), ("a b/c+d%é", "eu west&x=1"), ("q\udcff a\\b\\xff", "default")]
+)
 def test_dashboard_links_open_the_page_rqscopes_own_alerts_link_to_on_their_instance(queue: str, redis: str) -> None:
-    labels = {"instance": "web:9190", "queue": queue, "redis": redis}
+    # Prometheus knows the queue by its label (bytes that are not UTF-8 as \xff, a backslash doubled)
+    labels = {"instance": "web:9190", "queue": metric_label(queue), "redis": redis}
     for rule in load_rules():
         link = annotate.render(annotate.annotation_parts(rule)["dashboard_url"], labels, 1.0)
+        link = re.sub("%[0-9a-f]{2}", lambda escape: escape.group().upper(), link)  # Go writes the byte ff %ff
         alert = Alert(
             "f",
             rule.name,
