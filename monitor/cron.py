@@ -16,6 +16,7 @@ from typing import Any
 
 import rq
 from croniter import croniter
+from rqscope.monitor.names import from_json
 from rqscope.monitor.snapshot import parse_time
 
 # rq 3 heartbeats at least once a minute (its longest sleep); rq drops the hash 120 s after the last one
@@ -162,10 +163,15 @@ def shape_scheduler(
 def job_entries(raw: str | None) -> list[dict[str, Any]]:
     """The scheduler's `cron_jobs` JSON as a list of mappings; anything else reads as no jobs."""
     try:
-        value = json.loads(raw) if raw else []
+        value = json.loads(raw, object_pairs_hook=_entry) if raw else []
     except ValueError:
         return []
     return [entry for entry in value if isinstance(entry, dict)] if isinstance(value, list) else []
+
+
+def _entry(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose text values are names (monitor.names.from_json)."""
+    return {key: from_json(value) if isinstance(value, str) else value for key, value in pairs}
 
 
 def shape_job(entry: dict[str, Any], scheduler: CronSchedulerState, now: float) -> CronJobState | None:

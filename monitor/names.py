@@ -30,6 +30,16 @@ def as_name(value: Any) -> str:
     return from_bytes(value) if isinstance(value, bytes) else str(value)
 
 
+def from_json(text: str) -> str:
+    """A name read from JSON, which may spell a lone surrogate no byte stands for ("\\ud800"): such a name is
+    taken as the UTF-8 bytes Python writes for it, so that it has an exact form like any name read from Redis."""
+    try:
+        text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return from_bytes(text.encode("utf-8", "surrogatepass"))
+    return text
+
+
 def display(text: str) -> str:
     """Text without lone surrogates (bytes that are not UTF-8 become U+FFFD), which any encoder accepts."""
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")

@@ -381,3 +381,21 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def test_a_name_json_spells_as_a_lone_surrogate_is_shown_as_its_bytes_everywhere(
+    real_redis: Redis, real_client: FlaskClient
+) -> None:
+    # JSON may spell a surrogate no byte stands for ("\ud800"); RQ could write no key under such a name
+    entry = '[{"name": "job-\\ud800", "func_name": "app.f\\udfff", "queue_name": "q\\ud800", "interval": 60}]'
+    real_redis.zadd(KEYS.cron_schedulers, {"s-json": time.time()})
+    real_redis.hset(KEYS.cron_scheduler("s-json"), mapping={"hostname": "h", "pid": "1", "cron_jobs": entry})
+    api = real_client.get("/api/cron")
+    assert api.status_code == 200
+    [job] = api.get_json()["jobs"]
+    assert job["name"] == "job-\udced\udca0\udc80" and job["queue"] == "q\udced\udca0\udc80"  # its UTF-8 bytes
+    page = real_client.get("/cron")
+    assert page.status_code == 200 and "job-\\xed\\xa0\\x80" in page.get_data(as_text=True)
+    text = real_client.get("/metrics").get_data(as_text=True)
+    assert 'rqscope_redis_up{redis="default"} 1.0' in text
+    assert 'rqscope_cron_job_overdue_seconds{cron_job="job-\\\\xed\\\\xa0\\\\x80",redis="default"}' in text
