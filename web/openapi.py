@@ -30,13 +30,8 @@ def _errors(*codes: int) -> dict[str, Any]:
 
 
 OBJECT = {"type": "object"}
-QUEUE = {
-    "name": "queue",
-    "in": "path",
-    "required": True,
-    "schema": {"type": "string", "minLength": 1},
-    "description": "percent-encode every byte but A-Z a-z 0-9 - _ ~; write the names . and .. as %2E; and %2E%2E;",
-}
+QUEUE = {"name": "queue", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1},
+         "description": "percent-encode every byte but A-Z a-z 0-9 - _ ~; write the names . and .. as %2E; and %2E%2E;"}
 JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string", "maxLength": 128}}
 TEXT = {"type": "string", "maxLength": 200, "pattern": "^[^\\x00-\\x1f\\x7f]*$"}
 FILTER_SCHEMA = {
@@ -52,39 +47,16 @@ FILTER_SCHEMA = {
 READ = _errors(401, 403, 503)
 NULLABLE_TEXT = {"type": ["string", "null"]}
 CRON = {
-    "type": "object",
-    "required": ["schedulers", "jobs"],
+    "type": "object", "required": ["schedulers", "jobs"],
     "properties": {
-        "schedulers": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "properties": {
-                    "name": {"type": "string"},
-                    "hostname": NULLABLE_TEXT,
-                    "pid": {"type": ["integer", "null"]},
-                    "last_heartbeat": {**NULLABLE_TEXT, "format": "date-time"},
-                    "alive": {"type": "boolean"},
-                },
-            },
-        },
-        "jobs": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "properties": {
-                    "name": {"type": "string"},
-                    "func": NULLABLE_TEXT,
-                    "queue": NULLABLE_TEXT,
-                    "cron": NULLABLE_TEXT,
-                    "interval": {"type": ["number", "null"]},
-                    "last_enqueued_at": {**NULLABLE_TEXT, "format": "date-time"},
-                    "next_enqueue_at": {**NULLABLE_TEXT, "format": "date-time"},
-                    "overdue_seconds": {"type": "number"},
-                    "scheduler": {"type": "string"},
-                },
-            },
-        },
+        "schedulers": {"type": "array", "items": {"type": "object", "properties": {
+            "name": {"type": "string"}, "hostname": NULLABLE_TEXT, "pid": {"type": ["integer", "null"]},
+            "last_heartbeat": {**NULLABLE_TEXT, "format": "date-time"}, "alive": {"type": "boolean"}}}},
+        "jobs": {"type": "array", "items": {"type": "object", "properties": {
+            "name": {"type": "string"}, "func": NULLABLE_TEXT, "queue": NULLABLE_TEXT, "cron": NULLABLE_TEXT,
+            "interval": {"type": ["number", "null"]}, "last_enqueued_at": {**NULLABLE_TEXT, "format": "date-time"},
+            "next_enqueue_at": {**NULLABLE_TEXT, "format": "date-time"}, "overdue_seconds": {"type": "number"},
+            "scheduler": {"type": "string"}}}},
     },
 }
 INSTANCES = {
@@ -99,163 +71,87 @@ INSTANCES = {
     },
 }  # fmt: skip
 TASK_JOB = {
-    "get": {
-        "summary": "A job's status, times, result and error",
-        "responses": {"200": _json(OBJECT), **_errors(404, 503)},
-    },
-    "delete": {
-        "summary": "Cancel a queued job or stop a running one",
-        "responses": {"200": _json(OBJECT), "202": _json(OBJECT), **_errors(401, 403, 404, 409, 422, 503)},
-    },
+    "get": {"summary": "A job's status, times, result and error", "responses": {"200": _json(OBJECT), **_errors(404, 503)}},
+    "delete": {"summary": "Cancel a queued job or stop a running one",
+               "responses": {"200": _json(OBJECT), "202": _json(OBJECT), **_errors(401, 403, 404, 409, 422, 503)}},
 }
 TASK_ITEM = {
-    "type": "object",
-    "required": ["task"],
-    "additionalProperties": False,
+    "type": "object", "required": ["task"], "additionalProperties": False,
     "properties": {
-        "task": {"type": "string"},
-        "args": {"type": "array"},
-        "kwargs": {"type": "object"},
-        "queue": {"type": "string"},
-        "job_id": {"type": "string", "minLength": 1, "maxLength": 128},
-        "in": {
-            "oneOf": [{"type": "number", "minimum": 0}, {"type": "string", "pattern": "^[0-9.]+ *[smhd]?$"}],
-            "description": "run after this delay: seconds, or like 90s, 5m, 2h, 1d (at most RQSCOPE_MAX_DELAY)",
-        },
-        "at": {
-            "type": "string",
-            "format": "date-time",
-            "description": "run at this ISO 8601 time, which must name its UTC offset; not with 'in'",
-        },
+        "task": {"type": "string"}, "args": {"type": "array"}, "kwargs": {"type": "object"},
+        "queue": {"type": "string"}, "job_id": {"type": "string", "minLength": 1, "maxLength": 128},
+        "in": {"oneOf": [{"type": "number", "minimum": 0}, {"type": "string", "pattern": "^[0-9.]+ *[smhd]?$"}],
+               "description": "run after this delay: seconds, or like 90s, 5m, 2h, 1d (at most RQSCOPE_MAX_DELAY)"},
+        "at": {"type": "string", "format": "date-time",
+               "description": "run at this ISO 8601 time, which must name its UTC offset; not with 'in'"},
     },
 }
 DEAD_LETTER = {
     "type": "object",
     "description": "a notification that was never delivered: receiver name, alert, status, reason, time (epoch s)",
-    "properties": {
-        "receiver": {"type": "string"},
-        "status": {"type": "string", "enum": ["firing", "resolved"]},
-        "alert": OBJECT,
-        "reason": {"type": "string"},
-        "at": {"type": "number"},
-        "attempts": {"type": "integer"},
-    },
+    "properties": {"receiver": {"type": "string"}, "status": {"type": "string", "enum": ["firing", "resolved"]},
+                   "alert": OBJECT, "reason": {"type": "string"}, "at": {"type": "number"},
+                   "attempts": {"type": "integer"}},
 }
 ALERTS = {
     "type": "object",
-    "properties": {
-        "alerts": {"type": "array", "items": OBJECT},
-        "history": {"type": "array", "items": OBJECT},
-        "dead_letters": {"type": "array", "items": DEAD_LETTER},
-    },
+    "properties": {"alerts": {"type": "array", "items": OBJECT}, "history": {"type": "array", "items": OBJECT},
+                   "dead_letters": {"type": "array", "items": DEAD_LETTER}},
 }
 ACT = _errors(400, 401, 403, 415, 503)
 CONTROL_QUEUE = {
-    "type": "object",
-    "required": ["queue", "url_name", "paused", "changed"],
-    "properties": {
-        "queue": {"type": "string"},
-        "url_name": {"type": "string"},
-        "paused": {"type": "boolean"},
-        "changed": {"type": "boolean", "description": "false when the queue was already in that state"},
-    },
+    "type": "object", "required": ["queue", "url_name", "paused", "changed"],
+    "properties": {"queue": {"type": "string"}, "url_name": {"type": "string"}, "paused": {"type": "boolean"},
+                   "changed": {"type": "boolean", "description": "false when the queue was already in that state"}},
 }
 CONTROL_WORKERS = {
-    "type": "object",
-    "required": ["suspended", "ttl"],
+    "type": "object", "required": ["suspended", "ttl"],
     "properties": {"suspended": {"type": "boolean"}, "ttl": {"type": ["integer", "null"]}},
 }
 SECTION = {"type": "object", "additionalProperties": {"type": ["string", "number"]}}
 REDIS_INFO = {
-    "type": "object",
-    "required": ["up", "server", "memory", "clients", "persistence", "replication", "keyspace", "pool"],
+    "type": "object", "required": ["up", "server", "memory", "clients", "persistence", "replication", "keyspace", "pool"],
     "properties": {
-        "up": {"type": "boolean"},
-        "read_at": {"type": "string", "format": "date-time"},
-        "server": SECTION,
-        "memory": SECTION,
-        "clients": SECTION,
-        "persistence": SECTION,
-        "replication": SECTION,
-        "keyspace": {
-            "type": "object",
-            "additionalProperties": {
-                "type": "object",
-                "properties": {
-                    "keys": {"type": "integer"},
-                    "expires": {"type": "integer"},
-                    "avg_ttl": {"type": "integer"},
-                },
-            },
-        },
-        "pool": {
-            "type": "object",
-            "properties": {"in_use": {"type": "integer"}, "idle": {"type": "integer"}, "max": {"type": "integer"}},
-        },
+        "up": {"type": "boolean"}, "read_at": {"type": "string", "format": "date-time"},
+        "server": SECTION, "memory": SECTION, "clients": SECTION, "persistence": SECTION, "replication": SECTION,
+        "keyspace": {"type": "object", "additionalProperties": {"type": "object", "properties": {
+            "keys": {"type": "integer"}, "expires": {"type": "integer"}, "avg_ttl": {"type": "integer"}}}},
+        "pool": {"type": "object", "properties": {"in_use": {"type": "integer"}, "idle": {"type": "integer"},
+                                                  "max": {"type": "integer"}}},
     },
 }
-REDIS_DOWN = {
-    "type": "object",
-    "required": ["error", "up"],
-    "properties": {"error": {"type": "string"}, "up": {"type": "boolean", "const": False}, "pool": OBJECT},
-}
+REDIS_DOWN = {"type": "object", "required": ["error", "up"], "properties": {
+    "error": {"type": "string"}, "up": {"type": "boolean", "const": False}, "pool": OBJECT}}
 NUMBERS = {"type": "array", "items": {"type": ["number", "null"]}}
-SERIES_BASE = {
-    "window": {"type": "string"},
-    "step_seconds": {"type": "integer", "enum": [60, 3600]},
-    "t": {"type": "array", "items": {"type": "integer"}, "description": "each bin's start, epoch seconds"},
-}
+SERIES_BASE = {"window": {"type": "string"}, "step_seconds": {"type": "integer", "enum": [60, 3600]},
+               "t": {"type": "array", "items": {"type": "integer"}, "description": "each bin's start, epoch seconds"}}
 RUNS_SERIES = {
-    "type": "object",
-    "required": ["window", "step_seconds", "t", "outcomes", "counts"],
+    "type": "object", "required": ["window", "step_seconds", "t", "outcomes", "counts"],
     "description": "runs per second by outcome in each bin, oldest first; the last bin is the current one, its "
-    "rate taken over the time elapsed in it",
-    "properties": {
-        **SERIES_BASE,
-        "unit": {"type": "string", "enum": ["runs/s"]},
-        "outcomes": {"type": "object", "additionalProperties": NUMBERS},
-        "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
-    },
+                   "rate taken over the time elapsed in it",
+    "properties": {**SERIES_BASE, "unit": {"type": "string", "enum": ["runs/s"]},
+                   "outcomes": {"type": "object", "additionalProperties": NUMBERS},
+                   "counts": {"type": "object", "additionalProperties": {"type": "integer"}}},
 }
 QUEUE_SERIES = {
-    "type": "object",
-    "required": ["window", "t", "queued", "latency_seconds"],
+    "type": "object", "required": ["window", "t", "queued", "latency_seconds"],
     "description": "one point a minute, recorded by the alert leader; null where none was recorded",
     "properties": {**SERIES_BASE, "queued": NUMBERS, "latency_seconds": NUMBERS},
 }
 TASK_SERIES = {
-    "type": "object",
-    "required": ["window", "t", "runs", "failure_percent", "quantiles_seconds", "histogram"],
+    "type": "object", "required": ["window", "t", "runs", "failure_percent", "quantiles_seconds", "histogram"],
     "description": "per bin: runs, failure % and p50/p95/p99 run time estimated from the histogram buckets; the "
-    "window's histogram (le: bucket upper bounds in seconds)",
-    "properties": {
-        **SERIES_BASE,
-        "runs": {"type": "array", "items": {"type": "integer"}},
-        "failure_percent": NUMBERS,
-        "quantiles_seconds": {"type": "object", "additionalProperties": NUMBERS},
-        "histogram": {
-            "type": "object",
-            "properties": {
-                "le": {"type": "array", "items": {"type": "string"}},
-                "count": {"type": "array", "items": {"type": "integer"}},
-            },
-        },
-        "rates": {"type": "object", "additionalProperties": NUMBERS},
-    },
+                   "window's histogram (le: bucket upper bounds in seconds)",
+    "properties": {**SERIES_BASE, "runs": {"type": "array", "items": {"type": "integer"}},
+                   "failure_percent": NUMBERS, "quantiles_seconds": {"type": "object", "additionalProperties": NUMBERS},
+                   "histogram": {"type": "object", "properties": {"le": {"type": "array", "items": {"type": "string"}},
+                                                                 "count": {"type": "array", "items": {"type": "integer"}}}},
+                   "rates": {"type": "object", "additionalProperties": NUMBERS}},
 }
-RUN_WINDOW = {
-    "name": "window",
-    "in": "query",
-    "schema": {"type": "string", "enum": ["15m", "1h", "24h", "7d"]},
-    "description": "15m and 1h: minute bins; 24h and 7d: hour bins (default 1h)",
-}
-TASK = {
-    "name": "task",
-    "in": "path",
-    "required": True,
-    "schema": {"type": "string", "minLength": 1},
-    "description": "a task name, encoded as a queue name is",
-}
+RUN_WINDOW = {"name": "window", "in": "query", "schema": {"type": "string", "enum": ["15m", "1h", "24h", "7d"]},
+              "description": "15m and 1h: minute bins; 24h and 7d: hour bins (default 1h)"}
+TASK = {"name": "task", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1},
+        "description": "a task name, encoded as a queue name is"}
 SERIES_ERRORS = _errors(400, 401, 403, 503)
 
 SPEC: dict[str, Any] = {
@@ -437,13 +333,9 @@ SPEC: dict[str, Any] = {
 }  # fmt: skip
 
 
-REDIS = {
-    "name": "redis",
-    "in": "query",
-    "required": False,
-    "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
-    "description": "the Redis instance (GET /api/instances); default: the first; 404 for an unknown name",
-}
+REDIS = {"name": "redis", "in": "query", "required": False,
+         "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
+         "description": "the Redis instance (GET /api/instances); default: the first; 404 for an unknown name"}
 for _item in SPEC["paths"].values():  # every route is scoped to one instance
     _item["parameters"] = [*_item.get("parameters", []), REDIS]
     for _method in ("get", "post", "put", "delete", "patch"):
