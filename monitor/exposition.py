@@ -10,13 +10,12 @@ holds it to that.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterable
 
 from prometheus_client.core import Metric
 from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
-from rqscope.monitor.names import metric_label
+from rqscope.monitor.names import kept_for_short_names, metric_label
 
 TYPE_NAMES = {"counter": "counter", "gauge": "gauge", "histogram": "histogram", "summary": "summary",
               "info": "gauge", "stateset": "gauge", "gaugehistogram": "histogram", "unknown": "untyped"}  # fmt: skip
@@ -78,15 +77,6 @@ def _percent(text: str) -> str:
     return text.replace("%", "%%")
 
 
-# A value at most this long is kept once escaped; a longer one (RQ takes 5,000-byte names) is escaped at each use,
-# so that names that come and go cannot keep 8,192 long values (about 290 MB of 5,000-byte ones) in every process.
-KEPT_LENGTH = 256
-
-
-def _escape(value: str) -> str:
-    return _kept_escape(value) if len(value) <= KEPT_LENGTH else _escaped(value)
-
-
 def _escaped(value: str) -> str:
     value = metric_label(value)  # a name that is not UTF-8: its bytes as \xff escapes, distinct per name
     if "\\" in value or "\n" in value or '"' in value:
@@ -95,7 +85,7 @@ def _escaped(value: str) -> str:
 
 
 # label values repeat from scrape to scrape (queue, state, host and task names): each is escaped once
-_kept_escape = functools.lru_cache(maxsize=8192)(_escaped)
+_escape = kept_for_short_names(_escaped, 8192)
 
 
 def _help(text: str) -> str:

@@ -9,9 +9,13 @@ that browsers would drop ('', '.', '..') are written with their dots encoded and
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
 from urllib.parse import quote, unquote_to_bytes
 
+T = TypeVar("T")
+KEPT_NAME_LENGTH = 256
 MARKER = ";"
 DOT_NAMES = ("", ".", "..")
 
@@ -68,6 +72,21 @@ def _char_label(char: str) -> str:
     if 0xD800 <= code <= 0xDFFF:  # U+DC80-U+DCFF stand for the bytes 80-ff (surrogateescape); the others for none
         return f"\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"\\u{code:04x}"
     return "\\\\" if char == "\\" else char
+
+
+def kept_for_short_names(function: Callable[[str], T], count: int) -> Callable[[str], T]:
+    """`function` of a name, its results kept for the last `count` names of at most KEPT_NAME_LENGTH characters.
+
+    A scrape names the same queues, workers and hosts as the one before; a longer name (RQ takes 5,000 bytes) is
+    worked out at each use, so that names that come and go cannot keep hundreds of MB in every process.
+    """
+    cached = functools.lru_cache(maxsize=count)(function)
+
+    @functools.wraps(function)
+    def call(name: str) -> T:
+        return cached(name) if len(name) <= KEPT_NAME_LENGTH else function(name)
+
+    return call
 
 
 def encode_segment(name: str) -> str:

@@ -9,7 +9,6 @@ bytes (monitor.names). Nothing here writes.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 from string import Template
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 from redis import Redis
 from redis.client import Pipeline
 from redis.exceptions import NoPermissionError, NoScriptError, ResponseError
-from rqscope.monitor.names import as_name, exact
+from rqscope.monitor.names import as_name, exact, kept_for_short_names
 from rqscope.monitor.snapshot import (
     EXECUTION_VALUES,
     JOB_KEY_TEMPLATE,
@@ -92,24 +91,13 @@ return out
 KEY_PREFIXES = (JOB_KEY_TEMPLATE.format(id=""), KEYS.execution(""))
 
 
-# A scrape names the same queues and workers as the one before: their keys are built once, while they are read.
-# 4,096 names are 1,000 workers and 300 queues of four instances (a queue's keys are about 0.5 kB). Only names of
-# at most NAME_KEPT_LENGTH characters are kept: 4,096 churned 5,000-byte names would keep about 270 MB.
+# Keys are built once per name while it is read (names.kept_for_short_names): 4,096 names are 1,000 workers and
+# 300 queues of four instances (a queue's keys are about 0.5 kB).
 NAMES_KEPT = 4096
-NAME_KEPT_LENGTH = 256
-
-
-def queue_keys(name: str) -> tuple[bytes, ...]:
-    """A queue's list, scheduler lock and registries, in the script's order, as the name's exact bytes."""
-    return _kept_queue_keys(name) if len(name) <= NAME_KEPT_LENGTH else _queue_keys(name)
-
-
-def worker_keys(name: str) -> tuple[bytes, bytes]:
-    """A worker's hash and its RQ 3 executions set."""
-    return _kept_worker_keys(name) if len(name) <= NAME_KEPT_LENGTH else _worker_keys(name)
 
 
 def _queue_keys(name: str) -> tuple[bytes, ...]:
+    """A queue's list, scheduler lock and registries, in the script's order, as the name's exact bytes."""
     return (
         exact(QUEUE_KEY_PREFIX + name),
         exact(SCHEDULER_LOCK_TEMPLATE.format(queue=name)),
@@ -118,11 +106,12 @@ def _queue_keys(name: str) -> tuple[bytes, ...]:
 
 
 def _worker_keys(name: str) -> tuple[bytes, bytes]:
+    """A worker's hash and its RQ 3 executions set."""
     return exact(WORKER_KEY_PREFIX + name), exact(KEYS.worker_executions(name))
 
 
-_kept_queue_keys = functools.lru_cache(maxsize=NAMES_KEPT)(_queue_keys)
-_kept_worker_keys = functools.lru_cache(maxsize=NAMES_KEPT)(_worker_keys)
+queue_keys = kept_for_short_names(_queue_keys, NAMES_KEPT)
+worker_keys = kept_for_short_names(_worker_keys, NAMES_KEPT)
 
 
 READ_SHA = hashlib.sha1(READ_SCRIPT.encode()).hexdigest()  # Redis names a loaded script by this

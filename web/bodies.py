@@ -20,10 +20,15 @@ def large_body(view: View) -> View:
     return view
 
 
+def _large(app: Flask) -> bool:
+    """Whether the request's view is marked large_body."""
+    view = app.view_functions.get(request.endpoint) if request.endpoint else None
+    return bool(getattr(view, LARGE, False))
+
+
 def limit_setting(app: Flask) -> str:
     """The setting that bounds the request's body, for the message of a body over it."""
-    view = app.view_functions.get(request.endpoint) if request.endpoint else None
-    return "RQSCOPE_MAX_BATCH_BYTES" if getattr(view, LARGE, False) else "RQSCOPE_MAX_BODY_BYTES"
+    return "RQSCOPE_MAX_BATCH_BYTES" if _large(app) else "RQSCOPE_MAX_BODY_BYTES"
 
 
 def install(app: Flask, max_large_bytes: int) -> None:
@@ -31,8 +36,7 @@ def install(app: Flask, max_large_bytes: int) -> None:
 
     @app.before_request
     def limit() -> None:
-        view = app.view_functions.get(request.endpoint) if request.endpoint else None
-        if getattr(view, LARGE, False):
+        if _large(app):
             request.max_content_length = max_large_bytes
 
 
