@@ -192,3 +192,14 @@ def test_serve_refuses_a_bad_rules_file(tmp_path, capsys: pytest.CaptureFixture[
     argv = ["serve", "--redis-url", "redis://127.0.0.1:1", "--alert-rules", str(rules)]
     assert main(argv, env={}) == 2
     assert f"{rules}:4: for: 'later' is not a duration" in capsys.readouterr().err
+
+
+def test_rqscope_processes_it_starts_import_the_installed_package_from_within_a_checkout(tmp_path: Path) -> None:
+    from rqscope.web.children import cli_command
+
+    # `pip install . && rqscope demo` in a checkout: its `rqscope/` folder is in the working directory, which
+    # `python -m` would put first on the module path of the demo's, the front's and `info`'s processes
+    (tmp_path / "rqscope").mkdir()
+    (tmp_path / "rqscope" / "__init__.py").write_text("raise ImportError('the checkout, not the installed package')\n")
+    done = subprocess.run(cli_command("info", "--help"), cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "--json" in done.stdout, done.stderr

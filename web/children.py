@@ -122,7 +122,7 @@ class Children:
         with contextlib.suppress(FileNotFoundError):  # a socket file left by a child that was killed
             os.unlink(child.socket)
         child.process = subprocess.Popen(
-            [sys.executable, "-m", "rqscope.web.cli", "serve"],
+            cli_command("serve"),
             env=env,
             stdin=subprocess.DEVNULL,
             preexec_fn=functools.partial(_ends_with, os.getpid()),  # noqa: PLW1509 - one prctl call, before exec
@@ -190,6 +190,15 @@ class Children:
             return Reply(response.status, response.getheaders(), data)
         finally:
             connection.close()
+
+
+def cli_command(*args: str) -> list[str]:
+    """The `rqscope` command line `args` as a process of this Python, importing what this process imports.
+
+    -P: the working directory is not put first on the module path, as it is for `python -m`; there, a
+    checkout of rqscope (its `rqscope/` folder) would shadow the installed package.
+    """
+    return [sys.executable, "-P", "-m", "rqscope.web.cli", *args]
 
 
 def _ends_with(front: int) -> None:

@@ -227,11 +227,11 @@ def _info_elsewhere(
     """`rqscope info` of instances under another RQ prefix, from a process started with that prefix."""
     import subprocess
 
-    from rqscope.web.children import prefix_environ
+    from rqscope.web.children import cli_command, prefix_environ
 
     env = prefix_environ(environ, members)
     env[env_name("front_instances")] = ",".join(i.name for i in settings.instances)  # each headed by its name
-    command = [sys.executable, "-m", "rqscope.web.cli", "info", *(["--json"] if args.json else [])]
+    command = cli_command("info", *(["--json"] if args.json else []))
     limit = 3 * (settings.redis_connect_timeout + settings.redis_timeout) + 30  # its start-up, then its reads
     try:
         done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=limit, check=False)

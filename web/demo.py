@@ -7,7 +7,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import threading
 import time
 from types import FrameType
@@ -18,6 +17,7 @@ from rqscope.monitor.settings import DEFAULT_PORT
 from rqscope.tasks import examples
 from rqscope.tasks.errors import RqscopeError
 from rqscope.tasks.registry import enqueue
+from rqscope.web.children import cli_command
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class Demo:
 
     def _spawn(self, *args: str, env: dict[str, str], log_name: str) -> None:
         """Start an rqscope command whose output goes to a log file, so the terminal keeps the URL."""
-        command = [sys.executable, "-m", "rqscope.web.cli", *args]
+        command = cli_command(*args)
         with open(demo_state_dir() / log_name, "wb") as log_file:
             # a session of its own: a terminal's Ctrl-C reaches only the demo, which stops the workers
             # and the sidecar first and Redis last, so no worker is left holding a job without Redis
