@@ -8,14 +8,16 @@ import string
 import urllib.parse
 
 from rqscope.monitor.alerts.rules import Rule
+from rqscope.monitor.names import DOT_NAMES, MARKER
 
 from prometheus.promql import duration, number, template
 
 # Prometheus scrapes the sidecar on the port that also serves its dashboard, so the target is a usable default
 DASHBOARD_URL = "http://{instance}"
 
-# An annotation is a list of parts: ("text", s), ("label", name), ("path", label name, URL-escaped: a space as %20,
-# fit for a path segment or a query value), ("value", spec)
+# An annotation is a list of parts: ("text", s), ("label", name), ("query", label name, URL-escaped: a space as %20),
+# ("segment", label name, URL-escaped as a path segment: as a query value, and a name of dots or the empty name marked
+# as the sidecar's own links mark it, so that no browser drops the segment), ("value", spec)
 Part = tuple[str, str]
 INSTANCE = "redis"  # the label naming the Redis instance on every series rqscope exports, so on every alert
 
@@ -44,14 +46,8 @@ def go_template(parts: list[Part]) -> str:
             out.append(arg.replace("{{", '{{ "{{" }}'))
         elif kind == "label":
             out.append(f"{{{{ $labels.{arg} }}}}")
-        elif kind == "path":  # urlquery writes a space as +, a path segment wants %20 (a literal + is %2B by then)
-            escaped = f'reReplaceAll "\\\\+" "%20" ($labels.{arg} | urlquery)'
-            # then the label's form of a name (names.metric_label) back to the name's bytes: a doubled backslash is
-            # one (through "!", which urlquery never writes), and \xff is the byte ff
-            out.append(
-                f'{{{{ reReplaceAll "!" "%5C" (reReplaceAll "%5Cx([0-9a-f]{{2}})" "%${{1}}" '
-                f'(reReplaceAll "%5C%5C" "!" ({escaped}))) }}}}'
-            )
+        elif kind in ("query", "segment"):
+            out.append(f"{{{{ {_escaped(arg, segment=kind == 'segment')} }}}}")
         elif arg.endswith("%"):
             out.append("{{ $value | humanizePercentage }}")
         else:
@@ -67,8 +63,8 @@ def render(parts: list[Part], labels: dict[str, str], value: float) -> str:
             out.append(arg)
         elif kind == "label":
             out.append(labels.get(arg, ""))
-        elif kind == "path":
-            out.append(path_segment(labels.get(arg, "")))
+        elif kind in ("query", "segment"):
+            out.append(url_escaped(labels.get(arg, ""), segment=kind == "segment"))
         elif arg.endswith("%"):
             out.append(f"{value * 100:.4g}%")  # humanizePercentage is Go's %.4g of value * 100
         elif arg:
@@ -78,10 +74,25 @@ def render(parts: list[Part], labels: dict[str, str], value: float) -> str:
     return "".join(out)
 
 
-def path_segment(label: str) -> str:
-    """What go_template's "path" writes for a label: the URL-escaped name the label stands for."""
+def _escaped(label: str, segment: bool) -> str:
+    """The Go template pipeline that URL-escapes a label (see url_escaped)."""
+    # urlquery writes a space as +, a path segment wants %20 (a literal + is %2B by then)
+    escaped = f'reReplaceAll "\\\\+" "%20" ($labels.{label} | urlquery)'
+    # then the label's form of a name (names.metric_label) back to the name's bytes: a doubled backslash is one
+    # (through "!", which urlquery never writes), and \xff is the byte ff
+    escaped = f'reReplaceAll "%5C%5C" "!" ({escaped})'
+    escaped = f'reReplaceAll "!" "%5C" (reReplaceAll "%5Cx([0-9a-f]{{2}})" "%${{1}}" ({escaped}))'
+    if segment:  # names.encode_segment: urlquery leaves dots as they are
+        for dots in DOT_NAMES:
+            escaped = f'reReplaceAll "^{"[.]" * len(dots)}$" "{"%2E" * len(dots)}{MARKER}" ({escaped})'
+    return escaped
+
+
+def url_escaped(label: str, segment: bool = False) -> str:
+    """What _escaped's template writes for a label: the URL-escaped name the label stands for."""
     quoted = urllib.parse.quote(label, safe="").replace("%5C%5C", "!")
-    return re.sub("%5Cx([0-9a-f]{2})", r"%\1", quoted).replace("!", "%5C")
+    quoted = re.sub("%5Cx([0-9a-f]{2})", r"%\1", quoted).replace("!", "%5C")
+    return "%2E" * len(quoted) + MARKER if segment and quoted in DOT_NAMES else quoted
 
 
 def describe(rule: Rule) -> str:
@@ -111,11 +122,11 @@ def annotation_parts(rule: Rule, dashboard_url: str = DASHBOARD_URL) -> dict[str
     page = template(rule).page
     if "{queue}" in page:
         before, after = page.split("{queue}")
-        link += [("text", before), ("path", "queue"), ("text", after)]
+        link += [("text", before), ("segment", "queue"), ("text", after)]
     else:
         link.append(("text", page))
     # one sidecar may watch several Redis instances: every page takes ?redis=<name> to pick the alert's
-    link += [("text", f"?{INSTANCE}="), ("path", INSTANCE)]
+    link += [("text", f"?{INSTANCE}="), ("query", INSTANCE)]
     return {
         "summary": summary_parts(rule),
         "description": [("text", describe(rule))],

@@ -64,9 +64,9 @@ def example_queue(rule: Rule) -> str:
     return name
 
 
-def input_series(rule: Rule, tl: Timeline, samples: int) -> list[dict[str, str]]:
+def input_series(rule: Rule, tl: Timeline, samples: int, queue: str | None = None) -> list[dict[str, str]]:
     """The hot series on Redis `east`, the cold ones on Redis `west`, and a hot one in a queue the rule leaves out."""
-    queue = example_queue(rule) if rule.per_queue else None
+    queue = (example_queue(rule) if queue is None else queue) if rule.per_queue else None
     targets = [(HOT, queue, True), (COLD, queue, False)]
     if rule.queues and not rule.applies_to("unmatched"):
         targets.append((HOT, "unmatched", True))
@@ -79,14 +79,20 @@ def input_series(rule: Rule, tl: Timeline, samples: int) -> list[dict[str, str]]
     return out
 
 
-def promtool_case(rule: Rule, step: int, dashboard_url: str = DASHBOARD_URL) -> dict[str, Any]:
-    """Quiet before the condition and while pending, firing once `for:` has elapsed, resolved after."""
+def promtool_case(
+    rule: Rule, step: int, dashboard_url: str = DASHBOARD_URL, queue: str | None = None
+) -> dict[str, Any]:
+    """Quiet before the condition and while pending, firing once `for:` has elapsed, resolved after; a per-queue
+    rule's queue label is `queue`, or one its rule applies to."""
+    queue = example_queue(rule) if queue is None else queue
     # the hot series fire, the cold ones never do; windowed kinds also fire while the window holds the increase
     build, windowed = SCENARIOS[rule.kind]
     tl = Timeline(hold=round(rule.for_seconds * 1000) // step, window=round(rule.window_seconds * 1000) // step)
     clear = tl.fire + (tl.window if windowed else 1)
     fired = build(rule, tl, True)
-    labels = {**HOT, **({"queue": example_queue(rule)} if rule.per_queue else {}), **fired.keep}
+    labels = {**HOT, **({"queue": queue} if rule.per_queue else {}), **fired.keep}
+    # Prometheus has no empty label: a label set to "" is no label
+    alert_labels = {k: v for k, v in {**labels, "severity": rule.severity, **dict(rule.labels)}.items() if v}
     parts = annotation_parts(rule, dashboard_url)
 
     def check(index: int, value: float | None = None) -> dict[str, Any]:
@@ -95,7 +101,7 @@ def promtool_case(rule: Rule, step: int, dashboard_url: str = DASHBOARD_URL) -> 
             if value is None
             else [
                 {
-                    "exp_labels": {**labels, "severity": rule.severity, **dict(rule.labels)},
+                    "exp_labels": dict(alert_labels),
                     "exp_annotations": {key: render(p, labels, value) for key, p in parts.items()},
                 }
             ]
@@ -106,5 +112,5 @@ def promtool_case(rule: Rule, step: int, dashboard_url: str = DASHBOARD_URL) -> 
     if windowed and fired.late is not None and clear - 2 > tl.fire:
         checks.append(check(clear - 2, fired.late))
     checks.append(check(clear))
-    series = input_series(rule, tl, clear + 1)
+    series = input_series(rule, tl, clear + 1, queue)
     return {"name": rule.name, "interval": duration(step / 1000), "input_series": series, "alert_rule_test": checks}

@@ -172,7 +172,15 @@ def test_summaries_read_as_rqscopes_own_notifications() -> None:
 
 
 @pytest.mark.parametrize(
-    ("queue", "redis"), [("emails", "default"), ("a b/c+d%é", "eu west&x=1"), ("q\udcff a\\b\\xff", "default")]
+    ("queue", "redis"),
+    [
+        ("emails", "default"),
+        ("a b/c+d%é", "eu west&x=1"),
+        ("q\udcff a\\b\\xff", "default"),
+        ("..", ".."),
+        (".", "."),
+        ("...", "default"),
+    ],
 )
 def test_dashboard_links_open_the_page_rqscopes_own_alerts_link_to_on_their_instance(queue: str, redis: str) -> None:
     # Prometheus knows the queue by its label (bytes that are not UTF-8 as \xff, a backslash doubled)
@@ -193,6 +201,21 @@ def test_dashboard_links_open_the_page_rqscopes_own_alerts_link_to_on_their_inst
         )
         assert link == dashboard_link("http://web:9190/", Notification("firing", alert)), rule.name
         assert urllib.parse.parse_qs(urllib.parse.urlsplit(link).query) == {"redis": [redis]}, rule.name
+
+
+@pytest.mark.parametrize("queue", ["..", ".", ""])
+def test_a_queue_named_with_dots_only_links_to_its_page_in_prometheus_own_template(tmp_path: Path, queue: str) -> None:
+    """Browsers drop a path segment `..` or `.`: Prometheus's links mark it as the sidecar's own links do, and promtool
+    checks the link Prometheus writes against the one the sidecar's notifier writes."""
+    rule = next(r for r in load_rules() if r.per_queue and r.kind == "queue_depth")
+    (tmp_path / "rqscope.rules.yml").write_text(generate.rules_yaml((rule,), "test"))
+    case = testfile.promtool_case(rule, testfile.step_ms((rule,)), queue=queue)
+    body = {"rule_files": ["rqscope.rules.yml"], "evaluation_interval": "1m", "tests": [case]}
+    (tmp_path / "rqscope.rules.test.yml").write_text(yaml.safe_dump(body))
+    links = [a["exp_annotations"]["dashboard_url"] for t in case["alert_rule_test"] for a in t["exp_alerts"]]
+    assert links and all(link.startswith(f"http://web:9190/queues/{'%2E' * len(queue)};/") for link in links), links
+    result = promtool("test", "rules", str(tmp_path / "rqscope.rules.test.yml"))
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_generate_check_fails_on_a_hand_edited_or_missing_file(tmp_path: Path) -> None:
