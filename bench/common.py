@@ -164,13 +164,22 @@ def redis_cost(client: Redis, action: Callable[[], object]) -> tuple[RedisCost, 
 
 
 class CountingConnection(Connection):
-    """Counts what a client sends: one packed send is one round trip."""
+    """Counts what a client sends (one packed send is one round trip) and the time spent waiting for and reading
+    Redis's replies."""
 
     sends = 0
+    reading_seconds = 0.0
 
     def send_packed_command(self, command, check_health=True):  # type: ignore[no-untyped-def]
         CountingConnection.sends += 1
         return super().send_packed_command(command, check_health)
+
+    def read_response(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        started = time.perf_counter()
+        try:
+            return super().read_response(*args, **kwargs)
+        finally:
+            CountingConnection.reading_seconds += time.perf_counter() - started
 
 
 def counting_client(url: str) -> Redis:

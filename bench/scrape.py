@@ -7,6 +7,8 @@ console script from the peers' virtualenv (bench/peers.py). Scrapes alternate be
 1.2 s, each on a new connection, so rqscope's cache has always expired when it is scraped. Prints each one's
 per-scrape p50 and p95, the ratio, what one scrape costs the Redis server (commands, CPU, the longest single
 script), rqscope's in-process scrape (Flask test client, cache off) beside it, and a table row for the README.
+`rqscope serve`'s /healthz is timed in the same alternation: with the time an in-process scrape waits for and
+reads Redis's replies, it is the floor under any scrape that reads this state, and the highest ratio it allows.
 
 With --churn, every worker's heartbeat and every queue's finished count change before each scrape (outside its
 time), so that rqscope parses every worker and queue row again and formats each queue's finished line again: the
@@ -34,6 +36,8 @@ from bench.peers import PeersEnv, ready_peers, rq_exporter_command
 from bench.servers import Reply, Server, Summary, alternate, cold_gap, rqscope_serve, timed_request
 
 PEER = "rq-exporter"
+LIVENESS = "rqscope /healthz"
+NO_COST = RedisCost(commands=0, cpu_seconds=0.0, script_seconds=0.0, longest_script_seconds=0.0)
 T = TypeVar("T")
 WARM_UP_ROUNDS = 5  # untimed, measured on the Redis side; enough for both gunicorn workers to warm up
 IN_PROCESS_WARM_UP = 20  # imports, connections, the script cache, the reader's parsed rows
@@ -119,14 +123,18 @@ def over_http(
             raise RuntimeError(f"the exporters disagree on the state: queued jobs {seen}")
         changes = Churn(admin, churn)
         costs = warm_up(scrapes, admin, gap, changes.change)
-        seconds = alternate({name: changes.before(scrape) for name, scrape in scrapes.items()}, rounds, gap, deadline)
+        timed = {name: changes.before(scrape) for name, scrape in scrapes.items()}
+        # the same server's cheapest answer (no Redis read), for the HTTP and framework part of a scrape
+        timed[LIVENESS] = lambda: timed_request(ours.url, "/healthz", timeout=60)
+        seconds = alternate(timed, rounds, gap, deadline)
     if not seconds["rqscope"]:
         raise RuntimeError("the time budget ran out before the first timed round")
-    return {name: (Summary.of(seconds[name]), costs[name]) for name in scrapes}
+    return {name: (Summary.of(seconds[name]), costs.get(name, NO_COST)) for name in timed}
 
 
-def in_process(url: str, admin: Redis, rounds: int, churn: bool = False) -> tuple[Summary, RedisCost, int]:
-    """rqscope's scrape through Flask's test client with the snapshot cache off: no HTTP, no gunicorn."""
+def in_process(url: str, admin: Redis, rounds: int, churn: bool = False) -> tuple[Summary, RedisCost, int, Summary]:
+    """rqscope's scrape through Flask's test client with the snapshot cache off: no HTTP, no gunicorn. Also how long
+    each scrape waited for and read Redis's replies."""
     settings = Settings(redis_url=url, snapshot_ttl=1e-9, task_modules=("rqscope.tasks.examples",))
     client = create_app(settings, redis=counting_client(url), testing=True).test_client()
 
@@ -144,13 +152,15 @@ def in_process(url: str, admin: Redis, rounds: int, churn: bool = False) -> tupl
     before = CountingConnection.sends
     scrape()
     round_trips = CountingConnection.sends - before
-    samples = []
+    samples, reading = [], []
     for _ in range(rounds):
         change()
+        read_before = CountingConnection.reading_seconds
         started = time.perf_counter()
         scrape()
         samples.append(time.perf_counter() - started)
-    return Summary.of(samples), cost, round_trips
+        reading.append(CountingConnection.reading_seconds - read_before)
+    return Summary.of(samples), cost, round_trips, Summary.of(reading)
 
 
 def ms(seconds: float) -> str:
@@ -158,13 +168,18 @@ def ms(seconds: float) -> str:
 
 
 def report(
-    state: str, http: dict[str, tuple[Summary, RedisCost]], local: tuple[Summary, RedisCost, int], gap: float
+    state: str,
+    http: dict[str, tuple[Summary, RedisCost]],
+    local: tuple[Summary, RedisCost, int, Summary],
+    gap: float,
 ) -> str:
     """Print the figures; return the README table row."""
-    (ours, our_cost), (theirs, their_cost) = http["rqscope"], http[PEER]
-    local_summary, local_cost, round_trips = local
+    (ours, our_cost), (theirs, their_cost), (liveness, _) = http["rqscope"], http[PEER], http[LIVENESS]
+    local_summary, local_cost, round_trips, reading = local
     print(f"{state}: over HTTP, alternating {gap} s apart, {ours.count} scrapes each")
     for name, (summary, cost) in http.items():
+        if name == LIVENESS:
+            continue
         print(
             f"  {name:<12} p50 {ms(summary.p50):>8} ms   p95 {ms(summary.p95):>8} ms   mean {ms(summary.mean):>8} ms"
             f"   Redis: {cost.commands:,} commands, {ms(cost.cpu_seconds)} ms CPU per scrape"
@@ -177,6 +192,11 @@ def report(
     print(
         f"  rqscope in-process (Flask test client, cache off, back to back): p50 {ms(local_summary.p50)} ms, "
         f"p95 {ms(local_summary.p95)} ms, {local_cost.commands:,} commands, {round_trips} round trips"
+    )
+    floor = liveness.p50 + reading.p50
+    print(
+        f"  floor: {LIVENESS} over HTTP p50 {ms(liveness.p50)} ms + waiting for and reading Redis's replies p50 "
+        f"{ms(reading.p50)} ms = {ms(floor)} ms, so {theirs.p50 / floor:.1f}x is the most these reads allow here"
     )
     return (
         f"| {state} ({time.strftime('%Y-%m-%d')}, {ours.count} scrapes each) "
