@@ -37,7 +37,8 @@ REGISTRY_PREFIXES = tuple(t.format(queue="") for t in REGISTRY_KEY_TEMPLATES.val
 # Every key the script can know before it runs is declared; the queue's head job and the worker's running
 # execution are found by reading, and their hashes share the installation's prefix, so its cluster slot.
 # The reply is flat: per queue LLEN, head id, head's enqueued_at, scheduler lock and one ZCARD per
-# registry; then per worker its WORKER_FIELDS, its execution and when it began; then one HGETALL list per process.
+# registry; then per worker its WORKER_FIELDS, its execution and when it began (read for a busy worker only: RQ 3
+# creates the execution and sets `busy` in one transaction); then one HGETALL list per process.
 # pcall, so that a key of the wrong type reads as empty instead of failing the whole read.
 READ_SCRIPT = Template("""
 local function num(reply) if type(reply) == 'number' then return reply end return 0 end
@@ -69,7 +70,8 @@ for i = 1, nw do
   local reply = redis.pcall('HMGET', KEYS[k + 1], unpack(worker_fields))
   local ok = type(reply) == 'table' and not reply.err
   for j = 1, width do out[n + j] = ok and reply[j] or false end
-  local execution = redis.pcall('SRANDMEMBER', KEYS[k + 2])
+  local execution = false
+  if ok and reply[$state] == 'busy' then execution = redis.pcall('SRANDMEMBER', KEYS[k + 2]) end
   if type(execution) ~= 'string' then execution = false end
   local created = false
   if execution then created = redis.pcall('HGET', execution_prefix .. execution, 'created_at') end
@@ -86,7 +88,11 @@ for i = k + 1, #KEYS do
   out[n] = reply
 end
 return out
-""").substitute(registries=len(REGISTRY_PREFIXES), fields=", ".join(f"'{f}'" for f in WORKER_FIELDS))
+""").substitute(
+    registries=len(REGISTRY_PREFIXES),
+    fields=", ".join(f"'{f}'" for f in WORKER_FIELDS),
+    state=WORKER_FIELDS.index("state") + 1,
+)
 # what the script is told besides its keys: where job hashes and RQ 3's execution hashes start
 KEY_PREFIXES = (JOB_KEY_TEMPLATE.format(id=""), KEYS.execution(""))
 
@@ -136,6 +142,12 @@ def name_from_key(prefix: str, key: Any) -> str:
     """A queue or worker name from its key, exact (names need not be UTF-8: see monitor.names)."""
     name = as_name(key)
     return name[len(prefix) :] if name.startswith(prefix) else name
+
+
+def busy(row: list[Any]) -> bool:
+    """Whether a worker row (WORKER_FIELDS, then its execution) is a busy worker's with an execution: only such an
+    execution names the worker's running job (shaping.worker_facts)."""
+    return bool(row[-2]) and row[WORKER_FIELDS.index("state")] in (b"busy", "busy")
 
 
 def _pairs(flat: list[Any]) -> dict[bytes | str, Any]:
@@ -257,7 +269,7 @@ def read_by_pipeline(redis: Redis, queues: list[str], workers: list[str], procs:
     proc_rows = [or_empty(next(replies), {}) for _ in procs]
     # second round: each queue head's enqueued_at and each running execution's created_at
     heads = [(row, 2, JOB_KEY_TEMPLATE.format(id=as_text(row[1])), "enqueued_at") for row in queue_rows if row[1]]
-    heads += [(row, -1, KEYS.execution(as_text(row[-2])), "created_at") for row in worker_rows if row[-2]]
+    heads += [(row, -1, KEYS.execution(as_text(row[-2])), "created_at") for row in worker_rows if busy(row)]
     if heads:
         pipe = redis.pipeline(transaction=False)
         for _, _, key, field in heads:

@@ -76,8 +76,9 @@ def worker_facts(values: Sequence[Any]) -> WorkerFacts:
         execution_created,
     ) = texts
     started: float | None = None
-    if not current_job and execution:
-        # RQ 3 keeps a worker's running jobs in its executions set instead of `current_job`
+    if not current_job and execution and state == "busy":
+        # RQ 3 keeps a worker's running jobs in its executions set instead of `current_job`; an execution left
+        # behind by a worker that is no longer busy names no running job
         current_job = execution.rsplit(":", 1)[0]
         started = _timestamp(execution_created)
         current_working = None

@@ -159,6 +159,7 @@ def test_the_read_script_declares_every_key_it_can_know(real_redis: Redis, redis
     for i in range(3):
         enqueue("t_ok", i, connection=real_redis)  # a head job, found by reading the queue
     publish(real_redis, sample(real_redis, "web"), ttl=30)
+    real_redis.hset("rq:worker:w-0", "state", "busy")  # its executions set is read; an idle worker's is not
     reader = SnapshotReader(real_redis)
     reader.fetch()  # the script is loaded
     seen: list[dict[str, object]] = []
@@ -182,7 +183,8 @@ def test_the_read_script_declares_every_key_it_can_know(real_redis: Redis, redis
     scripts = [str(e["command"]).split(" ") for e in seen if str(e["command"]).startswith("EVALSHA ")]
     declared = {key for args in scripts for key in args[3 : 3 + int(args[2])]}
     touched = [str(e["command"]).split(" ")[1] for e in seen if e["client_type"] == "lua"]
-    assert len(scripts) == 2 and snapshot.redis.up and len(touched) > 20 * 11 + 40 * 2
+    assert len(scripts) == 2 and snapshot.redis.up and len(touched) > 20 * 11 + 40 + 1
+    assert "rq:worker:w-0:executions" in touched and "rq:worker:w-1:executions" not in touched
     found_by_reading = ("rq:job:", "rq:execution:")  # the queue's head, a worker's running execution
     assert [key for key in touched if key not in declared and not key.startswith(found_by_reading)] == []
     assert any(key.startswith("rq:job:") for key in touched)
@@ -476,3 +478,27 @@ def test_rows_with_identical_bytes_keep_their_own_hostile_names(real_redis: Redi
         if s.name == "rqscope_queue_jobs" and s.labels["state"] == "queued"
     }
     assert labels == {label(name) for name in expected} and len(labels) == len(raw_names)
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("use_script", [True, False])
+def test_only_a_busy_workers_execution_names_its_running_job(real_redis: Redis, use_script: bool) -> None:
+    """RQ 3 creates a worker's execution and sets it busy in one transaction: an execution left in an idle
+    worker's set names no running job, and the read script does not look for the executions of idle workers."""
+    started = utc(7)
+    for name, state in (("busy-1", "busy"), ("idle-1", "idle"), ("idle-2", "idle")):
+        real_redis.sadd("rq:workers", f"rq:worker:{name}")
+        real_redis.hset(f"rq:worker:{name}", mapping={"state": state, "queues": "default", "last_heartbeat": utc(1)})
+        real_redis.sadd(f"rq:worker:{name}:executions", f"job-of-{name}:e1")
+        real_redis.hset(f"rq:execution:job-of-{name}:e1", "created_at", started)
+    real_redis.config_resetstat()
+    snapshot = SnapshotReader(real_redis, use_script=use_script).fetch()
+    workers = {w.name: w for w in snapshot.workers}
+    assert workers["busy-1"].current_job == "job-of-busy-1" and 6 < workers["busy-1"].current_job_seconds < 30
+    assert workers["idle-1"].current_job is None and workers["idle-2"].current_job is None
+    assert workers["idle-1"].current_job_seconds == 0.0
+    stats = real_redis.info("commandstats")
+    # the executions' created_at: the busy worker's only
+    assert stats["cmdstat_hget"]["calls"] == 1
+    if use_script:
+        assert stats["cmdstat_srandmember"]["calls"] == 1
