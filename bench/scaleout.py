@@ -14,7 +14,10 @@ are timed before the pause (1.2 s apart) and during it (from one cache lifetime 
 a read that waits for `d` still leaves the next one an expired cache). Every reply during the pause must show
 `d` down and the others up.
 
-Run: python -m bench.scaleout [--rounds 20] [--pause-rounds 5] [--quick] [--budget 300]
+With --prefixes, a sidecar watches the four each under its own RQ key prefix (a sidecar process per prefix); with
+--per-instance, one reads each instance in a process of its own (RQSCOPE_PROCESS_PER_INSTANCE).
+
+Run: python -m bench.scaleout [--rounds 20] [--pause-rounds 5] [--quick] [--budget 300] [--prefixes] [--per-instance]
 """
 
 from __future__ import annotations
@@ -43,6 +46,9 @@ from bench.servers import Reply, Server, Summary, alternate, cold_gap, timed_req
 HEALTHY, PAUSED = "b", "d"
 PREFIXES = ("rq", "pb", "pc", "pd")  # --prefixes: a, b, c and d each under its own RQ key prefix
 FOUR_PREFIXES = "4 instances, 4 prefixes"
+PER_INSTANCE = "4 instances, a process each"  # --per-instance: RQSCOPE_PROCESS_PER_INSTANCE
+# the optional sidecars: what they are, as the report names them
+EXTRAS = {FOUR_PREFIXES: "a sidecar process per prefix", PER_INSTANCE: "RQSCOPE_PROCESS_PER_INSTANCE, one prefix"}
 TIMEOUT = 1.0  # RQSCOPE_REDIS_TIMEOUT and RQSCOPE_REDIS_CONNECT_TIMEOUT of the paused run
 BOUND = 2 * TIMEOUT + 0.5  # what web/app.py gives the fan-out: connect + reply timeouts + 0.5 s
 WARM_UP_ROUNDS = 3  # untimed: imports, connections and templates in both gunicorn workers
@@ -75,14 +81,26 @@ class FanIn:
     redis_cpu: float
 
 
-def fan_in(servers: list[EmbeddedRedis], rounds: int, gap: float, deadline: float, prefixes: bool = False) -> FanIn:
+def fan_in(
+    servers: list[EmbeddedRedis],
+    rounds: int,
+    gap: float,
+    deadline: float,
+    prefixes: bool = False,
+    per_instance: bool = False,
+) -> FanIn:
     """/metrics of a sidecar watching `a` and of one watching all four (and, with `prefixes`, of one watching each
-    under its own RQ key prefix: a sidecar process per prefix), alternating."""
+    under its own RQ key prefix: a sidecar process per prefix; with `per_instance`, of one reading each instance in
+    a process of its own), alternating."""
     with ExitStack() as started:
         sidecars = {"1 instance": started.enter_context(sidecar(servers[:1]))}
         sidecars["4 instances"] = started.enter_context(sidecar(servers))
         if prefixes:
             sidecars[FOUR_PREFIXES] = started.enter_context(sidecar(servers, PREFIXES))
+        if per_instance:
+            sidecars[PER_INSTANCE] = started.enter_context(
+                sidecar(servers, PREFIXES if prefixes else (), RQSCOPE_PROCESS_PER_INSTANCE="1")
+            )
         scrapes = {name: partial(timed_request, s.url, "/metrics", timeout=60) for name, s in sidecars.items()}
         single = scrapes["1 instance"]().body
         for name in list(sidecars)[1:]:  # a sidecar per other prefix answers a few seconds after its front
@@ -209,12 +227,14 @@ def report_fan_in(run: FanIn, gap: float) -> None:
         f"ratio 4 instances / (4 x 1), the sum if read one after the other: "
         f"p50 {four.p50 / (4 * one.p50):.2f}, p95 {four.p95 / (4 * one.p95):.2f}"
     )
-    if FOUR_PREFIXES in run.scrapes:
-        spread = run.scrapes[FOUR_PREFIXES]
+    for name, what in EXTRAS.items():
+        if name not in run.scrapes:
+            continue
+        spread = run.scrapes[name]
         print(
-            f"{'4 instances, 4 RQ prefixes':<28} {ms(spread.p50):>6} ms {ms(spread.p95):>6} ms {ms(spread.mean):>6} ms"
-            f"   (a sidecar process per prefix; ratio to 1 instance: p50 {spread.p50 / one.p50:.2f}x; "
-            f"CPU per scrape {ms(run.sidecar_cpu[FOUR_PREFIXES])} ms)"
+            f"{name:<28} {ms(spread.p50):>6} ms {ms(spread.p95):>6} ms {ms(spread.mean):>6} ms"
+            f"   ({what}; ratio to 1 instance: p50 {spread.p50 / one.p50:.2f}x, p95 {spread.p95 / one.p95:.2f}x; "
+            f"CPU per scrape {ms(run.sidecar_cpu[name])} ms)"
         )
     single, every = run.sidecar_cpu["1 instance"], run.sidecar_cpu["4 instances"]
     print(
@@ -259,12 +279,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="2%% of the jobs, 4 scrapes and 2 paused rounds")
     parser.add_argument("--budget", type=float, default=300, help="seconds for the scrapes of both sidecars")
     parser.add_argument("--prefixes", action="store_true", help="also a sidecar watching each under its own prefix")
+    parser.add_argument("--per-instance", action="store_true", help="also a sidecar reading each in its own process")
     args = parser.parse_args(argv)
     scale, rounds, pause_rounds = (0.02, 4, 2) if args.quick else (1.0, args.rounds, args.pause_rounds)
     print(f"machine: {machine()}; date: {time.strftime('%Y-%m-%d')}")
     jobs = {k: int(n * scale) for k, n in HEADLINE_JOBS.items()}
     with same_state(jobs, PREFIXES if args.prefixes else ("rq",)) as servers:
-        report_fan_in(fan_in(servers, rounds, args.gap, time.monotonic() + args.budget, args.prefixes), args.gap)
+        deadline = time.monotonic() + args.budget
+        report_fan_in(fan_in(servers, rounds, args.gap, deadline, args.prefixes, args.per_instance), args.gap)
         return 0 if report_pause(pause_one(servers, pause_rounds, args.gap)) else 1
 
 

@@ -83,6 +83,7 @@ class Settings:
     max_delay: float = DEFAULT_MAX_DELAY  # seconds ahead a job may be scheduled
     web_workers: int = DEFAULT_WEB_WORKERS
     web_threads: int = DEFAULT_WEB_THREADS
+    process_per_instance: bool = False  # `rqscope serve`: each instance after the first in a process of its own
     publish_interval: float = DEFAULT_PUBLISH_INTERVAL
     task_modules: tuple[str, ...] = DEFAULT_TASK_MODULES
     display_pickle_types: tuple[str, ...] = ()  # module.Name types the dashboard may build from job data
@@ -413,6 +414,8 @@ def from_env(env: Mapping[str, str]) -> Settings:
         values["web_workers"] = _int(env_name("web_workers"), raw, 1, 64)
     if raw := get("web_threads"):
         values["web_threads"] = _int(env_name("web_threads"), raw, 1, 256)
+    if (raw := get("process_per_instance")) is not None:
+        values["process_per_instance"] = _bool(env_name("process_per_instance"), raw)
     if (raw := get("task_modules")) is not None:
         values["task_modules"] = tuple(filter(None, (m.strip() for m in raw.split(","))))
     if raw := get("display_pickle_types"):

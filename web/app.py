@@ -115,6 +115,8 @@ def _instances(settings: Settings, redis: Redis | None, children: Children | Non
             f"{env_name('redis_url')} names instances under other RQ key prefixes ({', '.join(groups)}): "
             "`rqscope serve` starts a sidecar process for each; this way of starting serves one prefix only"
         )
+    if children is not None:  # what no child serves (with process_per_instance, the first instance only)
+        local = tuple(i for i in settings.instances if i.name not in children.by_name)
     if not settings.instances:
         client = redis if redis is not None else make_client(settings)  # with no Redis at all, that one raises
         configs: tuple[InstanceConfig | None, ...] = (None,)

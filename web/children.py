@@ -72,7 +72,7 @@ class UnixConnection(http.client.HTTPConnection):
 
 @dataclass
 class Child:
-    """The sidecar process serving one other prefix's instances."""
+    """The sidecar process serving one other prefix's instances, or one instance (process_per_instance)."""
 
     prefix: str
     instances: tuple[InstanceConfig, ...]
@@ -85,6 +85,11 @@ class Child:
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(i.name for i in self.instances)
+
+    @property
+    def shown(self) -> str:
+        """The child as logs and error messages name it."""
+        return f"the sidecar of {', '.join(self.names)} (RQ key prefix {self.prefix!r})"
 
 
 @dataclass
@@ -128,7 +133,7 @@ class Children:
             preexec_fn=functools.partial(_ends_with, os.getpid()),  # noqa: PLW1509 - one prctl call, before exec
         )
         child.started = time.monotonic()
-        log.info("started the sidecar for prefix %r (pid %s): %s", child.prefix, child.process.pid, child.names)
+        log.info("started %s (pid %s)", child.shown, child.process.pid)
 
     def _watch(self) -> None:
         while not self.stopped.wait(WATCH_INTERVAL):
@@ -142,10 +147,7 @@ class Children:
                     pause = min(RESTART_PAUSE[1], RESTART_PAUSE[0] * 2 ** min(child.exits - 1, 5))
                     child.next_start = now + pause
                     log.warning(
-                        "the sidecar for prefix %r exited with %s; starting it again in %.0f s",
-                        child.prefix,
-                        child.process.returncode,
-                        pause,
+                        "%s exited with %s; starting it again in %.0f s", child.shown, child.process.returncode, pause
                     )
                 elif now >= child.next_start and not self.stopped.is_set():
                     child.next_start = 0.0
@@ -221,20 +223,30 @@ def prefix_environ(environ: Mapping[str, str], instances: tuple[InstanceConfig, 
     return env
 
 
+def groups(settings: Settings) -> list[tuple[str, tuple[InstanceConfig, ...]]]:
+    """(RQ prefix, instances) of each child: one per other RQ prefix, or, with process_per_instance, one per
+    instance after the first (which the front serves itself)."""
+    _, by_other_prefix = by_prefix(env_name("redis_url"), settings.instances, rq_key_prefix())
+    if settings.process_per_instance:
+        return [(instance.prefix, (instance,)) for instance in settings.instances[1:]]
+    return list(by_other_prefix.items())
+
+
 def plan(settings: Settings, environ: Mapping[str, str]) -> Children | None:
-    """The children `settings` need (None when every instance is under this process's prefix), not started."""
-    _, groups = by_prefix(env_name("redis_url"), settings.instances, rq_key_prefix())
-    if not groups:
+    """The children `settings` need (None when this process serves every instance), not started."""
+    members = groups(settings)
+    if not members:
         return None
-    if not rq_reads_prefix():  # a sidecar started with another RQ_KEY_PREFIX would still read `rq:` keys
+    others = dict.fromkeys(prefix for prefix, _ in members if prefix != rq_key_prefix())
+    if others and not rq_reads_prefix():  # a sidecar started with another RQ_KEY_PREFIX would still read `rq:` keys
         raise SettingsError(
-            f"{env_name('redis_url')}: instances under other RQ key prefixes ({', '.join(groups)}) need rq 3.0 or "
+            f"{env_name('redis_url')}: instances under other RQ key prefixes ({', '.join(others)}) need rq 3.0 or "
             "later, the first RQ to read RQ_KEY_PREFIX"
         )
     directory = tempfile.mkdtemp(prefix="rqscope-children-")  # mode 0700: no other user reaches the sockets
     children = [
-        Child(prefix, members, os.path.join(directory, f"{index}.sock"))
-        for index, (prefix, members) in enumerate(groups.items())
+        Child(prefix, instances, os.path.join(directory, f"{index}.sock"))
+        for index, (prefix, instances) in enumerate(members)
     ]
     names = ",".join(i.name for i in settings.instances)
     environ = {**environ, env_name("front_instances"): names}

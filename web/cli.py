@@ -78,6 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="no credentials: anonymous loopback callers only; refused off loopback or with credentials "
         "[RQSCOPE_NO_AUTH]",
     )
+    serve.add_argument(
+        "--process-per-instance",
+        action="store_true",
+        default=None,
+        help="serve each Redis instance after the first from a process of its own [RQSCOPE_PROCESS_PER_INSTANCE]",
+    )
     serve.set_defaults(run=run_serve)
 
     worker = commands.add_parser("worker", help="run an instrumented RQ worker")

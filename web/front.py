@@ -1,4 +1,5 @@
-"""The front's side of the instances under other RQ prefixes, each served by a sidecar of its own (web.children).
+"""The front's side of the instances it does not serve itself: those under other RQ prefixes, and with
+process_per_instance every instance after the first, each served by a sidecar of its own (web.children).
 
 A request for such an instance (`?redis=<name>`) is judged here, like every other (the caller, the role,
 the CSRF token of a form), then relayed to that sidecar as that caller. What spans every instance (/metrics, /readyz,
@@ -65,7 +66,7 @@ DROPPED_REPLY_HEADERS = frozenset(
 
 
 def install(app: Flask) -> None:
-    """Relay the requests for an instance under another RQ prefix, after the access guard judged them."""
+    """Relay the requests for an instance a child serves, after the access guard judged them."""
 
     @app.before_request
     def relay() -> Response | None:
@@ -109,7 +110,7 @@ def relayed(children: Children, child: Child) -> Response:
     try:
         reply = children.request(child, request.method, _target(), headers, body)
     except (OSError, http.client.HTTPException) as exc:
-        log.warning("the sidecar for prefix %r did not answer: %s", child.prefix, exc)
+        log.warning("%s did not answer: %s", child.shown, exc)
         raise BadGateway(
             f"the sidecar serving instance {g.get(RELAYED)} (RQ key prefix {child.prefix!r}) is not answering;"
             " it is started again when it exits"
@@ -122,7 +123,7 @@ def relayed(children: Children, child: Child) -> Response:
 
 
 def child_reads(current: State, path: str) -> dict[str, Callable[[], Reply | None]]:
-    """For Fanout.each: one GET `path` per child, keyed `prefix:<P>` (no instance name holds a ':')."""
+    """For Fanout.each: one GET `path` per child, keyed `child:<socket>` (no instance name holds a ':')."""
     children = current.children
     if children is None:
         return {}
@@ -131,14 +132,14 @@ def child_reads(current: State, path: str) -> dict[str, Callable[[], Reply | Non
         try:
             return children.request(child, "GET", path)
         except (OSError, http.client.HTTPException) as exc:
-            log.warning("the sidecar for prefix %r did not answer: %s", child.prefix, exc)
+            log.warning("%s did not answer: %s", child.shown, exc)
             return None
 
     return {_key(child): functools.partial(ask, child) for child in children.children}
 
 
 def _key(child: Child) -> str:
-    return f"prefix:{child.prefix}"
+    return f"child:{child.socket}"
 
 
 def _answers(current: State, path: str, done: dict[str, Any] | None) -> list[tuple[Child, Reply | None]]:
