@@ -1,8 +1,10 @@
-"""A sidecar process per other RQ key prefix: RQ reads its prefix once per process, at import.
+"""A sidecar process per other RQ key prefix (RQ reads its prefix once per process, at import), or per instance.
 
 `rqscope serve` watches the instances under its own RQ_KEY_PREFIX itself. For each other prefix it starts
 `rqscope serve` again with RQ_KEY_PREFIX set to it and just that prefix's instances, listening on a Unix socket
 in a directory only this user may enter, and serving only requests that carry a token made for this run.
+With process_per_instance (RQSCOPE_PROCESS_PER_INSTANCE) it does the same for every instance after the first,
+whatever its prefix: a process per instance, so that no two instances' reads and shaping share a process.
 The front (web.front) relays every request for those instances to it, and asks it for its metrics,
 instances and readiness.
 A child that exits is started again, after a pause that grows while it keeps exiting.

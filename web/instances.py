@@ -32,7 +32,7 @@ def install(app: Flask) -> None:
             return
         current = state()
         if current.children is not None and name in current.children.by_name:
-            g.setdefault(RELAYED, name)  # served by the sidecar of its RQ prefix (web.front)
+            g.setdefault(RELAYED, name)  # served by a sidecar the front started (web.front)
             return
         if name not in current.instances:
             raise NotFound(f"no Redis instance named {name[:64]!r} (see /api/instances)")

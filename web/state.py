@@ -20,7 +20,7 @@ from rqscope.web.children import Children
 EXTENSION = "rqscope"
 T = TypeVar("T")
 SELECTED = "rqscope_instance"  # the flask.g attribute naming the instance this request is scoped to
-RELAYED = "rqscope_relayed"  # ... naming an instance under another RQ prefix, whose sidecar serves the request
+RELAYED = "rqscope_relayed"  # ... naming an instance a child sidecar serves (web.children)
 
 
 @dataclass
@@ -43,7 +43,7 @@ class State:
     registry: TaskRegistry
     instances: dict[str, Instance]  # in the configured order; the first is the default
     fanout: Fanout  # reads every instance at once, each bounded by its own timeout
-    children: Children | None = None  # the sidecars serving the instances under other RQ prefixes
+    children: Children | None = None  # the sidecars serving the instances this process does not
 
     @property
     def default_name(self) -> str:
