@@ -14,8 +14,9 @@ are timed before the pause (1.2 s apart) and during it (from one cache lifetime 
 a read that waits for `d` still leaves the next one an expired cache). Every reply during the pause must show
 `d` down and the others up.
 
-With --prefixes, a sidecar watches the four each under its own RQ key prefix (a sidecar process per prefix); with
---per-instance, one reads each instance in a process of its own (RQSCOPE_PROCESS_PER_INSTANCE).
+With --prefixes, a third sidecar watches the four each under its own RQ key prefix (a sidecar process per prefix);
+with --per-instance instead, a third sidecar reads each of the four, all under one prefix, in a process of its own
+(RQSCOPE_PROCESS_PER_INSTANCE).
 
 Run: python -m bench.scaleout [--rounds 20] [--pause-rounds 5] [--quick] [--budget 300] [--prefixes] [--per-instance]
 """
@@ -98,9 +99,7 @@ def fan_in(
         if prefixes:
             sidecars[FOUR_PREFIXES] = started.enter_context(sidecar(servers, PREFIXES))
         if per_instance:
-            sidecars[PER_INSTANCE] = started.enter_context(
-                sidecar(servers, PREFIXES if prefixes else (), RQSCOPE_PROCESS_PER_INSTANCE="1")
-            )
+            sidecars[PER_INSTANCE] = started.enter_context(sidecar(servers, RQSCOPE_PROCESS_PER_INSTANCE="1"))
         scrapes = {name: partial(timed_request, s.url, "/metrics", timeout=60) for name, s in sidecars.items()}
         single = scrapes["1 instance"]().body
         for name in list(sidecars)[1:]:  # a sidecar per other prefix answers a few seconds after its front
@@ -278,8 +277,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--gap", type=cold_gap, default=1.2, help="seconds between the starts of two requests")
     parser.add_argument("--quick", action="store_true", help="2%% of the jobs, 4 scrapes and 2 paused rounds")
     parser.add_argument("--budget", type=float, default=300, help="seconds for the scrapes of both sidecars")
-    parser.add_argument("--prefixes", action="store_true", help="also a sidecar watching each under its own prefix")
-    parser.add_argument("--per-instance", action="store_true", help="also a sidecar reading each in its own process")
+    # the state is written under one prefix, or under four: one of the two
+    spread = parser.add_mutually_exclusive_group()
+    spread.add_argument("--prefixes", action="store_true", help="also a sidecar watching each under its own prefix")
+    spread.add_argument("--per-instance", action="store_true", help="also a sidecar reading each in its own process")
     args = parser.parse_args(argv)
     scale, rounds, pause_rounds = (0.02, 4, 2) if args.quick else (1.0, args.rounds, args.pause_rounds)
     print(f"machine: {machine()}; date: {time.strftime('%Y-%m-%d')}")
