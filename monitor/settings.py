@@ -118,6 +118,16 @@ class Settings:
         return bool(self.api_token or self.viewer_token or self.users)
 
     @property
+    def address(self) -> str:
+        """host:port as a URL or a bind names it, an IPv6 host in brackets."""
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    @property
+    def dashboard_url(self) -> str:
+        """The dashboard's URL as alerts link to it: the public URL, or where this sidecar listens."""
+        return self.public_url or f"http://{self.address}/"
+
+    @property
     def bound_to_loopback(self) -> bool:
         return is_loopback(self.host)
 

@@ -45,6 +45,8 @@ WATCH_INTERVAL = 0.5
 PR_SET_PDEATHSIG = 1  # prctl(2)
 # what the front's own settings must not pass on: the child names its own instances and listens elsewhere
 NOT_PASSED = ("redis_url", "sentinel_master", "host", "port", "web_workers", "front_token", "front_socket")
+# and, for a child that watches no Sentinel master, the Sentinel settings it would refuse without one
+SENTINEL_ONLY = ("sentinel_hosts", "sentinel_password")
 
 
 @dataclass(frozen=True)
@@ -218,7 +220,8 @@ def _ends_with(front: int) -> None:
 def prefix_environ(environ: Mapping[str, str], instances: tuple[InstanceConfig, ...]) -> dict[str, str]:
     """`environ` for a process of these instances' RQ prefix: RQ_KEY_PREFIX set, and these instances only."""
     urls, masters = group_values(instances)
-    env = {k: v for k, v in environ.items() if k not in {env_name(n) for n in NOT_PASSED}}
+    dropped = {env_name(n) for n in NOT_PASSED + (() if masters else SENTINEL_ONLY)}
+    env = {k: v for k, v in environ.items() if k not in dropped}
     env["RQ_KEY_PREFIX"] = instances[0].prefix
     env.update({env_name("redis_url"): urls} if urls else {})
     env.update({env_name("sentinel_master"): masters} if masters else {})
@@ -251,6 +254,7 @@ def plan(settings: Settings, environ: Mapping[str, str]) -> Children | None:
         for index, (prefix, instances) in enumerate(members)
     ]
     names = ",".join(i.name for i in settings.instances)
-    environ = {**environ, env_name("front_instances"): names}
+    # a child's alerts link to the dashboard on-call engineers reach: the front's, not the child's socket
+    environ = {**environ, env_name("front_instances"): names, env_name("public_url"): settings.dashboard_url}
     timeout = settings.redis_connect_timeout + settings.redis_timeout + 1.0
     return Children(secrets.token_urlsafe(32), directory, children, environ, timeout)

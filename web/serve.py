@@ -21,9 +21,8 @@ KEEPALIVE_REQUESTS = 100
 
 def gunicorn_options(settings: Settings) -> dict[str, Any]:
     """gunicorn's settings for the sidecar, from rqscope's (RQSCOPE_HOST, _PORT, _WEB_WORKERS, ...)."""
-    host = f"[{settings.host}]" if ":" in settings.host else settings.host
     return {
-        "bind": f"unix:{settings.front_socket}" if settings.front_socket else f"{host}:{settings.port}",
+        "bind": f"unix:{settings.front_socket}" if settings.front_socket else settings.address,
         "workers": settings.web_workers,
         "threads": settings.web_threads,
         "worker_class": "gthread",

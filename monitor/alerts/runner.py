@@ -62,7 +62,6 @@ def build_engine(
 ) -> AlertEngine:
     """The engine for these settings; a bad rules file fails here, at start."""
     rules = load_rules(settings.alert_rules or DEFAULT_RULES)
-    base_url = settings.public_url or f"http://{settings.host}:{settings.port}/"
     return AlertEngine(
         redis,
         rules,
@@ -70,7 +69,7 @@ def build_engine(
         notifiers_from(settings),
         interval=settings.alert_interval,
         repeat_seconds=settings.alert_repeat,
-        base_url=base_url,
+        base_url=settings.dashboard_url,
         cron=cron,
         instance=instance,
     )
