@@ -81,7 +81,8 @@ def create_app(
     deadline = settings.redis_connect_timeout + settings.redis_timeout + 0.5
     # one snapshot, ping and metrics read per instance, and per other prefix's sidecar
     fanout = Fanout(deadline, threads=3 * (len(watched) + len(children.children if children else ())) + 1)
-    app.extensions[EXTENSION] = State(settings, registry, watched, fanout, children)
+    homes = _homes(settings, watched, children)
+    app.extensions[EXTENSION] = State(settings, registry, watched, fanout, children, homes)
     app.secret_key = settings.secret_key
     app.session_interface = sessions.interface(settings)  # Secure cookies over https; the Redis key if unset
     app.config.update(SESSION_COOKIE_SAMESITE="Lax", SESSION_COOKIE_HTTPONLY=True)
@@ -133,6 +134,20 @@ def _instances(settings: Settings, redis: Redis | None, children: Children | Non
         cron = CronCache(CronReader(client), ttl=max(1.0, settings.snapshot_ttl))
         built[name] = Instance(name, client, cache, cron, build_registry(cache, cron.get))
     return built
+
+
+def _homes(settings: Settings, watched: dict[str, Instance], children: Children | None) -> dict[str, Redis]:
+    """Where sessions may live, in the configured order: the instances this process reads, and those under its
+    RQ prefix that a child reads (process_per_instance). Another prefix's keys are not this process's to write."""
+    served = {name: instance.redis for name, instance in watched.items()}
+    if children is None:
+        return served
+    by_child = children.by_name
+    return {
+        config.name: served.get(config.name) or make_client(settings, config, client_name="rqscope-web")
+        for config in settings.instances
+        if config.name in served or (config.name in by_child and config.prefix == rq_key_prefix())
+    }
 
 
 def _engine(settings: Settings, instance: Instance) -> AlertEngine:

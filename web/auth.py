@@ -118,7 +118,7 @@ def _basic(settings: Settings) -> Verdict:
         raise too_many(wait)
     user = check_user(settings, name, auth.password or "")
     if user is None:
-        SignInLimiter(current.instances[counted_on].redis).failed(address, name)
+        SignInLimiter(current.homes[counted_on]).failed(address, name)
         return Verdict(None, "unknown user or wrong password")
     return Verdict(Identity(user.name, user.role, "basic"))
 
@@ -155,13 +155,13 @@ def _session_record(sid: str) -> sessions.SessionRecord | None:
     may sign in again on an instance that answers: the other instances' pages stay usable.
     """
     current = state()
-    redis = current.client(session.get(sessions.AT_FIELD, current.first.name))
+    redis = current.home_named(session.get(sessions.AT_FIELD, current.first.name))
     if redis is None:
         return None
     try:
         record = sessions.load(redis, sid)
     except (ConnectionError, TimeoutError):
-        if not current.several:  # no other instance to sign in on: the outage is the answer (503)
+        if len(current.homes) == 1:  # nowhere else to sign in: the outage is the answer (503)
             raise
         return None
     signed = session.get(sessions.RECORD_FIELD)  # absent only in cookies from before instances: first instance

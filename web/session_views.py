@@ -73,7 +73,7 @@ def login() -> Response | tuple[str, int] | tuple[str, int, dict[str, str]]:
         return page, status, {"Retry-After": str(wait)}
     record = _record(current.settings, name, request.form.get("password", "")[:1000], token)
     if record is None:
-        SignInLimiter(current.instances[counted_on].redis).failed(address, name or None)
+        SignInLimiter(current.homes[counted_on]).failed(address, name or None)
         log.warning("failed sign-in %s from %s", f"as {name[:100]!r}" if name else "with a token", address)
         return _form("Wrong token." if token else "Unknown user or wrong password.", 401)
     # the new session first: if no instance takes it, the cookie still holds the earlier ones to revoke
@@ -106,7 +106,7 @@ def _revoke(held: list[list[str]]) -> list[list[str]]:
     for at, sid in held:
         by_instance.setdefault(at, []).append(sid)
     for at, sids in by_instance.items():
-        redis = current.client(at)
+        redis = current.home_named(at)
         if redis is None:
             continue  # an instance no longer watched: nothing here can vouch for that session any more
         try:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from flask import current_app, g, has_app_context
@@ -44,6 +44,12 @@ class State:
     instances: dict[str, Instance]  # in the configured order; the first is the default
     fanout: Fanout  # reads every instance at once, each bounded by its own timeout
     children: Children | None = None  # the sidecars serving the instances this process does not
+    # where sessions and sign-in counts may live, in order: this process's instances, and those under its RQ
+    # prefix that a child serves (process_per_instance), so that sign-in outlives the first instance's outage
+    homes: dict[str, Redis] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.homes = self.homes or {name: instance.redis for name, instance in self.instances.items()}
 
     @property
     def default_name(self) -> str:
@@ -65,33 +71,28 @@ class State:
         return self.first.redis
 
     def reachable(self, action: Callable[[Redis], T]) -> tuple[str, T]:
-        """(name, `action`'s result) on the first instance that does not drop the connection, in order.
+        """(name, `action`'s result) on the first home that does not drop the connection, in order.
 
         Only a lost or refused connection moves on: an instance that answers with an error (out of memory,
         read-only) raises it, so what one request checks and what it then writes land on one instance.
         """
         lost: RedisError | None = None
-        for instance in self.instances.values():
+        for name, redis in self.homes.items():
             try:
-                return instance.name, action(instance.redis)
+                return name, action(redis)
             except (ConnectionError, TimeoutError) as exc:
                 lost = exc
-        assert lost is not None  # there is always a first instance
+        assert lost is not None  # there is always a first home
         raise lost
 
-    def client(self, name: object) -> Redis | None:
-        """The named instance's client, or None for a name this sidecar does not (or no longer) watch."""
-        instance = self.instances.get(name) if isinstance(name, str) else None
-        return instance.redis if instance is not None else None
+    def home_named(self, name: object) -> Redis | None:
+        """The named home's client, or None for a name that is not (or no longer) one of the homes."""
+        return self.homes.get(name) if isinstance(name, str) else None
 
     @property
     def current(self) -> Instance:
         name = g.get(SELECTED) if has_app_context() else None
         return self.instances[name] if name is not None else self.first
-
-    @property
-    def several(self) -> bool:
-        return len(self.instances) > 1
 
     @property
     def redis(self) -> Redis:
