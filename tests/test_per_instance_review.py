@@ -18,7 +18,6 @@ from typing import Any
 import fakeredis
 import pytest
 import requests
-import yaml
 from redis import Redis
 from rqscope.monitor.alerts.notifiers import dashboard_link
 from rqscope.monitor.alerts.rules import load_rules
@@ -34,12 +33,11 @@ from rqscope.web import children as children_module
 from rqscope.web.app import create_app
 from rqscope.web.children import Children, plan, prefix_environ
 
-from prometheus import annotate, generate, testfile
+from prometheus import annotate
 from tests.conftest import redis_binary
 from tests.helpers import rqscope_command, spawn, stop, wait_for
 from tests.test_auth_caller import PASSWORD, USERS, csrf_of, plain_http, sidecar, sign_in
 from tests.test_prefixes import _children_of, samples
-from tests.test_prometheus_rules import promtool
 
 BILLING = "{billing}"
 OPERATOR = "operator-token-0123456789abcdef"
@@ -172,20 +170,6 @@ def test_every_rule_link_names_the_queue_exactly_as_the_notifier_does(queue: str
         assert link == dashboard_link("http://web:9190/", Notification("firing", alert)), rule.name
         segment = urllib.parse.urlsplit(link).path.split("/")[2]
         assert decode_segment(segment) == queue
-
-
-@pytest.mark.parametrize("queue", ["...", ".%2E", "%2E;", "..;", " .."])
-def test_prometheus_writes_the_same_link_for_names_near_the_dot_names(tmp_path: Path, queue: str) -> None:
-    rule = next(r for r in load_rules() if r.per_queue and r.kind == "queue_depth")
-    (tmp_path / "rqscope.rules.yml").write_text(generate.rules_yaml((rule,), "test"))
-    case = testfile.promtool_case(rule, testfile.step_ms((rule,)), queue=queue)
-    body = {"rule_files": ["rqscope.rules.yml"], "evaluation_interval": "1m", "tests": [case]}
-    (tmp_path / "rqscope.rules.test.yml").write_text(yaml.safe_dump(body))
-    links = [a["exp_annotations"]["dashboard_url"] for t in case["alert_rule_test"] for a in t["exp_alerts"]]
-    assert links and all(decode_segment(urllib.parse.urlsplit(x).path.split("/")[2]) == queue for x in links)
-    assert all(";/" not in x for x in links) or queue.endswith(";")  # not marked as a dot name
-    result = promtool("test", "rules", str(tmp_path / "rqscope.rules.test.yml"))
-    assert result.returncode == 0, result.stdout + result.stderr
 
 
 # -- an idle worker's left-behind execution

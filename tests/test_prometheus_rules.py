@@ -16,7 +16,7 @@ from rqscope.monitor.alerts.evaluate import Observation
 from rqscope.monitor.alerts.notifiers import dashboard_link
 from rqscope.monitor.alerts.rules import KINDS, Rule, load_rules
 from rqscope.monitor.alerts.state import Alert, Notification, _summary
-from rqscope.monitor.names import metric_label
+from rqscope.monitor.names import decode_segment, metric_label
 
 from prometheus import annotate, cases, generate, promql, testfile
 from tests.helpers import REPO
@@ -203,17 +203,22 @@ def test_dashboard_links_open_the_page_rqscopes_own_alerts_link_to_on_their_inst
         assert urllib.parse.parse_qs(urllib.parse.urlsplit(link).query) == {"redis": [redis]}, rule.name
 
 
-@pytest.mark.parametrize("queue", ["..", ".", ""])
+@pytest.mark.parametrize("queue", ["..", ".", "", "...", ".%2E", "%2E;", "..;", " .."])
 def test_a_queue_named_with_dots_only_links_to_its_page_in_prometheus_own_template(tmp_path: Path, queue: str) -> None:
-    """Browsers drop a path segment `..` or `.`: Prometheus's links mark it as the sidecar's own links do, and promtool
-    checks the link Prometheus writes against the one the sidecar's notifier writes."""
+    """Browsers drop a path segment `..` or `.`: Prometheus's links mark it as the sidecar's own links do, names
+    near those stay unmarked, and promtool checks the link Prometheus writes against the one the sidecar's
+    notifier writes."""
     rule = next(r for r in load_rules() if r.per_queue and r.kind == "queue_depth")
     (tmp_path / "rqscope.rules.yml").write_text(generate.rules_yaml((rule,), "test"))
     case = testfile.promtool_case(rule, testfile.step_ms((rule,)), queue=queue)
     body = {"rule_files": ["rqscope.rules.yml"], "evaluation_interval": "1m", "tests": [case]}
     (tmp_path / "rqscope.rules.test.yml").write_text(yaml.safe_dump(body))
     links = [a["exp_annotations"]["dashboard_url"] for t in case["alert_rule_test"] for a in t["exp_alerts"]]
-    assert links and all(link.startswith(f"http://web:9190/queues/{'%2E' * len(queue)};/") for link in links), links
+    assert links and all(decode_segment(urllib.parse.urlsplit(x).path.split("/")[2]) == queue for x in links)
+    if queue in ("..", ".", ""):
+        assert all(link.startswith(f"http://web:9190/queues/{'%2E' * len(queue)};/") for link in links), links
+    else:
+        assert all(";/" not in x for x in links) or queue.endswith(";")  # not marked as a dot name
     result = promtool("test", "rules", str(tmp_path / "rqscope.rules.test.yml"))
     assert result.returncode == 0, result.stdout + result.stderr
 
