@@ -168,6 +168,30 @@ def test_keyboard_shortcuts_and_a_visible_focus(page, real_redis: Redis) -> None
     assert page.evaluate("document.activeElement.tagName") in ("A", "INPUT", "BUTTON") and outline == "solid"
 
 
+def test_enter_opens_the_row_even_before_the_closed_help_s_close_event(page, real_redis: Redis) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    """Esc closes the help at once, but its close event (which hands the focus back) runs later: an Enter in
+    between, with the focus still on the closed dialog's button, opens the selected row all the same."""
+    make_failed(real_redis, 2)
+    login(page)
+    page.goto("/queues/default/failed")
+    page.keyboard.press("j")
+    wanted = page.locator("tr.kb-selected").get_attribute("data-job-id")
+    page.keyboard.press("?")
+    expect(page.locator("dialog#shortcuts")).to_be_visible()
+    focused = page.evaluate(
+        """() => {
+            const dialog = document.getElementById("shortcuts");
+            dialog.querySelector("button").focus();
+            dialog.close();
+            const on = document.activeElement.tagName;
+            document.activeElement.dispatchEvent(new KeyboardEvent("keydown", {key: "Enter", bubbles: true}));
+            return on;
+        }"""
+    )
+    page.wait_for_url(f"**/jobs/{wanted}")
+    assert focused == "BUTTON"  # the state the race leaves
+
+
 def test_a_worker_whose_name_is_not_utf8_stays_live_on_refresh(page, real_redis: Redis) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
     name = b"w\xff/.."
     now = datetime.now(UTC).isoformat()

@@ -374,8 +374,9 @@
       event.preventDefault();
       move(event.key === "j" ? 1 : -1);
     } else if (event.key === "Enter") {
-      var selected = document.querySelector("tr.kb-selected a[href]");
-      var onControl = document.activeElement && /^(A|BUTTON)$/.test(document.activeElement.tagName);
+      var selected = document.querySelector("tr.kb-selected a[href]"), active = document.activeElement;
+      // a closed dialog's button keeps the focus until its close event has run: it is no control then
+      var onControl = active && !active.closest("dialog:not([open])") && /^(A|BUTTON)$/.test(active.tagName);
       if (selected && !onControl) { event.preventDefault(); window.location.assign(selected.href); }
     } else if (event.key === "?") {
       event.preventDefault();
