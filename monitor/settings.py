@@ -120,7 +120,8 @@ class Settings:
     @property
     def address(self) -> str:
         """host:port as a URL or a bind names it, an IPv6 host in brackets."""
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        bare = ":" in self.host and not self.host.startswith("[")
+        return f"[{self.host}]:{self.port}" if bare else f"{self.host}:{self.port}"
 
     @property
     def dashboard_url(self) -> str:

@@ -126,7 +126,10 @@ def test_a_url_instance_s_process_starts_while_sentinel_masters_are_watched_too(
         shutil.rmtree(children.directory)
 
 
-@pytest.mark.parametrize(("host", "base"), [("127.0.0.1", "http://127.0.0.1:8123/"), ("::", "http://[::]:8123/")])
+@pytest.mark.parametrize(
+    ("host", "base"),
+    [("127.0.0.1", "http://127.0.0.1:8123/"), ("::", "http://[::]:8123/"), ("[::1]", "http://[::1]:8123/")],
+)
 def test_an_alert_of_a_child_s_instance_links_to_the_front_s_port(host: str, base: str) -> None:
     """Without RQSCOPE_PUBLIC_URL, an alert links to http://host:port/ of the sidecar: a child's alerts (each
     instance after the first, with process_per_instance) must link where the front listens, as the first's do,

@@ -79,7 +79,7 @@ def post_worker_init(worker: Any) -> None:
 
     start(worker.wsgi)
     try:  # the first request need not open the connection; a Redis that is away is the requests' concern
-        worker.wsgi.extensions[EXTENSION].home.ping()
+        worker.wsgi.extensions[EXTENSION].first.redis.ping()
     except RedisError as exc:
         worker.log.warning("Redis not reachable at worker start: %s", exc)
 

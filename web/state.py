@@ -65,11 +65,6 @@ class State:
     def first(self) -> Instance:
         return next(iter(self.instances.values()))
 
-    @property
-    def home(self) -> Redis:
-        """Where the shared session key lives, whichever instance a page shows."""
-        return self.first.redis
-
     def reachable(self, action: Callable[[Redis], T]) -> tuple[str, T]:
         """(name, `action`'s result) on the first home that does not drop the connection, in order.
 
