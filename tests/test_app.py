@@ -39,7 +39,7 @@ def test_session_key_is_made_by_start_and_only_read_by_requests(real_settings: S
     stop = start(first)
     try:
         second.test_client().get("/login")
-        assert second.secret_key == real_redis.get(SECRET_KEY).decode()
+        assert second.secret_key == real_redis.get(SECRET_KEY)
     finally:
         stop()
 
@@ -47,9 +47,9 @@ def test_session_key_is_made_by_start_and_only_read_by_requests(real_settings: S
 def test_session_key_is_made_once_redis_answers(real_settings: Settings, real_redis: Redis) -> None:
     stopped = threading.Event()
     down = Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
-    assert keep_making([real_redis], stopped) is None  # made at once
+    assert keep_making(real_redis, stopped) is None  # made at once
     real_redis.delete(SECRET_KEY)
-    thread = keep_making([down], stopped)
+    thread = keep_making(down, stopped)
     assert thread is not None and thread.is_alive()
     stopped.set()
     thread.join(timeout=5)

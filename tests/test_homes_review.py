@@ -1,4 +1,4 @@
-"""Sessions on any instance under the front's prefix (State.homes), and the session-signing key they share."""
+"""Sessions on any instance under the front's prefix (State.homes), and the session-signing key they use."""
 
 from __future__ import annotations
 
@@ -10,22 +10,29 @@ from collections.abc import Iterator
 import fakeredis
 import pytest
 from flask import Flask
-from redis import ConnectionError
 from rqscope.monitor.settings import from_env
 from rqscope.web import app as app_module
 from rqscope.web.app import create_app
 from rqscope.web.children import plan
-from rqscope.web.session_key import SECRET_KEY, keep_making, make_shared_secret, read_shared_secrets
+from rqscope.web.hosts import exposure_warnings
+from rqscope.web.session_key import SECRET_KEY, keep_making, make_shared_secret, read_shared_secret
 
 from tests.test_auth_caller import PASSWORD, USERS
 
 DOWN = "redis://127.0.0.1:1/0"  # refused at once: the first instance is away
+SECRET = "s" * 40
+ENVIRON = {
+    "RQSCOPE_REDIS_URL": f"main={DOWN},east=redis://127.0.0.1:2/0",
+    "RQSCOPE_PROCESS_PER_INSTANCE": "true",
+    "RQSCOPE_USERS": USERS,
+    "RQSCOPE_REDIS_CONNECT_TIMEOUT": "0.3",
+    "RQSCOPE_REDIS_TIMEOUT": "0.3",
+    "RQSCOPE_TASK_MODULES": "tests.sample_tasks",
+}
 
 
-@pytest.fixture
-def workers(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Flask, Flask, fakeredis.FakeRedis]]:
-    """Two gunicorn workers of one front (process_per_instance), started while the first instance is down;
-    RQSCOPE_SECRET_KEY unset, the default: the session-signing key is shared through Redis."""
+def _workers(monkeypatch: pytest.MonkeyPatch, **extra: str) -> Iterator[tuple[Flask, Flask, fakeredis.FakeRedis]]:
+    """Two gunicorn workers of one front (process_per_instance), built while the first instance is down."""
     east = fakeredis.FakeRedis()
     real = app_module.make_client
 
@@ -33,23 +40,26 @@ def workers(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Flask, Flask, fak
         return east if config is not None and config.name == "east" else real(settings, config, **kwargs)
 
     monkeypatch.setattr(app_module, "make_client", make_client)
-    environ = {
-        "RQSCOPE_REDIS_URL": f"main={DOWN},east=redis://127.0.0.1:2/0",
-        "RQSCOPE_PROCESS_PER_INSTANCE": "true",
-        "RQSCOPE_USERS": USERS,
-        "RQSCOPE_REDIS_CONNECT_TIMEOUT": "0.3",
-        "RQSCOPE_REDIS_TIMEOUT": "0.3",
-        "RQSCOPE_TASK_MODULES": "tests.sample_tasks",
-    }
+    environ = {**ENVIRON, **extra}
     settings = from_env(environ)
     children = plan(settings, environ)
     assert children is not None
     try:
-        first = create_app(settings, children=children, testing=True)
-        second = create_app(settings, children=children, testing=True)
-        yield first, second, east
+        yield create_app(settings, children=children), create_app(settings, children=children), east
     finally:
         shutil.rmtree(children.directory, ignore_errors=True)
+
+
+@pytest.fixture
+def workers(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Flask, Flask, fakeredis.FakeRedis]]:
+    """RQSCOPE_SECRET_KEY set, as `serve` asks for when several instances are watched."""
+    yield from _workers(monkeypatch, RQSCOPE_SECRET_KEY=SECRET)
+
+
+@pytest.fixture
+def keyless_workers(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Flask, Flask, fakeredis.FakeRedis]]:
+    """RQSCOPE_SECRET_KEY unset, the default: the signing key is kept in Redis."""
+    yield from _workers(monkeypatch)
 
 
 def _sign_in(app: Flask) -> str:
@@ -67,69 +77,44 @@ def _sign_in(app: Flask) -> str:
 def test_a_session_signed_in_during_the_first_instance_s_outage_holds_in_every_worker(
     workers: tuple[Flask, Flask, fakeredis.FakeRedis],
 ) -> None:
-    """The sign-in lands on east (a home), and the cookie is signed with the key east holds, which every worker
-    reads: not a key only the worker that signed it knows (with gunicorn's two workers, every other request
-    of the signed-in user was refused)."""
     first, second, east = workers
-    stopped = threading.Event()
-    keep_making(list(first.extensions["rqscope"].homes.values()), stopped)  # as start() does in each worker
-    stopped.set()
     cookie = _sign_in(first)
     assert east.keys("rqscope:session:*"), "the session lives on east"
-    same = first.test_client()
-    same.set_cookie("session", cookie)
-    assert same.get("/api/instances").status_code == 200  # the worker that signed it accepts it
-    other = second.test_client()
-    other.set_cookie("session", cookie)
-    assert other.get("/api/instances").status_code == 200
+    for app in (first, second):
+        client = app.test_client()
+        client.set_cookie("session", cookie)
+        assert client.get("/api/instances").status_code == 200
 
 
-class Away:
-    """A home that drops every connection."""
-
-    def get(self, key: str) -> None:
-        raise ConnectionError("away")
-
-    def set(self, key: str, value: str, nx: bool = False) -> None:
-        raise ConnectionError("away")
-
-
-def test_one_key_is_spread_over_every_home_and_the_one_a_home_holds_wins() -> None:
-    main, east = fakeredis.FakeRedis(), fakeredis.FakeRedis()
-    east.set(SECRET_KEY, "k-east")
-    assert make_shared_secret([main, east]) is True
-    assert main.get(SECRET_KEY) == east.get(SECRET_KEY) == b"k-east"
-    fresh = fakeredis.FakeRedis()
-    assert make_shared_secret([Away(), fresh]) is False  # a home away: the thread tries again
-    made = fresh.get(SECRET_KEY)
-    assert made and make_shared_secret([main, fresh]) is True
-    assert read_shared_secrets([main, fresh]) == (["k-east", made.decode()], True)
-
-
-def test_a_cookie_signed_during_the_first_home_s_outage_holds_once_it_is_back_with_a_key_of_its_own(
-    workers: tuple[Flask, Flask, fakeredis.FakeRedis],
+def test_without_a_secret_key_no_other_instance_s_key_signs_and_serve_says_so(
+    keyless_workers: tuple[Flask, Flask, fakeredis.FakeRedis],
 ) -> None:
-    """While main was away, east's key signed the cookie; main comes back holding an older key of its own. The
-    cookie is signed with main's key from then on and east's is still accepted, so nobody is signed out."""
-    first, second, east = workers
+    """The key lives on the first instance only: one planted on east (by anyone who can write there) signs
+    nothing, and `serve` warns at start that sessions need RQSCOPE_SECRET_KEY to outlive the first's outage."""
+    first, _, east = keyless_workers
+    east.set(SECRET_KEY, "planted-by-a-writer-of-east")
     stopped = threading.Event()
     try:
-        thread = keep_making(list(first.extensions["rqscope"].homes.values()), stopped)
-        assert thread is not None  # main is away: the key is on east, and main gets it once it answers
+        assert keep_making(first.extensions["rqscope"].first.redis, stopped) is not None  # main away: retried
     finally:
         stopped.set()
-    cookie = _sign_in(first)
-    main = fakeredis.FakeRedis()
-    main.set(SECRET_KEY, "main-s-own-older-key")
-    for app in (first, second):
-        homes = app.extensions["rqscope"].homes
-        homes["main"] = main
-        app.session_interface._next_read = 0.0  # type: ignore[attr-defined]  # the next read is due
-    fresh = second.test_client()
-    fresh.set_cookie("session", cookie)
-    assert fresh.get("/api/instances").status_code == 200
-    assert second.secret_key == "main-s-own-older-key"  # and new cookies are signed with main's
-    signed_now = _sign_in(second)
-    other = first.test_client()
-    other.set_cookie("session", signed_now)
-    assert other.get("/api/instances").status_code == 200
+    _sign_in(first)  # signs with a process-local key meanwhile
+    assert first.secret_key not in (b"planted-by-a-writer-of-east", "planted-by-a-writer-of-east")
+    assert east.get(SECRET_KEY) == b"planted-by-a-writer-of-east"  # and nothing was copied there
+    warned = exposure_warnings(from_env(ENVIRON))
+    assert any("RQSCOPE_SECRET_KEY is not set: the key that signs session cookies" in w for w in warned)
+    assert not any(
+        "signs session cookies" in w for w in exposure_warnings(from_env({**ENVIRON, "RQSCOPE_SECRET_KEY": SECRET}))
+    )
+
+
+def test_a_stored_key_that_is_not_utf8_signs_and_an_empty_one_is_replaced() -> None:
+    redis = fakeredis.FakeRedis()
+    redis.set(SECRET_KEY, b"\xff\xfe" * 20)
+    assert read_shared_secret(redis) == b"\xff\xfe" * 20  # bytes sign as they are: no UnicodeDecodeError
+    redis.set(SECRET_KEY, "")
+    assert read_shared_secret(redis) is None
+    assert make_shared_secret(redis) is True
+    assert len(read_shared_secret(redis) or b"") == 64
+    kept = read_shared_secret(redis)
+    assert make_shared_secret(redis) is True and read_shared_secret(redis) == kept  # a usable key stays

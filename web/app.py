@@ -174,7 +174,7 @@ def start(app: Flask) -> Callable[[], None]:
         publishers[-1].start()
     stopped = threading.Event()
     if not current.settings.secret_key:
-        session_key.keep_making(list(current.homes.values()), stopped)
+        session_key.keep_making(current.first.redis, stopped)
 
     def stop() -> None:
         stopped.set()

@@ -115,6 +115,12 @@ def exposure_warnings(settings: Settings) -> list[str]:
             "signed with a key kept in Redis, so anyone who can read that Redis can sign cookies; "
             f"set {env_name('secret_key')} (32+ random characters)"
         )
+    if len(settings.instances) > 1 and not settings.secret_key and settings.has_credentials:
+        found.append(
+            f"{env_name('secret_key')} is not set: the key that signs session cookies lives on the first "
+            "instance only, so while it is away a sign-in on another instance holds only in the process that "
+            f"signed it; set {env_name('secret_key')} (32+ random characters)"
+        )
     if not settings.bound_to_loopback and not settings.has_credentials:
         found.append(
             f"no credentials are configured and the sidecar binds {settings.host}: every caller except a local, "
