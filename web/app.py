@@ -82,7 +82,7 @@ def create_app(
     # one snapshot, ping and metrics read per instance, and per other prefix's sidecar
     fanout = Fanout(deadline, threads=3 * (len(watched) + len(children.children if children else ())) + 1)
     homes = _homes(settings, watched, children)
-    app.extensions[EXTENSION] = State(settings, registry, watched, fanout, children, homes)
+    app.extensions[EXTENSION] = State(settings, registry, watched, homes, fanout, children)
     app.secret_key = settings.secret_key
     app.session_interface = sessions.interface(settings)  # Secure cookies over https; the Redis key if unset
     app.config.update(SESSION_COOKIE_SAMESITE="Lax", SESSION_COOKIE_HTTPONLY=True)
@@ -139,15 +139,13 @@ def _instances(settings: Settings, redis: Redis | None, children: Children | Non
 def _homes(settings: Settings, watched: dict[str, Instance], children: Children | None) -> dict[str, Redis]:
     """Where sessions may live, in the configured order: the instances this process reads, and those under its
     RQ prefix that a child reads (process_per_instance). Another prefix's keys are not this process's to write."""
-    served = {name: instance.redis for name, instance in watched.items()}
+    homes = {name: instance.redis for name, instance in watched.items()}
     if children is None:
-        return served
-    by_child = children.by_name
-    return {
-        config.name: served.get(config.name) or make_client(settings, config, client_name="rqscope-web")
-        for config in settings.instances
-        if config.name in served or (config.name in by_child and config.prefix == rq_key_prefix())
-    }
+        return homes
+    for config in settings.instances:
+        if config.name in children.by_name and config.prefix == rq_key_prefix():
+            homes[config.name] = make_client(settings, config, client_name="rqscope-web")
+    return {config.name: homes[config.name] for config in settings.instances if config.name in homes}
 
 
 def _engine(settings: Settings, instance: Instance) -> AlertEngine:

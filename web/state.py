@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TypeVar
 
 from flask import current_app, g, has_app_context
@@ -42,14 +42,11 @@ class State:
     settings: Settings
     registry: TaskRegistry
     instances: dict[str, Instance]  # in the configured order; the first is the default
-    fanout: Fanout  # reads every instance at once, each bounded by its own timeout
-    children: Children | None = None  # the sidecars serving the instances this process does not
     # where sessions and sign-in counts may live, in order: this process's instances, and those under its RQ
     # prefix that a child serves (process_per_instance), so that sign-in outlives the first instance's outage
-    homes: dict[str, Redis] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.homes = self.homes or {name: instance.redis for name, instance in self.instances.items()}
+    homes: dict[str, Redis]
+    fanout: Fanout  # reads every instance at once, each bounded by its own timeout
+    children: Children | None = None  # the sidecars serving the instances this process does not
 
     @property
     def default_name(self) -> str:
